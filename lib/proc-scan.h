@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "proc-record.h"
+
+/* The one adapter over libproc2 (procps-ng 4). libproc2 always reads /proc. */
+typedef struct ProcScan ProcScan;
+
+int proc_scan_new(ProcScan **ret);
+ProcScan *proc_scan_free(ProcScan *s);
+
+/* Every process on the host: pid, ppid, uid, state, times, rss, comm for all of them, title and
+ * private memory only for those that can be PostgreSQL (comm postgres/postmaster, or a child of
+ * one). The records are sorted by pid. */
+int proc_scan_all(ProcScan *s, ProcRecord **ret, size_t *n_ret);
+
+/* The same fields, title included, for the given pids only. Processes that are gone are missing
+ * from the result. */
+int proc_scan_pids(ProcScan *s, const pid_t *pids, size_t n, ProcRecord **ret, size_t *n_ret);
+
+/* The children of a (single-threaded) process, from /proc/PID/task/PID/children. That file can
+ * miss or add children that fork or exit while it is read: callers cross-check ppid. */
+int proc_read_children(const char *proc_root, pid_t pid, pid_t **ret, size_t *n_ret);
+
+/* readlink /proc/PID/cwd: a backend's or postmaster's data directory. Root or the owner only. */
+int proc_read_cwd(const char *proc_root, pid_t pid, char *buf, size_t size);
+
+/* The whole command line, NULs as spaces (the postmaster's -D lives after argv[0]). */
+int proc_read_cmdline(const char *proc_root, pid_t pid, char *buf, size_t size);

@@ -1,0 +1,324 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "macro.h"
+#include "proc-scan.h"
+#include "scanner.h"
+
+#define USEC_PER_SEC 1000000ULL
+#define DEFAULT_DISCOVERY_USEC (30 * USEC_PER_SEC)
+
+typedef struct Known {
+        pid_t pid;
+        uint64_t start_ticks;
+        uint64_t cpu_ticks;     /* for CPU % */
+} Known;
+
+struct Scanner {
+        ProcScan *ps;
+        uint64_t discovery_usec;
+        uint64_t last_full;     /* monotonic µs, 0 = never */
+        Known *pms;             /* postmasters found by the last full scan */
+        size_t n_pms;
+        Known *orphans;
+        size_t n_orphans;
+        Known *samples;         /* every process of the last tree, sorted by pid */
+        size_t n_samples;
+        uint64_t samples_at;    /* monotonic µs */
+        unsigned long hz;
+};
+
+static uint64_t now_usec(clockid_t clock) {
+        struct timespec ts;
+        clock_gettime(clock, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
+}
+
+int scanner_new(Scanner **ret) {
+        _cleanup_free_ Scanner *s = calloc(1, sizeof *s);
+        if (!s)
+                return -ENOMEM;
+        int r = proc_scan_new(&s->ps);
+        if (r < 0)
+                return r;
+        s->discovery_usec = DEFAULT_DISCOVERY_USEC;
+        long hz = sysconf(_SC_CLK_TCK);
+        s->hz = hz > 0 ? (unsigned long) hz : 100;
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
+Scanner *scanner_free(Scanner *s) {
+        if (!s)
+                return NULL;
+        proc_scan_free(s->ps);
+        free(s->pms);
+        free(s->orphans);
+        free(s->samples);
+        free(s);
+        return NULL;
+}
+
+void scanner_set_discovery_interval(Scanner *s, uint64_t usec) {
+        s->discovery_usec = usec > 0 ? usec : DEFAULT_DISCOVERY_USEC;
+}
+
+static int cmp_pid(const void *a, const void *b) {
+        pid_t x = *(const pid_t *) a, y = *(const pid_t *) b;
+        return (x > y) - (x < y);
+}
+
+static int cmp_known(const void *a, const void *b) {
+        return cmp_pid(&((const Known *) a)->pid, &((const Known *) b)->pid);
+}
+
+static const ProcRecord *find_record(const ProcRecord *recs, size_t n, pid_t pid) {
+        ProcRecord key = { .pid = pid };
+        return bsearch(&key, recs, n, sizeof *recs, cmp_pid);
+}
+
+/* Refresh of the known clusters only. Returns 0 with the records, or 1 if a full scan is needed
+ * (a postmaster is gone or changed), or −errno. */
+static int refresh_known(Scanner *s, ProcRecord **ret, size_t *n_ret, const char **why) {
+        _cleanup_free_ pid_t *want = NULL;
+        _cleanup_free_ pid_t *owner = NULL; /* the postmaster each wanted pid was listed under */
+        size_t n = 0, allocated = 0, o_allocated = 0;
+
+        for (size_t i = 0; i < s->n_pms; i++) {
+                _cleanup_free_ pid_t *children = NULL;
+                size_t n_children = 0;
+                int r = proc_read_children(NULL, s->pms[i].pid, &children, &n_children);
+                if (r == -ESRCH) {
+                        *why = "postmaster gone";
+                        return 1;
+                }
+                if (r < 0) {
+                        *why = "children unreadable";
+                        return 1;
+                }
+                if (GROW(want, allocated, n + n_children + 1) < 0 ||
+                    GROW(owner, o_allocated, n + n_children + 1) < 0)
+                        return -ENOMEM;
+                want[n] = s->pms[i].pid;
+                owner[n++] = 0;
+                for (size_t k = 0; k < n_children; k++) {
+                        want[n] = children[k];
+                        owner[n++] = s->pms[i].pid;
+                }
+        }
+        for (size_t i = 0; i < s->n_orphans; i++) {
+                if (GROW(want, allocated, n + 1) < 0 || GROW(owner, o_allocated, n + 1) < 0)
+                        return -ENOMEM;
+                want[n] = s->orphans[i].pid;
+                owner[n++] = -1;
+        }
+
+        ProcRecord *recs = NULL;
+        size_t n_recs = 0;
+        int r = proc_scan_pids(s->ps, want, n, &recs, &n_recs);
+        if (r < 0)
+                return r;
+
+        for (size_t i = 0; i < s->n_pms; i++) {
+                const ProcRecord *pm = find_record(recs, n_recs, s->pms[i].pid);
+                if (!pm || pm->start_ticks != s->pms[i].start_ticks || proc_state_is_dead(pm->state)) {
+                        proc_records_free(recs, n_recs);
+                        *why = "postmaster gone";
+                        return 1;
+                }
+        }
+        /* Cross-check: keep a child only if its parent is still the postmaster that listed it (the
+         * pid may have been reused in between), an orphan only if it is the same process. */
+        size_t k = 0;
+        for (size_t i = 0; i < n_recs; i++) {
+                ProcRecord *rec = &recs[i];
+                bool keep = false;
+                for (size_t j = 0; j < n && !keep; j++) {
+                        if (want[j] != rec->pid)
+                                continue;
+                        if (owner[j] == 0)
+                                keep = true;
+                        else if (owner[j] > 0)
+                                keep = rec->ppid == owner[j];
+                        else {
+                                Known key = { .pid = rec->pid };
+                                Known *o = bsearch(&key, s->orphans, s->n_orphans, sizeof *o, cmp_known);
+                                keep = o && o->start_ticks == rec->start_ticks;
+                        }
+                }
+                if (keep)
+                        recs[k++] = *rec;
+                else
+                        proc_record_clear(rec);
+        }
+        *ret = recs;
+        *n_ret = k;
+        return 0;
+}
+
+static int remember(Known **arr, size_t *n, const PgTree *t, bool postmasters) {
+        size_t count = 0;
+        for (size_t i = 0; i < t->n_procs; i++) {
+                const PgProcess *p = &t->procs[i];
+                if (postmasters ? (p->cluster >= 0 && p->depth == 0) : pg_process_is_orphan(p))
+                        count++;
+        }
+        Known *k = calloc(count ? count : 1, sizeof *k);
+        if (!k)
+                return -ENOMEM;
+        size_t j = 0;
+        for (size_t i = 0; i < t->n_procs; i++) {
+                const PgProcess *p = &t->procs[i];
+                if (postmasters ? (p->cluster >= 0 && p->depth == 0) : pg_process_is_orphan(p))
+                        k[j++] = (Known){ .pid = p->rec.pid, .start_ticks = p->rec.start_ticks };
+        }
+        qsort(k, j, sizeof *k, cmp_known);
+        free(*arr);
+        *arr = k;
+        *n = j;
+        return 0;
+}
+
+/* CPU % over the interval since the previous refresh, or since the process started. */
+static int account_cpu(Scanner *s, PgTree *t, uint64_t mono_now, double uptime) {
+        Known *next = calloc(t->n_procs ? t->n_procs : 1, sizeof *next);
+        if (!next)
+                return -ENOMEM;
+        double dt = s->samples_at ? (double) (mono_now - s->samples_at) / USEC_PER_SEC : 0;
+        for (size_t i = 0; i < t->n_procs; i++) {
+                ProcRecord *r = &t->procs[i].rec;
+                next[i] = (Known){ .pid = r->pid, .start_ticks = r->start_ticks, .cpu_ticks = r->cpu_ticks };
+                Known key = { .pid = r->pid };
+                Known *prev = s->n_samples ? bsearch(&key, s->samples, s->n_samples, sizeof key, cmp_known) : NULL;
+                double secs = (double) r->cpu_ticks / (double) s->hz;
+                if (prev && prev->start_ticks == r->start_ticks && dt > 0.001 && r->cpu_ticks >= prev->cpu_ticks)
+                        r->cpu_percent = 100.0 * ((double) (r->cpu_ticks - prev->cpu_ticks) / (double) s->hz) / dt;
+                else {
+                        double age = uptime - (double) r->start_ticks / (double) s->hz;
+                        r->cpu_percent = age > 0.01 ? 100.0 * secs / age : 0;
+                }
+        }
+        qsort(next, t->n_procs, sizeof *next, cmp_known);
+        free(s->samples);
+        s->samples = next;
+        s->n_samples = t->n_procs;
+        s->samples_at = mono_now;
+        return 0;
+}
+
+static int read_small_file(const char *path, char *buf, size_t size, size_t *len) {
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return negative_errno();
+        ssize_t k = read(fd, buf, size - 1);
+        if (k < 0)
+                return negative_errno();
+        buf[k] = 0;
+        *len = (size_t) k;
+        return 0;
+}
+
+/* -D DIR, -DDIR or --pgdata=DIR on the postmaster's command line, if absolute. */
+static void data_dir_from_cmdline(const char *cmdline, char *buf, size_t size) {
+        const char *p = cmdline;
+        while (p && *p) {
+                const char *arg = NULL;
+                if (strncmp(p, "-D ", 3) == 0)
+                        arg = p + 3;
+                else if (strncmp(p, "-D", 2) == 0)
+                        arg = p + 2;
+                else if (strncmp(p, "--pgdata=", 9) == 0)
+                        arg = p + 9;
+                if (arg && *arg == '/') {
+                        size_t k = strcspn(arg, " ");
+                        snprintf(buf, size, "%.*s", (int) k, arg);
+                        return;
+                }
+                p = strchr(p, ' ');
+                if (p)
+                        p++;
+        }
+}
+
+void cluster_identify(const char *proc_root, PgCluster *c, const PgProcess *pm) {
+        if (proc_read_cwd(proc_root, pm->rec.pid, c->data_directory, sizeof c->data_directory) < 0) {
+                c->data_directory[0] = 0;
+                data_dir_from_cmdline(pm->rec.title, c->data_directory, sizeof c->data_directory);
+        }
+        if (c->data_directory[0]) {
+                char path[PATH_MAX + 32], buf[4096];
+                size_t len;
+                snprintf(path, sizeof path, "%s/postmaster.pid", c->data_directory);
+                if (read_small_file(path, buf, sizeof buf, &len) == 0 &&
+                    pmfile_parse(buf, len, &c->pmfile) == 0 && c->pmfile.pid == pm->rec.pid)
+                        c->pmfile_valid = true;
+        }
+        cluster_derive_name(c, pm->rec.pid);
+}
+
+int scanner_refresh(Scanner *s, bool force_full, PgTree *ret, ScanStats *stats) {
+        uint64_t t0 = now_usec(CLOCK_MONOTONIC);
+        ScanStats st = {};
+        ProcRecord *recs = NULL;
+        size_t n = 0;
+        int r;
+
+        bool full = force_full || s->last_full == 0 || t0 - s->last_full >= s->discovery_usec;
+        st.full_reason = force_full ? "forced" : s->last_full == 0 ? "first" : "interval";
+        if (!full) {
+                r = refresh_known(s, &recs, &n, &st.full_reason);
+                if (r < 0)
+                        return r;
+                full = r > 0;
+        }
+        if (full) {
+                r = proc_scan_all(s->ps, &recs, &n);
+                if (r < 0)
+                        return r;
+                s->last_full = t0;
+        }
+        st.full = full;
+        st.examined = n;
+
+        PgTree t;
+        r = tree_build(recs, n, &t);
+        proc_records_free(recs, n);
+        if (r < 0)
+                return r;
+
+        double real = (double) now_usec(CLOCK_REALTIME) / USEC_PER_SEC;
+        double uptime = (double) now_usec(CLOCK_BOOTTIME) / USEC_PER_SEC;
+        t.now = real;
+        t.boot_time = real - uptime;
+        t.hz = s->hz;
+
+        for (size_t i = 0; i < t.n_clusters; i++)
+                cluster_identify(NULL, &t.clusters[i], &t.procs[t.clusters[i].postmaster]);
+        for (size_t i = 0; i < t.n_procs; i++) {
+                PgProcess *p = &t.procs[i];
+                char cwd[PATH_MAX];
+                if (pg_process_is_orphan(p) && proc_read_cwd(NULL, p->rec.pid, cwd, sizeof cwd) == 0)
+                        p->cwd = strdup(cwd);
+        }
+
+        if ((r = account_cpu(s, &t, now_usec(CLOCK_MONOTONIC), uptime)) < 0 ||
+            (full && ((r = remember(&s->pms, &s->n_pms, &t, true)) < 0 ||
+                      (r = remember(&s->orphans, &s->n_orphans, &t, false)) < 0))) {
+                tree_free(&t);
+                return r;
+        }
+        if (!full) /* orphans that ended are forgotten */
+                (void) remember(&s->orphans, &s->n_orphans, &t, false);
+
+        st.seconds = (double) (now_usec(CLOCK_MONOTONIC) - t0) / USEC_PER_SEC;
+        if (stats)
+                *stats = st;
+        *ret = t;
+        return 0;
+}

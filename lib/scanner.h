@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tree.h"
+
+/* Keeps the host's PostgreSQL forest up to date at a cost that does not grow with the host's
+ * process count: a full discovery scan of /proc now and then (and at once when a known
+ * postmaster is gone), and in between a refresh that reads only the known postmasters'
+ * children (/proc/PM/task/PM/children) and the known orphans. */
+typedef struct Scanner Scanner;
+
+typedef struct ScanStats {
+        bool full;              /* this refresh was a discovery scan */
+        const char *full_reason;/* why: "first", "interval", "postmaster gone", "forced", … */
+        size_t examined;        /* process records read */
+        double seconds;         /* wall time of the refresh */
+} ScanStats;
+
+int scanner_new(Scanner **ret);
+Scanner *scanner_free(Scanner *s);
+
+/* How often a full discovery scan runs (default 30 s). */
+void scanner_set_discovery_interval(Scanner *s, uint64_t usec);
+
+/* One refresh into *ret (which the caller frees with tree_free). force_full: discover now. */
+int scanner_refresh(Scanner *s, bool force_full, PgTree *ret, ScanStats *stats);
+
+/* Reads what identifies a cluster: its data directory (/proc/PM/cwd, else -D on the command
+ * line) and postmaster.pid there. Missing pieces stay empty. */
+void cluster_identify(const char *proc_root, PgCluster *c, const PgProcess *pm);

@@ -1,0 +1,341 @@
+/* SPDX-License-Identifier: MIT */
+/* The postmaster → child forest, built from plain process records. Pure. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "macro.h"
+#include "tree.h"
+
+#define MAX_ANCESTRY 64
+
+bool proc_comm_is_postgres(const char *comm) {
+        return comm && (strcmp(comm, "postgres") == 0 || strcmp(comm, "postmaster") == 0);
+}
+
+void proc_record_clear(ProcRecord *r) {
+        if (!r)
+                return;
+        free(r->title);
+        r->title = NULL;
+}
+
+void proc_records_free(ProcRecord *r, size_t n) {
+        for (size_t i = 0; r && i < n; i++)
+                proc_record_clear(&r[i]);
+        free(r);
+}
+
+typedef struct Builder {
+        const ProcRecord *recs;
+        size_t n;
+        size_t *by_pid;         /* indices of recs sorted by pid */
+        signed char *pm;        /* −1 unknown, 0 no, 1 postmaster */
+} Builder;
+
+static const ProcRecord *sort_base;
+
+static int cmp_by_pid(const void *a, const void *b) {
+        pid_t x = sort_base[*(const size_t *) a].pid, y = sort_base[*(const size_t *) b].pid;
+        return (x > y) - (x < y);
+}
+
+static long lookup(const Builder *b, pid_t pid) {
+        size_t lo = 0, hi = b->n;
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                pid_t p = b->recs[b->by_pid[mid]].pid;
+                if (p == pid)
+                        return (long) b->by_pid[mid];
+                if (p < pid)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return -1;
+}
+
+static bool alive(const ProcRecord *r) {
+        return !proc_state_is_dead(r->state);
+}
+
+static bool child_title(const ProcRecord *r) {
+        return r->title && strncmp(r->title, "postgres:", 9) == 0;
+}
+
+/* A live PostgreSQL process that still carries its own command line. */
+static bool pm_candidate(const ProcRecord *r) {
+        return alive(r) && proc_comm_is_postgres(r->comm) && r->title && r->title[0] && !child_title(r);
+}
+
+static bool is_postmaster(Builder *b, size_t i) {
+        if (b->pm[i] < 0) {
+                const ProcRecord *r = &b->recs[i];
+                bool yes = pm_candidate(r);
+                if (yes && r->ppid > 0 && r->ppid != r->pid) {
+                        long p = lookup(b, r->ppid);
+                        if (p >= 0 && pm_candidate(&b->recs[p]))
+                                yes = false; /* a postgres started by a postmaster is its child */
+                }
+                b->pm[i] = yes;
+        }
+        return b->pm[i] > 0;
+}
+
+/* The postmaster above record i (and how far up), or −1. */
+static long owning_postmaster(Builder *b, size_t i, int *depth) {
+        const ProcRecord *r = &b->recs[i];
+        for (int d = 1; d <= MAX_ANCESTRY; d++) {
+                if (r->ppid <= 0 || r->ppid == r->pid)
+                        return -1;
+                long p = lookup(b, r->ppid);
+                if (p < 0 || !alive(&b->recs[p]))
+                        return -1;
+                if (is_postmaster(b, (size_t) p)) {
+                        *depth = d;
+                        return p;
+                }
+                r = &b->recs[p];
+        }
+        return -1;
+}
+
+static int append(PgTree *t, size_t *allocated, const ProcRecord *r, int cluster, int depth) {
+        if (GROW(t->procs, *allocated, t->n_procs + 1) < 0)
+                return -ENOMEM;
+        PgProcess *p = &t->procs[t->n_procs];
+        *p = (PgProcess){ .rec = *r, .cluster = cluster, .leader = -1, .depth = depth, .cwd = NULL };
+        p->rec.title = NULL;
+        if (r->title && !(p->rec.title = strdup(r->title)))
+                return -ENOMEM;
+        t->n_procs++;
+        return 0;
+}
+
+static void parse_titles(PgTree *t, size_t from, size_t to, PgCluster *c) {
+        const char *hint = NULL;
+        if (c) {
+                for (size_t i = from; i < to && !c->cluster_name_known; i++) {
+                        const char *s = t->procs[i].rec.title;
+                        if (s && i != c->postmaster &&
+                            title_cluster_name(s, strlen(s), c->cluster_name))
+                                c->cluster_name_known = true;
+                }
+                if (c->cluster_name_known)
+                        hint = c->cluster_name;
+        }
+        for (size_t i = from; i < to; i++) {
+                const char *s = t->procs[i].rec.title;
+                title_parse(s, s ? strlen(s) : 0, hint, &t->procs[i].title);
+                if (!s && proc_comm_is_postgres(t->procs[i].rec.comm))
+                        t->procs[i].title.backend_type = BACKEND_UNKNOWN;
+        }
+}
+
+static void link_leaders(PgTree *t, size_t from, size_t to) {
+        for (size_t i = from; i < to; i++) {
+                PgProcess *w = &t->procs[i];
+                if (w->title.backend_type != BACKEND_PARALLEL_WORKER)
+                        continue;
+                w->leader_missing = true;
+                for (size_t j = from; j < to; j++)
+                        if (j != i && t->procs[j].rec.pid == w->title.leader_pid &&
+                            t->procs[j].title.backend_type != BACKEND_PARALLEL_WORKER) {
+                                w->leader = (int) j;
+                                w->leader_missing = false;
+                                /* pg_stat_activity shows a worker under its leader's role and
+                                 * database; its title does not say them. */
+                                memcpy(w->title.user, t->procs[j].title.user, sizeof w->title.user);
+                                memcpy(w->title.database, t->procs[j].title.database, sizeof w->title.database);
+                                break;
+                        }
+        }
+}
+
+void cluster_derive_name(PgCluster *c, pid_t pm_pid) {
+        if (c->cluster_name_known && c->cluster_name[0])
+                snprintf(c->name, sizeof c->name, "%s", c->cluster_name);
+        else if (c->data_directory[0])
+                snprintf(c->name, sizeof c->name, "%s", c->data_directory);
+        else if (c->pmfile_valid && c->pmfile.port > 0)
+                snprintf(c->name, sizeof c->name, "port %d", c->pmfile.port);
+        else
+                snprintf(c->name, sizeof c->name, "pid %d", (int) pm_pid);
+}
+
+int tree_build(const ProcRecord *recs, size_t n, PgTree *ret) {
+        *ret = (PgTree){};
+        if (n == 0)
+                return 0;
+        if (!recs)
+                return -EINVAL;
+
+        _cleanup_free_ size_t *by_pid = calloc(n, sizeof(size_t));
+        _cleanup_free_ signed char *pm = malloc(n);
+        _cleanup_free_ long *owner = malloc(n * sizeof(long));
+        _cleanup_free_ int *depth = calloc(n, sizeof(int));
+        if (!by_pid || !pm || !owner || !depth)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                by_pid[i] = i;
+        sort_base = recs;
+        qsort(by_pid, n, sizeof(size_t), cmp_by_pid);
+        memset(pm, -1, n);
+        Builder b = { .recs = recs, .n = n, .by_pid = by_pid, .pm = pm };
+
+        PgTree t = {};
+        size_t allocated = 0, c_allocated = 0;
+        int r = 0;
+
+        /* Membership: the owning postmaster, −2 orphan, −1 not PostgreSQL's. */
+        for (size_t i = 0; i < n; i++) {
+                const ProcRecord *rec = &recs[i];
+                owner[i] = -1;
+                if (!alive(rec)) {
+                        if (proc_comm_is_postgres(rec->comm))
+                                t.n_dead++;
+                        continue;
+                }
+                if (is_postmaster(&b, i))
+                        continue;
+                long parent = rec->ppid > 0 ? lookup(&b, rec->ppid) : -1;
+                if (parent >= 0 && is_postmaster(&b, (size_t) parent)) {
+                        owner[i] = parent;
+                        depth[i] = 1;
+                } else if (proc_comm_is_postgres(rec->comm) && child_title(rec)) {
+                        owner[i] = owning_postmaster(&b, i, &depth[i]);
+                        if (owner[i] < 0)
+                                owner[i] = -2;
+                }
+        }
+
+        /* Clusters in postmaster pid order, each followed by its processes in pid order. */
+        for (size_t k = 0; k < n; k++) {
+                size_t i = by_pid[k];
+                if (!alive(&recs[i]) || !is_postmaster(&b, i))
+                        continue;
+                if (GROW(t.clusters, c_allocated, t.n_clusters + 1) < 0) {
+                        r = -ENOMEM;
+                        goto fail;
+                }
+                PgCluster *c = &t.clusters[t.n_clusters];
+                *c = (PgCluster){ .postmaster = t.n_procs };
+                size_t from = t.n_procs;
+                r = append(&t, &allocated, &recs[i], (int) t.n_clusters, 0);
+                for (size_t m = 0; r >= 0 && m < n; m++)
+                        if (owner[by_pid[m]] == (long) i)
+                                r = append(&t, &allocated, &recs[by_pid[m]], (int) t.n_clusters,
+                                           depth[by_pid[m]]);
+                if (r < 0)
+                        goto fail;
+                t.n_clusters++;
+                parse_titles(&t, from, t.n_procs, c);
+                link_leaders(&t, from, t.n_procs);
+                cluster_derive_name(c, recs[i].pid);
+        }
+
+        size_t from = t.n_procs;
+        for (size_t k = 0; k < n; k++)
+                if (owner[by_pid[k]] == -2 && (r = append(&t, &allocated, &recs[by_pid[k]], -1, 0)) < 0)
+                        goto fail;
+        parse_titles(&t, from, t.n_procs, NULL);
+        /* An orphaned parallel worker's leader can only be another orphan. */
+        link_leaders(&t, from, t.n_procs);
+
+        *ret = t;
+        return 0;
+fail:
+        tree_free(&t);
+        return r;
+}
+
+void tree_free(PgTree *t) {
+        if (!t)
+                return;
+        for (size_t i = 0; i < t->n_procs; i++) {
+                free(t->procs[i].rec.title);
+                free(t->procs[i].cwd);
+        }
+        free(t->procs);
+        free(t->clusters);
+        *t = (PgTree){};
+}
+
+double pg_process_start_time(const PgTree *t, const PgProcess *p) {
+        if (t->hz == 0 || t->boot_time <= 0)
+                return 0;
+        return t->boot_time + (double) p->rec.start_ticks / (double) t->hz;
+}
+
+int tree_find(const PgTree *t, pid_t pid) {
+        for (size_t i = 0; i < t->n_procs; i++)
+                if (t->procs[i].rec.pid == pid)
+                        return (int) i;
+        return -1;
+}
+
+static bool next_line(const char **p, const char *end, const char **line, size_t *len) {
+        if (*p >= end)
+                return false;
+        const char *nl = memchr(*p, '\n', (size_t) (end - *p));
+        *line = *p;
+        *len = nl ? (size_t) (nl - *p) : (size_t) (end - *p);
+        *p = nl ? nl + 1 : end;
+        return true;
+}
+
+static int parse_int_line(const char *s, size_t len, long long min, long long max, long long *ret) {
+        char buf[32];
+        while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\r'))
+                len--;
+        if (len == 0 || len >= sizeof buf)
+                return -EINVAL;
+        memcpy(buf, s, len);
+        buf[len] = 0;
+        char *e;
+        errno = 0;
+        long long v = strtoll(buf, &e, 10);
+        if (errno || *e || v < min || v > max)
+                return -EINVAL;
+        *ret = v;
+        return 0;
+}
+
+static void copy_line(const char *s, size_t len, char *dst, size_t size) {
+        while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\r'))
+                len--;
+        while (len > 0 && s[0] == ' ')
+                s++, len--;
+        if (len >= size)
+                len = size - 1;
+        memcpy(dst, s, len);
+        dst[len] = 0;
+}
+
+int pmfile_parse(const char *buf, size_t len, PmFile *ret) {
+        PmFile f = {};
+        const char *p = buf, *end = buf + len, *line;
+        size_t l;
+        long long v;
+        if (!buf || !next_line(&p, end, &line, &l) || parse_int_line(line, l, -INT_MAX, INT_MAX, &v) < 0 || v == 0)
+                return -EINVAL;
+        f.pid = (pid_t) v;
+        if (!next_line(&p, end, &line, &l) || l == 0 || line[0] != '/')
+                return -EINVAL;
+        copy_line(line, l, f.data_directory, sizeof f.data_directory);
+        if (next_line(&p, end, &line, &l) && parse_int_line(line, l, 0, INT64_MAX, &v) == 0)
+                f.start_time = v;
+        if (next_line(&p, end, &line, &l) && parse_int_line(line, l, 1, 65535, &v) == 0)
+                f.port = (int) v;
+        if (next_line(&p, end, &line, &l))
+                copy_line(line, l, f.socket_dir, sizeof f.socket_dir);
+        if (next_line(&p, end, &line, &l))
+                copy_line(line, l, f.listen_addr, sizeof f.listen_addr);
+        /* line 7 is the shared memory key; line 8 (10+) the status */
+        if (next_line(&p, end, &line, &l) && next_line(&p, end, &line, &l))
+                copy_line(line, l, f.status, sizeof f.status);
+        *ret = f;
+        return 0;
+}

@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proc-record.h"
+#include "title.h"
+
+typedef struct PgProcess {
+        ProcRecord rec;         /* rec.title is owned by the tree */
+        TitleInfo title;
+        int cluster;            /* index into PgTree.clusters, −1 for an orphan */
+        int leader;             /* index of a parallel worker's leader in PgTree.procs, else −1 */
+        bool leader_missing;    /* parallel worker whose leader is not alive in its cluster */
+        int depth;              /* 0 postmaster/orphan, 1 its children, 2 their children */
+        char *cwd;              /* an orphan's working directory (its data directory), owned */
+} PgProcess;
+
+/* What postmaster.pid says (PostgreSQL 10+ has 8 lines, 9.6 has 7). */
+typedef struct PmFile {
+        pid_t pid;              /* negative for a single-user backend */
+        char data_directory[PATH_MAX];
+        int64_t start_time;     /* seconds since the epoch */
+        int port;
+        char socket_dir[PATH_MAX];
+        char listen_addr[256];
+        char status[32];        /* "ready", "starting", "stopping", "standby", or "" */
+} PmFile;
+
+typedef struct PgCluster {
+        size_t postmaster;      /* index in PgTree.procs */
+        char name[PATH_MAX];    /* cluster_name, else data directory, else "port N", else "pid N" */
+        char cluster_name[TITLE_NAME_MAX];
+        bool cluster_name_known;
+        char data_directory[PATH_MAX];  /* "" if unknown */
+        PmFile pmfile;
+        bool pmfile_valid;      /* postmaster.pid read and its pid matches */
+} PgCluster;
+
+typedef struct PgTree {
+        PgProcess *procs;       /* per cluster: postmaster, then its descendants; orphans last */
+        size_t n_procs;
+        PgCluster *clusters;
+        size_t n_clusters;
+        size_t n_dead;          /* zombies that were left out */
+        /* Clock, set by whoever took the snapshot (0 in a tree built from literal records). */
+        double now;             /* seconds since the epoch */
+        double boot_time;       /* seconds since the epoch at boot */
+        unsigned long hz;       /* clock ticks per second */
+} PgTree;
+
+/* Seconds since the epoch when the process started, or 0 if the tree has no clock. */
+double pg_process_start_time(const PgTree *t, const PgProcess *p);
+
+/* Builds the tree from records. Pure: it reads nothing but the records. A postmaster is a live
+ * PostgreSQL process (comm postgres/postmaster) whose title is its own command line and whose
+ * parent is not a postmaster; its children are every live process whose parent it is (and their
+ * children); an orphan is a live PostgreSQL process titled "postgres: …" with no live postmaster
+ * among its ancestors, wherever it was re-parented. Zombies are dead and left out. */
+int tree_build(const ProcRecord *recs, size_t n, PgTree *ret);
+void tree_free(PgTree *t);
+
+/* Parses the text of postmaster.pid. Returns 0, or -EINVAL if the first lines are malformed. */
+int pmfile_parse(const char *buf, size_t len, PmFile *ret);
+
+/* Index of the process with this pid in the tree, or −1. */
+int tree_find(const PgTree *t, pid_t pid);
+
+/* Sets the cluster's name from what is known of it (cluster_name, data directory, port, pid). */
+void cluster_derive_name(PgCluster *c, pid_t pm_pid);
+
+static inline bool pg_process_is_orphan(const PgProcess *p) {
+        return p->cluster < 0;
+}

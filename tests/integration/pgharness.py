@@ -1,0 +1,198 @@
+"""Throwaway PostgreSQL clusters for pgtree's tests, demo and benchmarks.
+
+A cluster lives in its own temporary directory (data, socket, log), runs as an
+unprivileged OS user (postgres by default: CI runs as root), on a free port, and
+is stopped and removed by stop(). Nothing here touches a process it did not
+start.
+"""
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+import psycopg2
+
+
+def pg_bindir():
+    dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"),
+                  key=lambda d: int(d.split("/")[-2]))
+    if not dirs:
+        raise RuntimeError("no PostgreSQL server installed (scripts/install-deps)")
+    return dirs[-1]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pid_alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Cluster:
+    def __init__(self, name="pgtree_test", os_user="postgres", settings=None,
+                 base_dir=None):
+        self.name = name
+        self.os_user = os_user if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+        self.settings = settings or {}
+        self.base = base_dir or tempfile.mkdtemp(prefix=f"pgtree-{name}-")
+        self.data = os.path.join(self.base, "data")
+        self.log = os.path.join(self.base, "server.log")
+        self.port = None
+        self.bindir = pg_bindir()
+        self.started_pids = set()
+        self._threads = []
+
+    # -- running things as the cluster's OS user
+    def _as_user(self, argv):
+        if os.geteuid() == 0:
+            return ["runuser", "-u", self.os_user, "--"] + argv
+        return argv
+
+    def _run(self, argv, **kw):
+        return subprocess.run(self._as_user(argv), check=True, capture_output=True,
+                              text=True, cwd=self.base, **kw)
+
+    def start(self):
+        pw = pwd.getpwnam(self.os_user)
+        os.chown(self.base, pw.pw_uid, pw.pw_gid)
+        os.chmod(self.base, 0o755)
+        self._run([f"{self.bindir}/initdb", "-D", self.data, "-U", "postgres",
+                   "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"])
+        self.port = free_port()
+        conf = {
+            "port": self.port,
+            "listen_addresses": "'127.0.0.1'",
+            "unix_socket_directories": f"'{self.base}'",
+            "cluster_name": f"'{self.name}'",
+            "max_connections": 60,
+            "shared_buffers": "'16MB'",
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "autovacuum_naptime": "'1s'",
+            "max_worker_processes": 8,
+            "max_parallel_workers": 4,
+            "max_parallel_workers_per_gather": 2,
+            "log_line_prefix": "'%m [%p] '",
+        }
+        conf.update(self.settings)
+        with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
+            for k, v in conf.items():
+                f.write(f"{k} = {v}\n")
+        self._run([f"{self.bindir}/pg_ctl", "-D", self.data, "-l", self.log,
+                   "-w", "-t", "60", "start"])
+        self.pm_pid = self.postmaster_pid()
+        self.started_pids.add(self.pm_pid)
+        return self
+
+    def postmaster_pid(self):
+        with open(os.path.join(self.data, "postmaster.pid")) as f:
+            return int(f.readline())
+
+    def shm_id(self):
+        try:
+            with open(os.path.join(self.data, "postmaster.pid")) as f:
+                lines = f.read().splitlines()
+            return int(lines[6].split()[1])
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def connect(self, tcp=False, application_name=None, autocommit=True, dbname="postgres"):
+        kw = dict(dbname=dbname, user="postgres", port=self.port,
+                  host="127.0.0.1" if tcp else self.base, connect_timeout=10)
+        if application_name:
+            kw["application_name"] = application_name
+        conn = psycopg2.connect(**kw)
+        conn.autocommit = autocommit
+        return conn
+
+    def sql(self, query, params=None):
+        with contextlib.closing(self.connect()) as c, c.cursor() as cur:
+            cur.execute(query, params)
+            return cur.fetchall() if cur.description else None
+
+    def run_async(self, query, **connect_kw):
+        """Runs query in a thread on its own connection; returns (thread, backend pid, holder)."""
+        conn = self.connect(**connect_kw)
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            pid = cur.fetchone()[0]
+        holder = {"conn": conn, "error": None}
+
+        def work():
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(query)
+            except Exception as e:  # ended by a test: cancel, terminate, orphaning
+                holder["error"] = e
+
+        t = threading.Thread(target=work, daemon=True)
+        t.start()
+        self._threads.append((t, holder))
+        return t, pid, holder
+
+    def backend_pids(self):
+        """pids of the postmaster's current children, from /proc."""
+        try:
+            with open(f"/proc/{self.pm_pid}/task/{self.pm_pid}/children") as f:
+                return [int(x) for x in f.read().split()]
+        except OSError:
+            return []
+
+    def stop(self):
+        # Remember our children first: if the postmaster is gone they must still be ended.
+        ours = set(self.backend_pids()) | self.started_pids
+        if pid_alive(self.pm_pid):
+            with contextlib.suppress(subprocess.CalledProcessError):
+                self._run([f"{self.bindir}/pg_ctl", "-D", self.data, "-m", "immediate",
+                           "-w", "-t", "30", "stop"])
+        for pid in ours:
+            if pid_alive(pid) and self._in_our_data_dir(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            wait_for(lambda: not any(pid_alive(p) for p in ours), 15, what="cluster exit")
+        for t, holder in self._threads:
+            with contextlib.suppress(Exception):
+                holder["conn"].close()
+        shm = self.shm_id()
+        if shm is not None:
+            subprocess.run(["ipcrm", "-m", str(shm)], capture_output=True)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def _in_our_data_dir(self, pid):
+        try:
+            return os.readlink(f"/proc/{pid}/cwd") == self.data
+        except OSError:
+            return pid in self.started_pids
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
