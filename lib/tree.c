@@ -128,9 +128,12 @@ static void parse_titles(PgTree *t, size_t from, size_t to, PgCluster *c) {
         }
         for (size_t i = from; i < to; i++) {
                 const char *s = t->procs[i].rec.title;
-                title_parse(s, s ? strlen(s) : 0, hint, &t->procs[i].title);
-                if (!s && proc_comm_is_postgres(t->procs[i].rec.comm))
-                        t->procs[i].title.backend_type = BACKEND_UNKNOWN;
+                PgProcess *p = &t->procs[i];
+                title_parse(s, s ? strlen(s) : 0, hint, &p->title);
+                /* Only the cluster's head is its postmaster: anything else with its own command line
+                 * (archive_command's shell, a tool exec'd by a backend) is of unknown kind. */
+                if (p->title.backend_type == BACKEND_POSTMASTER && !(c && i == c->postmaster))
+                        p->title.backend_type = BACKEND_UNKNOWN;
         }
 }
 
