@@ -1,0 +1,125 @@
+/* SPDX-License-Identifier: MIT */
+/* A fake PostgreSQL cluster made of real processes, for tests of the /proc side: a bash named
+ * "postgres" plays the postmaster (its title is its own command line, its cwd the "data
+ * directory"), and sleeps named "postgres" with PostgreSQL titles (bash's exec -a) play its
+ * children. SIGUSR1 makes the postmaster fork one more client backend. */
+#pragma once
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct FakeCluster {
+        char dir[256];
+        char data[300];
+        pid_t pm;
+} FakeCluster;
+
+static inline int fake_children(pid_t pm, pid_t *out, int max) {
+        char path[128];
+        snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int) pm, (int) pm);
+        FILE *f = fopen(path, "re");
+        if (!f)
+                return -1;
+        int n = 0, v;
+        while (n < max && fscanf(f, "%d", &v) == 1)
+                out[n++] = v;
+        fclose(f);
+        return n;
+}
+
+static inline void fake_sleep_ms(int ms) {
+        struct timespec ts = { ms / 1000, (long) (ms % 1000) * 1000000L };
+        nanosleep(&ts, NULL);
+}
+
+/* Waits until the postmaster has n children whose titles are set. */
+static inline int fake_wait_children(const FakeCluster *c, int n) {
+        for (int i = 0; i < 400; i++) {
+                pid_t kids[64];
+                int k = fake_children(c->pm, kids, 64), titled = 0;
+                for (int j = 0; j < k; j++) {
+                        char path[64], buf[16] = "";
+                        snprintf(path, sizeof path, "/proc/%d/cmdline", (int) kids[j]);
+                        FILE *f = fopen(path, "re");
+                        if (f) {
+                                if (fread(buf, 1, 9, f) == 9 && strncmp(buf, "postgres:", 9) == 0)
+                                        titled++;
+                                fclose(f);
+                        }
+                }
+                if (titled >= n)
+                        return 0;
+                fake_sleep_ms(10);
+        }
+        return -ETIMEDOUT;
+}
+
+static inline int fake_cluster_start(FakeCluster *c, int port) {
+        snprintf(c->dir, sizeof c->dir, "/tmp/pgtree-fake-XXXXXX");
+        if (!mkdtemp(c->dir))
+                return -errno;
+        char pm_dir[PATH_MAX + 8], kid_dir[PATH_MAX + 8], link[PATH_MAX + 32];
+        snprintf(pm_dir, sizeof pm_dir, "%s/pm", c->dir);
+        snprintf(kid_dir, sizeof kid_dir, "%s/kid", c->dir);
+        snprintf(c->data, sizeof c->data, "%s/data", c->dir);
+        if (mkdir(pm_dir, 0755) < 0 || mkdir(kid_dir, 0755) < 0 || mkdir(c->data, 0700) < 0)
+                return -errno;
+        snprintf(link, sizeof link, "%s/postgres", pm_dir);
+        if (symlink("/bin/bash", link) < 0)
+                return -errno;
+        snprintf(link, sizeof link, "%s/postgres", kid_dir);
+        if (symlink("/bin/sleep", link) < 0)
+                return -errno;
+
+        char script[8192];
+        snprintf(script, sizeof script,
+                 "cd '%s' || exit 1\n"
+                 "printf '%%s\\n%%s\\n%%s\\n%%s\\n%%s\\n%%s\\n%%s\\n%%s\\n' $$ '%s' 1700000000 %d /tmp '*' '1 2' ready > postmaster.pid\n"
+                 "spawn() { (exec -a \"postgres: fake: $1\" '%s/postgres' 600) & }\n"
+                 "trap 'spawn \"bob shop 10.1.2.3(4567) idle\"' USR1\n"
+                 "spawn 'checkpointer '\n"
+                 "spawn 'alice shop [local] SELECT'\n"
+                 "while :; do wait; done\n",
+                 c->data, c->data, port, kid_dir);
+        pid_t pid = fork();
+        if (pid < 0)
+                return -errno;
+        if (pid == 0) {
+                char exe[PATH_MAX + 32];
+                snprintf(exe, sizeof exe, "%s/postgres", pm_dir);
+                execl(exe, exe, "-c", script, (char *) NULL);
+                _exit(127);
+        }
+        c->pm = pid;
+        return fake_wait_children(c, 2);
+}
+
+/* Ends every process of the fake cluster (ours) by pid, and removes its files. */
+static inline void fake_cluster_stop(FakeCluster *c, const pid_t *extra, int n_extra) {
+        pid_t kids[64];
+        int k = c->pm > 0 ? fake_children(c->pm, kids, 64) : 0;
+        for (int i = 0; i < k; i++)
+                kill(kids[i], SIGTERM);
+        for (int i = 0; i < n_extra; i++)
+                kill(extra[i], SIGTERM);
+        if (c->pm > 0) {
+                kill(c->pm, SIGTERM);
+                waitpid(c->pm, NULL, 0);
+        }
+        /* children re-parented to us (we may be their subreaper) */
+        while (waitpid(-1, NULL, WNOHANG) > 0)
+                ;
+        char cmd[PATH_MAX + 16];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", c->dir);
+        if (system(cmd) != 0)
+                fprintf(stderr, "could not remove %s\n", c->dir);
+}

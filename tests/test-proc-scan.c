@@ -1,0 +1,119 @@
+/* SPDX-License-Identifier: MIT */
+/* The libproc2 adapter against this host's real /proc. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "fake-cluster.h"
+#include "proc-scan.h"
+#include "proc-stat.h"
+
+static const ProcRecord *find(const ProcRecord *r, size_t n, pid_t pid) {
+        for (size_t i = 0; i < n; i++)
+                if (r[i].pid == pid)
+                        return &r[i];
+        return NULL;
+}
+
+static void test_scan_all(void **state) {
+        FakeCluster fc = {};
+        assert_int_equal(fake_cluster_start(&fc, 54998), 0);
+        ProcScan *s;
+        assert_int_equal(proc_scan_new(&s), 0);
+        ProcRecord *r;
+        size_t n;
+        assert_int_equal(proc_scan_all(s, &r, &n), 0);
+        assert_true(n > 3);
+        for (size_t i = 1; i < n; i++)
+                assert_true(r[i - 1].pid < r[i].pid);
+
+        /* ourselves: every base field, and no title (we are not PostgreSQL) */
+        const ProcRecord *me = find(r, n, getpid());
+        assert_non_null(me);
+        ProcStat st;
+        assert_int_equal(proc_stat_read(NULL, getpid(), &st), 0);
+        assert_int_equal(me->ppid, getppid());
+        assert_int_equal(me->uid, geteuid());
+        assert_int_equal(me->start_ticks, st.start_ticks);
+        assert_string_equal(me->comm, st.comm);
+        assert_true(me->rss_kb > 0);
+        assert_null(me->title);
+
+        /* the fake postmaster: its whole command line; its children: their titles */
+        const ProcRecord *pm = find(r, n, fc.pm);
+        assert_non_null(pm);
+        assert_string_equal(pm->comm, "postgres");
+        assert_non_null(pm->title);
+        assert_non_null(strstr(pm->title, "/pm/postgres -c cd "));
+        assert_true(pm->rss_anon_kb > 0);
+        assert_true(pm->rss_anon_kb <= pm->rss_kb);
+        pid_t kids[8];
+        int k = fake_children(fc.pm, kids, 8);
+        assert_int_equal(k, 2);
+        for (int i = 0; i < k; i++) {
+                const ProcRecord *c = find(r, n, kids[i]);
+                assert_non_null(c);
+                assert_int_equal(c->ppid, fc.pm);
+                assert_non_null(c->title);
+                assert_int_equal(strncmp(c->title, "postgres: fake: ", 16), 0);
+        }
+        proc_records_free(r, n);
+        proc_scan_free(s);
+        fake_cluster_stop(&fc, NULL, 0);
+}
+
+static void test_scan_pids(void **state) {
+        ProcScan *s;
+        assert_int_equal(proc_scan_new(&s), 0);
+        pid_t want[] = { getpid(), 0x7ffffff0, getppid() };
+        ProcRecord *r;
+        size_t n;
+        assert_int_equal(proc_scan_pids(s, want, 3, &r, &n), 0);
+        assert_int_equal(n, 2); /* the one that does not exist is missing */
+        assert_non_null(find(r, n, getpid()));
+        assert_non_null(find(r, n, getppid()));
+        proc_records_free(r, n);
+        assert_int_equal(proc_scan_pids(s, want, 0, &r, &n), 0);
+        assert_int_equal(n, 0);
+        proc_scan_free(s);
+}
+
+static void test_children_cwd_cmdline(void **state) {
+        pid_t child = fork();
+        assert_true(child >= 0);
+        if (child == 0) {
+                pause();
+                _exit(0);
+        }
+        pid_t *kids;
+        size_t n;
+        assert_int_equal(proc_read_children(NULL, getpid(), &kids, &n), 0);
+        bool found = false;
+        for (size_t i = 0; i < n; i++)
+                found |= kids[i] == child;
+        assert_true(found);
+        free(kids);
+        kill(child, SIGTERM);
+        waitpid(child, NULL, 0);
+        assert_int_equal(proc_read_children(NULL, 0x7ffffff0, &kids, &n), -ESRCH);
+
+        char cwd[PATH_MAX], buf[PATH_MAX];
+        assert_non_null(getcwd(cwd, sizeof cwd));
+        assert_int_equal(proc_read_cwd(NULL, getpid(), buf, sizeof buf), 0);
+        assert_string_equal(buf, cwd);
+        assert_true(proc_read_cwd(NULL, 0x7ffffff0, buf, sizeof buf) < 0);
+
+        assert_int_equal(proc_read_cmdline(NULL, getpid(), buf, sizeof buf), 0);
+        assert_non_null(strstr(buf, "test-proc-scan"));
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_scan_all),
+                cmocka_unit_test(test_scan_pids),
+                cmocka_unit_test(test_children_cwd_cmdline),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,125 @@
+/* SPDX-License-Identifier: MIT */
+/* The scanner against real processes: a fake cluster (tests/fake-cluster.h). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/prctl.h>
+#include <cmocka.h>
+
+#include "fake-cluster.h"
+#include "scanner.h"
+
+static const PgCluster *find_cluster(const PgTree *t, pid_t pm) {
+        for (size_t i = 0; i < t->n_clusters; i++)
+                if (t->procs[t->clusters[i].postmaster].rec.pid == pm)
+                        return &t->clusters[i];
+        return NULL;
+}
+
+static size_t members(const PgTree *t, const PgCluster *c) {
+        size_t n = 0;
+        int idx = (int) (c - t->clusters);
+        for (size_t i = 0; i < t->n_procs; i++)
+                n += t->procs[i].cluster == idx;
+        return n;
+}
+
+static void test_discover_refresh_orphan(void **state) {
+        /* Orphans of the fake postmaster are re-parented to us: a subreaper, as systemd is. */
+        assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+        FakeCluster fc = {};
+        assert_int_equal(fake_cluster_start(&fc, 54999), 0);
+
+        Scanner *s;
+        assert_int_equal(scanner_new(&s), 0);
+        PgTree t;
+        ScanStats st;
+
+        /* 1. discovery */
+        assert_int_equal(scanner_refresh(s, false, &t, &st), 0);
+        assert_true(st.full);
+        const PgCluster *c = find_cluster(&t, fc.pm);
+        assert_non_null(c);
+        assert_string_equal(c->data_directory, fc.data);
+        assert_true(c->pmfile_valid);
+        assert_int_equal(c->pmfile.port, 54999);
+        assert_string_equal(c->pmfile.status, "ready");
+        assert_string_equal(c->name, "fake");
+        assert_int_equal(members(&t, c), 3);
+        size_t host_records = st.examined;
+        tree_free(&t);
+
+        /* 2. refresh of the known cluster: only its own processes are read */
+        assert_int_equal(scanner_refresh(s, false, &t, &st), 0);
+        assert_false(st.full);
+        c = find_cluster(&t, fc.pm);
+        assert_non_null(c);
+        assert_int_equal(members(&t, c), 3);
+        assert_true(st.examined < host_records);
+        for (size_t i = 0; i < t.n_procs; i++)
+                assert_true(t.procs[i].rec.cpu_percent >= 0);
+        tree_free(&t);
+
+        /* 3. a new backend is picked up by the refresh */
+        assert_int_equal(kill(fc.pm, SIGUSR1), 0);
+        assert_int_equal(fake_wait_children(&fc, 3), 0);
+        assert_int_equal(scanner_refresh(s, false, &t, &st), 0);
+        assert_false(st.full);
+        c = find_cluster(&t, fc.pm);
+        assert_int_equal(members(&t, c), 4);
+        int bob = -1;
+        for (size_t i = 0; i < t.n_procs; i++)
+                if (strcmp(t.procs[i].title.user, "bob") == 0)
+                        bob = (int) i;
+        assert_true(bob >= 0);
+        assert_string_equal(t.procs[bob].title.client, "10.1.2.3:4567");
+        pid_t kids[8];
+        int n_kids = 0;
+        for (size_t i = 0; i < t.n_procs; i++)
+                if (t.procs[i].cluster == (int) (c - t.clusters) && t.procs[i].rec.pid != fc.pm)
+                        kids[n_kids++] = t.procs[i].rec.pid;
+        tree_free(&t);
+
+        /* 4. the postmaster dies: the next refresh rescans the host at once and finds the orphans,
+         * with their data directory */
+        assert_int_equal(kill(fc.pm, SIGTERM), 0);
+        assert_int_equal(waitpid(fc.pm, NULL, 0), fc.pm);
+        pid_t dead_pm = fc.pm;
+        fc.pm = 0;
+        assert_int_equal(scanner_refresh(s, false, &t, &st), 0);
+        assert_true(st.full);
+        assert_string_equal(st.full_reason, "postmaster gone");
+        assert_null(find_cluster(&t, dead_pm));
+        for (int i = 0; i < n_kids; i++) {
+                int k = tree_find(&t, kids[i]);
+                assert_true(k >= 0);
+                assert_true(pg_process_is_orphan(&t.procs[k]));
+                assert_int_equal(t.procs[k].rec.ppid, getpid());
+                assert_non_null(t.procs[k].cwd);
+                assert_string_equal(t.procs[k].cwd, fc.data);
+        }
+        tree_free(&t);
+
+        /* 5. orphans are followed by the cheap refresh too, and forgotten when they end */
+        assert_int_equal(scanner_refresh(s, false, &t, &st), 0);
+        assert_false(st.full);
+        assert_true(tree_find(&t, kids[0]) >= 0);
+        tree_free(&t);
+        kill(kids[0], SIGTERM);
+        assert_int_equal(waitpid(kids[0], NULL, 0), kids[0]);
+        assert_int_equal(scanner_refresh(s, false, &t, &st), 0);
+        assert_int_equal(tree_find(&t, kids[0]), -1);
+        assert_true(tree_find(&t, kids[1]) >= 0);
+        tree_free(&t);
+
+        scanner_free(s);
+        fake_cluster_stop(&fc, kids + 1, n_kids - 1);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_discover_refresh_orphan),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
