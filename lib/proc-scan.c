@@ -6,9 +6,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "macro.h"
 #include "proc-scan.h"
+#include "proc-stat.h"
 
 enum {
         I_PID,
@@ -19,15 +21,10 @@ enum {
         I_TICS,
         I_RSS,
         I_CMD,
-        N_BASE,
-        /* only for the processes that can be PostgreSQL */
-        I_CMDLINE_V = N_BASE,
-        I_MEM_RES,
-        I_MEM_SHR,
-        N_FULL,
+        N_ITEMS,
 };
 
-static enum pids_item items_full[N_FULL] = {
+static enum pids_item items[N_ITEMS] = {
         [I_PID] = PIDS_ID_PID,
         [I_PPID] = PIDS_ID_PPID,
         [I_EUID] = PIDS_ID_EUID,
@@ -36,14 +33,16 @@ static enum pids_item items_full[N_FULL] = {
         [I_TICS] = PIDS_TICS_ALL,
         [I_RSS] = PIDS_RSS,
         [I_CMD] = PIDS_CMD,
-        [I_CMDLINE_V] = PIDS_CMDLINE_V,
-        [I_MEM_RES] = PIDS_MEM_RES,
-        [I_MEM_SHR] = PIDS_MEM_SHR,
 };
 
+/* Titles longer than this are cut (PostgreSQL's own title area is rarely above a few KiB). */
+#define TITLE_READ_MAX 4096
+
+/* Discovery enumerates every process with libproc2 (stat only); the processes that can be
+ * PostgreSQL are then read one by one (read_record). */
 struct ProcScan {
-        struct pids_info *base;  /* stat only: cheap, for every process */
-        struct pids_info *full;  /* stat, statm, cmdline: PostgreSQL candidates */
+        struct pids_info *base;
+        int proc_fd;
         long page_kb;
 };
 
@@ -51,12 +50,12 @@ int proc_scan_new(ProcScan **ret) {
         _cleanup_free_ ProcScan *s = calloc(1, sizeof *s);
         if (!s)
                 return -ENOMEM;
-        int r = procps_pids_new(&s->base, items_full, N_BASE);
-        if (r < 0)
-                return r;
-        r = procps_pids_new(&s->full, items_full, N_FULL);
+        s->proc_fd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (s->proc_fd < 0)
+                return negative_errno();
+        int r = procps_pids_new(&s->base, items, N_ITEMS);
         if (r < 0) {
-                procps_pids_unref(&s->base);
+                close(s->proc_fd);
                 return r;
         }
         long ps = sysconf(_SC_PAGESIZE);
@@ -69,7 +68,8 @@ ProcScan *proc_scan_free(ProcScan *s) {
         if (!s)
                 return NULL;
         procps_pids_unref(&s->base);
-        procps_pids_unref(&s->full);
+        if (s->proc_fd >= 0)
+                close(s->proc_fd);
         free(s);
         return NULL;
 }
@@ -87,46 +87,6 @@ static void fill_base(ProcScan *s, struct pids_stack *st, ProcRecord *r) {
         snprintf(r->comm, sizeof r->comm, "%s", comm ? comm : "");
 }
 
-/* libproc2 gives an empty cmdline (a zombie, a process tearing down its memory) as "[comm]"; that
- * is no title. */
-static int fill_full(ProcScan *s, struct pids_stack *st, ProcRecord *r) {
-        fill_base(s, st, r);
-        unsigned long res = PIDS_VAL(I_MEM_RES, ul_int, st, NULL);
-        unsigned long shr = PIDS_VAL(I_MEM_SHR, ul_int, st, NULL);
-        r->rss_kb = res;
-        r->rss_anon_kb = res > shr ? res - shr : 0;
-        char **v = PIDS_VAL(I_CMDLINE_V, strv, st, NULL);
-        if (!v || !v[0] || !v[0][0])
-                return 0;
-        size_t l0 = strlen(v[0]);
-        if (!v[1] && l0 >= 2 && v[0][0] == '[' && v[0][l0 - 1] == ']' &&
-            strncmp(v[0] + 1, r->comm, l0 - 2) == 0)
-                return 0;
-        if (strncmp(v[0], "postgres:", 9) == 0 || !v[1]) {
-                r->title = strndup(v[0], 4096);
-                return r->title ? 0 : -ENOMEM;
-        }
-        /* An untouched command line (the postmaster's): keep the arguments. */
-        size_t len = 0;
-        for (size_t i = 0; v[i] && len < 4096; i++)
-                len += strlen(v[i]) + 1;
-        char *t = malloc(len + 1), *p = t;
-        if (!t)
-                return -ENOMEM;
-        for (size_t i = 0; v[i] && (size_t) (p - t) < len; i++) {
-                size_t k = strlen(v[i]);
-                if ((size_t) (p - t) + k + 1 > len)
-                        k = len - (size_t) (p - t) - 1;
-                if (i > 0)
-                        *p++ = ' ';
-                memcpy(p, v[i], k);
-                p += k;
-        }
-        *p = 0;
-        r->title = t;
-        return 0;
-}
-
 static int cmp_record_pid(const void *a, const void *b) {
         pid_t x = ((const ProcRecord *) a)->pid, y = ((const ProcRecord *) b)->pid;
         return (x > y) - (x < y);
@@ -137,28 +97,94 @@ static int cmp_pid(const void *a, const void *b) {
         return (x > y) - (x < y);
 }
 
+static ssize_t read_at(int dirfd, const char *path, char *buf, size_t size) {
+        _cleanup_close_ int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return negative_errno();
+        size_t len = 0;
+        while (len < size) {
+                ssize_t k = read(fd, buf + len, size - len);
+                if (k < 0)
+                        return negative_errno();
+                if (k == 0)
+                        break;
+                len += (size_t) k;
+        }
+        return (ssize_t) len;
+}
+
+/* One process's record, read directly: stat (through the pure parser), statm, cmdline and the
+ * owner of /proc/PID. Cheaper per process than libproc2's pids_select, which also reads status;
+ * this is what keeps a cluster refresh far below the cost of ps. Returns -ESRCH if gone. */
+static int read_record(ProcScan *s, pid_t pid, ProcRecord *r) {
+        char path[64], buf[TITLE_READ_MAX + 1];
+        *r = (ProcRecord){ .cpu_percent = -1 };
+
+        snprintf(path, sizeof path, "%d/stat", (int) pid);
+        ssize_t k = read_at(s->proc_fd, path, buf, 1024);
+        if (k < 0)
+                return k == -ENOENT ? -ESRCH : (int) k;
+        ProcStat st;
+        if (proc_stat_parse(buf, (size_t) k, &st) < 0)
+                return -EBADMSG;
+        r->pid = st.pid;
+        r->ppid = st.ppid;
+        r->state = st.state;
+        r->start_ticks = st.start_ticks;
+        r->cpu_ticks = st.utime + st.stime;
+        r->rss_kb = st.rss_pages * (uint64_t) s->page_kb;
+        memcpy(r->comm, st.comm, sizeof r->comm);
+
+        struct stat sb;
+        snprintf(path, sizeof path, "%d", (int) pid);
+        if (fstatat(s->proc_fd, path, &sb, 0) == 0)
+                r->uid = sb.st_uid;
+
+        snprintf(path, sizeof path, "%d/statm", (int) pid);
+        k = read_at(s->proc_fd, path, buf, 256);
+        unsigned long long size, res, shr;
+        if (k > 0) {
+                buf[k] = 0;
+                if (sscanf(buf, "%llu %llu %llu", &size, &res, &shr) == 3) {
+                        r->rss_kb = res * (uint64_t) s->page_kb;
+                        r->rss_anon_kb = (res > shr ? res - shr : 0) * (uint64_t) s->page_kb;
+                }
+        }
+
+        snprintf(path, sizeof path, "%d/cmdline", (int) pid);
+        k = read_at(s->proc_fd, path, buf, TITLE_READ_MAX);
+        if (k <= 0)
+                return 0; /* zombie, kernel thread, or exiting: no title */
+        size_t len = (size_t) k;
+        while (len > 0 && buf[len - 1] == 0)
+                len--;
+        buf[len] = 0;
+        size_t first = strlen(buf);
+        if (first == 0)
+                return 0;
+        if (strncmp(buf, "postgres:", 9) != 0)
+                for (size_t i = first; i < len; i++) /* an untouched command line: keep its arguments */
+                        if (buf[i] == 0)
+                                buf[i] = ' ';
+        r->title = strdup(buf);
+        return r->title ? 0 : -ENOMEM;
+}
+
 int proc_scan_pids(ProcScan *s, const pid_t *pids, size_t n, ProcRecord **ret, size_t *n_ret) {
         *ret = NULL;
         *n_ret = 0;
         if (n == 0)
                 return 0;
-        if (n > INT_MAX)
-                return -E2BIG;
-        _cleanup_free_ unsigned *these = malloc(n * sizeof(unsigned));
-        if (!these)
-                return -ENOMEM;
-        for (size_t i = 0; i < n; i++)
-                these[i] = (unsigned) pids[i];
-        struct pids_fetch *f = procps_pids_select(s->full, these, (int) n, PIDS_SELECT_PID);
-        if (!f)
-                return negative_errno();
-        int total = f->counts->total;
-        ProcRecord *recs = calloc(total > 0 ? (size_t) total : 1, sizeof *recs);
+        ProcRecord *recs = calloc(n, sizeof *recs);
         if (!recs)
                 return -ENOMEM;
         size_t k = 0;
-        for (int i = 0; i < total; i++) {
-                int r = fill_full(s, f->stacks[i], &recs[k]);
+        for (size_t i = 0; i < n; i++) {
+                int r = read_record(s, pids[i], &recs[k]);
+                if (r == -ESRCH || r == -EBADMSG || r == -EACCES || r == -EPERM) {
+                        proc_record_clear(&recs[k]);
+                        continue; /* gone, or odd: not ours to show */
+                }
                 if (r < 0) {
                         proc_records_free(recs, k + 1);
                         return r;
