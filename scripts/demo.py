@@ -6,7 +6,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "integration"))
-from pgharness import Cluster, wait_for  # noqa: E402
+from pgharness import Cluster, stop_on_signals, wait_for  # noqa: E402
+
+stop_on_signals()
 
 pgtreed = sys.argv[1]
 

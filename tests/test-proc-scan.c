@@ -109,11 +109,41 @@ static void test_children_cwd_cmdline(void **state) {
         assert_non_null(strstr(buf, "test-proc-scan"));
 }
 
+/* More pids than libproc2 selects in one call (255): every one is read. */
+static void test_many_pids(void **state) {
+        enum { N = 300 };
+        pid_t kids[N];
+        for (int i = 0; i < N; i++) {
+                kids[i] = fork();
+                assert_true(kids[i] >= 0);
+                if (kids[i] == 0) {
+                        pause();
+                        _exit(0);
+                }
+        }
+        ProcScan *s;
+        assert_int_equal(proc_scan_new(&s), 0);
+        ProcRecord *r;
+        size_t n;
+        int rc = proc_scan_pids(s, kids, N, &r, &n);
+        for (int i = 0; i < N; i++)
+                kill(kids[i], SIGTERM);
+        for (int i = 0; i < N; i++)
+                waitpid(kids[i], NULL, 0);
+        assert_int_equal(rc, 0);
+        assert_int_equal(n, N);
+        for (size_t i = 0; i < n; i++)
+                assert_int_equal(r[i].ppid, getpid());
+        proc_records_free(r, n);
+        proc_scan_free(s);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_scan_all),
                 cmocka_unit_test(test_scan_pids),
                 cmocka_unit_test(test_children_cwd_cmdline),
+                cmocka_unit_test(test_many_pids),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,7 +17,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
-from pgharness import Cluster  # noqa: E402
+from pgharness import Cluster, stop_on_signals  # noqa: E402
+
+stop_on_signals()
 
 ap = argparse.ArgumentParser()
 ap.add_argument("build", nargs="?", default=os.path.join(HERE, "..", "..", "build"))

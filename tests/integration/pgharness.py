@@ -43,6 +43,14 @@ def pid_alive(pid):
         return False
 
 
+def stop_on_signals():
+    """Turns SIGTERM and SIGHUP into SystemExit, so that `with Cluster()` blocks clean up."""
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, handler)
+
+
 def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
