@@ -1,0 +1,115 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <fnmatch.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "macro.h"
+#include "rules.h"
+
+static bool any_pattern(const PatternList *l, const char *v) {
+        for (size_t i = 0; i < l->n; i++)
+                if (fnmatch(l->items[i], v, 0) == 0)
+                        return true;
+        return false;
+}
+
+static bool filter_matches(const Filter *f, const char *v) {
+        if (f->include.n > 0 && (!v || !any_pattern(&f->include, v)))
+                return false;
+        if (f->exclude.n > 0 && v && any_pattern(&f->exclude, v))
+                return false;
+        return true;
+}
+
+static bool any_client(const ClientList *l, const char *client) {
+        for (size_t i = 0; i < l->n; i++)
+                if (client_match(&l->items[i], client))
+                        return true;
+        return false;
+}
+
+static bool is_long_runner(FindingKind k) {
+        return k == FINDING_LONG_QUERY || k == FINDING_IDLE_IN_TRANSACTION || k == FINDING_LONG_TRANSACTION ||
+               k == FINDING_LOCK_WAIT;
+}
+
+bool rule_matches(const Rule *r, const Subject *s) {
+        if (!(r->kinds & (1u << s->kind)))
+                return false;
+        if (r->after_usec > 0 && s->duration_usec < r->after_usec)
+                return false;
+        /* walsenders are always "active": long-runner rules mean client backends unless told */
+        if (is_long_runner(s->kind) && r->backend_type.include.n == 0 &&
+            (!s->backend_type || strcmp(s->backend_type, "client backend") != 0))
+                return false;
+        if (!filter_matches(&r->user, s->user) || !filter_matches(&r->database, s->database) ||
+            !filter_matches(&r->application_name, s->application_name) ||
+            !filter_matches(&r->backend_type, s->backend_type) || !filter_matches(&r->state, s->state) ||
+            !filter_matches(&r->cluster, s->cluster))
+                return false;
+        if (r->client.n > 0 && !any_client(&r->client, s->client))
+                return false;
+        if (r->exclude_client.n > 0 && any_client(&r->exclude_client, s->client))
+                return false;
+        return true;
+}
+
+const Rule *rules_decide(const Config *c, const Subject *s) {
+        const Rule *best = NULL;
+        for (size_t i = 0; i < c->n_rules; i++) {
+                const Rule *r = &c->rules[i];
+                if (rule_matches(r, s) && (!best || r->action > best->action))
+                        best = r;
+        }
+        return best;
+}
+
+bool rules_protected(const Config *c, const Subject *s, const char **why) {
+        if (s->user && any_pattern(&c->protected_users, s->user)) {
+                *why = "protected user";
+                return true;
+        }
+        if (s->database && any_pattern(&c->protected_databases, s->database)) {
+                *why = "protected database";
+                return true;
+        }
+        if (s->application_name && any_pattern(&c->protected_applications, s->application_name)) {
+                *why = "protected application";
+                return true;
+        }
+        return false;
+}
+
+int config_add_builtin_rules(Config *c) {
+        static const struct {
+                const char *name;
+                unsigned kinds;
+                uint64_t after;
+        } builtin[] = {
+                { "builtin-orphans",
+                  1u << FINDING_ORPHAN_BACKEND | 1u << FINDING_STALE_ACTIVITY | 1u << FINDING_UNLISTED_PROCESS |
+                          1u << FINDING_ORPHAN_PARALLEL_WORKER | 1u << FINDING_CLIENT_GONE,
+                  0 },
+                { "builtin-long-query", 1u << FINDING_LONG_QUERY, 300 * USEC_PER_SEC },
+                { "builtin-idle-in-transaction", 1u << FINDING_IDLE_IN_TRANSACTION, 300 * USEC_PER_SEC },
+                { "builtin-long-transaction", 1u << FINDING_LONG_TRANSACTION, 1800 * USEC_PER_SEC },
+                { "builtin-lock-wait", 1u << FINDING_LOCK_WAIT, 60 * USEC_PER_SEC },
+        };
+        Rule *rules = calloc(ELEMENTSOF(builtin), sizeof *rules);
+        if (!rules)
+                return -ENOMEM;
+        for (size_t i = 0; i < ELEMENTSOF(builtin); i++) {
+                rules[i] = (Rule){ .kinds = builtin[i].kinds, .after_usec = builtin[i].after, .action = ACTION_LOG };
+                if (!(rules[i].name = strdup(builtin[i].name))) {
+                        for (size_t k = 0; k < i; k++)
+                                free(rules[k].name);
+                        free(rules);
+                        return -ENOMEM;
+                }
+        }
+        c->rules = rules;
+        c->n_rules = ELEMENTSOF(builtin);
+        c->builtin_rules = true;
+        return 0;
+}

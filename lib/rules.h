@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+
+/* What a rule is matched against: one finding on one process. NULL fields are unknown. */
+typedef struct Subject {
+        FindingKind kind;
+        uint64_t duration_usec;
+        const char *user;
+        const char *database;
+        const char *application_name;
+        const char *client;             /* "10.0.0.5:50156", "[::1]:5432", "local" */
+        const char *backend_type;
+        const char *state;
+        const char *cluster;
+} Subject;
+
+/* The rule that decides for this subject, or NULL: among the rules that cover its kind, match
+ * every filter and whose threshold ('after') is reached, the one with the strongest action
+ * (terminate > cancel > alert > log), the first in the file on a tie. Long-runner kinds match
+ * only client backends unless the rule names backend_type. */
+const Rule *rules_decide(const Config *c, const Subject *s);
+
+/* Is the subject protected ([protected] users, databases, applications)? Protected sessions are
+ * never cancelled or terminated, whatever a rule says. why names the list that matched. */
+bool rules_protected(const Config *c, const Subject *s, const char **why);
+
+/* Does one rule match (filters and threshold)? */
+bool rule_matches(const Rule *r, const Subject *s);
+
+/* The rules used when the file has no [rule] at all: log every orphan kind, and long runners
+ * at 5 min (query, idle in transaction), 30 min (transaction) and 1 min (lock wait). */
+int config_add_builtin_rules(Config *c);

@@ -1,0 +1,166 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "rules.h"
+
+static Config *parse(const char *text) {
+        Config *c;
+        ConfigErrors errs = {};
+        if (config_parse_string(text, "t.ini", &c, &errs) < 0) {
+                config_errors_print(&errs, stderr);
+                fail_msg("config did not parse");
+        }
+        return c;
+}
+
+#define MIN(x) ((uint64_t) (x) * 60 * USEC_PER_SEC)
+
+static Subject session(FindingKind k, uint64_t dur) {
+        return (Subject){ .kind = k, .duration_usec = dur, .user = "report_anna", .database = "shop",
+                          .application_name = "FakeParent:1001", .client = "10.1.2.3:5000",
+                          .backend_type = "client backend", .state = "active", .cluster = "main" };
+}
+
+static void test_threshold_and_globs(void **state) {
+        Config *c = parse("[rule r]\nkind = long_query\nafter = 5m\nuser = report_*\naction = terminate\n");
+        Subject s = session(FINDING_LONG_QUERY, MIN(4));
+        assert_null(rules_decide(c, &s));
+        s.duration_usec = MIN(5);
+        assert_string_equal(rules_decide(c, &s)->name, "r");
+        s.user = "alice";
+        assert_null(rules_decide(c, &s));
+        s.user = NULL; /* unknown user never matches an include filter */
+        assert_null(rules_decide(c, &s));
+        s = session(FINDING_IDLE_IN_TRANSACTION, MIN(60));
+        assert_null(rules_decide(c, &s)); /* kind not covered */
+        config_free(c);
+}
+
+static void test_include_exclude(void **state) {
+        Config *c = parse("[rule r]\nkind = long_runners\nafter = 1m\nuser = report_*, etl\nexclude_user = report_admin\n"
+                          "database = sh?p\nexclude_application_name = psql*\n");
+        Subject s = session(FINDING_LONG_QUERY, MIN(2));
+        assert_non_null(rules_decide(c, &s));
+        s.user = "etl";
+        assert_non_null(rules_decide(c, &s));
+        s.user = "report_admin";
+        assert_null(rules_decide(c, &s));
+        s = session(FINDING_LONG_QUERY, MIN(2));
+        s.database = "shops";
+        assert_null(rules_decide(c, &s));
+        s = session(FINDING_LONG_QUERY, MIN(2));
+        s.application_name = "psql interactive";
+        assert_null(rules_decide(c, &s));
+        s.application_name = NULL; /* exclude does not fire on an unknown value */
+        assert_non_null(rules_decide(c, &s));
+        config_free(c);
+}
+
+static void test_cidr_filters(void **state) {
+        Config *c = parse("[rule r]\nkind = long_query\nafter = 1m\nclient = 10.0.0.0/8, local\nexclude_client = 10.9.0.0/16\n");
+        Subject s = session(FINDING_LONG_QUERY, MIN(2));
+        assert_non_null(rules_decide(c, &s));
+        s.client = "local";
+        assert_non_null(rules_decide(c, &s));
+        s.client = "10.9.1.1:4000";
+        assert_null(rules_decide(c, &s));
+        s.client = "192.168.0.1:4000";
+        assert_null(rules_decide(c, &s));
+        s.client = NULL;
+        assert_null(rules_decide(c, &s));
+        config_free(c);
+}
+
+/* Walsenders are always active: a long_query rule does not mean them unless it says so. */
+static void test_long_runners_mean_client_backends(void **state) {
+        Config *c = parse("[rule q]\nkind = long_query\nafter = 1m\n[rule w]\nkind = long_query\nafter = 1m\nbackend_type = walsender\naction = alert\nalert_command = /bin/true\n");
+        Subject s = session(FINDING_LONG_QUERY, MIN(10));
+        assert_string_equal(rules_decide(c, &s)->name, "q");
+        s.backend_type = "walsender";
+        assert_string_equal(rules_decide(c, &s)->name, "w");
+        s.backend_type = "autovacuum worker";
+        assert_null(rules_decide(c, &s));
+        config_free(c);
+}
+
+static void test_strongest_action_wins(void **state) {
+        Config *c = parse("[rule a]\nkind = long_query\nafter = 1m\n"
+                          "[rule b]\nkind = long_query\nafter = 10m\naction = terminate\n"
+                          "[rule c]\nkind = long_query\nafter = 2m\naction = cancel\n"
+                          "[rule d]\nkind = long_query\nafter = 1m\naction = cancel\n");
+        Subject s = session(FINDING_LONG_QUERY, MIN(1));
+        assert_string_equal(rules_decide(c, &s)->name, "d");
+        s.duration_usec = MIN(3);
+        assert_string_equal(rules_decide(c, &s)->name, "c"); /* first of the cancels */
+        s.duration_usec = MIN(11);
+        assert_string_equal(rules_decide(c, &s)->name, "b");
+        config_free(c);
+}
+
+static void test_groups_by_application_name(void **state) {
+        Config *c = parse("[rule g1]\nkind = long_query\nafter = 30s\napplication_name = FakeParent:1001\naction = terminate\n"
+                          "[rule g2]\nkind = long_query\nafter = 30s\napplication_name = FakeParent:2002\n");
+        Subject s = session(FINDING_LONG_QUERY, MIN(1));
+        assert_string_equal(rules_decide(c, &s)->name, "g1");
+        s.application_name = "FakeParent:2002";
+        assert_string_equal(rules_decide(c, &s)->name, "g2");
+        s.application_name = "FakeParent:10011";
+        assert_null(rules_decide(c, &s));
+        config_free(c);
+}
+
+static void test_protected_wins(void **state) {
+        Config *c = parse("[protected]\nusers = postgres\ndatabases = billing\napplications = pg_dump*\n"
+                          "[rule all]\nkind = long_query\nafter = 1m\naction = terminate\n");
+        const char *why;
+        Subject s = session(FINDING_LONG_QUERY, MIN(10));
+        assert_false(rules_protected(c, &s, &why));
+        s.user = "postgres";
+        assert_true(rules_protected(c, &s, &why));
+        assert_string_equal(why, "protected user");
+        s = session(FINDING_LONG_QUERY, MIN(10));
+        s.database = "billing";
+        assert_true(rules_protected(c, &s, &why));
+        assert_string_equal(why, "protected database");
+        s = session(FINDING_LONG_QUERY, MIN(10));
+        s.application_name = "pg_dump --jobs=4";
+        assert_true(rules_protected(c, &s, &why));
+        assert_string_equal(why, "protected application");
+        config_free(c);
+}
+
+static void test_builtin_rules(void **state) {
+        Config *c;
+        assert_int_equal(config_new_default(&c), 0);
+        Subject s = session(FINDING_LONG_QUERY, MIN(4));
+        assert_null(rules_decide(c, &s));
+        s.duration_usec = MIN(5);
+        const Rule *r = rules_decide(c, &s);
+        assert_non_null(r);
+        assert_int_equal(r->action, ACTION_LOG);
+        s = session(FINDING_ORPHAN_BACKEND, 0);
+        assert_non_null(rules_decide(c, &s));
+        config_free(c);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_threshold_and_globs),
+                cmocka_unit_test(test_include_exclude),
+                cmocka_unit_test(test_cidr_filters),
+                cmocka_unit_test(test_long_runners_mean_client_backends),
+                cmocka_unit_test(test_strongest_action_wins),
+                cmocka_unit_test(test_groups_by_application_name),
+                cmocka_unit_test(test_protected_wins),
+                cmocka_unit_test(test_builtin_rules),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
