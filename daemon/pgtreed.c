@@ -4,36 +4,49 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
-#include "findings.h"
+#include "engine.h"
 #include "macro.h"
 #include "render.h"
-#include "scanner.h"
 
 typedef struct Args {
         bool once;
         bool json;
+        bool group;
+        const char *config;
+        const char *check_config;
 } Args;
 
 static void help(void) {
-        printf("Usage: pgtreed --once [--json]\n"
+        printf("Usage: pgtreed --once [--json] [--group] [--config FILE]\n"
+               "       pgtreed --check-config FILE\n"
                "\n"
                "Shows every PostgreSQL server on this host as its real process tree\n"
-               "(postmaster → children, from /proc), with orphans and findings.\n"
+               "(postmaster → children, from /proc) joined with pg_stat_activity, and the\n"
+               "orphans and long runners that the rules of pgtree.ini find.\n"
                "\n"
-               "  --once      one full scan, printed to stdout; signals nothing\n"
-               "  --json      print the scan as JSON (the contract of DESIGN.md)\n"
-               "  -h --help   this text\n"
-               "  --version   the version\n");
+               "  --once               one full cycle, printed to stdout; signals nothing and\n"
+               "                       runs no alert: cancel/terminate/alert are dry runs\n"
+               "  --json               print the cycle as JSON (the contract of DESIGN.md)\n"
+               "  --group              show client backends grouped by application_name\n"
+               "  --config FILE        the configuration (default %s if it exists)\n"
+               "  --check-config FILE  validate FILE, print FILE:LINE: message per problem\n"
+               "  -h --help            this text\n"
+               "  --version            the version\n",
+               PGTREE_CONFIG_FILE);
 }
 
 /* Returns 1 to go on, 0 to exit successfully, −EINVAL on a bad command line (reported). */
 static int parse_args(int argc, char **argv, Args *args) {
-        enum { ARG_ONCE = 0x100, ARG_JSON, ARG_VERSION };
+        enum { ARG_ONCE = 0x100, ARG_JSON, ARG_VERSION, ARG_CONFIG, ARG_CHECK, ARG_GROUP };
         static const struct option options[] = {
                 { "once", no_argument, NULL, ARG_ONCE },
                 { "json", no_argument, NULL, ARG_JSON },
+                { "group", no_argument, NULL, ARG_GROUP },
+                { "config", required_argument, NULL, ARG_CONFIG },
+                { "check-config", required_argument, NULL, ARG_CHECK },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
                 {},
@@ -48,14 +61,29 @@ static int parse_args(int argc, char **argv, Args *args) {
                 case ARG_JSON:
                         args->json = true;
                         break;
+                case ARG_GROUP:
+                        args->group = true;
+                        break;
+                case ARG_CONFIG:
+                        args->config = optarg;
+                        break;
+                case ARG_CHECK:
+                        args->check_config = optarg;
+                        break;
                 case 'h':
                         help();
                         return 0;
                 case ARG_VERSION:
                         printf("pgtreed %s\n", PGTREE_VERSION);
                         return 0;
+                case ':':
+                        fprintf(stderr, "pgtreed: option '%s' needs an argument (see --help)\n", argv[optind - 1]);
+                        return -EINVAL;
                 default:
-                        fprintf(stderr, "pgtreed: unknown option '%s' (see --help)\n", argv[optind - 1]);
+                        if (optopt && optopt < 0x100)
+                                fprintf(stderr, "pgtreed: option '%s' needs an argument or is unknown (see --help)\n", argv[optind - 1]);
+                        else
+                                fprintf(stderr, "pgtreed: unknown option '%s' (see --help)\n", argv[optind - 1]);
                         return -EINVAL;
                 }
         }
@@ -63,50 +91,88 @@ static int parse_args(int argc, char **argv, Args *args) {
                 fprintf(stderr, "pgtreed: unexpected argument '%s' (see --help)\n", argv[optind]);
                 return -EINVAL;
         }
-        if (!args->once) {
-                fprintf(stderr, "pgtreed: this build runs one scan only; use --once (see --help)\n");
+        if (args->check_config && (args->once || args->config || args->json)) {
+                fprintf(stderr, "pgtreed: --check-config takes no other option\n");
+                return -EINVAL;
+        }
+        if (!args->once && !args->check_config) {
+                fprintf(stderr, "pgtreed: this build runs one cycle only; use --once (see --help)\n");
                 return -EINVAL;
         }
         return 1;
 }
 
+/* Loads the configuration: the file given, else the default file if it exists, else defaults.
+ * Problems are printed as FILE:LINE: message. */
+static int load_config(const char *path, Config **ret) {
+        ConfigErrors errs = {};
+        int r;
+        if (!path && access(PGTREE_CONFIG_FILE, F_OK) == 0)
+                path = PGTREE_CONFIG_FILE;
+        if (path)
+                r = config_parse_file(path, ret, &errs);
+        else
+                r = config_new_default(ret);
+        if (r < 0) {
+                config_errors_print(&errs, stderr);
+                if (r == -ENOMEM)
+                        fprintf(stderr, "pgtreed: out of memory\n");
+        }
+        config_errors_clear(&errs);
+        return r;
+}
+
+static int check_config(const char *path) {
+        Config *c;
+        int r = load_config(path, &c);
+        if (r < 0)
+                return r;
+        printf("%s: OK (%zu rule%s, %zu cluster section%s%s)\n", path, c->n_rules, c->n_rules == 1 ? "" : "s",
+               c->n_clusters, c->n_clusters == 1 ? "" : "s", c->builtin_rules ? ", built-in rules" : "");
+        config_free(c);
+        return 0;
+}
+
 static int run_once(const Args *args) {
-        Scanner *s = NULL;
-        int r = scanner_new(&s);
+        Config *config;
+        int r = load_config(args->config, &config);
+        if (r < 0)
+                return r;
+        Engine *e;
+        r = engine_new(config, &e);
         if (r < 0) {
                 fprintf(stderr, "pgtreed: cannot read /proc: %s\n", strerror(-r));
+                config_free(config);
                 return r;
         }
-        PgTree t;
-        ScanStats stats;
-        r = scanner_refresh(s, true, &t, &stats);
-        scanner_free(s);
+        r = engine_run_cycle_blocking(e, true, NULL);
         if (r < 0) {
-                fprintf(stderr, "pgtreed: scan failed: %s\n", strerror(-r));
-                return r;
+                fprintf(stderr, "pgtreed: cycle failed: %s\n", strerror(-r));
+                goto out;
         }
-        Findings f = {};
-        r = findings_from_tree(&t, &f);
-        if (r < 0) {
-                tree_free(&t);
-                fprintf(stderr, "pgtreed: %s\n", strerror(-r));
-                return r;
-        }
+        /* --once acts on nothing: every action that would do something is a dry run */
+        for (size_t i = 0; i < e->open.n; i++)
+                e->open.items[i].dry_run = e->open.items[i].action != ACTION_LOG;
+
         if (args->json) {
-                json_object *o = render_json(&t, &f);
+                json_object *o = render_json(&e->tree, &e->open);
                 json_object *scan = json_object_new_object();
-                json_object_object_add(scan, "processes_examined", json_object_new_int64((int64_t) stats.examined));
-                json_object_object_add(scan, "seconds", json_object_new_double(stats.seconds));
+                json_object_object_add(scan, "processes_examined", json_object_new_int64((int64_t) e->scan.examined));
+                json_object_object_add(scan, "seconds", json_object_new_double(e->cycle_seconds));
+                json_object_object_add(scan, "config", config->path ? json_object_new_string(config->path) : NULL);
                 json_object_object_add(o, "scan", scan);
                 puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
                 json_object_put(o);
-        } else
-                render_text(stdout, &t, &f);
-        findings_free(&f);
-        tree_free(&t);
+        } else {
+                RenderOptions o = { .group_by_application = args->group };
+                render_text(stdout, &e->tree, &e->open, &o);
+        }
         if (fflush(stdout) != 0)
-                return negative_errno();
-        return 0;
+                r = negative_errno();
+out:
+        engine_free(e);
+        config_free(config);
+        return r;
 }
 
 int main(int argc, char **argv) {
@@ -114,5 +180,7 @@ int main(int argc, char **argv) {
         int r = parse_args(argc, argv, &args);
         if (r <= 0)
                 return r < 0 ? 2 : 0;
+        if (args.check_config)
+                return check_config(args.check_config) < 0 ? 1 : 0;
         return run_once(&args) < 0 ? 1 : 0;
 }

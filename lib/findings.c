@@ -4,7 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "activity.h"
 #include "findings.h"
+#include "join.h"
 #include "macro.h"
 
 static const char *const kind_names[_FINDING_KIND_MAX] = {
@@ -48,44 +50,12 @@ int action_from_string(const char *s) {
         return -EINVAL;
 }
 
-static Finding *add(Findings *f) {
+Finding *findings_add(Findings *f) {
         if (GROW(f->items, f->allocated, f->n + 1) < 0)
                 return NULL;
         Finding *x = &f->items[f->n++];
-        *x = (Finding){ .proc = -1, .action = ACTION_LOG };
+        *x = (Finding){ .proc = -1, .action = ACTION_LOG, .xmin_age = -1 };
         return x;
-}
-
-int findings_from_tree(const PgTree *t, Findings *ret) {
-        for (size_t i = 0; i < t->n_procs; i++) {
-                const PgProcess *p = &t->procs[i];
-                FindingKind kind;
-                if (pg_process_is_orphan(p))
-                        kind = FINDING_ORPHAN_BACKEND;
-                else if (p->title.backend_type == BACKEND_PARALLEL_WORKER && p->leader_missing)
-                        kind = FINDING_ORPHAN_PARALLEL_WORKER;
-                else
-                        continue;
-                Finding *x = add(ret);
-                if (!x)
-                        return -ENOMEM;
-                x->kind = kind;
-                x->pid = p->rec.pid;
-                x->start_ticks = p->rec.start_ticks;
-                x->proc = (int) i;
-                if (kind == FINDING_ORPHAN_BACKEND) {
-                        snprintf(x->cluster, sizeof x->cluster, "%s", p->cwd ? p->cwd : "");
-                        snprintf(x->detail, sizeof x->detail,
-                                 "%s has no live postmaster (parent now %d); it keeps the shared memory "
-                                 "of a dead server in use and blocks its restart",
-                                 backend_type_to_string(p->title.backend_type), (int) p->rec.ppid);
-                } else {
-                        snprintf(x->cluster, sizeof x->cluster, "%s", t->clusters[p->cluster].name);
-                        snprintf(x->detail, sizeof x->detail, "leader %d is gone",
-                                 (int) p->title.leader_pid);
-                }
-        }
-        return 0;
 }
 
 void findings_free(Findings *f) {
@@ -93,4 +63,167 @@ void findings_free(Findings *f) {
                 return;
         free(f->items);
         *f = (Findings){};
+}
+
+bool backend_type_in_activity(const char *bt) {
+        static const char *const listed[] = {
+                "client backend", "autovacuum launcher", "autovacuum worker", "background writer",
+                "checkpointer", "walwriter", "walsender", "walreceiver", "walsummarizer", "startup",
+                "archiver", "parallel worker", "logical replication launcher", "logical replication worker",
+                "logical replication apply worker", "logical replication tablesync worker",
+                "logical replication parallel worker", "slotsync worker", "background worker",
+        };
+        for (size_t i = 0; bt && i < ELEMENTSOF(listed); i++)
+                if (strcmp(bt, listed[i]) == 0)
+                        return true;
+        return false;
+}
+
+#define COPY(dst, src) snprintf((dst), sizeof(dst), "%s", (src) ? (src) : "")
+
+static Finding *add_for_process(Findings *out, const PgTree *t, size_t i, FindingKind kind) {
+        const PgProcess *p = &t->procs[i];
+        Finding *x = findings_add(out);
+        if (!x)
+                return NULL;
+        x->kind = kind;
+        x->pid = p->rec.pid;
+        x->start_ticks = p->rec.start_ticks;
+        x->proc = (int) i;
+        if (p->cluster >= 0)
+                COPY(x->cluster, t->clusters[p->cluster].name);
+        else
+                COPY(x->cluster, p->cwd);
+        COPY(x->user, proc_user(p));
+        COPY(x->database, proc_database(p));
+        COPY(x->application_name, proc_application(p));
+        proc_client(p, x->client, sizeof x->client);
+        COPY(x->backend_type, proc_backend_type(p));
+        COPY(x->state, proc_state(p));
+        if (p->act)
+                x->xmin_age = p->act->xmin_age;
+        return x;
+}
+
+static bool pid_listed(const pid_t *pids, size_t n, pid_t pid) {
+        for (size_t i = 0; i < n; i++)
+                if (pids[i] == pid)
+                        return true;
+        return false;
+}
+
+static int detect_process(const PgTree *t, size_t i, const pid_t *gone, size_t n_gone, Findings *out) {
+        const PgProcess *p = &t->procs[i];
+        Finding *x;
+        if (p->depth == 0 && !pg_process_is_orphan(p))
+                return 0; /* the postmaster */
+        if (p->own)
+                return 0; /* pgtree's own connection */
+
+        if (pg_process_is_orphan(p)) {
+                if (!(x = add_for_process(out, t, i, FINDING_ORPHAN_BACKEND)))
+                        return -ENOMEM;
+                snprintf(x->detail, sizeof x->detail,
+                         "%s has no live postmaster (parent now %d): it keeps the dead server's shared memory "
+                         "in use and blocks its restart",
+                         backend_type_to_string(p->title.backend_type), (int) p->rec.ppid);
+                return 0; /* the server is gone: nothing else about it matters */
+        }
+        const PgCluster *c = &t->clusters[p->cluster];
+        if (p->title.backend_type == BACKEND_PARALLEL_WORKER && p->leader_missing) {
+                if (!(x = add_for_process(out, t, i, FINDING_ORPHAN_PARALLEL_WORKER)))
+                        return -ENOMEM;
+                snprintf(x->detail, sizeof x->detail, "its leader %d is gone", (int) p->title.leader_pid);
+        }
+        if (c->snapshot && !p->act && p->depth == 1 && backend_type_in_activity(proc_backend_type(p))) {
+                if (!(x = add_for_process(out, t, i, FINDING_UNLISTED_PROCESS)))
+                        return -ENOMEM;
+                x->since = pg_process_start_time(t, p);
+                snprintf(x->detail, sizeof x->detail, "%s", p->act_mismatch
+                         ? "pg_stat_activity lists its pid for an earlier session (pid reused)"
+                         : "a child of the postmaster that pg_stat_activity does not list");
+        }
+        if (pid_listed(gone, n_gone, p->rec.pid)) {
+                if (!(x = add_for_process(out, t, i, FINDING_CLIENT_GONE)))
+                        return -ENOMEM;
+                snprintf(x->detail, sizeof x->detail, "its client connection %s is dead while it is %s",
+                         x->client[0] ? x->client : "?", x->state[0] ? x->state : "running");
+        }
+
+        /* long runners */
+        const char *state = proc_state(p);
+        const ActivityRow *a = p->act;
+        bool known = c->snapshot != NULL;
+        if (state && !strcmp(state, "active") && (!known || (a && a->query_start > 0))) {
+                if (!(x = add_for_process(out, t, i, FINDING_LONG_QUERY)))
+                        return -ENOMEM;
+                x->since = a ? a->query_start : 0;
+        }
+        if (state && !strncmp(state, "idle in transaction", 19) && (!known || (a && a->state_change > 0))) {
+                if (!(x = add_for_process(out, t, i, FINDING_IDLE_IN_TRANSACTION)))
+                        return -ENOMEM;
+                x->since = a ? a->state_change : 0;
+        }
+        if (a && a->xact_start > 0) {
+                if (!(x = add_for_process(out, t, i, FINDING_LONG_TRANSACTION)))
+                        return -ENOMEM;
+                x->since = a->xact_start;
+        } else if (!known && state && !strncmp(state, "idle in transaction", 19)) {
+                if (!(x = add_for_process(out, t, i, FINDING_LONG_TRANSACTION)))
+                        return -ENOMEM;
+        }
+        bool lock = a ? (a->wait_event_type && !strcmp(a->wait_event_type, "Lock"))
+                      : (p->title.flags & TITLE_WAITING) && p->title.backend_type == BACKEND_CLIENT;
+        if (lock) {
+                if (!(x = add_for_process(out, t, i, FINDING_LOCK_WAIT)))
+                        return -ENOMEM;
+                if (a && a->wait_event)
+                        snprintf(x->detail, sizeof x->detail, "waiting for a %s lock", a->wait_event);
+        }
+        return 0;
+}
+
+static int detect_stale_rows(const PgTree *t, size_t ci, Findings *out) {
+        const PgCluster *c = &t->clusters[ci];
+        const ActivitySnapshot *s = c->snapshot;
+        if (!s)
+                return 0;
+        for (size_t k = 0; k < s->n; k++) {
+                const ActivityRow *r = &s->rows[k];
+                bool alive = false;
+                for (size_t i = 0; i < t->n_procs && !alive; i++)
+                        alive = t->procs[i].cluster == (int) ci && t->procs[i].act == r;
+                if (alive || r->pid == s->own_pid)
+                        continue;
+                Finding *x = findings_add(out);
+                if (!x)
+                        return -ENOMEM;
+                x->kind = FINDING_STALE_ACTIVITY;
+                x->pid = r->pid;
+                x->start_ticks = (uint64_t) (r->backend_start * 100.0);
+                COPY(x->cluster, c->name);
+                COPY(x->user, r->usename);
+                COPY(x->database, r->datname);
+                COPY(x->application_name, r->application_name);
+                COPY(x->backend_type, r->backend_type);
+                COPY(x->state, r->state);
+                x->xmin_age = r->xmin_age;
+                snprintf(x->detail, sizeof x->detail, "pg_stat_activity lists pid %d, which has no live process in the cluster",
+                         (int) r->pid);
+        }
+        return 0;
+}
+
+int findings_detect(const PgTree *t, const pid_t *gone, size_t n_gone, Findings *ret) {
+        for (size_t i = 0; i < t->n_procs; i++) {
+                int r = detect_process(t, i, gone, n_gone, ret);
+                if (r < 0)
+                        return r;
+        }
+        for (size_t c = 0; c < t->n_clusters; c++) {
+                int r = detect_stale_rows(t, c, ret);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
 }

@@ -38,13 +38,25 @@ int action_from_string(const char *s);      /* −EINVAL if unknown */
 typedef struct Finding {
         FindingKind kind;
         pid_t pid;
-        uint64_t start_ticks;   /* with pid and kind: the finding's identity */
+        uint64_t start_ticks;   /* with pid and kind: the finding's identity (stale_activity:
+                                 * backend_start in centiseconds) */
         int proc;               /* index in the tree it was found in, −1 if none */
         char cluster[PATH_MAX]; /* cluster name, or the orphan's data directory */
-        char rule[128];         /* the rule that matched, "" if none (then action is log) */
+        /* who it is about, for rules and logs ("" unknown) */
+        char user[128];
+        char database[128];
+        char application_name[128];
+        char client[128];
+        char backend_type[64];
+        char state[64];
+        long long xmin_age;     /* age(backend_xmin), −1 unknown */
+        double since;           /* when the condition began (epoch s), 0 unknown: then it counts
+                                 * from first_seen */
+        double first_seen;      /* set by the finding store */
+        double duration_s;
+        char rule[128];         /* the rule that decided, "" if none (then the action is log) */
         Action action;
         bool dry_run;
-        double duration_s;
         char detail[256];
 } Finding;
 
@@ -54,7 +66,21 @@ typedef struct Findings {
         size_t allocated;
 } Findings;
 
-/* Findings that the process tree alone shows: orphan_backend (a PostgreSQL process with no live
- * postmaster) and orphan_parallel_worker (a parallel worker whose leader is gone). Pure. */
-int findings_from_tree(const PgTree *t, Findings *ret);
+/* Candidates of one cycle, from the tree (with pg_stat_activity joined where available) and the
+ * pids whose client connection is gone (sorted). Pure. Every orphan kind and every long-runner
+ * condition is a candidate; thresholds, grace periods and rules are the finding store's job.
+ *   orphan_backend          a PostgreSQL process with no live postmaster
+ *   orphan_parallel_worker  a parallel worker whose leader is gone
+ *   stale_activity          a pg_stat_activity row with no live process of that pid and start
+ *   unlisted_process        a child that pg_stat_activity should list but does not
+ *   client_gone             a backend whose client connection is dead
+ *   long_query / idle_in_transaction / long_transaction / lock_wait  from activity (or, when
+ *                           it is unavailable, from the title with the time unknown) */
+int findings_detect(const PgTree *t, const pid_t *client_gone, size_t n_client_gone, Findings *ret);
+
+/* Backend types that pg_stat_activity lists (PostgreSQL 10+): a child of another type missing
+ * from it is not unlisted. */
+bool backend_type_in_activity(const char *backend_type);
+
+Finding *findings_add(Findings *f);
 void findings_free(Findings *f);

@@ -11,6 +11,7 @@
 #define _pure_ __attribute__((pure))
 #define _printf_(a, b) __attribute__((format(printf, a, b)))
 #define _cleanup_(f) __attribute__((cleanup(f)))
+#define _fallthrough_ __attribute__((fallthrough))
 
 static inline void freep(void *p) {
         free(*(void **) p);

@@ -19,6 +19,8 @@ typedef struct ProcRecord {
         char comm[16];
         char *title;            /* cmdline up to the first NUL, owned; NULL if not read */
         double cpu_percent;     /* over the last interval (or since start on first sight); < 0 unknown */
+        bool io_valid;          /* /proc/PID/io was readable (root or the owner) */
+        uint64_t read_bytes, write_bytes;
 } ProcRecord;
 
 static inline bool proc_state_is_dead(char state) {

@@ -44,6 +44,7 @@ struct ProcScan {
         struct pids_info *base;
         int proc_fd;
         long page_kb;
+        uid_t euid;
 };
 
 int proc_scan_new(ProcScan **ret) {
@@ -58,6 +59,7 @@ int proc_scan_new(ProcScan **ret) {
                 close(s->proc_fd);
                 return r;
         }
+        s->euid = geteuid();
         long ps = sysconf(_SC_PAGESIZE);
         s->page_kb = ps > 0 ? ps / 1024 : 4;
         *ret = TAKE_PTR(s);
@@ -148,6 +150,21 @@ static int read_record(ProcScan *s, pid_t pid, ProcRecord *r) {
                 if (sscanf(buf, "%llu %llu %llu", &size, &res, &shr) == 3) {
                         r->rss_kb = res * (uint64_t) s->page_kb;
                         r->rss_anon_kb = (res > shr ? res - shr : 0) * (uint64_t) s->page_kb;
+                }
+        }
+
+        /* I/O counters: readable by root and the process's owner only */
+        if (s->euid == 0 || r->uid == s->euid) {
+                snprintf(path, sizeof path, "%d/io", (int) pid);
+                k = read_at(s->proc_fd, path, buf, 512);
+                if (k > 0) {
+                        buf[k] = 0;
+                        const char *rb = strstr(buf, "\nread_bytes: "), *wb = strstr(buf, "\nwrite_bytes: ");
+                        if (rb && wb) {
+                                r->read_bytes = strtoull(rb + 13, NULL, 10);
+                                r->write_bytes = strtoull(wb + 14, NULL, 10);
+                                r->io_valid = true;
+                        }
                 }
         }
 

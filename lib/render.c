@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "activity.h"
+#include "join.h"
 #include "macro.h"
 #include "render.h"
 
@@ -26,30 +29,47 @@ static json_object *round1(double v) {
         return json_object_new_double(round(v * 10.0) / 10.0);
 }
 
-static json_object *process_json(const PgTree *t, const PgProcess *p) {
+json_object *render_process_json(const PgTree *t, const PgProcess *p) {
         json_object *o = json_object_new_object();
         const TitleInfo *ti = &p->title;
-        bool session = ti->backend_type == BACKEND_CLIENT || ti->backend_type == BACKEND_WALSENDER ||
-                       ti->backend_type == BACKEND_PARALLEL_WORKER;
+        const ActivityRow *a = p->act;
+        char client[128];
+        proc_client(p, client, sizeof client);
+        pid_t leader = a && a->leader_pid > 0 && a->leader_pid != p->rec.pid ? a->leader_pid : ti->leader_pid;
         json_object_object_add(o, "pid", json_object_new_int(p->rec.pid));
         json_object_object_add(o, "ppid", json_object_new_int(p->rec.ppid));
-        json_object_object_add(o, "backend_type", json_object_new_string(backend_type_to_string(ti->backend_type)));
+        json_object_object_add(o, "backend_type", json_object_new_string(proc_backend_type(p)));
         json_object_object_add(o, "title", str_or_null(p->rec.title));
-        json_object_object_add(o, "user", str_or_null(ti->user));
-        json_object_object_add(o, "database", str_or_null(ti->database));
-        json_object_object_add(o, "client", str_or_null(ti->client));
-        json_object_object_add(o, "state", str_or_null(ti->state));
+        json_object_object_add(o, "user", str_or_null(proc_user(p)));
+        json_object_object_add(o, "database", str_or_null(proc_database(p)));
+        json_object_object_add(o, "client", str_or_null(client));
+        json_object_object_add(o, "state", str_or_null(proc_state(p)));
         json_object_object_add(o, "status", str_or_null(ti->status));
-        json_object_object_add(o, "leader_pid", ti->leader_pid > 0 ? json_object_new_int(ti->leader_pid) : NULL);
-        json_object_object_add(o, "application_name", NULL);
-        json_object_object_add(o, "query_start", NULL);
-        json_object_object_add(o, "xact_start", NULL);
-        json_object_object_add(o, "wait_event_type",
-                               session && (ti->flags & TITLE_WAITING) ? json_object_new_string("Lock") : NULL);
-        json_object_object_add(o, "wait_event", NULL);
+        json_object_object_add(o, "leader_pid", leader > 0 ? json_object_new_int(leader) : NULL);
+        json_object_object_add(o, "application_name", str_or_null(proc_application(p)));
+        json_object_object_add(o, "backend_start", iso_time(a ? a->backend_start : 0));
+        json_object_object_add(o, "query_start", iso_time(a ? a->query_start : 0));
+        json_object_object_add(o, "xact_start", iso_time(a ? a->xact_start : 0));
+        json_object_object_add(o, "state_change", iso_time(a ? a->state_change : 0));
+        bool session = ti->backend_type == BACKEND_CLIENT || ti->backend_type == BACKEND_WALSENDER ||
+                       ti->backend_type == BACKEND_PARALLEL_WORKER;
+        const char *wet = a ? a->wait_event_type : session && (ti->flags & TITLE_WAITING) ? "Lock" : NULL;
+        json_object_object_add(o, "wait_event_type", str_or_null(wet));
+        json_object_object_add(o, "wait_event", str_or_null(a ? a->wait_event : NULL));
+        json_object_object_add(o, "backend_xmin_age", a && a->xmin_age >= 0 ? json_object_new_int64(a->xmin_age) : NULL);
+        json_object_object_add(o, "query", str_or_null(a ? a->query : NULL));
+        json_object_object_add(o, "activity_joined", json_object_new_boolean(a != NULL));
+        if (p->act_mismatch)
+                json_object_object_add(o, "pid_reused", json_object_new_boolean(true));
+        if (p->own)
+                json_object_object_add(o, "pgtree_connection", json_object_new_boolean(true));
         json_object_object_add(o, "cpu_percent", round1(p->rec.cpu_percent >= 0 ? p->rec.cpu_percent : 0));
         json_object_object_add(o, "rss_anon_kb", json_object_new_int64((int64_t) p->rec.rss_anon_kb));
         json_object_object_add(o, "rss_kb", json_object_new_int64((int64_t) p->rec.rss_kb));
+        if (p->rec.io_valid) {
+                json_object_object_add(o, "read_bytes", json_object_new_uint64(p->rec.read_bytes));
+                json_object_object_add(o, "write_bytes", json_object_new_uint64(p->rec.write_bytes));
+        }
         json_object_object_add(o, "uid", json_object_new_int64(p->rec.uid));
         char st[2] = { p->rec.state, 0 };
         json_object_object_add(o, "process_state", json_object_new_string(st));
@@ -67,6 +87,29 @@ static json_object *process_json(const PgTree *t, const PgProcess *p) {
         return o;
 }
 
+json_object *render_finding_json(const Finding *x) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "kind", json_object_new_string(finding_kind_to_string(x->kind)));
+        json_object_object_add(o, "pid", json_object_new_int(x->pid));
+        json_object_object_add(o, "cluster", str_or_null(x->cluster));
+        json_object_object_add(o, "rule", str_or_null(x->rule));
+        json_object_object_add(o, "duration_s", json_object_new_int64((int64_t) x->duration_s));
+        json_object_object_add(o, "action", json_object_new_string(action_to_string(x->action)));
+        json_object_object_add(o, "dry_run", json_object_new_boolean(x->dry_run));
+        json_object_object_add(o, "start_ticks", json_object_new_uint64(x->start_ticks));
+        json_object_object_add(o, "user", str_or_null(x->user));
+        json_object_object_add(o, "database", str_or_null(x->database));
+        json_object_object_add(o, "application_name", str_or_null(x->application_name));
+        json_object_object_add(o, "client", str_or_null(x->client));
+        json_object_object_add(o, "backend_type", str_or_null(x->backend_type));
+        json_object_object_add(o, "state", str_or_null(x->state));
+        json_object_object_add(o, "backend_xmin_age", x->xmin_age >= 0 ? json_object_new_int64(x->xmin_age) : NULL);
+        json_object_object_add(o, "since", iso_time(x->since));
+        json_object_object_add(o, "first_seen", iso_time(x->first_seen));
+        json_object_object_add(o, "detail", str_or_null(x->detail));
+        return o;
+}
+
 json_object *render_json(const PgTree *t, const Findings *f) {
         json_object *root = json_object_new_object();
         json_object *clusters = json_object_new_array();
@@ -76,6 +119,8 @@ json_object *render_json(const PgTree *t, const Findings *f) {
                 json_object *o = json_object_new_object(), *pmo = json_object_new_object();
                 json_object_object_add(o, "name", json_object_new_string(cl->name));
                 json_object_object_add(o, "cluster_name", cl->cluster_name_known ? json_object_new_string(cl->cluster_name) : NULL);
+                json_object_object_add(o, "config_section", str_or_null(cl->config_name));
+                json_object_object_add(o, "enforce", json_object_new_boolean(cl->enforce));
                 json_object_object_add(pmo, "pid", json_object_new_int(pm->rec.pid));
                 json_object_object_add(pmo, "data_directory", str_or_null(cl->data_directory));
                 json_object_object_add(pmo, "port", cl->pmfile_valid && cl->pmfile.port ? json_object_new_int(cl->pmfile.port) : NULL);
@@ -83,11 +128,13 @@ json_object *render_json(const PgTree *t, const Findings *f) {
                 json_object_object_add(pmo, "status", cl->pmfile_valid ? str_or_null(cl->pmfile.status) : NULL);
                 json_object_object_add(pmo, "start_time", iso_time(pg_process_start_time(t, pm)));
                 json_object_object_add(o, "postmaster", pmo);
-                json_object_object_add(o, "activity", json_object_new_string("unavailable: not queried (process tree only)"));
+                json_object_object_add(o, "activity", json_object_new_string(cl->activity[0] ? cl->activity : "unavailable: not queried"));
+                if (cl->snapshot)
+                        json_object_object_add(o, "server_version", json_object_new_int(cl->snapshot->server_version));
                 json_object *procs = json_object_new_array();
                 for (size_t i = 0; i < t->n_procs; i++)
                         if (t->procs[i].cluster == (int) c)
-                                json_object_array_add(procs, process_json(t, &t->procs[i]));
+                                json_object_array_add(procs, render_process_json(t, &t->procs[i]));
                 json_object_object_add(o, "processes", procs);
                 json_object_array_add(clusters, o);
         }
@@ -96,24 +143,12 @@ json_object *render_json(const PgTree *t, const Findings *f) {
         json_object *orphans = json_object_new_array();
         for (size_t i = 0; i < t->n_procs; i++)
                 if (pg_process_is_orphan(&t->procs[i]))
-                        json_object_array_add(orphans, process_json(t, &t->procs[i]));
+                        json_object_array_add(orphans, render_process_json(t, &t->procs[i]));
         json_object_object_add(root, "orphans", orphans);
 
         json_object *fa = json_object_new_array();
-        for (size_t i = 0; f && i < f->n; i++) {
-                const Finding *x = &f->items[i];
-                json_object *o = json_object_new_object();
-                json_object_object_add(o, "kind", json_object_new_string(finding_kind_to_string(x->kind)));
-                json_object_object_add(o, "pid", json_object_new_int(x->pid));
-                json_object_object_add(o, "cluster", str_or_null(x->cluster));
-                json_object_object_add(o, "rule", str_or_null(x->rule));
-                json_object_object_add(o, "duration_s", json_object_new_int64((int64_t) x->duration_s));
-                json_object_object_add(o, "action", json_object_new_string(action_to_string(x->action)));
-                json_object_object_add(o, "dry_run", json_object_new_boolean(x->dry_run));
-                json_object_object_add(o, "start_ticks", json_object_new_uint64(x->start_ticks));
-                json_object_object_add(o, "detail", str_or_null(x->detail));
-                json_object_array_add(fa, o);
-        }
+        for (size_t i = 0; f && i < f->n; i++)
+                json_object_array_add(fa, render_finding_json(&f->items[i]));
         json_object_object_add(root, "findings", fa);
         return root;
 }
@@ -138,6 +173,13 @@ static void put_safe(FILE *out, const char *s) {
                 fputc((unsigned char) *s < 0x20 || *s == 0x7f ? '?' : *s, out);
 }
 
+static void put_field(FILE *out, const char *s) {
+        if (s && *s) {
+                fputs("  ", out);
+                put_safe(out, s);
+        }
+}
+
 static void format_kb(uint64_t kb, char *buf, size_t size) {
         if (kb < 1024)
                 snprintf(buf, size, "%lluK", (unsigned long long) kb);
@@ -157,45 +199,75 @@ static void process_line(FILE *out, const PgTree *t, const PgProcess *p, const c
                 p->rec.cpu_percent >= 0 ? p->rec.cpu_percent : 0.0, mem, graph);
 
         const TitleInfo *ti = &p->title;
-        if (ti->backend_type == BACKEND_POSTMASTER) {
+        const ActivityRow *a = p->act;
+        if (ti->backend_type == BACKEND_POSTMASTER && p->depth == 0) {
                 fputs("postmaster  ", out);
                 put_safe(out, p->rec.title);
-        } else {
-                fputs(backend_type_to_string(ti->backend_type), out);
-                if (ti->user[0]) {
-                        fputs("  ", out);
-                        put_safe(out, ti->user);
-                        if (ti->database[0]) {
-                                fputc('@', out);
-                                put_safe(out, ti->database);
-                        }
-                } else if (ti->database[0]) {
-                        fputs("  ", out);
-                        put_safe(out, ti->database);
-                }
-                if (ti->client[0]) {
-                        fputs("  ", out);
-                        put_safe(out, ti->client);
-                }
-                if (ti->status[0]) {
-                        fputs("  ", out);
-                        put_safe(out, ti->status);
-                }
-                if (ti->worker[0] && ti->backend_type != BACKEND_AUTOVACUUM_WORKER) {
-                        fputs("  ", out);
-                        put_safe(out, ti->worker);
-                }
-                if (ti->flags & TITLE_WAITING)
-                        fputs("  waiting", out);
-                if (ti->leader_pid > 0)
-                        fprintf(out, "  leader %d%s", (int) ti->leader_pid, p->leader_missing ? " (gone)" : "");
-                if (ti->flags & TITLE_TRUNCATED)
-                        fputs("  [title truncated]", out);
-                if (ti->backend_type == BACKEND_UNKNOWN && p->rec.title) {
-                        fputs("  ", out);
-                        put_safe(out, p->rec.title);
+                fputc('\n', out);
+                return;
+        }
+        fputs(proc_backend_type(p), out);
+        const char *user = proc_user(p), *db = proc_database(p);
+        if (user || db) {
+                fputs("  ", out);
+                put_safe(out, user ? user : "?");
+                if (db) {
+                        fputc('@', out);
+                        put_safe(out, db);
                 }
         }
+        char client[128];
+        proc_client(p, client, sizeof client);
+        put_field(out, client);
+        const char *app = proc_application(p);
+        if (app && *app) {
+                fputs("  [", out);
+                put_safe(out, app);
+                fputc(']', out);
+        }
+        const char *state = proc_state(p);
+        if (state) {
+                put_field(out, state);
+                double since = a ? (!strcmp(state, "active") ? a->query_start : a->state_change) : 0;
+                if (since > 0) {
+                        char d[32];
+                        format_duration(t->now - since, d, sizeof d);
+                        fprintf(out, " %s", d);
+                }
+                if (strcmp(state, "active") == 0 && ti->status[0] && ti->status[0] != '<')
+                        put_field(out, ti->status); /* the command tag */
+        } else
+                put_field(out, ti->status);
+        /* the idle main loop (Activity) and a session waiting for its client are not news */
+        if (a && a->wait_event_type && strcmp(a->wait_event_type, "Activity") != 0 &&
+            strcmp(a->wait_event_type, "Client") != 0) {
+                fputs("  wait ", out);
+                put_safe(out, a->wait_event_type);
+                fputc(':', out);
+                put_safe(out, a->wait_event ? a->wait_event : "?");
+        } else if (ti->flags & TITLE_WAITING)
+                fputs("  waiting", out);
+        if (a && a->xact_start > 0) {
+                char d[32];
+                format_duration(t->now - a->xact_start, d, sizeof d);
+                fprintf(out, "  xact %s", d);
+        }
+        if (a && a->xmin_age >= 0)
+                fprintf(out, "  xmin age %lld", a->xmin_age);
+        if (ti->worker[0] && ti->backend_type != BACKEND_AUTOVACUUM_WORKER)
+                put_field(out, ti->worker);
+        if (ti->backend_type == BACKEND_AUTOVACUUM_WORKER && !user)
+                put_field(out, ti->database);
+        if (ti->leader_pid > 0)
+                fprintf(out, "  leader %d%s", (int) ti->leader_pid, p->leader_missing ? " (gone)" : "");
+        if (ti->flags & TITLE_TRUNCATED)
+                fputs("  [title truncated]", out);
+        if (ti->backend_type == BACKEND_UNKNOWN && p->rec.title)
+                put_field(out, p->rec.title);
+        if (p->act_mismatch)
+                fputs("  [pid reused: activity row is another session's]", out);
+        if (p->own)
+                fputs("  (pgtree)", out);
         if (proc_state_is_dead(p->rec.state) || p->rec.state == 'T' || p->rec.state == 'D')
                 fprintf(out, "  [state %c]", p->rec.state);
         fputc('\n', out);
@@ -205,7 +277,46 @@ static bool is_nested_worker(const PgProcess *p) {
         return p->title.backend_type == BACKEND_PARALLEL_WORKER && p->leader >= 0;
 }
 
-void render_text(FILE *out, const PgTree *t, const Findings *f) {
+static void print_children(FILE *out, const PgTree *t, size_t c, const int *order, size_t n, const char *indent) {
+        for (size_t k = 0; k < n; k++) {
+                size_t i = (size_t) order[k];
+                const PgProcess *p = &t->procs[i];
+                bool is_last = k + 1 == n;
+                char graph[64];
+                snprintf(graph, sizeof graph, "%s%s%s", indent, p->depth > 1 ? "   " : "", is_last ? "└─ " : "├─ ");
+                process_line(out, t, p, graph);
+                size_t n_workers = 0, w = 0;
+                for (size_t j = 0; j < t->n_procs; j++)
+                        if (is_nested_worker(&t->procs[j]) && t->procs[j].leader == (int) i)
+                                n_workers++;
+                for (size_t j = 0; j < t->n_procs; j++) {
+                        if (!is_nested_worker(&t->procs[j]) || t->procs[j].leader != (int) i)
+                                continue;
+                        snprintf(graph, sizeof graph, "%s%s%s", indent, is_last ? "   " : "│  ", ++w == n_workers ? "└─ " : "├─ ");
+                        process_line(out, t, &t->procs[j], graph);
+                }
+        }
+}
+
+static const char *group_of(const PgProcess *p) {
+        const char *app = proc_application(p);
+        return p->title.backend_type == BACKEND_CLIENT && app && *app ? app : NULL;
+}
+
+static int cmp_str(const void *a, const void *b) {
+        return strcmp(*(const char *const *) a, *(const char *const *) b);
+}
+
+void render_text(FILE *out, const PgTree *t, const Findings *f, const RenderOptions *o) {
+        bool group = o && o->group_by_application;
+        int *order = calloc(t->n_procs + 1, sizeof(int));
+        const char **groups = calloc(t->n_procs + 1, sizeof(char *));
+        if (!order || !groups) {
+                free(order);
+                free(groups);
+                fputs("out of memory\n", out);
+                return;
+        }
         fprintf(out, "%8s %7s %5s %7s  %s\n", "PID", "AGE", "CPU%", "PRIV", "PROCESS");
         for (size_t c = 0; c < t->n_clusters; c++) {
                 const PgCluster *cl = &t->clusters[c];
@@ -220,33 +331,45 @@ void render_text(FILE *out, const PgTree *t, const Findings *f) {
                         fprintf(out, "  port %d", cl->pmfile.port);
                 if (cl->pmfile_valid && cl->pmfile.status[0])
                         fprintf(out, "  %s", cl->pmfile.status);
-                fputc('\n', out);
+                if (cl->activity[0] && strcmp(cl->activity, "ok") != 0) {
+                        fputs("  activity ", out);
+                        put_safe(out, cl->activity);
+                }
+                fprintf(out, "%s\n", cl->enforce ? "  [enforcing]" : "");
                 process_line(out, t, pm, "");
 
-                /* The postmaster's children; parallel workers follow their leader. */
-                size_t last = SIZE_MAX;
-                for (size_t i = 0; i < t->n_procs; i++)
-                        if (t->procs[i].cluster == (int) c && i != cl->postmaster && !is_nested_worker(&t->procs[i]))
-                                last = i;
+                /* the postmaster's children; parallel workers follow their leader; with grouping,
+                 * tagged client backends come last, under their tag */
+                size_t n = 0, n_groups = 0;
                 for (size_t i = 0; i < t->n_procs; i++) {
                         const PgProcess *p = &t->procs[i];
                         if (p->cluster != (int) c || i == cl->postmaster || is_nested_worker(p))
                                 continue;
-                        bool is_last = i == last;
-                        char graph[64];
-                        snprintf(graph, sizeof graph, "%s%s", p->depth > 1 ? "   " : "", is_last ? "└─ " : "├─ ");
-                        process_line(out, t, p, graph);
-                        size_t n_workers = 0, k = 0;
-                        for (size_t j = 0; j < t->n_procs; j++)
-                                if (is_nested_worker(&t->procs[j]) && t->procs[j].leader == (int) i)
-                                        n_workers++;
-                        for (size_t j = 0; j < t->n_procs; j++) {
-                                if (!is_nested_worker(&t->procs[j]) || t->procs[j].leader != (int) i)
-                                        continue;
-                                snprintf(graph, sizeof graph, "%s%s", is_last ? "   " : "│  ",
-                                         ++k == n_workers ? "└─ " : "├─ ");
-                                process_line(out, t, &t->procs[j], graph);
+                        const char *g = group ? group_of(p) : NULL;
+                        if (!g)
+                                order[n++] = (int) i;
+                        else {
+                                bool known = false;
+                                for (size_t k = 0; k < n_groups && !known; k++)
+                                        known = !strcmp(groups[k], g);
+                                if (!known)
+                                        groups[n_groups++] = g;
                         }
+                }
+                qsort(groups, n_groups, sizeof *groups, cmp_str);
+                print_children(out, t, c, order, n, "");
+                for (size_t k = 0; k < n_groups; k++) {
+                        size_t m = 0;
+                        for (size_t i = 0; i < t->n_procs; i++) {
+                                const PgProcess *p = &t->procs[i];
+                                const char *g = p->cluster == (int) c && !is_nested_worker(p) ? group_of(p) : NULL;
+                                if (g && !strcmp(g, groups[k]))
+                                        order[m++] = (int) i;
+                        }
+                        fprintf(out, "%8s %7s %5s %7s  ◆ application ", "", "", "", "");
+                        put_safe(out, groups[k]);
+                        fprintf(out, " (%zu session%s)\n", m, m == 1 ? "" : "s");
+                        print_children(out, t, c, order, m, "   ");
                 }
                 fputc('\n', out);
         }
@@ -272,16 +395,27 @@ void render_text(FILE *out, const PgTree *t, const Findings *f) {
                 fputs("FINDINGS\n", out);
                 for (size_t i = 0; i < f->n; i++) {
                         const Finding *x = &f->items[i];
-                        fprintf(out, "  %-22s pid %-7d ", finding_kind_to_string(x->kind), (int) x->pid);
+                        char d[32];
+                        format_duration(x->duration_s, d, sizeof d);
+                        fprintf(out, "  %-22s pid %-7d %7s  ", finding_kind_to_string(x->kind), (int) x->pid, d);
                         put_safe(out, x->cluster[0] ? x->cluster : "-");
-                        fputs("  ", out);
-                        put_safe(out, x->detail);
-                        if (x->rule[0]) {
-                                fputs("  rule ", out);
-                                put_safe(out, x->rule);
-                                fprintf(out, " → %s%s", action_to_string(x->action), x->dry_run ? " (dry run)" : "");
+                        if (x->application_name[0]) {
+                                fputs("  [", out);
+                                put_safe(out, x->application_name);
+                                fputc(']', out);
                         }
-                        fputc('\n', out);
+                        put_field(out, x->detail);
+                        if (x->xmin_age >= 0 && (x->kind == FINDING_IDLE_IN_TRANSACTION || x->kind == FINDING_LONG_TRANSACTION))
+                                fprintf(out, "  holds xmin back %lld transactions", x->xmin_age);
+                        fputs("  → ", out);
+                        if (x->rule[0]) {
+                                fputs("rule ", out);
+                                put_safe(out, x->rule);
+                                fputs(": ", out);
+                        }
+                        fprintf(out, "%s%s\n", action_to_string(x->action), x->dry_run ? " (dry run)" : "");
                 }
         }
+        free(order);
+        free(groups);
 }

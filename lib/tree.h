@@ -17,6 +17,9 @@ typedef struct PgProcess {
         bool leader_missing;    /* parallel worker whose leader is not alive in its cluster */
         int depth;              /* 0 postmaster/orphan, 1 its children, 2 their children */
         char *cwd;              /* an orphan's working directory (its data directory), owned */
+        const struct ActivityRow *act;  /* its pg_stat_activity row (same pid and start), or NULL */
+        bool act_mismatch;      /* a row has its pid but belongs to an earlier process (pid reused) */
+        bool own;               /* pgtree's own connection */
 } PgProcess;
 
 /* What postmaster.pid says (PostgreSQL 10+ has 8 lines, 9.6 has 7). */
@@ -38,6 +41,10 @@ typedef struct PgCluster {
         char data_directory[PATH_MAX];  /* "" if unknown */
         PmFile pmfile;
         bool pmfile_valid;      /* postmaster.pid read and its pid matches */
+        char activity[512];     /* "ok" or "unavailable: <reason>" */
+        const struct ActivitySnapshot *snapshot; /* joined rows, or NULL */
+        const char *config_name;/* the [cluster NAME] that selects it, or NULL */
+        bool enforce;           /* cancel/terminate act (else dry run) */
 } PgCluster;
 
 typedef struct PgTree {

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+/* Every finding kind from literal records and a literal pg_stat_activity snapshot. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,32 +10,167 @@
 #include <cmocka.h>
 
 #include "findings.h"
+#include "join.h"
 
-#define REC(p, pp, st, cm, ti) { .pid = (p), .ppid = (pp), .state = (st), .comm = cm, .title = (char *) (ti), .start_ticks = 500 + (p) }
+#define BOOT 1700000000.0
+#define NOW (BOOT + 10000.0)
+/* every process started at pid seconds after boot */
+#define REC(p, pp, st, cm, ti) { .pid = (p), .ppid = (pp), .state = (st), .comm = cm, .title = (char *) (ti), .start_ticks = 100ULL * (p) }
+#define STARTED(p) (BOOT + (double) (p))
 
-static void test_orphans_from_tree(void **state) {
-        const ProcRecord recs[] = {
-                REC(100, 1, 'S', "postgres", "/usr/lib/postgresql/15/bin/postgres -D /srv/a"),
-                REC(101, 100, 'S', "postgres", "postgres: checkpointer "),
-                REC(110, 100, 'R', "postgres", "postgres: alice shop [local] SELECT"),
-                REC(111, 100, 'R', "postgres", "postgres: parallel worker for PID 110 "),
-                REC(112, 100, 'R', "postgres", "postgres: parallel worker for PID 199 "),
-                REC(300, 1, 'R', "postgres", "postgres: carol shop 10.0.0.9(4444) SELECT"),
-                REC(301, 1, 'Z', "postgres", NULL),
-        };
+static const ProcRecord recs[] = {
+        REC(100, 1, 'S', "postgres", "/usr/lib/postgresql/15/bin/postgres -D /srv/a"),
+        REC(101, 100, 'S', "postgres", "postgres: checkpointer "),
+        REC(102, 100, 'S', "postgres", "postgres: logger "),
+        REC(110, 100, 'R', "postgres", "postgres: alice shop [local] SELECT"),
+        REC(111, 100, 'R', "postgres", "postgres: parallel worker for PID 110 "),
+        REC(112, 100, 'S', "postgres", "postgres: parallel worker for PID 199 "),
+        REC(120, 100, 'S', "postgres", "postgres: bob shop 10.0.0.7(5555) idle in transaction"),
+        REC(130, 100, 'S', "postgres", "postgres: carol shop [local] UPDATE waiting"),
+        REC(140, 100, 'S', "postgres", "postgres: dave shop 10.0.0.8(6000) authentication"),
+        REC(160, 100, 'S', "postgres", "postgres: erin shop [local] idle"),
+        REC(170, 100, 'S', "postgres", "postgres: walsender repl 10.0.0.9(7000) streaming 0/1"),
+        REC(300, 1, 'R', "postgres", "postgres: frank shop 10.0.0.9(4444) SELECT"),
+};
+
+static ActivityRow rows[] = {
+        { .pid = 101, .backend_type = "checkpointer", .backend_start = STARTED(101), .xmin_age = -1 },
+        { .pid = 110, .usename = "alice", .datname = "shop", .application_name = "FakeParent:1001", .client_port = -1,
+          .backend_type = "client backend", .state = "active", .backend_start = STARTED(110),
+          .query_start = NOW - 400, .xact_start = NOW - 400, .state_change = NOW - 400, .xmin_age = 42 },
+        { .pid = 111, .usename = "alice", .datname = "shop", .backend_type = "parallel worker", .state = "active",
+          .backend_start = STARTED(111), .query_start = NOW - 399, .leader_pid = 110, .xmin_age = -1 },
+        { .pid = 112, .usename = "alice", .datname = "shop", .backend_type = "parallel worker", .state = "active",
+          .backend_start = STARTED(112), .query_start = NOW - 300, .leader_pid = 199, .xmin_age = -1 },
+        { .pid = 120, .usename = "bob", .datname = "shop", .client_addr = "10.0.0.7", .client_port = 5555,
+          .backend_type = "client backend", .state = "idle in transaction", .backend_start = STARTED(120),
+          .xact_start = NOW - 900, .state_change = NOW - 600, .xmin_age = 7 },
+        { .pid = 130, .usename = "carol", .datname = "shop", .client_port = -1, .backend_type = "client backend",
+          .state = "active", .backend_start = STARTED(130), .query_start = NOW - 50, .xact_start = NOW - 50,
+          .wait_event_type = "Lock", .wait_event = "transactionid", .xmin_age = -1 },
+        /* 160's row is an earlier session's: its pid was reused */
+        { .pid = 160, .usename = "old", .datname = "shop", .backend_type = "client backend", .state = "idle",
+          .backend_start = STARTED(160) - 3600, .xmin_age = -1 },
+        { .pid = 170, .usename = "repl", .backend_type = "walsender", .state = "active",
+          .backend_start = STARTED(170), .query_start = NOW - 9000, .xmin_age = -1 },
+        /* a row with no process at all */
+        { .pid = 500, .usename = "ghost", .datname = "shop", .backend_type = "client backend", .state = "active",
+          .backend_start = NOW - 100, .query_start = NOW - 100, .xmin_age = -1 },
+        /* pgtree's own connection */
+        { .pid = 600, .usename = "pgtree", .datname = "postgres", .backend_type = "client backend", .state = "active",
+          .backend_start = NOW - 1, .query_start = NOW, .xmin_age = -1 },
+};
+
+static void build(PgTree *t, ActivitySnapshot *snap) {
+        assert_int_equal(tree_build(recs, sizeof recs / sizeof recs[0], t), 0);
+        t->hz = 100;
+        t->boot_time = BOOT;
+        t->now = NOW;
+        *snap = (ActivitySnapshot){ .rows = rows, .n = sizeof rows / sizeof rows[0], .taken_at = NOW, .own_pid = 600 };
+        snprintf(t->clusters[0].name, sizeof t->clusters[0].name, "main");
+        join_activity(t, 0, snap, NULL);
+}
+
+static const Finding *find(const Findings *f, FindingKind k, pid_t pid) {
+        for (size_t i = 0; i < f->n; i++)
+                if (f->items[i].kind == k && f->items[i].pid == pid)
+                        return &f->items[i];
+        return NULL;
+}
+
+static size_t count(const Findings *f, FindingKind k) {
+        size_t n = 0;
+        for (size_t i = 0; i < f->n; i++)
+                n += f->items[i].kind == k;
+        return n;
+}
+
+static void test_every_kind(void **state) {
+        PgTree t;
+        ActivitySnapshot snap;
+        build(&t, &snap);
+        pid_t gone[] = { 120 };
+        Findings f = {};
+        assert_int_equal(findings_detect(&t, gone, 1, &f), 0);
+
+        /* orphan_backend: the orphan, and only it; nothing else is said about it */
+        const Finding *x = find(&f, FINDING_ORPHAN_BACKEND, 300);
+        assert_non_null(x);
+        assert_int_equal(count(&f, FINDING_ORPHAN_BACKEND), 1);
+        assert_null(find(&f, FINDING_LONG_QUERY, 300));
+
+        /* orphan_parallel_worker */
+        assert_non_null(find(&f, FINDING_ORPHAN_PARALLEL_WORKER, 112));
+        assert_int_equal(count(&f, FINDING_ORPHAN_PARALLEL_WORKER), 1);
+
+        /* stale_activity: the ghost row and the earlier session's row under a reused pid */
+        assert_non_null(find(&f, FINDING_STALE_ACTIVITY, 500));
+        x = find(&f, FINDING_STALE_ACTIVITY, 160);
+        assert_non_null(x);
+        assert_string_equal(x->user, "old");
+        assert_int_equal(count(&f, FINDING_STALE_ACTIVITY), 2); /* not pgtree's own (600) */
+
+        /* unlisted_process: 140 (stuck in authentication) and 160 (its row is another's); not the
+         * logger (pg_stat_activity never lists it) nor the postmaster */
+        x = find(&f, FINDING_UNLISTED_PROCESS, 140);
+        assert_non_null(x);
+        assert_true(x->since > 0);
+        x = find(&f, FINDING_UNLISTED_PROCESS, 160);
+        assert_non_null(x);
+        assert_non_null(strstr(x->detail, "pid reused"));
+        assert_int_equal(count(&f, FINDING_UNLISTED_PROCESS), 2);
+
+        /* client_gone */
+        x = find(&f, FINDING_CLIENT_GONE, 120);
+        assert_non_null(x);
+        assert_string_equal(x->client, "10.0.0.7:5555");
+
+        /* long_query from query_start; walsenders are candidates too (rules exclude them) */
+        x = find(&f, FINDING_LONG_QUERY, 110);
+        assert_non_null(x);
+        assert_true(x->since == NOW - 400);
+        assert_string_equal(x->application_name, "FakeParent:1001");
+        assert_string_equal(x->client, "local");
+        assert_non_null(find(&f, FINDING_LONG_QUERY, 170));
+        assert_string_equal(find(&f, FINDING_LONG_QUERY, 170)->backend_type, "walsender");
+
+        /* idle_in_transaction from state_change, long_transaction from xact_start, with xmin age */
+        x = find(&f, FINDING_IDLE_IN_TRANSACTION, 120);
+        assert_non_null(x);
+        assert_true(x->since == NOW - 600);
+        assert_int_equal(x->xmin_age, 7);
+        x = find(&f, FINDING_LONG_TRANSACTION, 120);
+        assert_non_null(x);
+        assert_true(x->since == NOW - 900);
+
+        /* lock_wait */
+        x = find(&f, FINDING_LOCK_WAIT, 130);
+        assert_non_null(x);
+        assert_non_null(strstr(x->detail, "transactionid"));
+        assert_int_equal(count(&f, FINDING_LOCK_WAIT), 1);
+
+        /* nothing about the postmaster or the checkpointer */
+        for (size_t i = 0; i < f.n; i++)
+                assert_true(f.items[i].pid != 100 && f.items[i].pid != 101);
+        findings_free(&f);
+        tree_free(&t);
+}
+
+/* Without pg_stat_activity the titles still tell states; the time they began is unknown, and
+ * nothing can be stale or unlisted. */
+static void test_without_activity(void **state) {
         PgTree t;
         assert_int_equal(tree_build(recs, sizeof recs / sizeof recs[0], &t), 0);
         Findings f = {};
-        assert_int_equal(findings_from_tree(&t, &f), 0);
-        assert_int_equal(f.n, 2);
-        assert_int_equal(f.items[0].kind, FINDING_ORPHAN_PARALLEL_WORKER);
-        assert_int_equal(f.items[0].pid, 112);
-        assert_int_equal(f.items[0].start_ticks, 612);
-        assert_int_equal(f.items[1].kind, FINDING_ORPHAN_BACKEND);
-        assert_int_equal(f.items[1].pid, 300);
-        assert_int_equal(f.items[1].action, ACTION_LOG);
-        assert_false(f.items[1].dry_run);
-        assert_non_null(strstr(f.items[1].detail, "no live postmaster"));
+        assert_int_equal(findings_detect(&t, NULL, 0, &f), 0);
+        const Finding *x = find(&f, FINDING_LONG_QUERY, 110);
+        assert_non_null(x);
+        assert_true(x->since == 0);
+        assert_non_null(find(&f, FINDING_IDLE_IN_TRANSACTION, 120));
+        assert_non_null(find(&f, FINDING_LOCK_WAIT, 130));
+        assert_int_equal(count(&f, FINDING_STALE_ACTIVITY), 0);
+        assert_int_equal(count(&f, FINDING_UNLISTED_PROCESS), 0);
+        assert_non_null(find(&f, FINDING_ORPHAN_BACKEND, 300));
         findings_free(&f);
         tree_free(&t);
 }
@@ -47,12 +183,15 @@ static void test_names(void **state) {
         assert_int_equal(finding_kind_from_string("orphan"), -EINVAL);
         assert_int_equal(action_from_string("kill"), -EINVAL);
         assert_int_equal(action_from_string(NULL), -EINVAL);
-        assert_string_equal(finding_kind_to_string(FINDING_CLIENT_GONE), "client_gone");
+        assert_true(backend_type_in_activity("client backend"));
+        assert_false(backend_type_in_activity("logger"));
+        assert_false(backend_type_in_activity("postmaster"));
 }
 
 int main(void) {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_orphans_from_tree),
+                cmocka_unit_test(test_every_kind),
+                cmocka_unit_test(test_without_activity),
                 cmocka_unit_test(test_names),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -28,7 +28,11 @@ static void build(PgTree *t, Findings *f) {
         t->boot_time = 1700000000;
         t->now = 1700000000 + 200;   /* pid 100 started at 100 s after boot: age 100 s */
         *f = (Findings){};
-        assert_int_equal(findings_from_tree(t, f), 0);
+        Finding *x = findings_add(f);
+        assert_non_null(x);
+        *x = (Finding){ .kind = FINDING_ORPHAN_BACKEND, .pid = 300, .start_ticks = 30000, .proc = tree_find(t, 300),
+                        .xmin_age = -1, .duration_s = 12, .detail = "client backend has no live postmaster" };
+        strcpy(x->cluster, "/srv/a");
 }
 
 static json_object *get(json_object *o, const char *key) {
@@ -96,12 +100,12 @@ static void test_text_forest(void **state) {
         char *buf = NULL;
         size_t len = 0;
         FILE *out = open_memstream(&buf, &len);
-        render_text(out, &t, &f);
+        render_text(out, &t, &f, NULL);
         fclose(out);
         assert_non_null(strstr(buf, "cluster lab"));
         assert_non_null(strstr(buf, "postmaster  /usr/lib/postgresql/15/bin/postgres -D /srv/a"));
         assert_non_null(strstr(buf, "├─ checkpointer"));
-        assert_non_null(strstr(buf, "client backend  alice@shop  10.0.0.5:50156  UPDATE  waiting"));
+        assert_non_null(strstr(buf, "client backend  alice@shop  10.0.0.5:50156  active  UPDATE  waiting"));
         /* the worker is nested under its leader */
         char *leader = strstr(buf, "alice@shop  10.0.0.5"), *worker = strstr(buf, "│  └─ parallel worker");
         assert_non_null(worker);

@@ -116,6 +116,8 @@ class Cluster:
                    "-w", "-t", "60", "start"])
         self.pm_pid = self.postmaster_pid()
         self.started_pids.add(self.pm_pid)
+        # the role pgtreed connects as (README: "The PostgreSQL role")
+        self.sql("CREATE ROLE pgtree LOGIN; GRANT pg_monitor TO pgtree")
         return self
 
     def postmaster_pid(self):

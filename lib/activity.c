@@ -1,0 +1,518 @@
+/* SPDX-License-Identifier: MIT */
+/* pg_stat_activity over libpq's asynchronous API. */
+#include <errno.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "activity.h"
+#include "macro.h"
+
+#define BACKOFF_MIN_USEC (1000000ULL)
+#define BACKOFF_MAX_USEC (60000000ULL)
+#define STMT_NAME "pgtree_activity"
+
+typedef enum ConnState {
+        STATE_DISCONNECTED,
+        STATE_CONNECTING,
+        STATE_PREPARING,
+        STATE_IDLE,
+        STATE_QUERYING,
+        STATE_BACKOFF,
+} ConnState;
+
+struct ActivityConn {
+        char **keywords;
+        char **values;
+        char describe[512];
+        ActivityOptions opt;
+        PGconn *conn;
+        ConnState state;
+        PostgresPollingStatusType poll;
+        bool want_write;        /* a query is not flushed yet */
+        bool refresh_pending;   /* connect, then query */
+        uint64_t deadline;
+        uint64_t retry_at;
+        uint64_t backoff;
+        unsigned connects;
+        char status[512];
+        ActivitySnapshot snap;
+        bool have_snap;
+        PGresult *result;
+};
+
+uint64_t now_monotonic_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000;
+}
+
+static int cmp_row(const void *a, const void *b) {
+        pid_t x = ((const ActivityRow *) a)->pid, y = ((const ActivityRow *) b)->pid;
+        return (x > y) - (x < y);
+}
+
+void activity_snapshot_clear(ActivitySnapshot *s) {
+        for (size_t i = 0; s && i < s->n; i++) {
+                ActivityRow *r = &s->rows[i];
+                free(r->usename);
+                free(r->datname);
+                free(r->application_name);
+                free(r->client_addr);
+                free(r->client_hostname);
+                free(r->backend_type);
+                free(r->state);
+                free(r->wait_event_type);
+                free(r->wait_event);
+                free(r->query);
+        }
+        if (s) {
+                free(s->rows);
+                *s = (ActivitySnapshot){};
+        }
+}
+
+const ActivityRow *activity_snapshot_find(const ActivitySnapshot *s, pid_t pid) {
+        if (!s || s->n == 0)
+                return NULL;
+        ActivityRow key = { .pid = pid };
+        return bsearch(&key, s->rows, s->n, sizeof key, cmp_row);
+}
+
+int activity_query_sql(int v, unsigned qmax, char **ret) {
+        if (v < 90600)
+                return -EPROTONOSUPPORT;
+        char query[64];
+        if (qmax > 0)
+                snprintf(query, sizeof query, "left(query, %u)", qmax);
+        else
+                snprintf(query, sizeof query, "NULL::text");
+        int r = asprintf(ret,
+                         "SELECT pid, usename::text, datname::text, application_name, host(client_addr), client_port, "
+                         "client_hostname, %s, state, "
+                         "extract(epoch FROM backend_start)::float8, extract(epoch FROM xact_start)::float8, "
+                         "extract(epoch FROM query_start)::float8, extract(epoch FROM state_change)::float8, "
+                         "wait_event_type, wait_event, %s, age(backend_xmin)::int8, %s, "
+                         "extract(epoch FROM clock_timestamp())::float8 "
+                         "FROM pg_catalog.pg_stat_activity",
+                         v >= 100000 ? "backend_type" : "NULL::text", v >= 130000 ? "leader_pid" : "NULL::int",
+                         query);
+        return r < 0 ? -ENOMEM : 0;
+}
+
+/* ---- setup ---- */
+
+static void free_params(ActivityConn *a) {
+        for (size_t i = 0; a->keywords && a->keywords[i]; i++) {
+                free(a->keywords[i]);
+                free(a->values[i]);
+        }
+        free(a->keywords);
+        free(a->values);
+        a->keywords = a->values = NULL;
+}
+
+int activity_conn_new(const char *conninfo, const char *host, int port, const ActivityOptions *o, ActivityConn **ret) {
+        char *err = NULL;
+        PQconninfoOption *opts = PQconninfoParse(conninfo ? conninfo : "", &err);
+        if (!opts) {
+                PQfreemem(err);
+                return -EINVAL;
+        }
+        _cleanup_free_ ActivityConn *a = calloc(1, sizeof *a);
+        if (!a) {
+                PQconninfoFree(opts);
+                return -ENOMEM;
+        }
+        size_t n = 0;
+        for (PQconninfoOption *p = opts; p->keyword; p++)
+                n++;
+        a->keywords = calloc(n + 4, sizeof(char *));
+        a->values = calloc(n + 4, sizeof(char *));
+        bool have_host = false, have_port = false, have_app = false, ok = a->keywords && a->values;
+        size_t k = 0;
+        for (PQconninfoOption *p = opts; ok && p->keyword; p++) {
+                if (!p->val)
+                        continue;
+                have_host |= !strcmp(p->keyword, "host") || !strcmp(p->keyword, "hostaddr");
+                have_port |= !strcmp(p->keyword, "port");
+                have_app |= !strcmp(p->keyword, "application_name");
+                ok = (a->keywords[k] = strdup(p->keyword)) && (a->values[k] = strdup(p->val));
+                k++;
+        }
+        PQconninfoFree(opts);
+        char portbuf[16];
+        snprintf(portbuf, sizeof portbuf, "%d", port);
+        if (ok && !have_host && host && *host) {
+                ok = (a->keywords[k] = strdup("host")) && (a->values[k] = strdup(host));
+                k++;
+        }
+        if (ok && !have_port && port > 0) {
+                ok = (a->keywords[k] = strdup("port")) && (a->values[k] = strdup(portbuf));
+                k++;
+        }
+        if (ok && !have_app) {
+                ok = (a->keywords[k] = strdup("application_name")) && (a->values[k] = strdup("pgtreed"));
+                k++;
+        }
+        if (!ok) {
+                free_params(a);
+                return -ENOMEM;
+        }
+        size_t used = 0;
+        for (size_t i = 0; a->keywords[i]; i++) {
+                bool secret = !strcmp(a->keywords[i], "password");
+                int w = snprintf(a->describe + used, sizeof a->describe - used, "%s%s=%s", used ? " " : "",
+                                 a->keywords[i], secret ? "***" : a->values[i]);
+                if (w < 0 || (size_t) w >= sizeof a->describe - used)
+                        break;
+                used += (size_t) w;
+        }
+        a->opt = *o;
+        a->backoff = BACKOFF_MIN_USEC;
+        snprintf(a->status, sizeof a->status, "unavailable: not connected yet");
+        *ret = TAKE_PTR(a);
+        return 0;
+}
+
+ActivityConn *activity_conn_free(ActivityConn *a) {
+        if (!a)
+                return NULL;
+        if (a->result)
+                PQclear(a->result);
+        if (a->conn)
+                PQfinish(a->conn);
+        activity_snapshot_clear(&a->snap);
+        free_params(a);
+        free(a);
+        return NULL;
+}
+
+/* ---- state machine ---- */
+
+/* The first line of libpq's message, without "FATAL:  " noise. */
+static void set_reason(ActivityConn *a, const char *what, const char *msg) {
+        char line[400] = "";
+        if (msg) {
+                while (*msg == ' ' || *msg == '\n')
+                        msg++;
+                size_t l = strcspn(msg, "\n");
+                snprintf(line, sizeof line, "%.*s", (int) l, msg);
+        }
+        snprintf(a->status, sizeof a->status, "unavailable: %s%s%s", what, *line ? ": " : "", line);
+}
+
+/* Drops the connection and backs off. detail: what libpq said, or NULL for its last message;
+ * "" for none. */
+static void fail_with(ActivityConn *a, uint64_t now, const char *what, const char *detail) {
+        set_reason(a, what, detail ? detail : a->conn ? PQerrorMessage(a->conn) : NULL);
+        if (a->result) {
+                PQclear(a->result);
+                a->result = NULL;
+        }
+        if (a->conn) {
+                PQfinish(a->conn);
+                a->conn = NULL;
+        }
+        a->state = STATE_BACKOFF;
+        a->retry_at = now + a->backoff;
+        a->backoff = a->backoff * 2 > BACKOFF_MAX_USEC ? BACKOFF_MAX_USEC : a->backoff * 2;
+        a->refresh_pending = false;
+        a->have_snap = false;
+}
+
+static void fail(ActivityConn *a, uint64_t now, const char *what) {
+        fail_with(a, now, what, NULL);
+}
+
+static void send_query(ActivityConn *a, uint64_t now) {
+        if (!PQsendQueryPrepared(a->conn, STMT_NAME, 0, NULL, NULL, NULL, 0)) {
+                fail(a, now, "query failed");
+                return;
+        }
+        a->state = STATE_QUERYING;
+        a->deadline = now + a->opt.query_timeout_usec;
+        a->want_write = PQflush(a->conn) == 1;
+        a->refresh_pending = false;
+}
+
+static void connected(ActivityConn *a, uint64_t now) {
+        if (PQsetnonblocking(a->conn, 1) != 0) {
+                fail(a, now, "cannot make the connection non-blocking");
+                return;
+        }
+        _cleanup_free_ char *sql = NULL;
+        int v = PQserverVersion(a->conn);
+        int r = activity_query_sql(v, a->opt.query_max_length, &sql);
+        if (r == -EPROTONOSUPPORT) {
+                char why[64];
+                snprintf(why, sizeof why, "server version %d is older than 9.6", v);
+                fail_with(a, now, why, "");
+                return;
+        }
+        if (r < 0 || !PQsendPrepare(a->conn, STMT_NAME, sql, 0, NULL)) {
+                fail(a, now, "cannot prepare the pg_stat_activity query");
+                return;
+        }
+        a->state = STATE_PREPARING;
+        a->deadline = now + a->opt.query_timeout_usec;
+        a->want_write = PQflush(a->conn) == 1;
+        a->connects++;
+}
+
+void activity_conn_start(ActivityConn *a, uint64_t now) {
+        a->have_snap = false;
+        switch (a->state) {
+        case STATE_BACKOFF:
+                if (now < a->retry_at)
+                        return; /* keeps its reason */
+                _fallthrough_;
+        case STATE_DISCONNECTED:
+                a->conn = PQconnectStartParams((const char *const *) a->keywords, (const char *const *) a->values, 0);
+                if (!a->conn || PQstatus(a->conn) == CONNECTION_BAD) {
+                        fail(a, now, "cannot connect");
+                        return;
+                }
+                a->state = STATE_CONNECTING;
+                a->poll = PGRES_POLLING_WRITING;
+                a->deadline = now + a->opt.connect_timeout_usec;
+                a->refresh_pending = true;
+                return;
+        case STATE_IDLE:
+                send_query(a, now);
+                return;
+        case STATE_CONNECTING:
+        case STATE_PREPARING:
+                a->refresh_pending = true;
+                return;
+        case STATE_QUERYING:
+                return; /* the previous one is still running */
+        }
+}
+
+bool activity_conn_busy(const ActivityConn *a) {
+        return a->state == STATE_CONNECTING || a->state == STATE_PREPARING || a->state == STATE_QUERYING;
+}
+
+bool activity_conn_wants(const ActivityConn *a, int *fd, short *events, uint64_t *deadline) {
+        if (!activity_conn_busy(a))
+                return false;
+        *fd = PQsocket(a->conn);
+        if (a->state == STATE_CONNECTING)
+                *events = a->poll == PGRES_POLLING_WRITING ? POLLOUT : POLLIN;
+        else
+                *events = POLLIN | (a->want_write ? POLLOUT : 0);
+        *deadline = a->deadline;
+        return true;
+}
+
+static char *dup_value(const PGresult *res, int row, int col) {
+        if (PQgetisnull(res, row, col))
+                return NULL;
+        return strdup(PQgetvalue(res, row, col));
+}
+
+static double float_value(const PGresult *res, int row, int col) {
+        return PQgetisnull(res, row, col) ? 0 : strtod(PQgetvalue(res, row, col), NULL);
+}
+
+static long long int_value(const PGresult *res, int row, int col, long long null_value) {
+        return PQgetisnull(res, row, col) ? null_value : strtoll(PQgetvalue(res, row, col), NULL, 10);
+}
+
+static int take_rows(ActivityConn *a, const PGresult *res) {
+        int n = PQntuples(res);
+        if (PQnfields(res) != 19)
+                return -EBADMSG;
+        ActivitySnapshot s = { .server_version = PQserverVersion(a->conn), .own_pid = PQbackendPID(a->conn) };
+        s.rows = calloc(n > 0 ? (size_t) n : 1, sizeof *s.rows);
+        if (!s.rows)
+                return -ENOMEM;
+        for (int i = 0; i < n; i++) {
+                ActivityRow *r = &s.rows[s.n];
+                if (PQgetisnull(res, i, 0))
+                        continue;
+                *r = (ActivityRow){
+                        .pid = (pid_t) int_value(res, i, 0, 0),
+                        .usename = dup_value(res, i, 1),
+                        .datname = dup_value(res, i, 2),
+                        .application_name = dup_value(res, i, 3),
+                        .client_addr = dup_value(res, i, 4),
+                        .client_port = (int) int_value(res, i, 5, 0),
+                        .client_hostname = dup_value(res, i, 6),
+                        .backend_type = dup_value(res, i, 7),
+                        .state = dup_value(res, i, 8),
+                        .backend_start = float_value(res, i, 9),
+                        .xact_start = float_value(res, i, 10),
+                        .query_start = float_value(res, i, 11),
+                        .state_change = float_value(res, i, 12),
+                        .wait_event_type = dup_value(res, i, 13),
+                        .wait_event = dup_value(res, i, 14),
+                        .leader_pid = (pid_t) int_value(res, i, 15, 0),
+                        .xmin_age = int_value(res, i, 16, -1),
+                        .query = dup_value(res, i, 17),
+                };
+                s.taken_at = float_value(res, i, 18);
+                s.n++;
+        }
+        if (s.taken_at == 0) {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                s.taken_at = (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+        }
+        qsort(s.rows, s.n, sizeof *s.rows, cmp_row);
+        activity_snapshot_clear(&a->snap);
+        a->snap = s;
+        a->have_snap = true;
+        return 0;
+}
+
+/* Reads whatever results are complete. Returns true when the command is done. */
+static bool drain(ActivityConn *a, uint64_t now, bool *ok, char *error, size_t error_size) {
+        *ok = true;
+        if (!PQconsumeInput(a->conn)) {
+                *ok = false;
+                return true;
+        }
+        while (!PQisBusy(a->conn)) {
+                PGresult *res = PQgetResult(a->conn);
+                if (!res)
+                        return true;
+                ExecStatusType st = PQresultStatus(res);
+                if (st == PGRES_TUPLES_OK && a->state == STATE_QUERYING) {
+                        if (take_rows(a, res) < 0)
+                                *ok = false;
+                } else if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+                        snprintf(error, error_size, "%s", PQresultErrorMessage(res));
+                        *ok = false;
+                }
+                PQclear(res);
+        }
+        return false;
+}
+
+void activity_conn_process(ActivityConn *a, uint64_t now) {
+        if (!activity_conn_busy(a))
+                return;
+        if (a->state == STATE_CONNECTING) {
+                a->poll = PQconnectPoll(a->conn);
+                if (a->poll == PGRES_POLLING_FAILED) {
+                        fail(a, now, "cannot connect");
+                        return;
+                }
+                if (a->poll == PGRES_POLLING_OK) {
+                        connected(a, now);
+                        return;
+                }
+                if (now >= a->deadline) {
+                        fail_with(a, now, "connection timed out", "");
+                        return;
+                }
+                return;
+        }
+        if (a->want_write) {
+                int f = PQflush(a->conn);
+                if (f < 0) {
+                        fail(a, now, "connection lost");
+                        return;
+                }
+                a->want_write = f == 1;
+        }
+        bool ok;
+        char error[400] = "";
+        bool done = drain(a, now, &ok, error, sizeof error);
+        if (!ok) {
+                if (*error)
+                        fail_with(a, now, "query failed", error);
+                else
+                        fail(a, now, "connection lost");
+                return;
+        }
+        if (!done) {
+                if (now >= a->deadline) {
+                        char why[64];
+                        snprintf(why, sizeof why, "query timed out after %.1fs",
+                                 (double) a->opt.query_timeout_usec / 1e6);
+                        fail_with(a, now, why, "");
+                }
+                return;
+        }
+        if (a->state == STATE_PREPARING) {
+                a->state = STATE_IDLE;
+                if (a->refresh_pending)
+                        send_query(a, now);
+                return;
+        }
+        /* the query is done */
+        a->state = STATE_IDLE;
+        a->backoff = BACKOFF_MIN_USEC;
+        if (a->have_snap)
+                snprintf(a->status, sizeof a->status, "ok");
+}
+
+const ActivitySnapshot *activity_conn_snapshot(const ActivityConn *a) {
+        return a->have_snap ? &a->snap : NULL;
+}
+
+const char *activity_conn_status(const ActivityConn *a) {
+        return a->status;
+}
+
+unsigned activity_conn_connects(const ActivityConn *a) {
+        return a->connects;
+}
+
+const char *activity_conn_describe(const ActivityConn *a) {
+        return a->describe;
+}
+
+void activity_conns_run(ActivityConn **conns, size_t n, uint64_t deadline) {
+        for (;;) {
+                struct pollfd pfd[64];
+                size_t map[64], k = 0;
+                uint64_t now = now_monotonic_usec(), next = deadline;
+                for (size_t i = 0; i < n && k < 64; i++) {
+                        int fd;
+                        short ev;
+                        uint64_t d;
+                        if (!conns[i] || !activity_conn_wants(conns[i], &fd, &ev, &d))
+                                continue;
+                        if (d <= now) {
+                                activity_conn_process(conns[i], now);
+                                continue;
+                        }
+                        if (d < next)
+                                next = d;
+                        pfd[k] = (struct pollfd){ .fd = fd, .events = ev };
+                        map[k++] = i;
+                }
+                if (k == 0) {
+                        bool any = false;
+                        for (size_t i = 0; i < n; i++)
+                                any |= conns[i] && activity_conn_busy(conns[i]);
+                        if (!any || now >= deadline)
+                                return;
+                        continue;
+                }
+                if (now >= deadline)
+                        return;
+                int timeout = (int) ((next - now + 999) / 1000);
+                int r = poll(pfd, k, timeout);
+                if (r < 0 && errno != EINTR)
+                        return;
+                now = now_monotonic_usec();
+                for (size_t j = 0; j < k; j++)
+                        if (pfd[j].revents)
+                                activity_conn_process(conns[map[j]], now);
+                for (size_t i = 0; i < n; i++) {
+                        int fd;
+                        short ev;
+                        uint64_t d;
+                        if (conns[i] && activity_conn_wants(conns[i], &fd, &ev, &d) && d <= now)
+                                activity_conn_process(conns[i], now);
+                }
+        }
+}

@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* One row of pg_stat_activity. Strings may be NULL (SQL NULL, or hidden from a role without
+ * pg_read_all_stats); times are seconds since the epoch, 0 for NULL. */
+typedef struct ActivityRow {
+        pid_t pid;
+        char *usename;
+        char *datname;
+        char *application_name;
+        char *client_addr;
+        char *client_hostname;
+        int client_port;        /* −1: Unix socket; 0: none/hidden */
+        char *backend_type;
+        char *state;
+        double backend_start;
+        double xact_start;
+        double query_start;
+        double state_change;
+        char *wait_event_type;
+        char *wait_event;
+        pid_t leader_pid;       /* 0 if none */
+        long long xmin_age;     /* age(backend_xmin) in transactions, −1 if none */
+        char *query;            /* cut to query_max_length, NULL if not collected */
+} ActivityRow;
+
+typedef struct ActivitySnapshot {
+        ActivityRow *rows;      /* sorted by pid */
+        size_t n;
+        double taken_at;        /* the server's clock when it answered */
+        int server_version;     /* PQserverVersion: 150018 */
+        pid_t own_pid;          /* pgtree's own backend: never acted on */
+} ActivitySnapshot;
+
+void activity_snapshot_clear(ActivitySnapshot *s);
+const ActivityRow *activity_snapshot_find(const ActivitySnapshot *s, pid_t pid);
+
+/* The pg_stat_activity query for a server version (≥ 9.6), with the columns it has. */
+int activity_query_sql(int server_version, unsigned query_max_length, char **ret);
+
+/* A non-blocking connection to one cluster (libpq's asynchronous API): it never blocks the
+ * caller, has connect and query deadlines, reconnects with backoff, and reports why it is
+ * unavailable. The caller drives it: activity_conn_start() once per cycle, then waits on
+ * activity_conn_wants()'s fd/deadline and calls activity_conn_process() until it is idle. */
+typedef struct ActivityConn ActivityConn;
+
+typedef struct ActivityOptions {
+        uint64_t connect_timeout_usec;
+        uint64_t query_timeout_usec;
+        unsigned query_max_length;
+} ActivityOptions;
+
+/* conninfo: libpq keywords; host/port are added when it has none (from postmaster.pid). */
+int activity_conn_new(const char *conninfo, const char *host, int port, const ActivityOptions *o, ActivityConn **ret);
+ActivityConn *activity_conn_free(ActivityConn *a);
+
+/* Starts a refresh: connects if needed, then queries. During backoff it does nothing. */
+void activity_conn_start(ActivityConn *a, uint64_t now_usec);
+/* What the connection waits for now; false when it waits for nothing (idle). */
+bool activity_conn_wants(const ActivityConn *a, int *fd, short *events, uint64_t *deadline_usec);
+/* Moves on after the fd became ready or the deadline passed. */
+void activity_conn_process(ActivityConn *a, uint64_t now_usec);
+bool activity_conn_busy(const ActivityConn *a);
+
+/* The snapshot of the last refresh that succeeded in the current cycle, or NULL. */
+const ActivitySnapshot *activity_conn_snapshot(const ActivityConn *a);
+/* "ok", or why there is no snapshot: "unavailable: <reason>". */
+const char *activity_conn_status(const ActivityConn *a);
+/* How many times it connected (1 on the first success; more after reconnects). */
+unsigned activity_conn_connects(const ActivityConn *a);
+/* The conninfo it uses (for messages; no password is ever in it). */
+const char *activity_conn_describe(const ActivityConn *a);
+
+/* Drives every connection until all are idle or the deadline passes (for --once). */
+void activity_conns_run(ActivityConn **conns, size_t n, uint64_t deadline_usec);
+
+uint64_t now_monotonic_usec(void);

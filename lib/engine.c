@@ -1,0 +1,210 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine.h"
+#include "join.h"
+#include "macro.h"
+#include "sockdiag.h"
+
+int engine_new(const Config *c, Engine **ret) {
+        _cleanup_free_ Engine *e = calloc(1, sizeof *e);
+        if (!e)
+                return -ENOMEM;
+        int r = scanner_new(&e->scanner);
+        if (r < 0)
+                return r;
+        e->config = c;
+        scanner_set_discovery_interval(e->scanner, c->discovery_interval_usec);
+        *ret = TAKE_PTR(e);
+        return 0;
+}
+
+static void slot_free(ClusterSlot *s) {
+        activity_conn_free(s->conn);
+        free(s->conninfo);
+        *s = (ClusterSlot){};
+}
+
+Engine *engine_free(Engine *e) {
+        if (!e)
+                return NULL;
+        for (size_t i = 0; i < e->n_slots; i++)
+                slot_free(&e->slots[i]);
+        free(e->slots);
+        if (e->have_tree)
+                tree_free(&e->tree);
+        finding_store_clear(&e->store);
+        findings_free(&e->open);
+        scanner_free(e->scanner);
+        free(e);
+        return NULL;
+}
+
+void engine_set_config(Engine *e, const Config *c) {
+        e->config = c;
+        scanner_set_discovery_interval(e->scanner, c->discovery_interval_usec);
+}
+
+static ClusterSlot *slot_for(Engine *e, const PgProcess *pm) {
+        for (size_t i = 0; i < e->n_slots; i++)
+                if (e->slots[i].pm_pid == pm->rec.pid && e->slots[i].pm_start_ticks == pm->rec.start_ticks)
+                        return &e->slots[i];
+        if (GROW(e->slots, e->slots_allocated, e->n_slots + 1) < 0)
+                return NULL;
+        ClusterSlot *s = &e->slots[e->n_slots++];
+        *s = (ClusterSlot){ .pm_pid = pm->rec.pid, .pm_start_ticks = pm->rec.start_ticks };
+        return s;
+}
+
+static int prepare_cluster(Engine *e, PgCluster *c, const PgProcess *pm, uint64_t now) {
+        const Config *cfg = e->config;
+        int port = c->pmfile_valid ? c->pmfile.port : 0;
+        const ClusterConf *cc = config_find_cluster(cfg, c->name, c->data_directory[0] ? c->data_directory : NULL, port);
+        c->config_name = cc ? cc->name : NULL;
+        c->enforce = config_cluster_enforce(cfg, cc);
+        if (cc && cc->port && !port)
+                port = cc->port;
+        const char *conninfo = cc && cc->conninfo ? cc->conninfo : cfg->conninfo;
+        const char *host = c->pmfile_valid && c->pmfile.socket_dir[0] ? c->pmfile.socket_dir : NULL;
+
+        ClusterSlot *s = slot_for(e, pm);
+        if (!s)
+                return -ENOMEM;
+        s->seen = true;
+        _cleanup_free_ char *key = NULL;
+        if (asprintf(&key, "%s|%s|%d|%u|%llu|%llu", conninfo, host ? host : "", port, cfg->query_max_length,
+                     (unsigned long long) cfg->connect_timeout_usec, (unsigned long long) cfg->query_timeout_usec) < 0)
+                return -ENOMEM;
+        if (!s->conn || !s->conninfo || strcmp(s->conninfo, key) != 0) {
+                activity_conn_free(s->conn);
+                s->conn = NULL;
+                free(s->conninfo);
+                s->conninfo = TAKE_PTR(key);
+                ActivityOptions o = { .connect_timeout_usec = cfg->connect_timeout_usec,
+                                      .query_timeout_usec = cfg->query_timeout_usec,
+                                      .query_max_length = cfg->query_max_length };
+                int r = activity_conn_new(conninfo, host, port, &o, &s->conn);
+                if (r < 0) {
+                        snprintf(c->activity, sizeof c->activity, "unavailable: invalid conninfo");
+                        return 0;
+                }
+        }
+        activity_conn_start(s->conn, now);
+        return 0;
+}
+
+int engine_begin_cycle(Engine *e, bool force_full) {
+        e->cycle_started = now_monotonic_usec();
+        if (e->have_tree) {
+                tree_free(&e->tree);
+                e->have_tree = false;
+        }
+        int r = scanner_refresh(e->scanner, force_full, &e->tree, &e->scan);
+        if (r < 0)
+                return r;
+        e->have_tree = true;
+        for (size_t i = 0; i < e->n_slots; i++)
+                e->slots[i].seen = false;
+        uint64_t now = now_monotonic_usec();
+        for (size_t i = 0; i < e->tree.n_clusters; i++) {
+                PgCluster *c = &e->tree.clusters[i];
+                if ((r = prepare_cluster(e, c, &e->tree.procs[c->postmaster], now)) < 0)
+                        return r;
+        }
+        /* connections of clusters that are gone */
+        for (size_t i = 0; i < e->n_slots;) {
+                if (!e->slots[i].seen) {
+                        slot_free(&e->slots[i]);
+                        e->slots[i] = e->slots[--e->n_slots];
+                } else
+                        i++;
+        }
+        return 0;
+}
+
+static ClusterSlot *slot_of_cluster(Engine *e, const PgCluster *c) {
+        const PgProcess *pm = &e->tree.procs[c->postmaster];
+        for (size_t i = 0; i < e->n_slots; i++)
+                if (e->slots[i].pm_pid == pm->rec.pid && e->slots[i].pm_start_ticks == pm->rec.start_ticks)
+                        return &e->slots[i];
+        return NULL;
+}
+
+size_t engine_connections(Engine *e, ActivityConn **conns, size_t max) {
+        size_t n = 0;
+        for (size_t i = 0; i < e->n_slots && n < max; i++)
+                if (e->slots[i].conn)
+                        conns[n++] = e->slots[i].conn;
+        return n;
+}
+
+int engine_finish_cycle(Engine *e, FindingEvents *events) {
+        PgTree *t = &e->tree;
+        for (size_t i = 0; i < t->n_clusters; i++) {
+                PgCluster *c = &t->clusters[i];
+                ClusterSlot *s = slot_of_cluster(e, c);
+                const ActivitySnapshot *snap = s && s->conn ? activity_conn_snapshot(s->conn) : NULL;
+                if (s && s->conn)
+                        snprintf(c->activity, sizeof c->activity, "%s",
+                                 snap ? "ok" : activity_conn_busy(s->conn) ? "unavailable: no answer in time"
+                                                                          : activity_conn_status(s->conn));
+                if (snap)
+                        join_activity(t, i, snap, NULL);
+        }
+
+        pid_t *gone = NULL;
+        size_t n_gone = 0;
+        (void) client_gone_scan(t, &gone, &n_gone); /* best effort: no netlink, no client_gone */
+
+        Findings cand = {};
+        int r = findings_detect(t, gone, n_gone, &cand);
+        free(gone);
+        if (r >= 0)
+                r = finding_store_update(&e->store, &cand, e->config, t->now, events);
+        findings_free(&cand);
+        if (r < 0)
+                return r;
+        findings_free(&e->open);
+        r = finding_store_list(&e->store, &e->open);
+        if (r < 0)
+                return r;
+        /* index the open findings into the current tree */
+        for (size_t i = 0; i < e->open.n; i++) {
+                Finding *f = &e->open.items[i];
+                f->proc = f->kind == FINDING_STALE_ACTIVITY ? -1 : tree_find(t, f->pid);
+        }
+        e->cycles++;
+        e->cycle_seconds = (double) (now_monotonic_usec() - e->cycle_started) / 1e6;
+        return 0;
+}
+
+int engine_run_cycle_blocking(Engine *e, bool force_full, FindingEvents *events) {
+        int r = engine_begin_cycle(e, force_full);
+        if (r < 0)
+                return r;
+        ActivityConn *conns[64];
+        size_t n = engine_connections(e, conns, ELEMENTSOF(conns));
+        uint64_t deadline = now_monotonic_usec() + e->config->connect_timeout_usec + e->config->query_timeout_usec;
+        activity_conns_run(conns, n, deadline);
+        return engine_finish_cycle(e, events);
+}
+
+void engine_report_reachability(Engine *e, ReachabilityChanged cb, void *userdata) {
+        for (size_t i = 0; i < e->tree.n_clusters; i++) {
+                PgCluster *c = &e->tree.clusters[i];
+                ClusterSlot *s = slot_of_cluster(e, c);
+                if (!s)
+                        continue;
+                bool reachable = c->snapshot != NULL;
+                if (!s->reported || reachable != s->reachable) {
+                        s->reported = true;
+                        s->reachable = reachable;
+                        if (cb)
+                                cb(c, reachable, userdata);
+                }
+        }
+}

@@ -1,0 +1,57 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "activity.h"
+#include "config.h"
+#include "findings.h"
+#include "lifecycle.h"
+#include "scanner.h"
+#include "tree.h"
+
+/* One pgtree cycle, shared by `pgtreed --once` and the daemon: refresh the process tree, query
+ * every cluster's pg_stat_activity (asynchronously), join, look for dead client connections,
+ * detect, and move the findings' lifecycle on. */
+typedef struct ClusterSlot {
+        pid_t pm_pid;
+        uint64_t pm_start_ticks;
+        ActivityConn *conn;
+        char *conninfo;         /* what conn was made from: a reload that changes it reconnects */
+        bool seen;
+        bool reachable;         /* the last cycle had a snapshot */
+        bool reported;          /* reachability was reported at least once */
+} ClusterSlot;
+
+typedef struct Engine {
+        const Config *config;   /* not owned: replaced by engine_set_config on reload */
+        Scanner *scanner;
+        ClusterSlot *slots;
+        size_t n_slots, slots_allocated;
+        FindingStore store;
+        PgTree tree;
+        bool have_tree;
+        ScanStats scan;
+        Findings open;          /* the open findings after the last cycle */
+        uint64_t cycles;
+        double cycle_seconds;   /* wall time of the last whole cycle */
+        uint64_t cycle_started;
+} Engine;
+
+int engine_new(const Config *c, Engine **ret);
+Engine *engine_free(Engine *e);
+void engine_set_config(Engine *e, const Config *c);
+
+/* Refreshes the tree and starts every cluster's activity query. */
+int engine_begin_cycle(Engine *e, bool force_full);
+/* The activity connections of the current tree (for an event loop to wait on). */
+size_t engine_connections(Engine *e, ActivityConn **conns, size_t max);
+/* Joins, detects and updates the findings; events gets what opened, escalated or resolved. */
+int engine_finish_cycle(Engine *e, FindingEvents *events);
+/* begin + wait for every query (up to the timeouts) + finish: for --once. */
+int engine_run_cycle_blocking(Engine *e, bool force_full, FindingEvents *events);
+
+/* Clusters whose reachability changed in the last cycle: index into tree.clusters. */
+typedef void (*ReachabilityChanged)(const PgCluster *c, bool reachable, void *userdata);
+void engine_report_reachability(Engine *e, ReachabilityChanged cb, void *userdata);

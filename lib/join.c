@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: MIT */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "join.h"
+
+void join_activity(PgTree *t, size_t ci, const ActivitySnapshot *snap, JoinStats *stats) {
+        JoinStats st = {};
+        PgCluster *c = &t->clusters[ci];
+        c->snapshot = snap;
+        size_t rows_matched = 0;
+        for (size_t i = 0; i < t->n_procs; i++) {
+                PgProcess *p = &t->procs[i];
+                if (p->cluster != (int) ci)
+                        continue;
+                p->act = NULL;
+                p->act_mismatch = false;
+                p->own = false;
+                const ActivityRow *r = activity_snapshot_find(snap, p->rec.pid);
+                if (!r)
+                        continue;
+                rows_matched++;
+                double start = pg_process_start_time(t, p);
+                if (r->backend_start > 0 && start > 0 && fabs(r->backend_start - start) > JOIN_START_TOLERANCE_S) {
+                        p->act_mismatch = true;
+                        st.mismatched++;
+                        continue;
+                }
+                p->act = r;
+                p->own = snap->own_pid == p->rec.pid;
+                st.joined++;
+        }
+        st.rows_without_process = snap ? snap->n - rows_matched : 0;
+        if (stats)
+                *stats = st;
+}
+
+static const char *nonempty(const char *s) {
+        return s && *s ? s : NULL;
+}
+
+const char *proc_user(const PgProcess *p) {
+        if (p->act && p->act->usename)
+                return p->act->usename;
+        return nonempty(p->title.user);
+}
+
+const char *proc_database(const PgProcess *p) {
+        if (p->act && p->act->datname)
+                return p->act->datname;
+        return nonempty(p->title.database);
+}
+
+const char *proc_application(const PgProcess *p) {
+        return p->act ? p->act->application_name : NULL;
+}
+
+const char *proc_state(const PgProcess *p) {
+        if (p->act && p->act->state)
+                return p->act->state;
+        return nonempty(p->title.state);
+}
+
+const char *proc_backend_type(const PgProcess *p) {
+        if (p->act && p->act->backend_type)
+                return p->act->backend_type;
+        return backend_type_to_string(p->title.backend_type);
+}
+
+void proc_client(const PgProcess *p, char *buf, size_t size) {
+        if (p->act && p->act->client_port == -1) {
+                snprintf(buf, size, "local");
+                return;
+        }
+        if (p->act && p->act->client_addr && p->act->client_port > 0) {
+                bool v6 = strchr(p->act->client_addr, ':') != NULL;
+                snprintf(buf, size, v6 ? "[%s]:%d" : "%s:%d", p->act->client_addr, p->act->client_port);
+                return;
+        }
+        snprintf(buf, size, "%s", p->title.client);
+}
+
+bool proc_is_client_backend(const PgProcess *p) {
+        const char *bt = proc_backend_type(p);
+        return !p->own && bt && strcmp(bt, "client backend") == 0;
+}

@@ -1,0 +1,181 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lifecycle.h"
+#include "macro.h"
+#include "rules.h"
+
+const char *finding_event_type_to_string(FindingEventType t) {
+        switch (t) {
+        case FINDING_OPENED:
+                return "opened";
+        case FINDING_ESCALATED:
+                return "escalated";
+        case FINDING_RESOLVED:
+                return "resolved";
+        }
+        return "unknown";
+}
+
+static int cmp_key(const Finding *a, const Finding *b) {
+        if (a->pid != b->pid)
+                return a->pid < b->pid ? -1 : 1;
+        if (a->kind != b->kind)
+                return a->kind < b->kind ? -1 : 1;
+        if (a->start_ticks != b->start_ticks)
+                return a->start_ticks < b->start_ticks ? -1 : 1;
+        return 0;
+}
+
+static int cmp_finding(const void *a, const void *b) {
+        return cmp_key(a, b);
+}
+
+static bool is_orphan_kind(FindingKind k) {
+        return k <= FINDING_CLIENT_GONE;
+}
+
+static int emit(FindingEvents *e, FindingEventType type, const Finding *f, Action previous) {
+        if (!e)
+                return 0;
+        if (GROW(e->items, e->allocated, e->n + 1) < 0)
+                return -ENOMEM;
+        e->items[e->n++] = (FindingEvent){ .type = type, .finding = *f, .previous = previous };
+        return 0;
+}
+
+/* Decides one tracked finding for this cycle. */
+static int decide(Tracked *t, const Config *c, double now, FindingEvents *events) {
+        Finding *f = &t->f;
+        double start = f->since > 0 ? f->since : f->first_seen;
+        f->duration_s = now > start ? now - start : 0;
+
+        bool confirmed = true;
+        if (f->kind == FINDING_STALE_ACTIVITY || f->kind == FINDING_UNLISTED_PROCESS)
+                confirmed = t->cycles >= 2;
+        if (f->kind == FINDING_UNLISTED_PROCESS && f->duration_s * 1e6 < (double) c->unlisted_grace_usec)
+                confirmed = false;
+        if (!confirmed)
+                return 0;
+
+        Subject s = {
+                .kind = f->kind,
+                .duration_usec = (uint64_t) (f->duration_s * 1e6),
+                .user = f->user[0] ? f->user : NULL,
+                .database = f->database[0] ? f->database : NULL,
+                .application_name = f->application_name[0] ? f->application_name : NULL,
+                .client = f->client[0] ? f->client : NULL,
+                .backend_type = f->backend_type[0] ? f->backend_type : NULL,
+                .state = f->state[0] ? f->state : NULL,
+                .cluster = f->cluster[0] ? f->cluster : NULL,
+        };
+        const Rule *r = rules_decide(c, &s);
+        if (!r && !is_orphan_kind(f->kind))
+                return 0; /* a long runner below every threshold */
+        Action action = r ? r->action : ACTION_LOG;
+        if (!t->open) {
+                t->open = true;
+                snprintf(f->rule, sizeof f->rule, "%s", r ? r->name : "");
+                f->action = action;
+                return emit(events, FINDING_OPENED, f, ACTION_LOG);
+        }
+        if (action > f->action) {
+                Action before = f->action;
+                snprintf(f->rule, sizeof f->rule, "%s", r->name);
+                f->action = action;
+                return emit(events, FINDING_ESCALATED, f, before);
+        }
+        return 0;
+}
+
+int finding_store_update(FindingStore *s, const Findings *candidates, const Config *c, double now,
+                         FindingEvents *events) {
+        size_t n = candidates ? candidates->n : 0;
+        _cleanup_free_ Finding *cand = malloc((n ? n : 1) * sizeof *cand);
+        Tracked *next = malloc((n ? n : 1) * sizeof *next);
+        if (!cand || !next) {
+                free(next);
+                return -ENOMEM;
+        }
+        if (n)
+                memcpy(cand, candidates->items, n * sizeof *cand);
+        qsort(cand, n, sizeof *cand, cmp_finding);
+
+        size_t i = 0, j = 0, k = 0;
+        int r = 0;
+        while (r >= 0 && (i < s->n || j < n)) {
+                int cmp = i >= s->n ? 1 : j >= n ? -1 : cmp_key(&s->items[i].f, &cand[j]);
+                if (cmp < 0) { /* tracked, not seen now: it ended */
+                        if (s->items[i].open)
+                                r = emit(events, FINDING_RESOLVED, &s->items[i].f, s->items[i].f.action);
+                        i++;
+                        continue;
+                }
+                if (j + 1 < n && cmp_key(&cand[j], &cand[j + 1]) == 0) {
+                        j++; /* a duplicate candidate: keep the last */
+                        continue;
+                }
+                Tracked t;
+                if (cmp == 0) { /* kept: refresh what it says, keep its identity and decision */
+                        t = s->items[i++];
+                        Finding keep = t.f;
+                        t.f = cand[j++];
+                        t.f.first_seen = keep.first_seen;
+                        memcpy(t.f.rule, keep.rule, sizeof t.f.rule);
+                        t.f.action = keep.action;
+                        t.f.dry_run = keep.dry_run;
+                        t.cycles++;
+                } else { /* new */
+                        t = (Tracked){ .f = cand[j++], .cycles = 1 };
+                        t.f.first_seen = now;
+                        t.f.action = ACTION_LOG;
+                        t.f.rule[0] = 0;
+                }
+                r = decide(&t, c, now, events);
+                next[k++] = t;
+        }
+        if (r < 0) {
+                free(next);
+                return r;
+        }
+        free(s->items);
+        s->items = next;
+        s->n = k;
+        s->allocated = n ? n : 1;
+        return 0;
+}
+
+int finding_store_list(const FindingStore *s, Findings *ret) {
+        for (size_t i = 0; i < s->n; i++) {
+                if (!s->items[i].open)
+                        continue;
+                Finding *x = findings_add(ret);
+                if (!x)
+                        return -ENOMEM;
+                *x = s->items[i].f;
+        }
+        return 0;
+}
+
+size_t finding_store_count_open(const FindingStore *s) {
+        size_t n = 0;
+        for (size_t i = 0; i < s->n; i++)
+                n += s->items[i].open;
+        return n;
+}
+
+void finding_store_clear(FindingStore *s) {
+        if (!s)
+                return;
+        free(s->items);
+        *s = (FindingStore){};
+}
+
+void finding_events_clear(FindingEvents *e) {
+        if (!e)
+                return;
+        free(e->items);
+        *e = (FindingEvents){};
+}

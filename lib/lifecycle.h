@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include "config.h"
+#include "findings.h"
+
+/* A finding's life: opened once when first confirmed, kept (and escalated if a stronger rule
+ * comes to match as it lasts) while it lasts, resolved when it ends. Never re-announced. */
+typedef enum FindingEventType {
+        FINDING_OPENED,
+        FINDING_ESCALATED,
+        FINDING_RESOLVED,
+} FindingEventType;
+
+typedef struct FindingEvent {
+        FindingEventType type;
+        Finding finding;
+        Action previous;        /* FINDING_ESCALATED: the action before */
+} FindingEvent;
+
+typedef struct FindingEvents {
+        FindingEvent *items;
+        size_t n;
+        size_t allocated;
+} FindingEvents;
+
+typedef struct Tracked {
+        Finding f;
+        unsigned cycles;        /* consecutive cycles it was seen in */
+        bool open;
+} Tracked;
+
+typedef struct FindingStore {
+        Tracked *items;         /* sorted by (pid, kind, start_ticks) */
+        size_t n;
+        size_t allocated;
+} FindingStore;
+
+/* Feeds one cycle's candidates (now: epoch seconds). A candidate is confirmed when seen in two
+ * consecutive cycles for stale_activity and unlisted_process (a race between the /proc scan and
+ * the query is not a finding), and unlisted_process only after config->unlisted_grace. It opens
+ * when a rule decides for it; orphan kinds open without a rule too (action log). Pure. */
+int finding_store_update(FindingStore *s, const Findings *candidates, const Config *config, double now,
+                         FindingEvents *events);
+
+/* The open findings, in store order. */
+int finding_store_list(const FindingStore *s, Findings *ret);
+size_t finding_store_count_open(const FindingStore *s);
+void finding_store_clear(FindingStore *s);
+void finding_events_clear(FindingEvents *e);
+
+const char *finding_event_type_to_string(FindingEventType t);

@@ -1,0 +1,194 @@
+/* SPDX-License-Identifier: MIT */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "lifecycle.h"
+
+static Config *parse(const char *text) {
+        Config *c;
+        ConfigErrors errs = {};
+        if (config_parse_string(text, "t.ini", &c, &errs) < 0) {
+                config_errors_print(&errs, stderr);
+                fail_msg("config did not parse");
+        }
+        return c;
+}
+
+static Finding cand(FindingKind k, pid_t pid, double since) {
+        Finding f = { .kind = k, .pid = pid, .start_ticks = 1000 + (uint64_t) pid, .since = since, .xmin_age = -1, .proc = -1 };
+        strcpy(f.backend_type, "client backend");
+        strcpy(f.user, "alice");
+        strcpy(f.cluster, "main");
+        return f;
+}
+
+static size_t count_events(const FindingEvents *e, FindingEventType type) {
+        size_t n = 0;
+        for (size_t i = 0; i < e->n; i++)
+                n += e->items[i].type == type;
+        return n;
+}
+
+static void cycle(FindingStore *s, const Config *c, double now, FindingEvents *ev, Finding *items, size_t n) {
+        Findings f = { .items = items, .n = n, .allocated = n };
+        finding_events_clear(ev);
+        assert_int_equal(finding_store_update(s, &f, c, now, ev), 0);
+}
+
+static void test_open_once_then_resolve(void **state) {
+        Config *c = parse("[rule q]\nkind = long_query\nafter = 60s\naction = terminate\n");
+        FindingStore s = {};
+        FindingEvents ev = {};
+        Finding q = cand(FINDING_LONG_QUERY, 10, 1000);
+
+        cycle(&s, c, 1030, &ev, &q, 1); /* 30 s: below the threshold */
+        assert_int_equal(ev.n, 0);
+        assert_int_equal(finding_store_count_open(&s), 0);
+        cycle(&s, c, 1061, &ev, &q, 1); /* 61 s: opens */
+        assert_int_equal(count_events(&ev, FINDING_OPENED), 1);
+        assert_string_equal(ev.items[0].finding.rule, "q");
+        assert_int_equal(ev.items[0].finding.action, ACTION_TERMINATE);
+        assert_true(ev.items[0].finding.duration_s >= 61);
+        for (int i = 0; i < 5; i++) { /* kept: never re-announced */
+                cycle(&s, c, 1062 + i, &ev, &q, 1);
+                assert_int_equal(ev.n, 0);
+                assert_int_equal(finding_store_count_open(&s), 1);
+        }
+        cycle(&s, c, 1070, &ev, NULL, 0); /* gone */
+        assert_int_equal(count_events(&ev, FINDING_RESOLVED), 1);
+        assert_int_equal(ev.items[0].finding.pid, 10);
+        assert_int_equal(finding_store_count_open(&s), 0);
+        assert_int_equal(s.n, 0);
+        cycle(&s, c, 1071, &ev, NULL, 0);
+        assert_int_equal(ev.n, 0);
+        finding_events_clear(&ev);
+        finding_store_clear(&s);
+        config_free(c);
+}
+
+/* A new process with the same pid is a new finding, not the old one kept. */
+static void test_identity_includes_start(void **state) {
+        Config *c = parse("[rule q]\nkind = long_query\nafter = 1s\n");
+        FindingStore s = {};
+        FindingEvents ev = {};
+        Finding q = cand(FINDING_LONG_QUERY, 10, 100);
+        cycle(&s, c, 200, &ev, &q, 1);
+        assert_int_equal(count_events(&ev, FINDING_OPENED), 1);
+        q.start_ticks += 50;
+        cycle(&s, c, 201, &ev, &q, 1);
+        assert_int_equal(count_events(&ev, FINDING_OPENED), 1);
+        assert_int_equal(count_events(&ev, FINDING_RESOLVED), 1);
+        finding_events_clear(&ev);
+        finding_store_clear(&s);
+        config_free(c);
+}
+
+static void test_stale_needs_two_cycles(void **state) {
+        Config *c;
+        assert_int_equal(config_new_default(&c), 0);
+        FindingStore s = {};
+        FindingEvents ev = {};
+        Finding st = cand(FINDING_STALE_ACTIVITY, 20, 0);
+        cycle(&s, c, 100, &ev, &st, 1);
+        assert_int_equal(ev.n, 0); /* a race between scan and query is not a finding */
+        cycle(&s, c, 102, &ev, NULL, 0);
+        assert_int_equal(ev.n, 0);
+        cycle(&s, c, 104, &ev, &st, 1);
+        assert_int_equal(ev.n, 0); /* not consecutive: starts over */
+        cycle(&s, c, 106, &ev, &st, 1);
+        assert_int_equal(count_events(&ev, FINDING_OPENED), 1);
+        assert_string_equal(ev.items[0].finding.rule, "builtin-orphans");
+        finding_events_clear(&ev);
+        finding_store_clear(&s);
+        config_free(c);
+}
+
+static void test_unlisted_grace(void **state) {
+        Config *c = parse("[daemon]\nunlisted_grace = 30s\n[rule o]\nkind = orphans\n");
+        FindingStore s = {};
+        FindingEvents ev = {};
+        Finding u = cand(FINDING_UNLISTED_PROCESS, 30, 1000); /* started at 1000 */
+        cycle(&s, c, 1010, &ev, &u, 1);
+        cycle(&s, c, 1020, &ev, &u, 1);
+        assert_int_equal(ev.n, 0);
+        cycle(&s, c, 1031, &ev, &u, 1);
+        assert_int_equal(count_events(&ev, FINDING_OPENED), 1);
+        finding_events_clear(&ev);
+        finding_store_clear(&s);
+        config_free(c);
+}
+
+/* Orphans are reported even when no rule covers them; long runners need a rule. */
+static void test_orphans_without_rule(void **state) {
+        Config *c = parse("[rule q]\nkind = long_query\nafter = 1h\n");
+        FindingStore s = {};
+        FindingEvents ev = {};
+        Finding items[] = { cand(FINDING_ORPHAN_BACKEND, 40, 0), cand(FINDING_IDLE_IN_TRANSACTION, 41, 1) };
+        cycle(&s, c, 100000, &ev, items, 2);
+        assert_int_equal(ev.n, 1);
+        assert_int_equal(ev.items[0].finding.kind, FINDING_ORPHAN_BACKEND);
+        assert_string_equal(ev.items[0].finding.rule, "");
+        assert_int_equal(ev.items[0].finding.action, ACTION_LOG);
+        finding_events_clear(&ev);
+        finding_store_clear(&s);
+        config_free(c);
+}
+
+static void test_escalation(void **state) {
+        Config *c = parse("[rule warn]\nkind = long_query\nafter = 1m\n[rule stop]\nkind = long_query\nafter = 5m\naction = cancel\n");
+        FindingStore s = {};
+        FindingEvents ev = {};
+        Finding q = cand(FINDING_LONG_QUERY, 50, 1);
+        cycle(&s, c, 90, &ev, &q, 1);
+        assert_int_equal(count_events(&ev, FINDING_OPENED), 1);
+        assert_string_equal(ev.items[0].finding.rule, "warn");
+        cycle(&s, c, 200, &ev, &q, 1);
+        assert_int_equal(ev.n, 0);
+        cycle(&s, c, 301, &ev, &q, 1);
+        assert_int_equal(count_events(&ev, FINDING_ESCALATED), 1);
+        assert_string_equal(ev.items[0].finding.rule, "stop");
+        assert_int_equal(ev.items[0].finding.action, ACTION_CANCEL);
+        assert_int_equal(ev.items[0].previous, ACTION_LOG);
+        Findings open = {};
+        assert_int_equal(finding_store_list(&s, &open), 0);
+        assert_int_equal(open.n, 1);
+        assert_int_equal(open.items[0].action, ACTION_CANCEL);
+        findings_free(&open);
+        finding_events_clear(&ev);
+        finding_store_clear(&s);
+        config_free(c);
+}
+
+/* When the time a condition began is unknown, it counts from when it was first seen. */
+static void test_unknown_since(void **state) {
+        Config *c = parse("[rule q]\nkind = lock_wait\nafter = 10s\n");
+        FindingStore s = {};
+        FindingEvents ev = {};
+        Finding w = cand(FINDING_LOCK_WAIT, 60, 0);
+        cycle(&s, c, 5000, &ev, &w, 1);
+        assert_int_equal(ev.n, 0);
+        cycle(&s, c, 5011, &ev, &w, 1);
+        assert_int_equal(count_events(&ev, FINDING_OPENED), 1);
+        assert_true(ev.items[0].finding.duration_s >= 11 && ev.items[0].finding.duration_s < 12);
+        finding_events_clear(&ev);
+        finding_store_clear(&s);
+        config_free(c);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_open_once_then_resolve),
+                cmocka_unit_test(test_identity_includes_start),
+                cmocka_unit_test(test_stale_needs_two_cycles),
+                cmocka_unit_test(test_unlisted_grace),
+                cmocka_unit_test(test_orphans_without_rule),
+                cmocka_unit_test(test_escalation),
+                cmocka_unit_test(test_unknown_since),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}

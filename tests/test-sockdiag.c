@@ -1,0 +1,177 @@
+/* SPDX-License-Identifier: MIT */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "sockdiag.h"
+
+#define REC(p, pp, ti) { .pid = (p), .ppid = (pp), .state = 'S', .comm = "postgres", .title = (char *) (ti), .start_ticks = (p) }
+
+static const ProcRecord recs[] = {
+        REC(100, 1, "/usr/bin/postgres -D /srv/a"),
+        REC(110, 100, "postgres: alice shop 10.0.0.5(50156) SELECT"),
+        REC(111, 100, "postgres: bob shop 10.0.0.5(50157) SELECT"),
+        REC(112, 100, "postgres: carol shop 10.0.0.6(50156) SELECT"),
+        REC(113, 100, "postgres: dan shop 2001:db8::1(6000) SELECT"),
+        REC(114, 100, "postgres: eve shop [local] SELECT"),
+};
+
+static TcpSock v4(uint8_t state, uint16_t sport, const char *dst, uint16_t dport) {
+        TcpSock s = { .family = AF_INET, .state = state, .sport = sport, .dport = dport };
+        inet_pton(AF_INET, dst, s.dst);
+        return s;
+}
+
+static void test_match_tcp(void **state) {
+        PgTree t;
+        assert_int_equal(tree_build(recs, sizeof recs / sizeof recs[0], &t), 0);
+        t.clusters[0].pmfile_valid = true;
+        t.clusters[0].pmfile.port = 5432;
+        TcpSock socks[] = {
+                v4(8, 5432, "10.0.0.5", 50156),  /* alice: CLOSE_WAIT → gone */
+                v4(1, 5432, "10.0.0.5", 50157),  /* bob: established → there */
+                v4(8, 5433, "10.0.0.6", 50156),  /* carol's address, but another server's port */
+                { .family = AF_INET6, .state = 8, .sport = 5432, .dport = 6000 },
+        };
+        inet_pton(AF_INET6, "2001:db8::1", socks[3].dst);
+        pid_t *pids = NULL;
+        size_t n = 0, allocated = 0;
+        assert_int_equal(client_gone_match_tcp(&t, socks, 4, &pids, &n, &allocated), 0);
+        assert_int_equal(n, 2);
+        assert_int_equal(pids[0], 110);
+        assert_int_equal(pids[1], 113);
+        free(pids);
+
+        /* a v4 client on a dual-stack listener shows as ::ffff:a.b.c.d */
+        TcpSock mapped = { .family = AF_INET6, .state = 8, .sport = 5432, .dport = 50157 };
+        inet_pton(AF_INET6, "::ffff:10.0.0.5", mapped.dst);
+        pids = NULL;
+        n = allocated = 0;
+        assert_int_equal(client_gone_match_tcp(&t, &mapped, 1, &pids, &n, &allocated), 0);
+        assert_int_equal(n, 1);
+        assert_int_equal(pids[0], 111);
+        free(pids);
+
+        /* without the cluster's port nothing can be matched */
+        t.clusters[0].pmfile_valid = false;
+        pids = NULL;
+        n = allocated = 0;
+        assert_int_equal(client_gone_match_tcp(&t, socks, 4, &pids, &n, &allocated), 0);
+        assert_int_equal(n, 0);
+        tree_free(&t);
+}
+
+static void test_dead_unix(void **state) {
+        PgCluster c = { .pmfile_valid = true, .pmfile = { .port = 5432 } };
+        strcpy(c.pmfile.socket_dir, "/run/postgresql");
+        UnixSock socks[] = {
+                { .inode = 1, .peer = 0, .state = 1, .path = "/run/postgresql/.s.PGSQL.5432" },
+                { .inode = 2, .peer = 77, .state = 1, .path = "/run/postgresql/.s.PGSQL.5432" },
+                { .inode = 3, .peer = 78, .state = 1, .shutdown = 3, .path = "/run/postgresql/.s.PGSQL.5432" },
+                { .inode = 4, .peer = 0, .state = 1, .path = "/run/postgresql/.s.PGSQL.5433" },
+                { .inode = 5, .peer = 0, .state = 10, .path = "/run/postgresql/.s.PGSQL.5432" }, /* listener */
+        };
+        uint32_t *inodes;
+        size_t n;
+        assert_int_equal(client_gone_dead_unix(&c, socks, 5, &inodes, &n), 0);
+        assert_int_equal(n, 2);
+        assert_int_equal(inodes[0], 1);
+        assert_int_equal(inodes[1], 3);
+        free(inodes);
+}
+
+/* The real kernel: a TCP connection whose client closed is in CLOSE_WAIT on the server side. */
+static void test_real_tcp_close_wait(void **state) {
+        int l = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        assert_int_equal(bind(l, (struct sockaddr *) &a, sizeof a), 0);
+        assert_int_equal(listen(l, 1), 0);
+        socklen_t al = sizeof a;
+        getsockname(l, (struct sockaddr *) &a, &al);
+        int c = socket(AF_INET, SOCK_STREAM, 0);
+        assert_int_equal(connect(c, (struct sockaddr *) &a, sizeof a), 0);
+        struct sockaddr_in ca;
+        socklen_t cal = sizeof ca;
+        getsockname(c, (struct sockaddr *) &ca, &cal);
+        int s = accept(l, NULL, NULL);
+        assert_true(s >= 0);
+        close(c);
+        usleep(50000);
+
+        TcpSock *socks;
+        size_t n;
+        assert_int_equal(sockdiag_tcp(1u << 8, &socks, &n), 0);
+        bool found = false;
+        for (size_t i = 0; i < n; i++)
+                if (socks[i].sport == ntohs(a.sin_port) && socks[i].dport == ntohs(ca.sin_port)) {
+                        found = true;
+                        assert_int_equal(socks[i].state, 8);
+                        assert_int_equal(socks[i].family, AF_INET);
+                        assert_memory_equal(socks[i].dst, &ca.sin_addr, 4);
+                }
+        assert_true(found);
+        free(socks);
+        close(s);
+        close(l);
+}
+
+/* The real kernel: an accepted Unix socket carries its listener's path; when the client goes,
+ * its peer is gone. */
+static void test_real_unix_dead_peer(void **state) {
+        char dir[] = "/tmp/pgtree-sockdiag-XXXXXX";
+        assert_non_null(mkdtemp(dir));
+        struct sockaddr_un a = { .sun_family = AF_UNIX };
+        snprintf(a.sun_path, sizeof a.sun_path, "%s/.s.PGSQL.5999", dir);
+        int l = socket(AF_UNIX, SOCK_STREAM, 0);
+        assert_int_equal(bind(l, (struct sockaddr *) &a, sizeof a), 0);
+        assert_int_equal(listen(l, 1), 0);
+        int c = socket(AF_UNIX, SOCK_STREAM, 0);
+        assert_int_equal(connect(c, (struct sockaddr *) &a, sizeof a), 0);
+        int s = accept(l, NULL, NULL);
+        assert_true(s >= 0);
+
+        PgCluster cl = { .pmfile_valid = true, .pmfile = { .port = 5999 } };
+        snprintf(cl.pmfile.socket_dir, sizeof cl.pmfile.socket_dir, "%s", dir);
+        UnixSock *socks;
+        size_t n;
+        uint32_t *inodes;
+        size_t ni;
+        assert_int_equal(sockdiag_unix(&socks, &n), 0);
+        assert_int_equal(client_gone_dead_unix(&cl, socks, n, &inodes, &ni), 0);
+        assert_int_equal(ni, 0); /* the client is there */
+        free(socks);
+        free(inodes);
+
+        close(c);
+        usleep(20000);
+        assert_int_equal(sockdiag_unix(&socks, &n), 0);
+        assert_int_equal(client_gone_dead_unix(&cl, socks, n, &inodes, &ni), 0);
+        assert_int_equal(ni, 1);
+        free(socks);
+        free(inodes);
+        close(s);
+        close(l);
+        unlink(a.sun_path);
+        rmdir(dir);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_match_tcp),
+                cmocka_unit_test(test_dead_unix),
+                cmocka_unit_test(test_real_tcp_close_wait),
+                cmocka_unit_test(test_real_unix_dead_peer),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
