@@ -1,0 +1,186 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "pidref.h"
+#include "proc-stat.h"
+
+static pid_t spawn_pause(void) {
+        pid_t p = fork();
+        if (p == 0) {
+                for (;;)
+                        pause();
+        }
+        usleep(10000);
+        return p;
+}
+
+static void test_verified_signal(void **state) {
+        pid_t child = spawn_pause();
+        ProcStat st;
+        assert_int_equal(proc_stat_read(NULL, child, &st), 0);
+        PidRef ref;
+        assert_int_equal(pidref_open_verified(child, st.start_ticks + 1, 0, &ref), -ESTALE);
+        assert_int_equal(pidref_open_verified(child, st.start_ticks, getpid() + 100000, &ref), -ESTALE);
+        assert_int_equal(pidref_open_verified(child, st.start_ticks, getpid(), &ref), 0);
+        assert_true(ref.fd >= 0);
+        /* SIGKILL and anything but SIGINT/SIGTERM are refused, nothing is sent */
+        assert_int_equal(pidref_signal(&ref, SIGKILL), -EPERM);
+        assert_int_equal(pidref_signal(&ref, SIGHUP), -EPERM);
+        assert_int_equal(pidref_signal(&ref, 9), -EPERM);
+        usleep(20000);
+        assert_false(pidref_exited(&ref));
+        assert_int_equal(waitpid(child, NULL, WNOHANG), 0);
+        assert_int_equal(pidref_signal(&ref, SIGTERM), 0);
+        int status;
+        assert_int_equal(waitpid(child, &status, 0), child);
+        assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM);
+        assert_true(pidref_exited(&ref));
+        pidref_done(&ref);
+        assert_int_equal(ref.fd, -1);
+}
+
+static void test_refuses(void **state) {
+        PidRef ref;
+        assert_int_equal(pidref_open_verified(1, 0, 0, &ref), -EPERM);
+        assert_int_equal(pidref_open_verified(0, 0, 0, &ref), -EPERM);
+        assert_int_equal(pidref_open_verified(getpid(), 0, 0, &ref), -EPERM);
+        assert_int_equal(pidref_open_verified(0x7ffffff0, 0, 0, &ref), -ESRCH);
+        PidRef none = PIDREF_NULL;
+        assert_int_equal(pidref_signal(&none, SIGTERM), -EPERM);
+}
+
+static void test_zombie_is_gone(void **state) {
+        pid_t child = fork();
+        if (child == 0)
+                _exit(0);
+        usleep(50000); /* exited, not reaped: a zombie */
+        ProcStat st;
+        assert_int_equal(proc_stat_read(NULL, child, &st), 0);
+        assert_int_equal(st.state, 'Z');
+        PidRef ref;
+        assert_int_equal(pidref_open_verified(child, st.start_ticks, 0, &ref), -ESRCH);
+        waitpid(child, NULL, 0);
+}
+
+/* In a new PID namespace, steer ns_last_pid so that a new process gets the pid of one that
+ * exited: the old identity is refused. */
+static void test_pid_reuse_refused(void **state) {
+        if (geteuid() != 0) {
+                print_message("needs root for a PID namespace; skipped\n");
+                skip();
+        }
+        pid_t outer = fork();
+        assert_true(outer >= 0);
+        if (outer == 0) {
+                if (unshare(CLONE_NEWPID | CLONE_NEWNS) < 0)
+                        _exit(10);
+                pid_t init = fork();
+                if (init < 0)
+                        _exit(11);
+                if (init == 0) {
+                        /* pid 1 of the new namespace, with its own /proc */
+                        if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+                            mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+                                _exit(12);
+                        pid_t a = fork();
+                        if (a == 0) {
+                                pause();
+                                _exit(0);
+                        }
+                        usleep(20000);
+                        ProcStat old;
+                        if (proc_stat_read(NULL, a, &old) < 0)
+                                _exit(13);
+                        kill(a, SIGTERM);
+                        waitpid(a, NULL, 0);
+                        usleep(20000); /* a later start time for the newcomer */
+                        int fd = open("/proc/sys/kernel/ns_last_pid", O_WRONLY);
+                        char buf[32];
+                        int n = snprintf(buf, sizeof buf, "%d", (int) a - 1);
+                        if (fd < 0 || write(fd, buf, (size_t) n) != n)
+                                _exit(14);
+                        close(fd);
+                        pid_t b = fork();
+                        if (b == 0) {
+                                pause();
+                                _exit(0);
+                        }
+                        if (b != a)
+                                _exit(15); /* could not get the old pid back */
+                        PidRef ref;
+                        int r = pidref_open_verified(a, old.start_ticks, 0, &ref);
+                        kill(b, SIGTERM);
+                        waitpid(b, NULL, 0);
+                        _exit(r == -ESTALE ? 0 : 16);
+                }
+                int status;
+                waitpid(init, &status, 0);
+                _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 20);
+        }
+        int status;
+        assert_int_equal(waitpid(outer, &status, 0), outer);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* With the filter installed, SIGKILL cannot be sent by any of the six calls; SIGTERM still can. */
+static void test_nokill_filter(void **state) {
+        pid_t victim = spawn_pause();
+        pid_t checker = fork();
+        if (checker == 0) {
+                if (nokill_install() < 0)
+                        _exit(10);
+                if (kill(victim, SIGKILL) == 0 || errno != EPERM)
+                        _exit(11);
+                if (syscall(SYS_tgkill, victim, victim, SIGKILL) == 0 || errno != EPERM)
+                        _exit(12);
+                if (syscall(SYS_tkill, victim, SIGKILL) == 0 || errno != EPERM)
+                        _exit(13);
+                siginfo_t si = { .si_code = SI_QUEUE };
+                if (syscall(SYS_rt_sigqueueinfo, victim, SIGKILL, &si) == 0 || errno != EPERM)
+                        _exit(14);
+                if (syscall(SYS_rt_tgsigqueueinfo, victim, victim, SIGKILL, &si) == 0 || errno != EPERM)
+                        _exit(15);
+                int fd = (int) syscall(SYS_pidfd_open, victim, 0);
+                if (fd < 0 || syscall(SYS_pidfd_send_signal, fd, SIGKILL, NULL, 0) == 0 || errno != EPERM)
+                        _exit(16);
+                if (kill(victim, 0) < 0)
+                        _exit(17); /* still alive */
+                if (syscall(SYS_pidfd_send_signal, fd, SIGTERM, NULL, 0) < 0)
+                        _exit(18);
+                _exit(0);
+        }
+        int status;
+        assert_int_equal(waitpid(checker, &status, 0), checker);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+        assert_int_equal(waitpid(victim, &status, 0), victim);
+        assert_true(WIFSIGNALED(status));
+        assert_int_equal(WTERMSIG(status), SIGTERM);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_verified_signal),
+                cmocka_unit_test(test_refuses),
+                cmocka_unit_test(test_zombie_is_gone),
+                cmocka_unit_test(test_pid_reuse_refused),
+                cmocka_unit_test(test_nokill_filter),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
