@@ -6,9 +6,15 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <time.h>
+
+#include "build-config.h"
 #include "config.h"
 #include "engine.h"
+#include "journal.h"
 #include "macro.h"
+#include "manager.h"
+#include "pidref.h"
 #include "render.h"
 
 typedef struct Args {
@@ -20,12 +26,16 @@ typedef struct Args {
 } Args;
 
 static void help(void) {
-        printf("Usage: pgtreed --once [--json] [--group] [--config FILE]\n"
+        printf("Usage: pgtreed [--config FILE]\n"
+               "       pgtreed --once [--json] [--group] [--config FILE]\n"
                "       pgtreed --check-config FILE\n"
                "\n"
                "Shows every PostgreSQL server on this host as its real process tree\n"
                "(postmaster → children, from /proc) joined with pg_stat_activity, and the\n"
-               "orphans and long runners that the rules of pgtree.ini find.\n"
+               "orphans and long runners that the rules of pgtree.ini find. Without --once it\n"
+               "runs as a service (systemd Type=notify): logs to journald, acts per the rules\n"
+               "(cancel = SIGINT, terminate = SIGTERM, never SIGKILL) when enforcement is on,\n"
+               "and answers the pgtree client on its control socket.\n"
                "\n"
                "  --once               one full cycle, printed to stdout; signals nothing and\n"
                "                       runs no alert: cancel/terminate/alert are dry runs\n"
@@ -95,8 +105,8 @@ static int parse_args(int argc, char **argv, Args *args) {
                 fprintf(stderr, "pgtreed: --check-config takes no other option\n");
                 return -EINVAL;
         }
-        if (!args->once && !args->check_config) {
-                fprintf(stderr, "pgtreed: this build runs one cycle only; use --once (see --help)\n");
+        if (!args->once && (args->json || args->group)) {
+                fprintf(stderr, "pgtreed: --json and --group go with --once\n");
                 return -EINVAL;
         }
         return 1;
@@ -175,6 +185,41 @@ out:
         return r;
 }
 
+static int run_daemon(const Args *args) {
+        log_setup(LOG_TARGET_AUTO);
+        const char *path = args->config;
+        if (!path && access(PGTREE_CONFIG_FILE, F_OK) == 0)
+                path = PGTREE_CONFIG_FILE;
+        Config *config;
+        int r = load_config(path, &config);
+        if (r < 0) {
+                log_plain(LOG_ERR, "configuration %s is invalid; not starting", path ? path : "(defaults)");
+                return r;
+        }
+        /* Even a bug cannot send SIGKILL from here on. */
+        r = nokill_install();
+        if (r < 0) {
+                log_plain(LOG_ERR, "cannot install the seccomp filter that forbids SIGKILL: %s; not starting", strerror(-r));
+                config_free(config);
+                return r;
+        }
+        Manager *m;
+        r = manager_new(path, config, &m);
+        if (r < 0) {
+                log_plain(LOG_ERR, "cannot start: %s", strerror(-r));
+                config_free(config);
+                return r;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        m->start_time = (double) ts.tv_sec;
+        r = manager_run(m);
+        if (r < 0)
+                log_plain(LOG_ERR, "event loop failed: %s", strerror(-r));
+        manager_free(m);
+        return r;
+}
+
 int main(int argc, char **argv) {
         Args args = {};
         int r = parse_args(argc, argv, &args);
@@ -182,5 +227,7 @@ int main(int argc, char **argv) {
                 return r < 0 ? 2 : 0;
         if (args.check_config)
                 return check_config(args.check_config) < 0 ? 1 : 0;
-        return run_once(&args) < 0 ? 1 : 0;
+        if (args.once)
+                return run_once(&args) < 0 ? 1 : 0;
+        return run_daemon(&args) < 0 ? 1 : 0;
 }

@@ -1,0 +1,758 @@
+/* SPDX-License-Identifier: MIT */
+/* pgtree: the client of pgtreed's control socket (Varlink, io.pgtree). */
+#include <errno.h>
+#include <getopt.h>
+#include <json-c/json.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <systemd/sd-journal.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "build-config.h"
+#include "config.h"
+#include "journal.h"
+#include "macro.h"
+#include "protocol.h"
+#include "render.h"
+
+/* Exit codes (documented in pgtree(1)). */
+enum {
+        EXIT_OK = 0,
+        EXIT_FAILED = 1,        /* the daemon said no, or an action did not happen */
+        EXIT_USAGE = 2,
+        EXIT_SIGKILL = 3,       /* SIGKILL was asked for: refused */
+        EXIT_DENIED = 4,
+        EXIT_NO_DAEMON = 5,
+        EXIT_NO_PROCESS = 6,
+};
+
+static const char *socket_path = "/run/pgtree/pgtree.sock";
+static bool json_out = false;
+static bool color = false;
+
+static const char sigkill_refusal[] =
+        "pgtree: SIGKILL is refused. On a PostgreSQL backend it makes the postmaster end every\n"
+        "session, lose their open transactions and run crash recovery. Use 'pgtree terminate PID'\n"
+        "(SIGTERM, like pg_terminate_backend) or 'pgtree cancel PID' (SIGINT) instead.\n";
+
+static void help(void) {
+        printf("Usage: pgtree [--socket PATH] [--json] COMMAND [ARGS]\n"
+               "\n"
+               "Commands:\n"
+               "  status                       the daemon, in short\n"
+               "  tree [--group]               the process forest of every cluster (--group: by application_name)\n"
+               "  sessions [--user U] [--database D] [--app A] [--state S] [--sort pid|age|duration|cpu|memory|user]\n"
+               "                               client backends as a table (filters are shell globs)\n"
+               "  show PID                     everything known about one process\n"
+               "  orphans                      PostgreSQL processes with no live postmaster, and orphan findings\n"
+               "  long                         long runners (queries, idle in transaction, transactions, lock waits)\n"
+               "  events [--since WHEN] [--follow] [-n N]\n"
+               "                               pgtreed's journal entries (WHEN: '2026-11-21 10:00:00' or '1h' ago)\n"
+               "  cancel PID                   SIGINT to a client backend (like pg_cancel_backend)\n"
+               "  terminate PID                SIGTERM to a client backend (like pg_terminate_backend)\n"
+               "  terminate --app NAME [--yes] [--dry-run]\n"
+               "                               SIGTERM to every session of an application_name group\n"
+               "  reload                       make pgtreed re-read its configuration\n"
+               "  metrics                      Prometheus metrics\n"
+               "\n"
+               "pgtree never sends SIGKILL; asking for it (kill -9, --signal 9, ...) is refused.\n"
+               "Exit codes: 0 ok, 1 failed/refused, 2 usage, 3 SIGKILL refused, 4 permission denied,\n"
+               "5 daemon not running, 6 no such process.\n");
+}
+
+/* ---- talking to the daemon ---- */
+
+static int call(const char *method, json_object *params, json_object **ret, char **error) {
+        *ret = NULL;
+        *error = NULL;
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+                json_object_put(params);
+                return -errno;
+        }
+        struct sockaddr_un a = { .sun_family = AF_UNIX };
+        snprintf(a.sun_path, sizeof a.sun_path, "%s", socket_path);
+        if (connect(fd, (struct sockaddr *) &a, sizeof a) < 0) {
+                int r = -errno;
+                close(fd);
+                json_object_put(params);
+                return r;
+        }
+        size_t len;
+        char *msg = varlink_call(method, params, &len);
+        if (!msg || send(fd, msg, len, MSG_NOSIGNAL) != (ssize_t) len) {
+                free(msg);
+                close(fd);
+                return -EIO;
+        }
+        free(msg);
+        VarlinkBuffer b = {};
+        int r = -EIO;
+        for (;;) {
+                struct pollfd p = { .fd = fd, .events = POLLIN };
+                if (poll(&p, 1, 30000) <= 0) {
+                        r = -ETIMEDOUT;
+                        break;
+                }
+                char buf[65536];
+                ssize_t k = read(fd, buf, sizeof buf);
+                if (k <= 0)
+                        break;
+                if (varlink_buffer_feed(&b, buf, (size_t) k, 64 * 1024 * 1024) < 0)
+                        break;
+                char *m;
+                size_t ml;
+                if (varlink_buffer_next(&b, &m, &ml) == 1) {
+                        r = varlink_reply_parse(m, ml, ret, error);
+                        free(m);
+                        break;
+                }
+        }
+        varlink_buffer_clear(&b);
+        close(fd);
+        return r;
+}
+
+static int report_call_error(int r) {
+        if (r == -ENOENT || r == -ECONNREFUSED) {
+                fprintf(stderr, "pgtree: pgtreed is not running (no daemon on %s)\n", socket_path);
+                return EXIT_NO_DAEMON;
+        }
+        if (r == -EACCES || r == -EPERM) {
+                fprintf(stderr, "pgtree: access to %s denied: you need to be root or in the pgtree group\n", socket_path);
+                return EXIT_DENIED;
+        }
+        fprintf(stderr, "pgtree: talking to pgtreed on %s failed: %s\n", socket_path, strerror(-r));
+        return EXIT_FAILED;
+}
+
+static const char *get_str(json_object *o, const char *key) {
+        json_object *v;
+        return json_object_object_get_ex(o, key, &v) && v ? json_object_get_string(v) : NULL;
+}
+
+static int report_error(const char *error, json_object *params) {
+        if (!strcmp(error, "io.pgtree.SigkillRefused")) {
+                fputs(sigkill_refusal, stderr);
+                return EXIT_SIGKILL;
+        }
+        if (!strcmp(error, "io.pgtree.PermissionDenied")) {
+                fprintf(stderr, "pgtree: permission denied: %s\n", get_str(params, "reason") ?: "");
+                return EXIT_DENIED;
+        }
+        if (!strcmp(error, "io.pgtree.NoSuchProcess")) {
+                fprintf(stderr, "pgtree: no PostgreSQL process with pid %s on this host\n", get_str(params, "pid") ?: "?");
+                return EXIT_NO_PROCESS;
+        }
+        if (!strcmp(error, "io.pgtree.ConfigInvalid")) {
+                fprintf(stderr, "pgtree: the configuration has errors; pgtreed keeps the running one:\n");
+                json_object *errs;
+                if (json_object_object_get_ex(params, "errors", &errs))
+                        for (size_t i = 0; i < json_object_array_length(errs); i++)
+                                fprintf(stderr, "  %s\n", json_object_get_string(json_object_array_get_idx(errs, i)));
+                return EXIT_FAILED;
+        }
+        fprintf(stderr, "pgtree: %s %s\n", error, json_object_to_json_string_ext(params, JSON_C_TO_STRING_PLAIN));
+        return EXIT_FAILED;
+}
+
+/* Calls method; on success hands the reply to show (or prints it as JSON with --json). */
+static int run(const char *method, json_object *params, int (*show)(json_object *)) {
+        json_object *reply;
+        char *error;
+        int r = call(method, params, &reply, &error);
+        if (r < 0)
+                return report_call_error(r);
+        if (error) {
+                int ex = report_error(error, reply);
+                free(error);
+                json_object_put(reply);
+                return ex;
+        }
+        if (json_out || !show) {
+                puts(json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+                r = EXIT_OK;
+        } else
+                r = show(reply);
+        json_object_put(reply);
+        return r;
+}
+
+/* ---- printing ---- */
+
+static void safe(FILE *out, const char *s) {
+        for (; s && *s; s++)
+                fputc((unsigned char) *s < 0x20 || *s == 0x7f ? '?' : *s, out);
+}
+
+static int show_status(json_object *o) {
+        printf("pgtreed %s, pid %s, up %ss\n", get_str(o, "version"), get_str(o, "pid"), get_str(o, "uptime_s"));
+        printf("clusters: %s   client backends: %s   orphans: %s   open findings: %s\n", get_str(o, "clusters"),
+               get_str(o, "client_backends"), get_str(o, "orphans"), get_str(o, "open_findings"));
+        printf("enforcement: %s   config: %s   interval: %ss   cycles: %s (last %.3fs)\n",
+               !strcmp(get_str(o, "enforce") ?: "false", "true") ? "on" : "off (dry run)", get_str(o, "config") ?: "(defaults)",
+               get_str(o, "interval_s"), get_str(o, "cycles"), atof(get_str(o, "last_cycle_s") ?: "0"));
+        json_object *un;
+        if (json_object_object_get_ex(o, "unreachable", &un) && json_object_array_length(un) > 0) {
+                printf("pg_stat_activity unavailable on:");
+                for (size_t i = 0; i < json_object_array_length(un); i++)
+                        printf(" %s", json_object_get_string(json_object_array_get_idx(un, i)));
+                printf("\n");
+        }
+        return EXIT_OK;
+}
+
+static int show_text(json_object *o) {
+        const char *text = get_str(o, "text");
+        if (!text)
+                return EXIT_FAILED;
+        if (!color) {
+                fputs(text, stdout);
+                return EXIT_OK;
+        }
+        /* on a terminal: headings bold, orphans and findings red */
+        const char *line = text;
+        while (*line) {
+                const char *nl = strchr(line, '\n');
+                size_t l = nl ? (size_t) (nl - line) + 1 : strlen(line);
+                const char *on = !strncmp(line, "cluster ", 8) ? "\033[1m"
+                               : !strncmp(line, "ORPHANS", 7) || !strncmp(line, "FINDINGS", 8) || strstr(line, "!! [") ? "\033[1;31m"
+                                                                                                                      : NULL;
+                if (on)
+                        fputs(on, stdout);
+                fwrite(line, 1, on && nl ? l - 1 : l, stdout);
+                if (on)
+                        fputs(nl ? "\033[0m\n" : "\033[0m", stdout);
+                line += l;
+        }
+        return EXIT_OK;
+}
+
+static void duration(double s, char *buf, size_t size) {
+        format_duration(s, buf, size);
+}
+
+static double parse_iso(const char *s) {
+        if (!s)
+                return 0;
+        struct tm tm = {};
+        if (!strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm))
+                return 0;
+        return (double) timegm(&tm);
+}
+
+static int show_sessions(json_object *o) {
+        json_object *arr;
+        if (!json_object_object_get_ex(o, "sessions", &arr))
+                return EXIT_FAILED;
+        time_t now = time(NULL);
+        const char *cols[] = { "PID", "CLUSTER", "USER", "DATABASE", "APPLICATION", "CLIENT", "STATE", "FOR", "XACT", "WAIT", "CPU%", "PRIV" };
+        enum { NCOL = 12 };
+        size_t n = json_object_array_length(arr);
+        char ***cells = calloc(n + 1, sizeof(char **));
+        size_t width[NCOL];
+        for (int c = 0; c < NCOL; c++)
+                width[c] = strlen(cols[c]);
+        for (size_t i = 0; cells && i < n; i++) {
+                json_object *s = json_object_array_get_idx(arr, i);
+                cells[i] = calloc(NCOL, sizeof(char *));
+                if (!cells[i])
+                        continue;
+                const char *state = get_str(s, "state");
+                double since = parse_iso(get_str(s, state && !strcmp(state, "active") ? "query_start" : "state_change"));
+                double xact = parse_iso(get_str(s, "xact_start"));
+                char d1[32] = "", d2[32] = "", wait[96] = "", cpu[16], priv[32];
+                if (since > 0)
+                        duration((double) now - since, d1, sizeof d1);
+                if (xact > 0)
+                        duration((double) now - xact, d2, sizeof d2);
+                if (get_str(s, "wait_event_type"))
+                        snprintf(wait, sizeof wait, "%s:%s", get_str(s, "wait_event_type"), get_str(s, "wait_event") ?: "");
+                snprintf(cpu, sizeof cpu, "%.1f", atof(get_str(s, "cpu_percent") ?: "0"));
+                snprintf(priv, sizeof priv, "%.1fM", atof(get_str(s, "rss_anon_kb") ?: "0") / 1024);
+                const char *v[NCOL] = { get_str(s, "pid"), get_str(s, "cluster"), get_str(s, "user"), get_str(s, "database"),
+                                        get_str(s, "application_name"), get_str(s, "client"), state, d1, d2, wait, cpu, priv };
+                for (int c = 0; c < NCOL; c++) {
+                        cells[i][c] = strdup(v[c] && *v[c] ? v[c] : "-");
+                        if (cells[i][c] && strlen(cells[i][c]) > width[c])
+                                width[c] = strlen(cells[i][c]);
+                }
+        }
+        bool tty = isatty(STDOUT_FILENO);
+        for (int c = 0; c < NCOL; c++)
+                if (tty)
+                        printf("%s%-*s", c ? "  " : "", (int) width[c], cols[c]);
+                else
+                        printf("%s%s", c ? "\t" : "", cols[c]);
+        printf("\n");
+        for (size_t i = 0; cells && i < n; i++) {
+                for (int c = 0; cells[i] && c < NCOL; c++) {
+                        if (tty) {
+                                printf("%s", c ? "  " : "");
+                                safe(stdout, cells[i][c]);
+                                for (size_t k = strlen(cells[i][c] ?: ""); k < width[c]; k++)
+                                        putchar(' ');
+                        } else {
+                                printf("%s", c ? "\t" : "");
+                                safe(stdout, cells[i][c]);
+                        }
+                        free(cells[i][c]);
+                }
+                printf("\n");
+                free(cells[i]);
+        }
+        free(cells);
+        return EXIT_OK;
+}
+
+static void print_object(json_object *o, const char *indent) {
+        json_object_object_foreach(o, key, val) {
+                if (!val)
+                        continue;
+                printf("%s%-18s ", indent, key);
+                safe(stdout, json_object_get_string(val));
+                printf("\n");
+        }
+}
+
+static void print_findings(json_object *fa) {
+        size_t n = fa ? json_object_array_length(fa) : 0;
+        if (n == 0) {
+                printf("no open findings\n");
+                return;
+        }
+        for (size_t i = 0; i < n; i++) {
+                json_object *f = json_object_array_get_idx(fa, i);
+                char d[32];
+                duration(atof(get_str(f, "duration_s") ?: "0"), d, sizeof d);
+                printf("%-22s pid %-7s %8s  ", get_str(f, "kind"), get_str(f, "pid"), d);
+                safe(stdout, get_str(f, "cluster") ?: "-");
+                printf("  ");
+                safe(stdout, get_str(f, "user") ?: "?");
+                if (get_str(f, "application_name")) {
+                        printf(" [");
+                        safe(stdout, get_str(f, "application_name"));
+                        printf("]");
+                }
+                if (get_str(f, "detail")) {
+                        printf("  ");
+                        safe(stdout, get_str(f, "detail"));
+                }
+                if (get_str(f, "backend_xmin_age"))
+                        printf("  xmin age %s", get_str(f, "backend_xmin_age"));
+                printf("  → %s%s%s%s\n", get_str(f, "rule") ? "rule " : "", get_str(f, "rule") ?: "", get_str(f, "rule") ? ": " : "",
+                       get_str(f, "action"));
+        }
+}
+
+static int show_show(json_object *o) {
+        json_object *p, *fa;
+        if (!json_object_object_get_ex(o, "process", &p))
+                return EXIT_FAILED;
+        printf("cluster            %s\n", get_str(o, "cluster") ?: "(orphan: no live postmaster)");
+        print_object(p, "");
+        if (json_object_object_get_ex(o, "findings", &fa) && json_object_array_length(fa) > 0) {
+                printf("\nfindings:\n");
+                print_findings(fa);
+        }
+        return EXIT_OK;
+}
+
+static int show_orphans(json_object *o) {
+        json_object *oa, *fa;
+        json_object_object_get_ex(o, "orphans", &oa);
+        json_object_object_get_ex(o, "findings", &fa);
+        size_t n = oa ? json_object_array_length(oa) : 0;
+        if (n == 0)
+                printf("no orphan processes\n");
+        for (size_t i = 0; i < n; i++) {
+                json_object *p = json_object_array_get_idx(oa, i);
+                printf("%-7s ppid %-7s %-16s ", get_str(p, "pid"), get_str(p, "ppid"), get_str(p, "backend_type"));
+                safe(stdout, get_str(p, "data_directory") ?: "(data directory unknown)");
+                printf("  ");
+                safe(stdout, get_str(p, "title"));
+                printf("\n");
+        }
+        printf("\n");
+        print_findings(fa);
+        return EXIT_OK;
+}
+
+static int show_long(json_object *o) {
+        json_object *fa;
+        json_object_object_get_ex(o, "findings", &fa);
+        print_findings(fa);
+        return EXIT_OK;
+}
+
+static int show_signal(json_object *o) {
+        json_object *arr;
+        if (!json_object_object_get_ex(o, "results", &arr))
+                return EXIT_FAILED;
+        int ex = EXIT_OK;
+        size_t n = json_object_array_length(arr);
+        if (n == 0) {
+                printf("no matching session\n");
+                return EXIT_FAILED;
+        }
+        for (size_t i = 0; i < n; i++) {
+                json_object *r = json_object_array_get_idx(arr, i);
+                const char *res = get_str(r, "result") ?: "?";
+                printf("pid %-7s %-8s ", get_str(r, "pid"), res);
+                safe(stdout, get_str(r, "reason"));
+                printf("\n");
+                if (strcmp(res, "sent") && strcmp(res, "would"))
+                        ex = EXIT_FAILED;
+        }
+        return ex;
+}
+
+static int show_metrics(json_object *o) {
+        fputs(get_str(o, "text") ?: "", stdout);
+        return EXIT_OK;
+}
+
+static int show_reload(json_object *o) {
+        printf("pgtreed reloaded its configuration\n");
+        return EXIT_OK;
+}
+
+/* ---- events, from the journal ---- */
+
+static const char *const message_ids[] = {
+        MSGID_STARTED, MSGID_STOPPED, MSGID_RELOADED, MSGID_CONFIG_INVALID, MSGID_CLUSTER_UNREACHABLE,
+        MSGID_CLUSTER_REACHABLE, MSGID_FINDING_OPENED, MSGID_FINDING_ESCALATED, MSGID_FINDING_RESOLVED,
+        MSGID_ACTION_SENT, MSGID_ACTION_DRY_RUN, MSGID_ACTION_REFUSED, MSGID_ACTION_FAILED,
+        MSGID_ACTION_DID_NOT_EXIT, MSGID_ACTION_HELD_BACK, MSGID_ACTION_EXITED, MSGID_ALERT_RAN,
+        MSGID_ALERT_FAILED, MSGID_SCAN_FAILED, MSGID_CLIENT_DENIED,
+};
+
+static void print_entry(sd_journal *j) {
+        uint64_t usec;
+        sd_journal_get_realtime_usec(j, &usec);
+        if (json_out) {
+                json_object *o = json_object_new_object();
+                const void *data;
+                size_t len;
+                json_object_object_add(o, "__REALTIME_TIMESTAMP", json_object_new_uint64(usec));
+                SD_JOURNAL_FOREACH_DATA(j, data, len) {
+                        const char *eq = memchr(data, '=', len);
+                        if (!eq)
+                                continue;
+                        char key[128];
+                        size_t kl = (size_t) (eq - (const char *) data);
+                        if (kl >= sizeof key || (strncmp(data, "PGTREE_", 7) && strncmp(data, "MESSAGE", 7) &&
+                                                 strncmp(data, "PRIORITY", 8) && strncmp(data, "_PID", 4)))
+                                continue;
+                        memcpy(key, data, kl);
+                        key[kl] = 0;
+                        json_object_object_add(o, key, json_object_new_string_len(eq + 1, (int) (len - kl - 1)));
+                }
+                puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+                json_object_put(o);
+                return;
+        }
+        time_t t = (time_t) (usec / 1000000);
+        struct tm tm;
+        char when[32];
+        localtime_r(&t, &tm);
+        strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
+        const void *data;
+        size_t len;
+        if (sd_journal_get_data(j, "MESSAGE", &data, &len) >= 0) {
+                printf("%s ", when);
+                fwrite((const char *) data + 8, 1, len - 8, stdout);
+                printf("\n");
+        }
+}
+
+static int cmd_events(const char *since, bool follow, int count) {
+        sd_journal *j;
+        int r = sd_journal_open(&j, SD_JOURNAL_LOCAL_ONLY);
+        if (r < 0) {
+                fprintf(stderr, "pgtree: cannot open the journal: %s\n", strerror(-r));
+                return EXIT_FAILED;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(message_ids); i++) {
+                char m[64];
+                snprintf(m, sizeof m, "MESSAGE_ID=%s", message_ids[i]);
+                sd_journal_add_match(j, m, 0);
+        }
+        if (since) {
+                uint64_t ago;
+                struct tm tm = {};
+                uint64_t at;
+                if (parse_duration(since, &ago) == 0) {
+                        struct timespec ts;
+                        clock_gettime(CLOCK_REALTIME, &ts);
+                        at = (uint64_t) ts.tv_sec * 1000000ULL - ago;
+                } else if (strptime(since, "%Y-%m-%d %H:%M:%S", &tm) || strptime(since, "%Y-%m-%d", &tm)) {
+                        tm.tm_isdst = -1;
+                        at = (uint64_t) mktime(&tm) * 1000000ULL;
+                } else {
+                        fprintf(stderr, "pgtree: --since: '%s' is neither a time (2026-11-21 10:00:00) nor a duration ago (1h)\n", since);
+                        sd_journal_close(j);
+                        return EXIT_USAGE;
+                }
+                sd_journal_seek_realtime_usec(j, at);
+        } else {
+                sd_journal_seek_tail(j);
+                sd_journal_previous_skip(j, (uint64_t) count + 1);
+        }
+        int n = 0;
+        while (sd_journal_next(j) > 0) {
+                print_entry(j);
+                n++;
+        }
+        fflush(stdout);
+        while (follow) {
+                r = sd_journal_wait(j, (uint64_t) -1);
+                if (r < 0)
+                        break;
+                while (sd_journal_next(j) > 0)
+                        print_entry(j);
+                fflush(stdout);
+        }
+        if (n == 0 && !json_out)
+                printf("no pgtree events in the journal%s\n", since ? " since then" : "");
+        sd_journal_close(j);
+        return EXIT_OK;
+}
+
+/* ---- the command line ---- */
+
+static bool is_kill_word(const char *a) {
+        return !strcmp(a, "kill") || !strcmp(a, "-9") || !strcmp(a, "-KILL") || !strcmp(a, "-SIGKILL") ||
+               !strcmp(a, "--signal=9") || !strcmp(a, "--signal=KILL") || !strcmp(a, "--signal=SIGKILL") ||
+               !strcmp(a, "SIGKILL") || !strcmp(a, "sigkill");
+}
+
+static int parse_pid(const char *s, json_object **params) {
+        char *e;
+        errno = 0;
+        long v = s ? strtol(s, &e, 10) : 0;
+        if (!s || errno || *e || v <= 0 || v > 0x7fffffff) {
+                fprintf(stderr, "pgtree: '%s' is not a process id\n", s ? s : "");
+                return -EINVAL;
+        }
+        *params = json_object_new_object();
+        json_object_object_add(*params, "pid", json_object_new_int((int) v));
+        return 0;
+}
+
+static int cmd_signal(const char *action, int argc, char **argv) {
+        const char *app = NULL;
+        bool yes = false, dry = false;
+        const char *pid = NULL;
+        for (int i = 0; i < argc; i++) {
+                if (is_kill_word(argv[i]) || ((!strcmp(argv[i], "--signal") || !strcmp(argv[i], "-s")) && i + 1 < argc &&
+                                              (!strcmp(argv[i + 1], "9") || !strcasecmp(argv[i + 1], "kill") ||
+                                               !strcasecmp(argv[i + 1], "sigkill")))) {
+                        fputs(sigkill_refusal, stderr);
+                        return EXIT_SIGKILL;
+                }
+                if (!strcmp(argv[i], "--app") && i + 1 < argc)
+                        app = argv[++i];
+                else if (!strncmp(argv[i], "--app=", 6))
+                        app = argv[i] + 6;
+                else if (!strcmp(argv[i], "--yes") || !strcmp(argv[i], "-y"))
+                        yes = true;
+                else if (!strcmp(argv[i], "--dry-run"))
+                        dry = true;
+                else if (argv[i][0] != '-' && !pid)
+                        pid = argv[i];
+                else {
+                        fprintf(stderr, "pgtree %s: unexpected argument '%s'\n", action, argv[i]);
+                        return EXIT_USAGE;
+                }
+        }
+        if (!app == !pid || (app && !strcmp(action, "cancel") && false)) {
+                fprintf(stderr, "pgtree %s: give a PID or --app NAME\n", action);
+                return EXIT_USAGE;
+        }
+        json_object *params;
+        if (pid) {
+                if (parse_pid(pid, &params) < 0)
+                        return EXIT_USAGE;
+        } else {
+                params = json_object_new_object();
+                json_object_object_add(params, "application_name", json_object_new_string(app));
+        }
+        json_object_object_add(params, "action", json_object_new_string(action));
+        if (app && !dry && !yes) {
+                /* show what would be ended, and ask */
+                json_object *preview = json_object_get(params);
+                json_object_object_add(preview, "dry_run", json_object_new_boolean(true));
+                json_object *reply;
+                char *error;
+                int r = call(VARLINK_INTERFACE ".Signal", json_object_get(preview), &reply, &error);
+                json_object_put(preview);
+                if (r < 0) {
+                        json_object_put(params);
+                        return report_call_error(r);
+                }
+                if (error) {
+                        int ex = report_error(error, reply);
+                        free(error);
+                        json_object_put(reply);
+                        json_object_put(params);
+                        return ex;
+                }
+                json_object *arr;
+                json_object_object_get_ex(reply, "results", &arr);
+                size_t n = arr ? json_object_array_length(arr) : 0;
+                printf("%s would %s %zu session%s of application %s:\n", "pgtree", action, n, n == 1 ? "" : "s", app);
+                for (size_t i = 0; i < n; i++) {
+                        json_object *x = json_object_array_get_idx(arr, i);
+                        printf("  pid %-7s ", get_str(x, "pid"));
+                        safe(stdout, get_str(x, "reason"));
+                        printf("\n");
+                }
+                json_object_put(reply);
+                if (n == 0) {
+                        json_object_put(params);
+                        return EXIT_FAILED;
+                }
+                if (!isatty(STDIN_FILENO)) {
+                        fprintf(stderr, "pgtree: not a terminal: add --yes to %s them\n", action);
+                        json_object_put(params);
+                        return EXIT_USAGE;
+                }
+                printf("%s them? [y/N] ", action);
+                fflush(stdout);
+                char answer[16] = "";
+                if (!fgets(answer, sizeof answer, stdin) || (answer[0] != 'y' && answer[0] != 'Y')) {
+                        printf("nothing done\n");
+                        json_object_put(params);
+                        return EXIT_FAILED;
+                }
+        }
+        if (dry)
+                json_object_object_add(params, "dry_run", json_object_new_boolean(true));
+        return run(VARLINK_INTERFACE ".Signal", params, show_signal);
+}
+
+int main(int argc, char **argv) {
+        const char *env = getenv("PGTREE_SOCKET");
+        if (env && *env)
+                socket_path = env;
+        int i = 1;
+        for (; i < argc && argv[i][0] == '-'; i++) {
+                if (!strcmp(argv[i], "--json"))
+                        json_out = true;
+                else if (!strcmp(argv[i], "--socket") && i + 1 < argc)
+                        socket_path = argv[++i];
+                else if (!strncmp(argv[i], "--socket=", 9))
+                        socket_path = argv[i] + 9;
+                else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+                        help();
+                        return EXIT_OK;
+                } else if (!strcmp(argv[i], "--version")) {
+                        printf("pgtree %s\n", PGTREE_VERSION);
+                        return EXIT_OK;
+                } else if (is_kill_word(argv[i])) {
+                        fputs(sigkill_refusal, stderr);
+                        return EXIT_SIGKILL;
+                } else {
+                        fprintf(stderr, "pgtree: unknown option '%s' (see --help)\n", argv[i]);
+                        return EXIT_USAGE;
+                }
+        }
+        if (i >= argc) {
+                help();
+                return EXIT_USAGE;
+        }
+        color = !json_out && isatty(STDOUT_FILENO) && !getenv("NO_COLOR");
+        const char *cmd = argv[i++];
+        int rest = argc - i;
+        char **args = argv + i;
+        if (is_kill_word(cmd) || !strcmp(cmd, "signal")) {
+                for (int k = 0; k < rest; k++)
+                        if (!strcmp(args[k], "-15") || !strcmp(args[k], "-TERM"))
+                                goto not_kill;
+                fputs(sigkill_refusal, stderr);
+                return EXIT_SIGKILL;
+        not_kill:
+                fprintf(stderr, "pgtree: use 'pgtree terminate PID' for SIGTERM\n");
+                return EXIT_USAGE;
+        }
+        if (!strcmp(cmd, "status") && rest == 0)
+                return run(VARLINK_INTERFACE ".Status", NULL, show_status);
+        if (!strcmp(cmd, "tree")) {
+                bool group = false;
+                for (int k = 0; k < rest; k++) {
+                        if (!strcmp(args[k], "--group"))
+                                group = true;
+                        else {
+                                fprintf(stderr, "pgtree tree: unexpected argument '%s'\n", args[k]);
+                                return EXIT_USAGE;
+                        }
+                }
+                json_object *p = json_object_new_object();
+                if (!json_out)
+                        json_object_object_add(p, "text", json_object_new_boolean(true));
+                json_object_object_add(p, "group_by_application", json_object_new_boolean(group));
+                return run(VARLINK_INTERFACE ".Tree", p, show_text);
+        }
+        if (!strcmp(cmd, "sessions")) {
+                json_object *p = json_object_new_object();
+                static const struct {
+                        const char *opt, *param;
+                } opts[] = { { "--user", "user" }, { "--database", "database" }, { "--app", "application_name" },
+                             { "--state", "state" }, { "--sort", "sort" } };
+                for (int k = 0; k < rest; k++) {
+                        size_t o;
+                        for (o = 0; o < ELEMENTSOF(opts); o++)
+                                if (!strcmp(args[k], opts[o].opt) && k + 1 < rest)
+                                        break;
+                        if (o == ELEMENTSOF(opts)) {
+                                fprintf(stderr, "pgtree sessions: unexpected argument '%s'\n", args[k]);
+                                json_object_put(p);
+                                return EXIT_USAGE;
+                        }
+                        json_object_object_add(p, opts[o].param, json_object_new_string(args[++k]));
+                }
+                return run(VARLINK_INTERFACE ".Sessions", p, show_sessions);
+        }
+        if (!strcmp(cmd, "show") && rest == 1) {
+                json_object *p;
+                if (parse_pid(args[0], &p) < 0)
+                        return EXIT_USAGE;
+                return run(VARLINK_INTERFACE ".Show", p, show_show);
+        }
+        if (!strcmp(cmd, "orphans") && rest == 0)
+                return run(VARLINK_INTERFACE ".Orphans", NULL, show_orphans);
+        if (!strcmp(cmd, "long") && rest == 0)
+                return run(VARLINK_INTERFACE ".LongRunners", NULL, show_long);
+        if (!strcmp(cmd, "cancel") || !strcmp(cmd, "terminate"))
+                return cmd_signal(cmd, rest, args);
+        if (!strcmp(cmd, "reload") && rest == 0)
+                return run(VARLINK_INTERFACE ".Reload", NULL, show_reload);
+        if (!strcmp(cmd, "metrics") && rest == 0)
+                return run(VARLINK_INTERFACE ".Metrics", NULL, show_metrics);
+        if (!strcmp(cmd, "events")) {
+                const char *since = NULL;
+                bool follow = false;
+                int count = 50;
+                for (int k = 0; k < rest; k++) {
+                        if (!strcmp(args[k], "--since") && k + 1 < rest)
+                                since = args[++k];
+                        else if (!strcmp(args[k], "--follow") || !strcmp(args[k], "-f"))
+                                follow = true;
+                        else if (!strcmp(args[k], "-n") && k + 1 < rest && atoi(args[k + 1]) > 0)
+                                count = atoi(args[++k]);
+                        else {
+                                fprintf(stderr, "pgtree events: unexpected argument '%s'\n", args[k]);
+                                return EXIT_USAGE;
+                        }
+                }
+                return cmd_events(since, follow, count);
+        }
+        fprintf(stderr, "pgtree: unknown command or wrong arguments: '%s' (see --help)\n", cmd);
+        return EXIT_USAGE;
+}

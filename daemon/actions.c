@@ -1,0 +1,241 @@
+/* SPDX-License-Identifier: MIT */
+/* cancel (SIGINT) and terminate (SIGTERM), with every check; never anything else. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+
+#include "join.h"
+#include "journal.h"
+#include "macro.h"
+#include "manager.h"
+#include "rules.h"
+
+static const char *cluster_key(const PgTree *t, const PgProcess *p) {
+        return p->cluster >= 0 ? t->clusters[p->cluster].name : p->cwd ? p->cwd : "orphans";
+}
+
+static bool enforcing(Manager *m, const PgTree *t, const PgProcess *p) {
+        if (p->cluster >= 0)
+                return t->clusters[p->cluster].enforce;
+        /* an orphan: the [cluster] section of its data directory, else [daemon] */
+        const ClusterConf *cc = p->cwd ? config_find_cluster(m->config, NULL, p->cwd, 0) : NULL;
+        return config_cluster_enforce(m->config, cc);
+}
+
+/* The rate limit: at most max_actions_per_minute per cluster in any 60 s (0: no limit). */
+static bool rate_allows(Manager *m, const char *cluster, uint64_t now, bool record) {
+        unsigned max = m->config->max_actions_per_minute;
+        struct RateEntry *r = NULL;
+        for (size_t i = 0; i < m->n_rates && !r; i++)
+                if (!strcmp(m->rates[i].cluster, cluster))
+                        r = &m->rates[i];
+        if (!r) {
+                if (GROW(m->rates, m->rates_allocated, m->n_rates + 1) < 0)
+                        return false;
+                r = &m->rates[m->n_rates++];
+                *r = (struct RateEntry){};
+                snprintf(r->cluster, sizeof r->cluster, "%s", cluster);
+        }
+        size_t k = 0;
+        for (size_t i = 0; i < r->n; i++)
+                if (now - r->at[i] < 60 * USEC_PER_SEC)
+                        r->at[k++] = r->at[i];
+        r->n = k;
+        if (max > 0 && r->n >= max)
+                return false;
+        if (record && r->n < ELEMENTSOF(r->at))
+                r->at[r->n++] = now;
+        return true;
+}
+
+static int on_term_exit(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        TermWatch *w = userdata;
+        Manager *m = w->manager;
+        LogEntry e = {};
+        log_add_finding(&e, &w->finding);
+        log_add(&e, "PGTREE_REQUESTED_BY", "%s", w->requested_by);
+        double took = (double) (now_monotonic_usec() - w->sent_at) / 1e6;
+        log_add(&e, "PGTREE_EXIT_SECONDS", "%.3f", took);
+        log_send(&e, LOG_INFO, MSGID_ACTION_EXITED, "pid %d exited %.2fs after SIGTERM", (int) w->ref.pid, took);
+        for (size_t i = 0; i < m->n_terms; i++)
+                if (m->terms[i] == w) {
+                        m->terms[i] = m->terms[--m->n_terms];
+                        break;
+                }
+        sd_event_source_disable_unref(w->exit_source);
+        sd_event_source_disable_unref(w->grace_source);
+        pidref_done(&w->ref);
+        free(w);
+        return 0;
+}
+
+static int on_term_grace(sd_event_source *s, uint64_t usec, void *userdata) {
+        TermWatch *w = userdata;
+        if (pidref_exited(&w->ref))
+                return on_term_exit(s, -1, 0, userdata);
+        LogEntry e = {};
+        log_add_finding(&e, &w->finding);
+        log_add(&e, "PGTREE_REQUESTED_BY", "%s", w->requested_by);
+        log_send(&e, LOG_ERR, MSGID_ACTION_DID_NOT_EXIT,
+                 "pid %d did not exit within %.0fs of SIGTERM; pgtree never escalates to SIGKILL (that would make the "
+                 "postmaster restart every session): look at it by hand",
+                 (int) w->ref.pid, (double) w->manager->config->terminate_grace_usec / 1e6);
+        /* keep watching for its exit, quietly */
+        w->grace_source = sd_event_source_disable_unref(w->grace_source);
+        return 0;
+}
+
+static void watch_terminate(Manager *m, PidRef *ref, const Finding *f, const char *requested_by) {
+        TermWatch *w = calloc(1, sizeof *w);
+        if (!w || GROW(m->terms, m->terms_allocated, m->n_terms + 1) < 0) {
+                free(w);
+                pidref_done(ref);
+                return;
+        }
+        *w = (TermWatch){ .manager = m, .ref = *ref, .finding = *f, .sent_at = now_monotonic_usec() };
+        *ref = PIDREF_NULL;
+        snprintf(w->requested_by, sizeof w->requested_by, "%s", requested_by);
+        if (sd_event_add_io(m->event, &w->exit_source, w->ref.fd, EPOLLIN, on_term_exit, w) < 0 ||
+            sd_event_add_time_relative(m->event, &w->grace_source, CLOCK_MONOTONIC, m->config->terminate_grace_usec, 10000,
+                                       on_term_grace, w) < 0) {
+                sd_event_source_disable_unref(w->exit_source);
+                pidref_done(&w->ref);
+                free(w);
+                return;
+        }
+        m->terms[m->n_terms++] = w;
+}
+
+#define RESULT(word, id, prio, ...)                                          \
+        do {                                                                 \
+                snprintf(why, why_size, __VA_ARGS__);                        \
+                log_add(&e, "PGTREE_RESULT", "%s", word);                    \
+                log_send(&e, prio, id, "%s pid %d (%s): %s", action_to_string(action), (int) f->pid, requested_by, why); \
+                return word;                                                 \
+        } while (0)
+
+const char *manager_act(Manager *m, const Finding *f, Action action, const char *requested_by, bool manual, char *why,
+                        size_t why_size) {
+        const PgTree *t = &m->engine->tree;
+        LogEntry e = {};
+        Finding logged = *f;
+        logged.action = action;
+        log_add_finding(&e, &logged);
+        log_add(&e, "PGTREE_REQUESTED_BY", "%s", requested_by);
+        log_add(&e, "PGTREE_REQUESTED_ACTION", "%s", action_to_string(action));
+
+        if (action != ACTION_CANCEL && action != ACTION_TERMINATE) {
+                m->counters.n[action][RESULT_REFUSED]++;
+                RESULT("refused", MSGID_ACTION_REFUSED, LOG_WARNING, "only cancel (SIGINT) and terminate (SIGTERM) are carried out");
+        }
+        int idx = tree_find(t, f->pid);
+        if (idx < 0 || t->procs[idx].rec.start_ticks != f->start_ticks || f->kind == FINDING_STALE_ACTIVITY) {
+                if (f->kind == FINDING_STALE_ACTIVITY) {
+                        m->counters.n[action][RESULT_REFUSED]++;
+                        RESULT("refused", MSGID_ACTION_REFUSED, LOG_WARNING, "a stale pg_stat_activity row has no process to signal");
+                }
+                RESULT("gone", MSGID_ACTION_REFUSED, LOG_INFO, "the process is gone already");
+        }
+        const PgProcess *p = &t->procs[idx];
+        char target_note[96] = "";
+        if (p->title.backend_type == BACKEND_PARALLEL_WORKER) {
+                if (p->leader < 0) {
+                        m->counters.n[action][RESULT_REFUSED]++;
+                        RESULT("refused", MSGID_ACTION_REFUSED, LOG_WARNING,
+                               "a parallel worker is only acted on through its leader, and its leader %d is gone",
+                               (int) p->title.leader_pid);
+                }
+                snprintf(target_note, sizeof target_note, " (through leader %d of parallel worker %d)",
+                         (int) t->procs[p->leader].rec.pid, (int) p->rec.pid);
+                p = &t->procs[p->leader];
+                log_add(&e, "PGTREE_TARGET_PID", "%d", (int) p->rec.pid);
+        }
+        if (p->own) {
+                m->counters.n[action][RESULT_REFUSED]++;
+                RESULT("refused", MSGID_ACTION_REFUSED, LOG_WARNING, "it is pgtree's own connection");
+        }
+        const char *bt = proc_backend_type(p);
+        if ((p->depth == 0 && p->cluster >= 0) || strcmp(bt, "client backend") != 0) {
+                m->counters.n[action][RESULT_REFUSED]++;
+                RESULT("refused", MSGID_ACTION_REFUSED, LOG_WARNING,
+                       "it is a %s: pgtree signals only client backends, never the postmaster or auxiliary processes",
+                       p->depth == 0 && p->cluster >= 0 ? "postmaster" : bt);
+        }
+        char client[128];
+        proc_client(p, client, sizeof client);
+        Subject s = { .kind = f->kind, .user = proc_user(p), .database = proc_database(p),
+                      .application_name = proc_application(p), .client = client, .backend_type = bt,
+                      .state = proc_state(p), .cluster = cluster_key(t, p) };
+        const char *prot;
+        if (rules_protected(m->config, &s, &prot)) {
+                m->counters.n[action][RESULT_REFUSED]++;
+                RESULT("refused", MSGID_ACTION_REFUSED, LOG_NOTICE, "%s (%s)", prot,
+                       !strcmp(prot, "protected user") ? s.user : !strcmp(prot, "protected database") ? s.database
+                                                                                                   : s.application_name);
+        }
+        if (!enforcing(m, t, p)) {
+                m->counters.n[action][RESULT_DRY_RUN]++;
+                log_add(&e, "PGTREE_DRY_RUN", "yes");
+                RESULT("dry-run", MSGID_ACTION_DRY_RUN, LOG_NOTICE,
+                       "dry run: would send %s to pid %d%s; enforcement is off for %s", action == ACTION_CANCEL ? "SIGINT" : "SIGTERM",
+                       (int) p->rec.pid, target_note, cluster_key(t, p));
+        }
+        uint64_t now = now_monotonic_usec();
+        if (!rate_allows(m, cluster_key(t, p), now, false)) {
+                m->counters.n[action][RESULT_HELD]++;
+                ActionState *a = NULL;
+                for (size_t i = 0; i < m->n_actions && !a; i++)
+                        if (m->actions[i].kind == f->kind && m->actions[i].pid == f->pid && m->actions[i].start_ticks == f->start_ticks)
+                                a = &m->actions[i];
+                snprintf(why, why_size, "held back: %u actions in the last minute on %s (max_actions_per_minute)",
+                         m->config->max_actions_per_minute, cluster_key(t, p));
+                if (manual || !a || !a->held_logged) {
+                        log_add(&e, "PGTREE_RESULT", "held");
+                        log_send(&e, LOG_WARNING, MSGID_ACTION_HELD_BACK, "%s pid %d (%s): %s", action_to_string(action),
+                                 (int) f->pid, requested_by, why);
+                } else
+                        log_send(&e, LOG_DEBUG, NULL, "still held back");
+                return "held";
+        }
+        PidRef ref;
+        int r = pidref_open_verified(p->rec.pid, p->rec.start_ticks, p->rec.ppid, &ref);
+        if (r == -ESRCH)
+                RESULT("gone", MSGID_ACTION_REFUSED, LOG_INFO, "the process is gone already");
+        if (r == -ESTALE) {
+                m->counters.n[action][RESULT_REFUSED]++;
+                RESULT("refused", MSGID_ACTION_REFUSED, LOG_WARNING,
+                       "pid %d is not the process that was scanned any more (start time or parent changed: pid reused)",
+                       (int) p->rec.pid);
+        }
+        if (r < 0) {
+                m->counters.n[action][RESULT_FAILED]++;
+                RESULT("failed", MSGID_ACTION_FAILED, LOG_ERR, "cannot open a pidfd for pid %d: %s", (int) p->rec.pid, strerror(-r));
+        }
+        int sig = action == ACTION_CANCEL ? SIGINT : SIGTERM;
+        r = pidref_signal(&ref, sig);
+        if (r < 0) {
+                pidref_done(&ref);
+                m->counters.n[action][RESULT_FAILED]++;
+                RESULT("failed", MSGID_ACTION_FAILED, LOG_ERR, "%s to pid %d failed: %s", sig == SIGINT ? "SIGINT" : "SIGTERM",
+                       (int) p->rec.pid, strerror(-r));
+        }
+        rate_allows(m, cluster_key(t, p), now, true);
+        m->counters.n[action][RESULT_SENT]++;
+        log_add(&e, "PGTREE_SIGNAL", "%s", sig == SIGINT ? "SIGINT" : "SIGTERM");
+        log_add(&e, "PGTREE_DRY_RUN", "no");
+        snprintf(why, why_size, "sent %s to pid %d%s", sig == SIGINT ? "SIGINT" : "SIGTERM", (int) p->rec.pid, target_note);
+        log_add(&e, "PGTREE_RESULT", "sent");
+        log_send(&e, LOG_NOTICE, MSGID_ACTION_SENT, "%s pid %d (%s): %s", action_to_string(action), (int) f->pid, requested_by, why);
+        if (sig == SIGTERM) {
+                Finding target = *f;
+                target.pid = p->rec.pid;
+                target.start_ticks = p->rec.start_ticks;
+                target.action = action;
+                watch_terminate(m, &ref, &target, requested_by);
+        } else
+                pidref_done(&ref);
+        return "sent";
+}

@@ -1,0 +1,814 @@
+/* SPDX-License-Identifier: MIT */
+/* The io.pgtree Varlink service on the control socket. */
+#include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <grp.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "build-config.h"
+#include "alert.h"
+#include "control.h"
+#include "join.h"
+#include "journal.h"
+#include "macro.h"
+#include "manager.h"
+#include "metrics.h"
+#include "protocol.h"
+#include "render.h"
+
+#define MAX_CLIENTS 256
+#define CLIENT_IDLE_USEC (60 * USEC_PER_SEC)
+#define MAX_REQUESTS_PER_CLIENT 100000
+#define MAX_OUTPUT (16 * 1024 * 1024)
+
+typedef enum Role {
+        ROLE_NONE,
+        ROLE_READ,
+        ROLE_ADMIN,
+} Role;
+
+typedef struct Client {
+        struct ControlServer *server;
+        int fd;
+        sd_event_source *io;
+        sd_event_source *idle;
+        VarlinkBuffer in;
+        char *out;
+        size_t out_len, out_cap;
+        struct ucred cred;
+        char comm[32];
+        Role role;
+        unsigned requests;
+        bool closing;           /* flush what is queued, then disconnect */
+} Client;
+
+struct ControlServer {
+        Manager *manager;
+        int fd;
+        bool activated;
+        char *path;             /* bound by us: removed on exit */
+        sd_event_source *accept_source;
+        Client **clients;
+        size_t n_clients, allocated;
+        char *tree_cache;       /* the Tree reply of this cycle (without text) */
+        size_t tree_cache_len;
+};
+
+static void client_free(Client *c) {
+        if (!c)
+                return;
+        sd_event_source_disable_unref(c->io);
+        sd_event_source_disable_unref(c->idle);
+        if (c->fd >= 0)
+                close(c->fd);
+        varlink_buffer_clear(&c->in);
+        free(c->out);
+        free(c);
+}
+
+static void client_drop(Client *c) {
+        ControlServer *s = c->server;
+        for (size_t i = 0; i < s->n_clients; i++)
+                if (s->clients[i] == c) {
+                        s->clients[i] = s->clients[--s->n_clients];
+                        break;
+                }
+        client_free(c);
+}
+
+static void update_events(Client *c) {
+        sd_event_source_set_io_events(c->io, (c->closing ? 0 : EPOLLIN) | (c->out_len ? EPOLLOUT : 0));
+}
+
+static void queue(Client *c, char *msg, size_t len) {
+        if (!msg)
+                return;
+        if (c->out_len + len > MAX_OUTPUT || GROW(c->out, c->out_cap, c->out_len + len) < 0) {
+                c->closing = true; /* a client that does not read its replies is let go */
+                c->out_len = 0;
+                free(msg);
+                return;
+        }
+        memcpy(c->out + c->out_len, msg, len);
+        c->out_len += len;
+        free(msg);
+}
+
+static void reply(Client *c, json_object *params) {
+        size_t len = 0;
+        char *msg = varlink_reply(params, &len);
+        queue(c, msg, len);
+}
+
+static void reply_error(Client *c, const char *error, json_object *params) {
+        size_t len = 0;
+        char *msg = varlink_error(error, params, &len);
+        queue(c, msg, len);
+}
+
+static json_object *one(const char *key, json_object *v) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, key, v);
+        return o;
+}
+
+static Role role_of(ControlServer *s, const struct ucred *cred, int fd) {
+        const Config *cfg = s->manager->config;
+        if (cred->uid == 0 || cred->uid == geteuid())
+                return ROLE_ADMIN;
+        gid_t groups[256];
+        socklen_t len = sizeof groups;
+        int n = 0;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) == 0)
+                n = (int) (len / sizeof(gid_t));
+        struct group *admin = cfg->admin_group ? getgrnam(cfg->admin_group) : NULL;
+        struct group *readers = cfg->socket_group ? getgrnam(cfg->socket_group) : NULL;
+        Role r = ROLE_NONE;
+        for (int i = -1; i < n; i++) {
+                gid_t g = i < 0 ? cred->gid : groups[i];
+                if (admin && g == admin->gr_gid)
+                        return ROLE_ADMIN;
+                if (readers && g == readers->gr_gid)
+                        r = ROLE_READ;
+        }
+        return r;
+}
+
+/* ---- methods ---- */
+
+static const char *param_string(json_object *p, const char *key) {
+        json_object *v;
+        if (!json_object_object_get_ex(p, key, &v) || !v)
+                return NULL;
+        return json_object_is_type(v, json_type_string) ? json_object_get_string(v) : "";
+}
+
+static bool param_bool(json_object *p, const char *key) {
+        json_object *v;
+        return json_object_object_get_ex(p, key, &v) && v && json_object_get_boolean(v);
+}
+
+static void invalid_parameter(Client *c, const char *name) {
+        reply_error(c, "org.varlink.service.InvalidParameter", one("parameter", json_object_new_string(name)));
+}
+
+static void method_status(Client *c) {
+        Manager *m = c->server->manager;
+        const PgTree *t = &m->engine->tree;
+        size_t backends = 0, orphans = 0;
+        for (size_t i = 0; i < t->n_procs; i++) {
+                orphans += pg_process_is_orphan(&t->procs[i]);
+                backends += !pg_process_is_orphan(&t->procs[i]) && t->procs[i].title.backend_type == BACKEND_CLIENT;
+        }
+        json_object *o = json_object_new_object(), *un = json_object_new_array();
+        for (size_t i = 0; i < t->n_clusters; i++)
+                if (!t->clusters[i].snapshot)
+                        json_object_array_add(un, json_object_new_string(t->clusters[i].name));
+        json_object_object_add(o, "version", json_object_new_string(PGTREE_VERSION));
+        json_object_object_add(o, "pid", json_object_new_int(getpid()));
+        json_object_object_add(o, "uptime_s", json_object_new_int64((int64_t) (t->now - m->start_time)));
+        json_object_object_add(o, "clusters", json_object_new_int((int) t->n_clusters));
+        json_object_object_add(o, "client_backends", json_object_new_int((int) backends));
+        json_object_object_add(o, "orphans", json_object_new_int((int) orphans));
+        json_object_object_add(o, "open_findings", json_object_new_int((int) m->engine->open.n));
+        json_object_object_add(o, "enforce", json_object_new_boolean(m->config->enforce));
+        json_object_object_add(o, "config", m->config_path ? json_object_new_string(m->config_path) : NULL);
+        json_object_object_add(o, "cycles", json_object_new_int64((int64_t) m->engine->cycles));
+        json_object_object_add(o, "last_cycle_s", json_object_new_double(m->engine->cycle_seconds));
+        json_object_object_add(o, "interval_s", json_object_new_double((double) m->config->interval_usec / 1e6));
+        json_object_object_add(o, "unreachable", un);
+        reply(c, o);
+}
+
+static void method_tree(Client *c, json_object *p) {
+        ControlServer *s = c->server;
+        Manager *m = s->manager;
+        bool text = param_bool(p, "text");
+        if (!text && s->tree_cache) {
+                char *copy = malloc(s->tree_cache_len);
+                if (copy)
+                        memcpy(copy, s->tree_cache, s->tree_cache_len);
+                queue(c, copy, s->tree_cache_len);
+                return;
+        }
+        json_object *o = render_json(&m->engine->tree, &m->engine->open);
+        if (text) {
+                char *buf = NULL;
+                size_t len = 0;
+                FILE *f = open_memstream(&buf, &len);
+                if (f) {
+                        RenderOptions ro = { .group_by_application = param_bool(p, "group_by_application") };
+                        render_text(f, &m->engine->tree, &m->engine->open, &ro);
+                        fclose(f);
+                        json_object_object_add(o, "text", json_object_new_string(buf ? buf : ""));
+                        free(buf);
+                }
+                reply(c, o);
+                return;
+        }
+        size_t len = 0;
+        char *msg = varlink_reply(o, &len);
+        if (msg && (s->tree_cache = malloc(len))) {
+                memcpy(s->tree_cache, msg, len);
+                s->tree_cache_len = len;
+        }
+        queue(c, msg, len);
+}
+
+static bool glob_ok(const char *pattern, const char *value) {
+        return !pattern || (value && fnmatch(pattern, value, 0) == 0);
+}
+
+typedef struct SortItem {
+        const PgProcess *p;
+        json_object *o;
+        double key;
+        const char *skey;
+} SortItem;
+
+static int cmp_sort(const void *a, const void *b) {
+        const SortItem *x = a, *y = b;
+        if (x->skey || y->skey)
+                return strcmp(x->skey ? x->skey : "", y->skey ? y->skey : "");
+        return x->key < y->key ? 1 : x->key > y->key ? -1 : 0; /* largest first */
+}
+
+static void method_sessions(Client *c, json_object *p) {
+        Manager *m = c->server->manager;
+        const PgTree *t = &m->engine->tree;
+        const char *user = param_string(p, "user"), *db = param_string(p, "database"),
+                   *app = param_string(p, "application_name"), *state = param_string(p, "state"),
+                   *sort = param_string(p, "sort");
+        static const char *const sorts[] = { "pid", "age", "duration", "cpu", "memory", "user", NULL };
+        if (sort) {
+                bool ok = false;
+                for (const char *const *k = sorts; *k && !ok; k++)
+                        ok = !strcmp(*k, sort);
+                if (!ok) {
+                        invalid_parameter(c, "sort");
+                        return;
+                }
+        }
+        SortItem *items = calloc(t->n_procs + 1, sizeof *items);
+        if (!items) {
+                reply_error(c, "io.pgtree.InvalidRequest", one("reason", json_object_new_string("out of memory")));
+                return;
+        }
+        size_t n = 0;
+        for (size_t i = 0; i < t->n_procs; i++) {
+                const PgProcess *q = &t->procs[i];
+                if (q->title.backend_type != BACKEND_CLIENT || q->own)
+                        continue;
+                if (!glob_ok(user, proc_user(q)) || !glob_ok(db, proc_database(q)) || !glob_ok(app, proc_application(q)) ||
+                    !glob_ok(state, proc_state(q)))
+                        continue;
+                SortItem *it = &items[n++];
+                it->p = q;
+                double start = pg_process_start_time(t, q);
+                if (!sort || !strcmp(sort, "pid"))
+                        it->key = -(double) q->rec.pid;
+                else if (!strcmp(sort, "age"))
+                        it->key = start > 0 ? t->now - start : 0;
+                else if (!strcmp(sort, "duration"))
+                        it->key = q->act && q->act->state_change > 0 ? t->now - (q->act->query_start > 0 && proc_state(q) &&
+                                                                                  !strcmp(proc_state(q), "active")
+                                                                                          ? q->act->query_start
+                                                                                          : q->act->state_change)
+                                                                     : 0;
+                else if (!strcmp(sort, "cpu"))
+                        it->key = q->rec.cpu_percent;
+                else if (!strcmp(sort, "memory"))
+                        it->key = (double) q->rec.rss_anon_kb;
+                else
+                        it->skey = proc_user(q) ? proc_user(q) : "";
+        }
+        qsort(items, n, sizeof *items, cmp_sort);
+        json_object *arr = json_object_new_array();
+        for (size_t i = 0; i < n; i++) {
+                json_object *o = render_process_json(t, items[i].p);
+                json_object_object_add(o, "cluster", json_object_new_string(items[i].p->cluster >= 0
+                                                                                    ? t->clusters[items[i].p->cluster].name
+                                                                                    : "(orphan)"));
+                json_object_array_add(arr, o);
+        }
+        free(items);
+        reply(c, one("sessions", arr));
+}
+
+static bool get_pid(json_object *p, pid_t *pid) {
+        json_object *v;
+        if (!json_object_object_get_ex(p, "pid", &v) || !json_object_is_type(v, json_type_int))
+                return false;
+        int64_t x = json_object_get_int64(v);
+        if (x <= 0 || x > INT32_MAX)
+                return false;
+        *pid = (pid_t) x;
+        return true;
+}
+
+static void method_show(Client *c, json_object *p) {
+        Manager *m = c->server->manager;
+        const PgTree *t = &m->engine->tree;
+        pid_t pid;
+        if (!get_pid(p, &pid)) {
+                invalid_parameter(c, "pid");
+                return;
+        }
+        int i = tree_find(t, pid);
+        if (i < 0) {
+                reply_error(c, "io.pgtree.NoSuchProcess", one("pid", json_object_new_int(pid)));
+                return;
+        }
+        const PgProcess *q = &t->procs[i];
+        json_object *o = json_object_new_object(), *fa = json_object_new_array();
+        json_object_object_add(o, "process", render_process_json(t, q));
+        json_object_object_add(o, "cluster", q->cluster >= 0 ? json_object_new_string(t->clusters[q->cluster].name) : NULL);
+        for (size_t k = 0; k < m->engine->open.n; k++)
+                if (m->engine->open.items[k].pid == pid)
+                        json_object_array_add(fa, render_finding_json(&m->engine->open.items[k]));
+        json_object_object_add(o, "findings", fa);
+        reply(c, o);
+}
+
+static void method_findings(Client *c, bool orphans) {
+        Manager *m = c->server->manager;
+        const PgTree *t = &m->engine->tree;
+        json_object *o = json_object_new_object(), *fa = json_object_new_array();
+        for (size_t k = 0; k < m->engine->open.n; k++) {
+                const Finding *f = &m->engine->open.items[k];
+                if ((f->kind <= FINDING_CLIENT_GONE) == orphans)
+                        json_object_array_add(fa, render_finding_json(f));
+        }
+        if (orphans) {
+                json_object *oa = json_object_new_array();
+                for (size_t i = 0; i < t->n_procs; i++)
+                        if (pg_process_is_orphan(&t->procs[i]))
+                                json_object_array_add(oa, render_process_json(t, &t->procs[i]));
+                json_object_object_add(o, "orphans", oa);
+        }
+        json_object_object_add(o, "findings", fa);
+        reply(c, o);
+}
+
+static bool means_sigkill(const char *v) {
+        if (!v)
+                return false;
+        char buf[32];
+        size_t k = 0;
+        for (const char *s = v; *s && k + 1 < sizeof buf; s++)
+                if (*s != ' ' && *s != '-')
+                        buf[k++] = (char) (*s >= 'A' && *s <= 'Z' ? *s - 'A' + 'a' : *s);
+        buf[k] = 0;
+        return !strcmp(buf, "kill") || !strcmp(buf, "9") || !strcmp(buf, "sigkill") || !strcmp(buf, "kill9") ||
+               !strcmp(buf, "killsigkill");
+}
+
+static const char sigkill_reason[] =
+        "SIGKILL is refused: on a backend it makes the postmaster end every session and run crash recovery; "
+        "use terminate (SIGTERM)";
+
+static void method_signal(Client *c, json_object *p) {
+        Manager *m = c->server->manager;
+        const PgTree *t = &m->engine->tree;
+        const char *action = param_string(p, "action");
+        json_object *sigv;
+        bool sig9 = json_object_object_get_ex(p, "signal", &sigv) && sigv &&
+                    (json_object_get_int(sigv) == 9 || means_sigkill(json_object_get_string(sigv)));
+        char by[160];
+        snprintf(by, sizeof by, "uid %u pid %d (%s)", (unsigned) c->cred.uid, (int) c->cred.pid, c->comm);
+        LogEntry e = {};
+        log_add(&e, "PGTREE_REQUESTED_BY", "%s", by);
+        log_add(&e, "PGTREE_PEER_UID", "%u", (unsigned) c->cred.uid);
+        log_add(&e, "PGTREE_PEER_PID", "%d", (int) c->cred.pid);
+        log_add(&e, "PGTREE_PEER_COMM", "%s", c->comm);
+        if (sig9 || means_sigkill(action)) {
+                log_add(&e, "PGTREE_REQUESTED_ACTION", "kill");
+                log_add(&e, "PGTREE_RESULT", "refused");
+                log_send(&e, LOG_WARNING, MSGID_ACTION_REFUSED, "SIGKILL requested by %s: refused", by);
+                reply_error(c, "io.pgtree.SigkillRefused", one("reason", json_object_new_string(sigkill_reason)));
+                return;
+        }
+        Action a;
+        if (action && !strcmp(action, "cancel"))
+                a = ACTION_CANCEL;
+        else if (action && !strcmp(action, "terminate"))
+                a = ACTION_TERMINATE;
+        else {
+                for (size_t i = 0; i < e.n; i++)
+                        free(e.fields[i]);
+                invalid_parameter(c, "action");
+                return;
+        }
+        pid_t pid = 0;
+        bool by_pid = json_object_object_get_ex(p, "pid", NULL);
+        const char *app = param_string(p, "application_name");
+        if ((by_pid && !get_pid(p, &pid)) || (by_pid == (app != NULL)) || (app && !*app)) {
+                for (size_t i = 0; i < e.n; i++)
+                        free(e.fields[i]);
+                invalid_parameter(c, by_pid && app ? "pid" : app ? "application_name" : "pid");
+                return;
+        }
+        bool dry = param_bool(p, "dry_run");
+        if (app)
+                log_add(&e, "PGTREE_APPLICATION", "%s", app);
+        else
+                log_add(&e, "PGTREE_PID", "%d", (int) pid);
+        log_add(&e, "PGTREE_REQUESTED_ACTION", "%s", action_to_string(a));
+        if (app)
+                log_send(&e, LOG_NOTICE, NULL, "%s%s of application %s requested by %s", dry ? "dry run: " : "",
+                         action_to_string(a), app, by);
+        else
+                log_send(&e, LOG_NOTICE, NULL, "%s%s of pid %d requested by %s", dry ? "dry run: " : "", action_to_string(a),
+                         (int) pid, by);
+        json_object *results = json_object_new_array();
+        size_t matched = 0;
+        for (size_t i = 0; i < t->n_procs; i++) {
+                const PgProcess *q = &t->procs[i];
+                if (app ? !(q->title.backend_type == BACKEND_CLIENT && !q->own && proc_application(q) &&
+                             !strcmp(proc_application(q), app))
+                        : q->rec.pid != pid)
+                        continue;
+                matched++;
+                json_object *r = json_object_new_object();
+                json_object_object_add(r, "pid", json_object_new_int(q->rec.pid));
+                if (dry) {
+                        json_object_object_add(r, "result", json_object_new_string("would"));
+                        char why[200];
+                        snprintf(why, sizeof why, "%s %s %s@%s", action_to_string(a), proc_backend_type(q),
+                                 proc_user(q) ? proc_user(q) : "?", proc_database(q) ? proc_database(q) : "?");
+                        json_object_object_add(r, "reason", json_object_new_string(why));
+                } else {
+                        Finding f = { .kind = _FINDING_KIND_MAX, .pid = q->rec.pid, .start_ticks = q->rec.start_ticks, .proc = (int) i,
+                                      .xmin_age = -1, .action = a };
+                        snprintf(f.cluster, sizeof f.cluster, "%s", q->cluster >= 0 ? t->clusters[q->cluster].name : q->cwd ? q->cwd : "");
+                        snprintf(f.user, sizeof f.user, "%s", proc_user(q) ? proc_user(q) : "");
+                        snprintf(f.database, sizeof f.database, "%s", proc_database(q) ? proc_database(q) : "");
+                        snprintf(f.application_name, sizeof f.application_name, "%s", proc_application(q) ? proc_application(q) : "");
+                        proc_client(q, f.client, sizeof f.client);
+                        char why[256];
+                        const char *res = manager_act(m, &f, a, by, true, why, sizeof why);
+                        json_object_object_add(r, "result", json_object_new_string(res));
+                        json_object_object_add(r, "reason", json_object_new_string(why));
+                }
+                json_object_array_add(results, r);
+        }
+        if (!app && matched == 0) {
+                json_object_put(results);
+                reply_error(c, "io.pgtree.NoSuchProcess", one("pid", json_object_new_int(pid)));
+                return;
+        }
+        reply(c, one("results", results));
+}
+
+static void method_reload(Client *c) {
+        char **errors = NULL;
+        int r = manager_reload(c->server->manager, &errors);
+        if (r < 0) {
+                json_object *arr = json_object_new_array();
+                for (size_t i = 0; errors && errors[i]; i++)
+                        json_object_array_add(arr, json_object_new_string(errors[i]));
+                strv_free(errors);
+                reply_error(c, "io.pgtree.ConfigInvalid", one("errors", arr));
+                return;
+        }
+        reply(c, NULL);
+}
+
+static void method_metrics(Client *c) {
+        Manager *m = c->server->manager;
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+        if (!f) {
+                reply_error(c, "io.pgtree.InvalidRequest", one("reason", json_object_new_string("out of memory")));
+                return;
+        }
+        metrics_write(f, m->engine, &m->counters, m->start_time);
+        fclose(f);
+        reply(c, one("text", json_object_new_string(buf ? buf : "")));
+        free(buf);
+}
+
+static void method_get_info(Client *c) {
+        json_object *o = json_object_new_object(), *ifs = json_object_new_array();
+        json_object_object_add(o, "vendor", json_object_new_string("pgtree"));
+        json_object_object_add(o, "product", json_object_new_string("pgtreed"));
+        json_object_object_add(o, "version", json_object_new_string(PGTREE_VERSION));
+        json_object_object_add(o, "url", json_object_new_string("https://github.com/pgtree/pgtree"));
+        json_object_array_add(ifs, json_object_new_string("org.varlink.service"));
+        json_object_array_add(ifs, json_object_new_string(VARLINK_INTERFACE));
+        json_object_object_add(o, "interfaces", ifs);
+        reply(c, o);
+}
+
+static void method_describe(Client *c, json_object *p) {
+        const char *itf = param_string(p, "interface");
+        if (itf && !strcmp(itf, VARLINK_INTERFACE))
+                reply(c, one("description", json_object_new_string(varlink_pgtree_description())));
+        else if (itf && !strcmp(itf, "org.varlink.service"))
+                reply(c, one("description", json_object_new_string(varlink_service_description())));
+        else
+                reply_error(c, "org.varlink.service.InterfaceNotFound", one("interface", json_object_new_string(itf ? itf : "")));
+}
+
+static void deny(Client *c, const char *method, const char *need) {
+        LogEntry e = {};
+        log_add(&e, "PGTREE_PEER_UID", "%u", (unsigned) c->cred.uid);
+        log_add(&e, "PGTREE_PEER_PID", "%d", (int) c->cred.pid);
+        log_add(&e, "PGTREE_PEER_COMM", "%s", c->comm);
+        log_add(&e, "PGTREE_METHOD", "%s", method);
+        log_send(&e, LOG_WARNING, MSGID_CLIENT_DENIED, "%s denied to uid %u pid %d (%s): needs %s", method,
+                 (unsigned) c->cred.uid, (int) c->cred.pid, c->comm, need);
+        char reason[160];
+        snprintf(reason, sizeof reason, "%s needs %s", method, need);
+        reply_error(c, "io.pgtree.PermissionDenied", one("reason", json_object_new_string(reason)));
+}
+
+static void dispatch(Client *c, VarlinkCall *call) {
+        const char *m = call->method;
+        const Config *cfg = c->server->manager->config;
+        char need_read[160], need_admin[160];
+        snprintf(need_read, sizeof need_read, "root or membership of group %s or %s", cfg->socket_group ? cfg->socket_group : "-",
+                 cfg->admin_group ? cfg->admin_group : "-");
+        snprintf(need_admin, sizeof need_admin, "root or membership of group %s", cfg->admin_group ? cfg->admin_group : "-");
+
+        if (!strcmp(m, "org.varlink.service.GetInfo"))
+                method_get_info(c);
+        else if (!strcmp(m, "org.varlink.service.GetInterfaceDescription"))
+                method_describe(c, call->parameters);
+        else if (strncmp(m, VARLINK_INTERFACE ".", strlen(VARLINK_INTERFACE) + 1) != 0 || strchr(m + strlen(VARLINK_INTERFACE) + 1, '.'))
+                reply_error(c, strncmp(m, VARLINK_INTERFACE ".", strlen(VARLINK_INTERFACE) + 1) == 0
+                                       ? "org.varlink.service.MethodNotFound"
+                                       : "org.varlink.service.InterfaceNotFound",
+                            one("method", json_object_new_string(m)));
+        else {
+                const char *name = m + strlen(VARLINK_INTERFACE) + 1;
+                bool admin_only = !strcmp(name, "Signal") || !strcmp(name, "Reload");
+                static const char *const known[] = { "Status", "Tree", "Sessions", "Show", "Orphans", "LongRunners",
+                                                     "Signal", "Reload", "Metrics", NULL };
+                bool is_known = false;
+                for (const char *const *k = known; *k && !is_known; k++)
+                        is_known = !strcmp(*k, name);
+                if (!is_known)
+                        reply_error(c, "org.varlink.service.MethodNotFound", one("method", json_object_new_string(m)));
+                else if (c->role == ROLE_NONE)
+                        deny(c, m, need_read);
+                else if (admin_only && c->role != ROLE_ADMIN)
+                        deny(c, m, need_admin);
+                else if (!strcmp(name, "Status"))
+                        method_status(c);
+                else if (!strcmp(name, "Tree"))
+                        method_tree(c, call->parameters);
+                else if (!strcmp(name, "Sessions"))
+                        method_sessions(c, call->parameters);
+                else if (!strcmp(name, "Show"))
+                        method_show(c, call->parameters);
+                else if (!strcmp(name, "Orphans"))
+                        method_findings(c, true);
+                else if (!strcmp(name, "LongRunners"))
+                        method_findings(c, false);
+                else if (!strcmp(name, "Signal"))
+                        method_signal(c, call->parameters);
+                else if (!strcmp(name, "Reload"))
+                        method_reload(c);
+                else
+                        method_metrics(c);
+        }
+}
+
+/* ---- I/O ---- */
+
+static int on_idle(sd_event_source *s, uint64_t usec, void *userdata) {
+        Client *c = userdata;
+        reply_error(c, "io.pgtree.InvalidRequest", one("reason", json_object_new_string("idle for too long")));
+        c->closing = true;
+        update_events(c);
+        return 0;
+}
+
+static void handle_input(Client *c) {
+        for (;;) {
+                char *msg;
+                size_t len;
+                int r = varlink_buffer_next(&c->in, &msg, &len);
+                if (r <= 0)
+                        return;
+                if (++c->requests > MAX_REQUESTS_PER_CLIENT) {
+                        free(msg);
+                        reply_error(c, "io.pgtree.TooManyRequests", one("limit", json_object_new_int(MAX_REQUESTS_PER_CLIENT)));
+                        c->closing = true;
+                        return;
+                }
+                VarlinkCall call;
+                char why[160];
+                r = varlink_call_parse(msg, len, &call, why, sizeof why);
+                free(msg);
+                if (r < 0) {
+                        /* a malformed message ends the conversation, never the daemon */
+                        reply_error(c, "io.pgtree.InvalidRequest", one("reason", json_object_new_string(why)));
+                        c->closing = true;
+                        return;
+                }
+                size_t before = c->out_len;
+                dispatch(c, &call);
+                if (call.oneway)
+                        c->out_len = before;
+                varlink_call_clear(&call);
+                if (c->closing)
+                        return;
+        }
+}
+
+static int on_client_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Client *c = userdata;
+        if (revents & EPOLLIN && !c->closing) {
+                char buf[65536];
+                ssize_t k = read(fd, buf, sizeof buf);
+                if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR)) {
+                        client_drop(c);
+                        return 0;
+                }
+                if (k > 0) {
+                        int r = varlink_buffer_feed(&c->in, buf, (size_t) k, VARLINK_MAX_MESSAGE);
+                        if (r == -EMSGSIZE) {
+                                reply_error(c, "io.pgtree.RequestTooLarge", one("limit", json_object_new_int(VARLINK_MAX_MESSAGE)));
+                                c->closing = true;
+                        } else if (r < 0) {
+                                client_drop(c);
+                                return 0;
+                        } else
+                                handle_input(c);
+                        sd_event_source_set_time_relative(c->idle, CLIENT_IDLE_USEC);
+                }
+        }
+        if (c->out_len > 0) {
+                ssize_t k = send(fd, c->out, c->out_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+                if (k < 0 && errno != EAGAIN && errno != EINTR) {
+                        client_drop(c);
+                        return 0;
+                }
+                if (k > 0) {
+                        memmove(c->out, c->out + k, c->out_len - (size_t) k);
+                        c->out_len -= (size_t) k;
+                }
+        }
+        if ((revents & (EPOLLHUP | EPOLLERR)) || (c->closing && c->out_len == 0)) {
+                client_drop(c);
+                return 0;
+        }
+        update_events(c);
+        return 0;
+}
+
+static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        ControlServer *srv = userdata;
+        int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (cfd < 0)
+                return 0;
+        if (srv->n_clients >= MAX_CLIENTS) {
+                size_t len;
+                char *msg = varlink_error("io.pgtree.TooManyRequests", one("limit", json_object_new_int(MAX_CLIENTS)), &len);
+                if (msg && send(cfd, msg, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+                        /* it is going anyway */
+                }
+                free(msg);
+                close(cfd);
+                return 0;
+        }
+        Client *c = calloc(1, sizeof *c);
+        if (!c || GROW(srv->clients, srv->allocated, srv->n_clients + 1) < 0) {
+                free(c);
+                close(cfd);
+                return 0;
+        }
+        c->server = srv;
+        c->fd = cfd;
+        socklen_t l = sizeof c->cred;
+        if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &c->cred, &l) < 0) {
+                free(c);
+                close(cfd);
+                return 0;
+        }
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/comm", (int) c->cred.pid);
+        FILE *f = fopen(path, "re");
+        if (f) {
+                if (fgets(c->comm, sizeof c->comm, f))
+                        c->comm[strcspn(c->comm, "\n")] = 0;
+                fclose(f);
+        }
+        for (char *p = c->comm; *p; p++)
+                if ((unsigned char) *p < 0x20)
+                        *p = '?';
+        c->role = role_of(srv, &c->cred, cfd);
+        if (sd_event_add_io(srv->manager->event, &c->io, cfd, EPOLLIN, on_client_io, c) < 0 ||
+            sd_event_add_time_relative(srv->manager->event, &c->idle, CLOCK_MONOTONIC, CLIENT_IDLE_USEC, USEC_PER_SEC, on_idle, c) < 0) {
+                client_free(c);
+                return 0;
+        }
+        sd_event_source_set_enabled(c->idle, SD_EVENT_ON);
+        srv->clients[srv->n_clients++] = c;
+        return 0;
+}
+
+static int bind_socket(ControlServer *s, const char *path) {
+        struct sockaddr_un a = { .sun_family = AF_UNIX };
+        if (strlen(path) >= sizeof a.sun_path)
+                return -ENAMETOOLONG;
+        strcpy(a.sun_path, path);
+        char dir[PATH_MAX];
+        snprintf(dir, sizeof dir, "%s", path);
+        char *slash = strrchr(dir, '/');
+        if (slash && slash != dir) {
+                *slash = 0;
+                if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+                        return negative_errno();
+        }
+        struct stat st;
+        if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+                unlink(path); /* a stale socket of an earlier run */
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return negative_errno();
+        mode_t old = umask(0117);
+        int r = bind(fd, (struct sockaddr *) &a, sizeof a);
+        umask(old);
+        if (r < 0 || listen(fd, 128) < 0) {
+                r = negative_errno();
+                close(fd);
+                return r;
+        }
+        struct group *g = s->manager->config->socket_group ? getgrnam(s->manager->config->socket_group) : NULL;
+        if (g && chown(path, (uid_t) -1, g->gr_gid) < 0)
+                log_plain(LOG_WARNING, "cannot give %s to group %s: %m", path, g->gr_name);
+        s->fd = fd;
+        s->path = strdup(path);
+        return 0;
+}
+
+int control_new(Manager *m, ControlServer **ret) {
+        ControlServer *s = calloc(1, sizeof *s);
+        if (!s)
+                return -ENOMEM;
+        s->manager = m;
+        s->fd = -1;
+        int n = sd_listen_fds(true);
+        int r;
+        if (n >= 1) {
+                s->fd = SD_LISTEN_FDS_START;
+                s->activated = true;
+                int fl = fcntl(s->fd, F_GETFL);
+                if (fl >= 0)
+                        fcntl(s->fd, F_SETFL, fl | O_NONBLOCK);
+        } else if ((r = bind_socket(s, m->config->socket_path)) < 0) {
+                LogEntry e = {};
+                log_add(&e, "PGTREE_SOCKET", "%s", m->config->socket_path);
+                log_send(&e, LOG_ERR, NULL, "control socket %s: %s; pgtree clients cannot reach this daemon (it goes on watching)",
+                         m->config->socket_path, strerror(-r));
+        }
+        if (s->fd >= 0 && (r = sd_event_add_io(m->event, &s->accept_source, s->fd, EPOLLIN, on_accept, s)) < 0) {
+                control_free(s);
+                return r;
+        }
+        *ret = s;
+        return 0;
+}
+
+ControlServer *control_free(ControlServer *s) {
+        if (!s)
+                return NULL;
+        for (size_t i = 0; i < s->n_clients; i++)
+                client_free(s->clients[i]);
+        free(s->clients);
+        sd_event_source_disable_unref(s->accept_source);
+        if (s->fd >= 0 && !s->activated)
+                close(s->fd);
+        if (s->path)
+                unlink(s->path);
+        free(s->path);
+        free(s->tree_cache);
+        free(s);
+        return NULL;
+}
+
+void control_cycle_done(ControlServer *s) {
+        if (!s)
+                return;
+        free(s->tree_cache);
+        s->tree_cache = NULL;
+        s->tree_cache_len = 0;
+}
+
+void control_config_changed(ControlServer *s) {
+        control_cycle_done(s);
+}

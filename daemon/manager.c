@@ -1,0 +1,570 @@
+/* SPDX-License-Identifier: MIT */
+/* pgtreed's one sd-event loop: the scan timer, libpq sockets, postmaster pidfds, alert
+ * children, signals, watchdog, and the control socket. */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/syscall.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "build-config.h"
+#include "control.h"
+#include "join.h"
+#include "journal.h"
+#include "macro.h"
+#include "manager.h"
+#include "rules.h"
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+
+static void start_cycle(Manager *m);
+static void arm_connections(Manager *m);
+
+/* ---- setup ---- */
+
+int manager_new(const char *config_path, Config *config, Manager **ret) {
+        _cleanup_free_ Manager *m = calloc(1, sizeof *m);
+        if (!m)
+                return -ENOMEM;
+        m->config = config;
+        if (config_path && !(m->config_path = strdup(config_path)))
+                return -ENOMEM;
+        m->alerts.timeout_usec = config->alert_timeout_usec;
+        int r = engine_new(config, &m->engine);
+        if (r < 0) {
+                free(m->config_path);
+                return r;
+        }
+        r = sd_event_default(&m->event);
+        if (r < 0) {
+                engine_free(m->engine);
+                free(m->config_path);
+                return r;
+        }
+        *ret = TAKE_PTR(m);
+        return 0;
+}
+
+static void clear_conn_sources(Manager *m) {
+        for (size_t i = 0; i < m->n_conn_sources; i++)
+                sd_event_source_disable_unref(m->conn_sources[i]);
+        m->n_conn_sources = 0;
+        m->conn_timer = sd_event_source_disable_unref(m->conn_timer);
+}
+
+static void term_watch_free(TermWatch *w) {
+        if (!w)
+                return;
+        sd_event_source_disable_unref(w->exit_source);
+        sd_event_source_disable_unref(w->grace_source);
+        pidref_done(&w->ref);
+        free(w);
+}
+
+Manager *manager_free(Manager *m) {
+        if (!m)
+                return NULL;
+        control_free(m->control);
+        clear_conn_sources(m);
+        sd_event_source_disable_unref(m->cycle_timer);
+        sd_event_source_disable_unref(m->alert_timer);
+        for (size_t i = 0; i < m->n_alert_sources; i++)
+                sd_event_source_disable_unref(m->alert_sources[i]);
+        free(m->alert_sources);
+        for (size_t i = 0; i < m->n_pm; i++) {
+                sd_event_source_disable_unref(m->pm[i].source);
+                if (m->pm[i].fd >= 0)
+                        close(m->pm[i].fd);
+        }
+        free(m->pm);
+        for (size_t i = 0; i < m->n_terms; i++)
+                term_watch_free(m->terms[i]);
+        free(m->terms);
+        free(m->actions);
+        free(m->rates);
+        alert_runner_clear(&m->alerts);
+        engine_free(m->engine);
+        config_free(m->config);
+        free(m->config_path);
+        sd_event_unref(m->event);
+        free(m);
+        return NULL;
+}
+
+/* ---- notifications ---- */
+
+static void notify_status(Manager *m) {
+        const PgTree *t = &m->engine->tree;
+        size_t backends = 0, unreachable = 0, orphans = 0;
+        for (size_t i = 0; i < t->n_procs; i++) {
+                if (pg_process_is_orphan(&t->procs[i]))
+                        orphans++;
+                else if (t->procs[i].title.backend_type == BACKEND_CLIENT)
+                        backends++;
+        }
+        for (size_t i = 0; i < t->n_clusters; i++)
+                unreachable += t->clusters[i].snapshot == NULL;
+        sd_notifyf(false, "STATUS=%zu cluster%s (%zu unreachable), %zu client backend%s, %zu orphan%s, %zu open finding%s",
+                   t->n_clusters, t->n_clusters == 1 ? "" : "s", unreachable, backends, backends == 1 ? "" : "s", orphans,
+                   orphans == 1 ? "" : "s", m->engine->open.n, m->engine->open.n == 1 ? "" : "s");
+}
+
+/* ---- events of a cycle ---- */
+
+static const char *event_message_id(FindingEventType t) {
+        return t == FINDING_OPENED ? MSGID_FINDING_OPENED : t == FINDING_ESCALATED ? MSGID_FINDING_ESCALATED : MSGID_FINDING_RESOLVED;
+}
+
+static void log_finding_event(const FindingEvent *ev) {
+        const Finding *f = &ev->finding;
+        LogEntry e = {};
+        log_add_finding(&e, f);
+        log_add(&e, "PGTREE_EVENT", "%s", finding_event_type_to_string(ev->type));
+        if (f->action >= ACTION_CANCEL)
+                log_add(&e, "PGTREE_DRY_RUN", "%s", f->dry_run ? "yes" : "no");
+        if (f->detail[0])
+                log_add(&e, "PGTREE_DETAIL", "%s", f->detail);
+        char who[300];
+        snprintf(who, sizeof who, "%s%s%s", f->user[0] ? f->user : "?", f->application_name[0] ? ", " : "",
+                 f->application_name);
+        const char *kind = finding_kind_to_string(f->kind);
+        const char *cluster = f->cluster[0] ? f->cluster : "?";
+        if (ev->type == FINDING_RESOLVED) {
+                log_send(&e, LOG_INFO, MSGID_FINDING_RESOLVED, "%s resolved: pid %d on %s (%s) after %llds", kind,
+                         (int) f->pid, cluster, who, (long long) f->duration_s);
+                return;
+        }
+        int prio = f->kind <= FINDING_CLIENT_GONE ? LOG_WARNING : LOG_NOTICE;
+        log_send(&e, prio, event_message_id(ev->type), "%s %s: pid %d on %s (%s) for %llds%s%s; %s%s%s → %s", kind,
+                 ev->type == FINDING_OPENED ? "opened" : "escalated", (int) f->pid, cluster, who, (long long) f->duration_s,
+                 f->detail[0] ? ": " : "", f->detail, f->rule[0] ? "rule " : "no rule", f->rule, "",
+                 action_to_string(f->action));
+}
+
+static void on_reachability(const PgCluster *c, bool reachable, void *userdata) {
+        LogEntry e = {};
+        log_add(&e, "PGTREE_CLUSTER", "%s", c->name);
+        if (c->data_directory[0])
+                log_add(&e, "PGTREE_DATA_DIRECTORY", "%s", c->data_directory);
+        if (reachable)
+                log_send(&e, LOG_INFO, MSGID_CLUSTER_REACHABLE, "cluster %s: pg_stat_activity is available", c->name);
+        else {
+                log_add(&e, "PGTREE_REASON", "%s", c->activity);
+                log_send(&e, LOG_WARNING, MSGID_CLUSTER_UNREACHABLE, "cluster %s: pg_stat_activity %s; the process tree is still watched",
+                         c->name, c->activity);
+        }
+}
+
+/* ---- postmaster pidfds: a postmaster that exits triggers a full scan at once ---- */
+
+static int on_pm_exit(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        PmWatch *w = userdata;
+        Manager *m = w->manager;
+        LogEntry e = {};
+        log_add(&e, "PGTREE_PID", "%d", (int) w->pid);
+        log_send(&e, LOG_WARNING, NULL, "postmaster %d exited: scanning for orphans now", (int) w->pid);
+        sd_event_source_set_enabled(s, SD_EVENT_OFF);
+        m->force_full = true;
+        if (!m->cycle_running)
+                sd_event_source_set_time_relative(m->cycle_timer, 0);
+        return 0;
+}
+
+static void sync_pm_watches(Manager *m) {
+        const PgTree *t = &m->engine->tree;
+        for (size_t i = 0; i < m->n_pm; i++)
+                m->pm[i].seen = false;
+        for (size_t c = 0; c < t->n_clusters; c++) {
+                const PgProcess *pm = &t->procs[t->clusters[c].postmaster];
+                bool have = false;
+                for (size_t i = 0; i < m->n_pm && !have; i++)
+                        if (m->pm[i].pid == pm->rec.pid && m->pm[i].start_ticks == pm->rec.start_ticks)
+                                have = m->pm[i].seen = true;
+                if (have)
+                        continue;
+                PidRef ref;
+                if (pidref_open_verified(pm->rec.pid, pm->rec.start_ticks, 0, &ref) < 0)
+                        continue;
+                if (GROW(m->pm, m->pm_allocated, m->n_pm + 1) < 0) {
+                        pidref_done(&ref);
+                        continue;
+                }
+                PmWatch *w = &m->pm[m->n_pm];
+                *w = (PmWatch){ .manager = m, .pid = pm->rec.pid, .start_ticks = pm->rec.start_ticks, .fd = ref.fd, .seen = true };
+                if (sd_event_add_io(m->event, &w->source, w->fd, EPOLLIN, on_pm_exit, w) < 0) {
+                        close(w->fd);
+                        continue;
+                }
+                m->n_pm++;
+        }
+        /* realloc may have moved the watches: re-point their userdata */
+        for (size_t i = 0; i < m->n_pm;) {
+                if (!m->pm[i].seen) {
+                        sd_event_source_disable_unref(m->pm[i].source);
+                        close(m->pm[i].fd);
+                        m->pm[i] = m->pm[--m->n_pm];
+                        continue;
+                }
+                sd_event_source_set_userdata(m->pm[i].source, &m->pm[i]);
+                i++;
+        }
+}
+
+/* ---- alerts ---- */
+
+static void on_alert_done(const AlertRun *run, AlertOutcome o, int status, void *userdata) {
+        LogEntry e = {};
+        log_add(&e, "PGTREE_KIND", "%s", finding_kind_to_string(run->kind));
+        log_add(&e, "PGTREE_PID", "%d", (int) run->target);
+        log_add(&e, "PGTREE_RULE", "%s", run->rule);
+        log_add(&e, "PGTREE_ALERT_COMMAND", "%s", run->command);
+        log_add(&e, "PGTREE_ALERT_PID", "%d", (int) run->pid);
+        switch (o) {
+        case ALERT_EXITED:
+                log_add(&e, "PGTREE_EXIT_STATUS", "%d", status);
+                if (status == 0)
+                        log_send(&e, LOG_INFO, MSGID_ALERT_RAN, "alert %s for %s pid %d ran", run->command,
+                                 finding_kind_to_string(run->kind), (int) run->target);
+                else
+                        log_send(&e, LOG_ERR, MSGID_ALERT_FAILED, "alert %s for %s pid %d failed with exit status %d",
+                                 run->command, finding_kind_to_string(run->kind), (int) run->target, status);
+                break;
+        case ALERT_KILLED:
+                log_add(&e, "PGTREE_SIGNAL", "%d", status);
+                log_send(&e, LOG_ERR, MSGID_ALERT_FAILED, "alert %s for %s pid %d was ended by signal %d", run->command,
+                         finding_kind_to_string(run->kind), (int) run->target, status);
+                break;
+        case ALERT_TIMED_OUT:
+                log_send(&e, LOG_ERR, MSGID_ALERT_FAILED, "alert %s for %s pid %d timed out; sent SIGTERM to it", run->command,
+                         finding_kind_to_string(run->kind), (int) run->target);
+                break;
+        case ALERT_STUCK:
+                log_send(&e, LOG_ERR, MSGID_ALERT_FAILED, "alert %s (pid %d) does not exit after SIGTERM", run->command,
+                         (int) run->pid);
+                break;
+        }
+}
+
+static void arm_alerts(Manager *m);
+
+static int on_alert_event(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Manager *m = userdata;
+        uint64_t now;
+        sd_event_now(m->event, CLOCK_MONOTONIC, &now);
+        alert_runner_check(&m->alerts, now_monotonic_usec(), on_alert_done, m);
+        arm_alerts(m);
+        return 0;
+}
+
+static int on_alert_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        return on_alert_event(s, -1, 0, userdata);
+}
+
+static void arm_alerts(Manager *m) {
+        for (size_t i = 0; i < m->n_alert_sources; i++)
+                sd_event_source_disable_unref(m->alert_sources[i]);
+        m->n_alert_sources = 0;
+        m->alert_timer = sd_event_source_disable_unref(m->alert_timer);
+        if (m->alerts.n == 0)
+                return;
+        sd_event_source **v = realloc(m->alert_sources, m->alerts.n * sizeof *v);
+        if (!v)
+                return;
+        m->alert_sources = v;
+        for (size_t i = 0; i < m->alerts.n; i++)
+                if (m->alerts.items[i].pidfd >= 0 &&
+                    sd_event_add_io(m->event, &v[m->n_alert_sources], m->alerts.items[i].pidfd, EPOLLIN, on_alert_event, m) >= 0)
+                        m->n_alert_sources++;
+        uint64_t d = alert_runner_next_deadline(&m->alerts);
+        /* also poll every second for alerts without a pidfd */
+        uint64_t poll_at = now_monotonic_usec() + USEC_PER_SEC;
+        sd_event_add_time(m->event, &m->alert_timer, CLOCK_MONOTONIC, d < poll_at ? d : poll_at, 10000, on_alert_timer, m);
+}
+
+static void run_alert(Manager *m, const Finding *f) {
+        const Rule *rule = NULL;
+        for (size_t i = 0; i < m->config->n_rules && !rule; i++)
+                if (!strcmp(m->config->rules[i].name, f->rule))
+                        rule = &m->config->rules[i];
+        if (!rule || !rule->alert_command)
+                return;
+        const AlertRun *run;
+        int r = alert_spawn(&m->alerts, rule->alert_command, f, now_monotonic_usec(), &run);
+        if (r < 0) {
+                LogEntry e = {};
+                log_add_finding(&e, f);
+                log_add(&e, "PGTREE_ALERT_COMMAND", "%s", rule->alert_command);
+                log_send(&e, LOG_ERR, MSGID_ALERT_FAILED, "alert %s for %s pid %d could not start: %s", rule->alert_command,
+                         finding_kind_to_string(f->kind), (int) f->pid, strerror(-r));
+                return;
+        }
+        arm_alerts(m);
+}
+
+/* ---- rule actions ---- */
+
+static ActionState *action_state(Manager *m, const Finding *f) {
+        for (size_t i = 0; i < m->n_actions; i++)
+                if (m->actions[i].kind == f->kind && m->actions[i].pid == f->pid && m->actions[i].start_ticks == f->start_ticks)
+                        return &m->actions[i];
+        if (GROW(m->actions, m->actions_allocated, m->n_actions + 1) < 0)
+                return NULL;
+        ActionState *a = &m->actions[m->n_actions++];
+        *a = (ActionState){ .kind = f->kind, .pid = f->pid, .start_ticks = f->start_ticks, .done = ACTION_LOG };
+        return a;
+}
+
+static void apply_rule_actions(Manager *m) {
+        for (size_t i = 0; i < m->n_actions; i++)
+                m->actions[i].seen = false;
+        Findings *open = &m->engine->open;
+        for (size_t i = 0; i < open->n; i++) {
+                Finding *f = &open->items[i];
+                ActionState *a = action_state(m, f);
+                if (!a)
+                        continue;
+                a->seen = true;
+                if (f->action <= a->done)
+                        continue;
+                char by[160], why[256];
+                snprintf(by, sizeof by, "rule %s", f->rule);
+                if (f->action == ACTION_ALERT) {
+                        run_alert(m, f);
+                        a->done = ACTION_ALERT;
+                        continue;
+                }
+                const char *result = manager_act(m, f, f->action, by, false, why, sizeof why);
+                if (!strcmp(result, "held")) {
+                        a->held_logged = true;
+                        continue; /* tried again next cycle */
+                }
+                a->done = f->action;
+                f->dry_run = !strcmp(result, "dry-run");
+        }
+        for (size_t i = 0; i < m->n_actions;) {
+                if (!m->actions[i].seen)
+                        m->actions[i] = m->actions[--m->n_actions];
+                else
+                        i++;
+        }
+}
+
+/* ---- the cycle ---- */
+
+static void schedule_next(Manager *m) {
+        uint64_t next = m->cycle_started + m->config->interval_usec;
+        uint64_t now = now_monotonic_usec();
+        if (m->force_full || next < now)
+                next = now;
+        sd_event_source_set_time(m->cycle_timer, next);
+        sd_event_source_set_enabled(m->cycle_timer, SD_EVENT_ONESHOT);
+}
+
+static void finish_cycle(Manager *m) {
+        clear_conn_sources(m);
+        FindingEvents events = {};
+        int r = engine_finish_cycle(m->engine, &events);
+        m->cycle_running = false;
+        if (r < 0) {
+                LogEntry e = {};
+                log_send(&e, LOG_ERR, MSGID_SCAN_FAILED, "cycle failed: %s", strerror(-r));
+        } else {
+                engine_report_reachability(m->engine, on_reachability, m);
+                for (size_t i = 0; i < events.n; i++)
+                        log_finding_event(&events.items[i]);
+                apply_rule_actions(m);
+                sync_pm_watches(m);
+                control_cycle_done(m->control);
+        }
+        finding_events_clear(&events);
+        notify_status(m);
+        if (!m->ready) {
+                m->ready = true;
+                sd_notify(false, "READY=1");
+                LogEntry e = {};
+                log_add(&e, "PGTREE_CLUSTERS", "%zu", m->engine->tree.n_clusters);
+                log_add(&e, "PGTREE_CONFIG", "%s", m->config_path ? m->config_path : "(built-in defaults)");
+                log_send(&e, LOG_INFO, MSGID_STARTED, "pgtreed %s started: %zu cluster%s, config %s, enforcement %s",
+                         PGTREE_VERSION, m->engine->tree.n_clusters, m->engine->tree.n_clusters == 1 ? "" : "s",
+                         m->config_path ? m->config_path : "(built-in defaults)", m->config->enforce ? "on" : "off (dry run)");
+        }
+        schedule_next(m);
+}
+
+static bool any_busy(Manager *m) {
+        ActivityConn *conns[64];
+        size_t n = engine_connections(m->engine, conns, ELEMENTSOF(conns));
+        for (size_t i = 0; i < n; i++)
+                if (activity_conn_busy(conns[i]))
+                        return true;
+        return false;
+}
+
+static int on_conn_event(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Manager *m = userdata;
+        ActivityConn *conns[64];
+        size_t n = engine_connections(m->engine, conns, ELEMENTSOF(conns));
+        uint64_t now = now_monotonic_usec();
+        for (size_t i = 0; i < n; i++)
+                activity_conn_process(conns[i], now);
+        arm_connections(m);
+        return 0;
+}
+
+static int on_conn_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        return on_conn_event(s, -1, 0, userdata);
+}
+
+static void arm_connections(Manager *m) {
+        clear_conn_sources(m);
+        if (!any_busy(m)) {
+                finish_cycle(m);
+                return;
+        }
+        ActivityConn *conns[64];
+        size_t n = engine_connections(m->engine, conns, ELEMENTSOF(conns));
+        uint64_t deadline = UINT64_MAX;
+        for (size_t i = 0; i < n; i++) {
+                int fd;
+                short ev;
+                uint64_t d;
+                if (!activity_conn_wants(conns[i], &fd, &ev, &d))
+                        continue;
+                if (d < deadline)
+                        deadline = d;
+                uint32_t events = ((ev & POLLIN) ? EPOLLIN : 0) | ((ev & POLLOUT) ? EPOLLOUT : 0);
+                if (fd >= 0 && sd_event_add_io(m->event, &m->conn_sources[m->n_conn_sources], fd, events, on_conn_event, m) >= 0)
+                        m->n_conn_sources++;
+        }
+        sd_event_add_time(m->event, &m->conn_timer, CLOCK_MONOTONIC, deadline, 1000, on_conn_timer, m);
+}
+
+static void start_cycle(Manager *m) {
+        if (m->cycle_running)
+                return;
+        m->cycle_started = now_monotonic_usec();
+        bool full = m->force_full;
+        m->force_full = false;
+        int r = engine_begin_cycle(m->engine, full);
+        if (r < 0) {
+                LogEntry e = {};
+                log_send(&e, LOG_ERR, MSGID_SCAN_FAILED, "scan of /proc failed: %s", strerror(-r));
+                schedule_next(m);
+                return;
+        }
+        m->cycle_running = true;
+        arm_connections(m);
+}
+
+static int on_cycle_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        start_cycle(userdata);
+        return 0;
+}
+
+/* ---- reload, signals ---- */
+
+int manager_reload(Manager *m, char ***errors) {
+        sd_notifyf(false, "RELOADING=1\nSTATUS=reloading %s", m->config_path ? m->config_path : "(defaults)");
+        Config *c = NULL;
+        ConfigErrors errs = {};
+        int r = m->config_path ? config_parse_file(m->config_path, &c, &errs) : config_new_default(&c);
+        if (r < 0) {
+                for (size_t i = 0; i < errs.n; i++) {
+                        LogEntry e = {};
+                        log_add(&e, "PGTREE_CONFIG", "%s", errs.items[i].file);
+                        log_add(&e, "PGTREE_CONFIG_LINE", "%u", errs.items[i].line);
+                        log_send(&e, LOG_ERR, MSGID_CONFIG_INVALID, "%s:%u: %s", errs.items[i].file, errs.items[i].line,
+                                 errs.items[i].message);
+                }
+                if (errors && (*errors = calloc(errs.n + 1, sizeof(char *))))
+                        for (size_t i = 0; i < errs.n; i++)
+                                if (asprintf(&(*errors)[i], "%s:%u: %s", errs.items[i].file, errs.items[i].line,
+                                             errs.items[i].message) < 0)
+                                        (*errors)[i] = NULL;
+                LogEntry e = {};
+                log_add(&e, "PGTREE_CONFIG", "%s", m->config_path ? m->config_path : "");
+                log_add(&e, "PGTREE_ERRORS", "%zu", errs.n);
+                log_send(&e, LOG_ERR, MSGID_CONFIG_INVALID, "reload refused: %s has %zu error%s; the running configuration stays in force",
+                         m->config_path, errs.n, errs.n == 1 ? "" : "s");
+                config_errors_clear(&errs);
+                sd_notify(false, "READY=1");
+                notify_status(m);
+                return -EINVAL;
+        }
+        Config *old = m->config;
+        m->config = c;
+        engine_set_config(m->engine, c);
+        m->alerts.timeout_usec = c->alert_timeout_usec;
+        control_config_changed(m->control);
+        config_free(old);
+        LogEntry e = {};
+        log_add(&e, "PGTREE_CONFIG", "%s", m->config_path ? m->config_path : "(built-in defaults)");
+        log_add(&e, "PGTREE_RULES", "%zu", c->n_rules);
+        log_send(&e, LOG_INFO, MSGID_RELOADED, "configuration reloaded: %zu rule%s, enforcement %s; %zu open finding%s kept",
+                 c->n_rules, c->n_rules == 1 ? "" : "s", c->enforce ? "on" : "off", m->engine->open.n,
+                 m->engine->open.n == 1 ? "" : "s");
+        sd_notify(false, "READY=1");
+        notify_status(m);
+        schedule_next(m);
+        return 0;
+}
+
+static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        manager_reload(userdata, NULL);
+        return 0;
+}
+
+static int on_sigterm(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        Manager *m = userdata;
+        sd_notify(false, "STOPPING=1\nSTATUS=stopping");
+        LogEntry e = {};
+        log_add(&e, "PGTREE_SIGNAL", "%s", si->ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+        log_send(&e, LOG_INFO, MSGID_STOPPED, "pgtreed stopping on %s", si->ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+        return sd_event_exit(m->event, 0);
+}
+
+/* Test hook, reachable only through the environment of the test harness (never the config):
+ * PGTREED_TEST_HOOKS=1 makes SIGUSR2 stall the loop, so that a test can see the watchdog act. */
+static int on_test_stall(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        log_plain(LOG_WARNING, "test hook: stalling the event loop");
+        for (;;)
+                pause();
+        return 0;
+}
+
+int manager_run(Manager *m) {
+        sigset_t mask;
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
+        bool hooks = getenv("PGTREED_TEST_HOOKS") && !strcmp(getenv("PGTREED_TEST_HOOKS"), "1");
+        if (hooks)
+                sigaddset(&mask, SIGUSR2);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        int r;
+        if ((r = sd_event_add_signal(m->event, NULL, SIGTERM, on_sigterm, m)) < 0 ||
+            (r = sd_event_add_signal(m->event, NULL, SIGINT, on_sigterm, m)) < 0 ||
+            (r = sd_event_add_signal(m->event, NULL, SIGHUP, on_sighup, m)) < 0 ||
+            (hooks && (r = sd_event_add_signal(m->event, NULL, SIGUSR2, on_test_stall, m)) < 0))
+                return r;
+        /* SIGCHLD of alert commands is handled through their pidfds; keep it from interrupting */
+        signal(SIGPIPE, SIG_IGN);
+        if ((r = sd_event_set_watchdog(m->event, true)) < 0)
+                return r;
+        if ((r = sd_event_add_time(m->event, &m->cycle_timer, CLOCK_MONOTONIC, 0, 1000, on_cycle_timer, m)) < 0)
+                return r;
+        sd_event_source_set_enabled(m->cycle_timer, SD_EVENT_ONESHOT);
+        if ((r = control_new(m, &m->control)) < 0)
+                return r;
+        m->force_full = true;
+        r = sd_event_loop(m->event);
+        return r;
+}

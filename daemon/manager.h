@@ -1,0 +1,95 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <systemd/sd-event.h>
+
+#include "alert.h"
+#include "config.h"
+#include "engine.h"
+#include "metrics.h"
+#include "pidref.h"
+
+typedef struct ControlServer ControlServer;
+
+/* What has been done about one finding. */
+typedef struct ActionState {
+        FindingKind kind;
+        pid_t pid;
+        uint64_t start_ticks;
+        Action done;            /* strongest action carried out (or dry-run/refused) so far */
+        bool held_logged;       /* "held back by the rate limit" was said */
+        bool seen;              /* still open in this cycle */
+} ActionState;
+
+/* A backend sent SIGTERM: watched until it exits or its grace period ends. */
+typedef struct TermWatch {
+        struct Manager *manager;
+        PidRef ref;
+        Finding finding;
+        char requested_by[128];
+        uint64_t sent_at;
+        sd_event_source *exit_source;
+        sd_event_source *grace_source;
+} TermWatch;
+
+typedef struct PmWatch {
+        struct Manager *manager;
+        pid_t pid;
+        uint64_t start_ticks;
+        int fd;
+        sd_event_source *source;
+        bool seen;
+} PmWatch;
+
+typedef struct Manager {
+        sd_event *event;
+        char *config_path;      /* NULL: built-in defaults */
+        Config *config;
+        Engine *engine;
+        AlertRunner alerts;
+        sd_event_source *cycle_timer;
+        sd_event_source *conn_sources[64];
+        size_t n_conn_sources;
+        sd_event_source *conn_timer;
+        sd_event_source *alert_timer;
+        sd_event_source **alert_sources;
+        size_t n_alert_sources;
+        bool cycle_running;
+        bool force_full;
+        bool ready;
+        uint64_t cycle_started;
+        PmWatch *pm;
+        size_t n_pm, pm_allocated;
+        ActionState *actions;
+        size_t n_actions, actions_allocated;
+        TermWatch **terms;
+        size_t n_terms, terms_allocated;
+        /* per-cluster rate limit: times (µs) of the actions of the last minute */
+        struct RateEntry {
+                char cluster[256];
+                uint64_t at[256];
+                size_t n;
+        } *rates;
+        size_t n_rates, rates_allocated;
+        ControlServer *control;
+        ActionCounters counters;
+        double start_time;      /* epoch seconds */
+} Manager;
+
+int manager_new(const char *config_path, Config *config, Manager **ret);
+Manager *manager_free(Manager *m);
+int manager_run(Manager *m);
+
+/* Carries out a cancel or terminate on one process of the current tree, with every check (client
+ * backend only, parallel workers through their leader, protection, enforcement, rate limit,
+ * identity through a pidfd). requested_by: "rule NAME" or "uid 1000 pid 42 (pgtree)". Logs the
+ * outcome; returns a short result word ("sent", "dry-run", "refused", "failed", "held", "gone")
+ * and fills why. */
+const char *manager_act(Manager *m, const Finding *f, Action action, const char *requested_by, bool manual,
+                        char *why, size_t why_size);
+
+/* Reload the configuration (SIGHUP, or a client). Returns 0, or -EINVAL with the errors logged
+ * (and, if errors is not NULL, returned as "FILE:LINE: message" strings, NULL-terminated). */
+int manager_reload(Manager *m, char ***errors);

@@ -1,0 +1,128 @@
+/* SPDX-License-Identifier: MIT */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <systemd/sd-journal.h>
+#include <unistd.h>
+
+#include "journal.h"
+#include "macro.h"
+
+static LogTarget target = LOG_TARGET_STDERR;
+
+/* Is stderr the journal's stream (systemd sets JOURNAL_STREAM=dev:ino for it)? */
+static bool stderr_is_journal(void) {
+        const char *e = getenv("JOURNAL_STREAM");
+        if (!e)
+                return false;
+        unsigned long long dev, ino;
+        if (sscanf(e, "%llu:%llu", &dev, &ino) != 2)
+                return false;
+        struct stat st;
+        return fstat(STDERR_FILENO, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
+}
+
+void log_setup(LogTarget t) {
+        if (t == LOG_TARGET_AUTO)
+                t = stderr_is_journal() ? LOG_TARGET_JOURNAL : LOG_TARGET_STDERR;
+        target = t;
+}
+
+bool log_to_journal(void) {
+        return target == LOG_TARGET_JOURNAL;
+}
+
+void log_add(LogEntry *e, const char *key, const char *fmt, ...) {
+        if (e->n >= ELEMENTSOF(e->fields) - 4)
+                return;
+        va_list ap;
+        va_start(ap, fmt);
+        char *value = NULL;
+        int r = vasprintf(&value, fmt, ap);
+        va_end(ap);
+        if (r < 0)
+                return;
+        char *field = NULL;
+        if (asprintf(&field, "%s=%s", key, value) >= 0)
+                e->fields[e->n++] = field;
+        free(value);
+}
+
+void log_add_finding(LogEntry *e, const Finding *f) {
+        if ((unsigned) f->kind < _FINDING_KIND_MAX)
+                log_add(e, "PGTREE_KIND", "%s", finding_kind_to_string(f->kind));
+        log_add(e, "PGTREE_PID", "%d", (int) f->pid);
+        log_add(e, "PGTREE_START_TICKS", "%llu", (unsigned long long) f->start_ticks);
+        if (f->cluster[0])
+                log_add(e, "PGTREE_CLUSTER", "%s", f->cluster);
+        if (f->user[0])
+                log_add(e, "PGTREE_USER", "%s", f->user);
+        if (f->database[0])
+                log_add(e, "PGTREE_DATABASE", "%s", f->database);
+        if (f->application_name[0])
+                log_add(e, "PGTREE_APPLICATION", "%s", f->application_name);
+        if (f->client[0])
+                log_add(e, "PGTREE_CLIENT", "%s", f->client);
+        if (f->backend_type[0])
+                log_add(e, "PGTREE_BACKEND_TYPE", "%s", f->backend_type);
+        if (f->state[0])
+                log_add(e, "PGTREE_STATE", "%s", f->state);
+        log_add(e, "PGTREE_DURATION", "%lld", (long long) f->duration_s);
+        if (f->xmin_age >= 0)
+                log_add(e, "PGTREE_XMIN_AGE", "%lld", f->xmin_age);
+        if (f->rule[0])
+                log_add(e, "PGTREE_RULE", "%s", f->rule);
+        log_add(e, "PGTREE_ACTION", "%s", action_to_string(f->action));
+}
+
+static void emit(LogEntry *e, int priority, const char *message) {
+        if (target == LOG_TARGET_JOURNAL) {
+                struct iovec iov[ELEMENTSOF(e->fields) + 4];
+                size_t n = 0;
+                char prio[16], *msg = NULL;
+                snprintf(prio, sizeof prio, "PRIORITY=%d", priority);
+                if (asprintf(&msg, "MESSAGE=%s", message) < 0)
+                        msg = NULL;
+                iov[n++] = (struct iovec){ prio, strlen(prio) };
+                iov[n++] = (struct iovec){ (char *) "SYSLOG_IDENTIFIER=pgtreed", 25 };
+                if (msg)
+                        iov[n++] = (struct iovec){ msg, strlen(msg) };
+                for (size_t i = 0; e && i < e->n; i++)
+                        iov[n++] = (struct iovec){ e->fields[i], strlen(e->fields[i]) };
+                if (sd_journal_sendv(iov, (int) n) < 0)
+                        fprintf(stderr, "<%d>%s\n", priority, message);
+                free(msg);
+        } else {
+                static const char *const level[] = { "emerg", "alert", "crit", "error", "warning", "notice", "info", "debug" };
+                fprintf(stderr, "pgtreed: %s: %s\n", level[priority & 7], message);
+        }
+        for (size_t i = 0; e && i < e->n; i++)
+                free(e->fields[i]);
+        if (e)
+                e->n = 0;
+}
+
+void log_send(LogEntry *e, int priority, const char *message_id, const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        char *message = NULL;
+        int r = vasprintf(&message, fmt, ap);
+        va_end(ap);
+        if (message_id)
+                log_add(e, "MESSAGE_ID", "%s", message_id);
+        emit(e, priority, r < 0 ? "(out of memory)" : message);
+        free(message);
+}
+
+void log_plain(int priority, const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        char *message = NULL;
+        int r = vasprintf(&message, fmt, ap);
+        va_end(ap);
+        emit(NULL, priority, r < 0 ? "(out of memory)" : message);
+        free(message);
+}

@@ -1,0 +1,213 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "macro.h"
+#include "protocol.h"
+
+int varlink_call_parse(const char *msg, size_t len, VarlinkCall *ret, char *why, size_t why_size) {
+        *ret = (VarlinkCall){};
+        if (len == 0) {
+                snprintf(why, why_size, "empty message");
+                return -EBADMSG;
+        }
+        if (memchr(msg, 0, len)) {
+                snprintf(why, why_size, "NUL byte inside a message");
+                return -EBADMSG;
+        }
+        json_tokener *tok = json_tokener_new_ex(32);
+        if (!tok)
+                return -ENOMEM;
+        json_object *o = json_tokener_parse_ex(tok, msg, (int) len);
+        enum json_tokener_error jerr = json_tokener_get_error(tok);
+        size_t used = json_tokener_get_parse_end(tok);
+        json_tokener_free(tok);
+        if (!o || jerr != json_tokener_success) {
+                snprintf(why, why_size, "not JSON: %s", json_tokener_error_desc(jerr == json_tokener_continue ? json_tokener_error_parse_eof : jerr));
+                json_object_put(o);
+                return -EBADMSG;
+        }
+        for (; used < len; used++)
+                if (msg[used] != ' ' && msg[used] != '\n' && msg[used] != '\t' && msg[used] != '\r') {
+                        snprintf(why, why_size, "text after the JSON object");
+                        json_object_put(o);
+                        return -EBADMSG;
+                }
+        if (!json_object_is_type(o, json_type_object)) {
+                snprintf(why, why_size, "a message must be a JSON object");
+                json_object_put(o);
+                return -EBADMSG;
+        }
+        json_object *m, *p = NULL, *flag;
+        if (!json_object_object_get_ex(o, "method", &m) || !json_object_is_type(m, json_type_string)) {
+                snprintf(why, why_size, "no \"method\" string");
+                json_object_put(o);
+                return -EBADMSG;
+        }
+        const char *method = json_object_get_string(m);
+        if (strlen(method) >= sizeof ret->method || !strchr(method, '.')) {
+                snprintf(why, why_size, "invalid method name");
+                json_object_put(o);
+                return -EBADMSG;
+        }
+        snprintf(ret->method, sizeof ret->method, "%s", method);
+        if (json_object_object_get_ex(o, "parameters", &p) && p && !json_object_is_type(p, json_type_object)) {
+                snprintf(why, why_size, "\"parameters\" must be an object");
+                json_object_put(o);
+                return -EBADMSG;
+        }
+        ret->parameters = p ? json_object_get(p) : json_object_new_object();
+        if (json_object_object_get_ex(o, "oneway", &flag))
+                ret->oneway = json_object_get_boolean(flag);
+        if (json_object_object_get_ex(o, "more", &flag))
+                ret->more = json_object_get_boolean(flag);
+        json_object_put(o);
+        return 0;
+}
+
+void varlink_call_clear(VarlinkCall *c) {
+        json_object_put(c->parameters);
+        *c = (VarlinkCall){};
+}
+
+static char *finish(json_object *o, size_t *len) {
+        const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+        size_t l = strlen(s);
+        char *out = malloc(l + 1);
+        if (out) {
+                memcpy(out, s, l + 1); /* with the NUL that ends a Varlink message */
+                *len = l + 1;
+        }
+        json_object_put(o);
+        return out;
+}
+
+char *varlink_reply(json_object *parameters, size_t *len) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "parameters", parameters ? parameters : json_object_new_object());
+        return finish(o, len);
+}
+
+char *varlink_error(const char *error, json_object *parameters, size_t *len) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "error", json_object_new_string(error));
+        json_object_object_add(o, "parameters", parameters ? parameters : json_object_new_object());
+        return finish(o, len);
+}
+
+char *varlink_call(const char *method, json_object *parameters, size_t *len) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "method", json_object_new_string(method));
+        json_object_object_add(o, "parameters", parameters ? parameters : json_object_new_object());
+        return finish(o, len);
+}
+
+int varlink_reply_parse(const char *msg, size_t len, json_object **parameters, char **error) {
+        *parameters = NULL;
+        *error = NULL;
+        json_tokener *tok = json_tokener_new();
+        if (!tok)
+                return -ENOMEM;
+        json_object *o = json_tokener_parse_ex(tok, msg, (int) len);
+        bool ok = o && json_tokener_get_error(tok) == json_tokener_success && json_object_is_type(o, json_type_object);
+        json_tokener_free(tok);
+        if (!ok) {
+                json_object_put(o);
+                return -EBADMSG;
+        }
+        json_object *p, *e;
+        if (json_object_object_get_ex(o, "error", &e) && json_object_is_type(e, json_type_string))
+                *error = strdup(json_object_get_string(e));
+        if (json_object_object_get_ex(o, "parameters", &p) && p)
+                *parameters = json_object_get(p);
+        else
+                *parameters = json_object_new_object();
+        json_object_put(o);
+        return 0;
+}
+
+int varlink_buffer_feed(VarlinkBuffer *b, const char *data, size_t n, size_t max) {
+        if (GROW(b->data, b->cap, b->len + n + 1) < 0)
+                return -ENOMEM;
+        memcpy(b->data + b->len, data, n);
+        b->len += n;
+        /* what follows the last NUL is an unfinished message: it must fit the limit */
+        const char *last = memrchr(b->data, 0, b->len);
+        size_t tail = last ? (size_t) (b->data + b->len - last - 1) : b->len;
+        return tail > max ? -EMSGSIZE : 0;
+}
+
+int varlink_buffer_next(VarlinkBuffer *b, char **msg, size_t *len) {
+        const char *nul = b->len ? memchr(b->data, 0, b->len) : NULL;
+        if (!nul)
+                return 0;
+        size_t l = (size_t) (nul - b->data);
+        char *m = malloc(l + 1);
+        if (!m)
+                return -ENOMEM;
+        memcpy(m, b->data, l + 1);
+        memmove(b->data, nul + 1, b->len - l - 1);
+        b->len -= l + 1;
+        *msg = m;
+        *len = l;
+        return 1;
+}
+
+void varlink_buffer_clear(VarlinkBuffer *b) {
+        free(b->data);
+        *b = (VarlinkBuffer){};
+}
+
+const char *varlink_service_description(void) {
+        return "interface org.varlink.service\n"
+               "method GetInfo() -> (vendor: string, product: string, version: string, url: string, interfaces: []string)\n"
+               "method GetInterfaceDescription(interface: string) -> (description: string)\n"
+               "error InterfaceNotFound (interface: string)\n"
+               "error MethodNotFound (method: string)\n"
+               "error MethodNotImplemented (method: string)\n"
+               "error InvalidParameter (parameter: string)\n";
+}
+
+const char *varlink_pgtree_description(void) {
+        return "# pgtree: the real PostgreSQL process tree, its orphans and long runners\n"
+               "interface io.pgtree\n"
+               "\n"
+               "# The daemon, in one object.\n"
+               "method Status() -> (version: string, pid: int, uptime_s: int, clusters: int, client_backends: int,\n"
+               "                    orphans: int, open_findings: int, enforce: bool, config: ?string, cycles: int,\n"
+               "                    last_cycle_s: float, interval_s: float, unreachable: []string)\n"
+               "\n"
+               "# The forest as in DESIGN.md (clusters, orphans, findings); text: the human rendering.\n"
+               "method Tree(group_by_application: ?bool, text: ?bool) -> (clusters: []object, orphans: []object,\n"
+               "                    findings: []object, text: ?string)\n"
+               "\n"
+               "# Client backends, filtered (shell globs) and sorted (pid, age, duration, cpu, memory, user).\n"
+               "method Sessions(user: ?string, database: ?string, application_name: ?string, state: ?string,\n"
+               "                sort: ?string) -> (sessions: []object)\n"
+               "\n"
+               "# Everything known about one process.\n"
+               "method Show(pid: int) -> (process: object, cluster: ?string, findings: []object)\n"
+               "\n"
+               "method Orphans() -> (orphans: []object, findings: []object)\n"
+               "method LongRunners() -> (findings: []object)\n"
+               "\n"
+               "# cancel (SIGINT) or terminate (SIGTERM) one backend by pid, or every client backend of an\n"
+               "# application_name group. Nothing else: SIGKILL is refused. Needs the admin group.\n"
+               "method Signal(action: string, pid: ?int, application_name: ?string, dry_run: ?bool) ->\n"
+               "                (results: [](pid: int, result: string, reason: string))\n"
+               "\n"
+               "method Reload() -> ()\n"
+               "\n"
+               "# Prometheus text format.\n"
+               "method Metrics() -> (text: string)\n"
+               "\n"
+               "error PermissionDenied (reason: string)\n"
+               "error NoSuchProcess (pid: int)\n"
+               "error SigkillRefused (reason: string)\n"
+               "error ConfigInvalid (errors: []string)\n"
+               "error InvalidRequest (reason: string)\n"
+               "error RequestTooLarge (limit: int)\n"
+               "error TooManyRequests (limit: int)\n";
+}
