@@ -177,6 +177,8 @@ static int detect_process(const PgTree *t, size_t i, const pid_t *gone, size_t n
         if (lock) {
                 if (!(x = add_for_process(out, t, i, FINDING_LOCK_WAIT)))
                         return -ENOMEM;
+                /* PostgreSQL does not say when the wait began: its query's start bounds it */
+                x->since = a ? a->query_start : 0;
                 if (a && a->wait_event)
                         snprintf(x->detail, sizeof x->detail, "waiting for a %s lock", a->wait_event);
         }

@@ -67,7 +67,7 @@ class Cluster:
         self.name = name
         self.os_user = os_user if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
         self.settings = settings or {}
-        self.base = base_dir or tempfile.mkdtemp(prefix=f"pgtree-{name}-")
+        self.base = base_dir or tempfile.mkdtemp(prefix=f"pgtree-{name}-", dir=os.environ.get("PGTREE_TEST_TMP"))
         self.data = os.path.join(self.base, "data")
         self.log = os.path.join(self.base, "server.log")
         self.port = None
