@@ -120,6 +120,17 @@ class Cluster:
         self.sql("CREATE ROLE pgtree LOGIN; GRANT pg_monitor TO pgtree")
         return self
 
+    def restart(self, stop_mode="fast"):
+        """Stops the server and starts it again on the same port (a new postmaster)."""
+        self._run([f"{self.bindir}/pg_ctl", "-D", self.data, "-m", stop_mode, "-w", "-t", "60", "stop"])
+        self._run([f"{self.bindir}/pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "60", "start"])
+        self.pm_pid = self.postmaster_pid()
+        self.started_pids.add(self.pm_pid)
+
+    def server_log(self):
+        with open(self.log, errors="replace") as f:
+            return f.read()
+
     def postmaster_pid(self):
         with open(os.path.join(self.data, "postmaster.pid")) as f:
             return int(f.readline())

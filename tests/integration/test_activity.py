@@ -1,0 +1,266 @@
+"""pg_stat_activity joined with the tree; findings and rules from an ini file
+(issue 3), against a real PostgreSQL cluster."""
+import json
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from conftest import cluster_of
+from pgharness import Cluster, pid_alive, wait_for
+
+RULES = """
+[daemon]
+query_max_length = 20
+[rule q]
+kind = long_query
+after = 1s
+application_name = FakeParent:1001
+action = terminate
+[rule idle]
+kind = idle_in_transaction
+after = 1s
+[rule tx]
+kind = long_transaction
+after = 1s
+[rule lock]
+kind = lock_wait
+after = 1s
+action = cancel
+[rule orphans]
+kind = orphans
+"""
+
+
+def once(pgtreed, config_text=None, *extra):
+    argv = [pgtreed, "--once", *extra]
+    path = None
+    if config_text is not None:
+        fd, path = tempfile.mkstemp(suffix=".ini")
+        with os.fdopen(fd, "w") as f:
+            f.write(config_text)
+        argv += ["--config", path]
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    finally:
+        if path:
+            os.unlink(path)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def once_json(pgtreed, config_text=None):
+    return json.loads(once(pgtreed, config_text, "--json"))
+
+
+def backend_pid(conn):
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        return cur.fetchone()[0]
+
+
+@pytest.fixture(scope="module")
+def scene(cluster):
+    cluster.sql("CREATE TABLE lockt (id int); INSERT INTO lockt VALUES (1); CREATE TABLE readt (id int)")
+    s = {"conns": []}
+    s["sleepers"] = [cluster.run_async("SELECT pg_sleep(120)", application_name="FakeParent:1001")[1]
+                     for _ in range(2)]
+    other = cluster.run_async("SELECT pg_sleep(120)", application_name="FakeParent:2002")
+    s["other_sleeper"] = other[1]
+    tx = cluster.connect(autocommit=False, application_name="FakeParent:2002")
+    tx.set_session(isolation_level="REPEATABLE READ")
+    tx.cursor().execute("SELECT count(*) FROM readt")
+    s["idle_tx"] = backend_pid(tx)
+    holder = cluster.connect(autocommit=False, application_name="holder")
+    holder.cursor().execute("LOCK TABLE lockt IN ACCESS EXCLUSIVE MODE")
+    s["holder"] = backend_pid(holder)
+    s["waiters"] = [cluster.run_async("SELECT count(*) FROM lockt", application_name="waiter")[1],
+                    cluster.run_async("UPDATE lockt SET id = 2", application_name="waiter")[1]]
+    s["conns"] += [tx, holder]
+    wait_for(lambda: cluster.sql("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")[0][0] == 2,
+             10, what="two lock waiters")
+    time.sleep(1.5)
+    yield s
+    for c in s["conns"]:
+        c.close()
+    for pid in s["sleepers"] + [s["other_sleeper"]] + s["waiters"]:
+        cluster.sql("SELECT pg_cancel_backend(%s)", (pid,))
+
+
+def findings(data, kind):
+    return {f["pid"]: f for f in data["findings"] if f["kind"] == kind}
+
+
+def test_long_runners_from_rules(pgtreed, cluster, scene):
+    data = once_json(pgtreed, RULES)
+    cl = cluster_of(data, cluster.pm_pid)
+    assert cl["activity"] == "ok"
+
+    # long_query: exactly the FakeParent:1001 group, as dry runs (--once never acts)
+    q = findings(data, "long_query")
+    assert set(q) == set(scene["sleepers"])
+    for f in q.values():
+        assert (f["rule"], f["action"], f["dry_run"]) == ("q", "terminate", True)
+        assert f["application_name"] == "FakeParent:1001"
+        assert f["duration_s"] >= 1
+
+    # idle in transaction, measured from state_change, with the xmin horizon it holds back
+    it = findings(data, "idle_in_transaction")
+    assert scene["idle_tx"] in it and scene["holder"] in it
+    assert it[scene["idle_tx"]]["backend_xmin_age"] is not None
+    assert it[scene["idle_tx"]]["rule"] == "idle"
+
+    # long transactions: from xact_start
+    lt = findings(data, "long_transaction")
+    assert {scene["idle_tx"], scene["holder"], *scene["sleepers"]} <= set(lt)
+
+    # the lock-wait chain
+    lw = findings(data, "lock_wait")
+    assert set(lw) == set(scene["waiters"])
+    for f in lw.values():
+        assert (f["action"], f["dry_run"]) == ("cancel", True)
+
+    # nothing was signalled
+    for pid in scene["sleepers"] + scene["waiters"]:
+        assert pid_alive(pid)
+    assert cluster.sql("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)",
+                       (scene["sleepers"] + scene["waiters"],))[0][0] == 4
+
+
+def test_activity_fields_joined(pgtreed, cluster, scene):
+    data = once_json(pgtreed, RULES)
+    procs = {p["pid"]: p for p in cluster_of(data, cluster.pm_pid)["processes"]}
+    s = procs[scene["sleepers"][0]]
+    assert s["application_name"] == "FakeParent:1001"
+    assert s["activity_joined"] is True
+    assert s["query"] == "SELECT pg_sleep(120)"[:20]
+    assert s["query_start"].endswith("Z") and s["xact_start"].endswith("Z")
+    assert s["wait_event_type"] == "Timeout" and s["wait_event"] == "PgSleep"
+    w = procs[scene["waiters"][0]]
+    assert w["wait_event_type"] == "Lock"
+    assert procs[scene["idle_tx"]]["state"] == "idle in transaction"
+    # query text switched off
+    data = once_json(pgtreed, RULES.replace("query_max_length = 20", "query_max_length = 0"))
+    procs = {p["pid"]: p for p in cluster_of(data, cluster.pm_pid)["processes"]}
+    assert procs[scene["sleepers"][0]]["query"] is None
+
+
+def test_groups_in_text(pgtreed, cluster, scene):
+    out = once(pgtreed, RULES, "--group")
+    assert "◆ application FakeParent:1001 (2 sessions)" in out
+    assert "◆ application FakeParent:2002 (2 sessions)" in out
+    assert re.search(r"long_query\s+pid %d .*rule q: terminate \(dry run\)" % scene["sleepers"][0], out)
+
+
+def client_gone_case(pgtreed, cluster, host, tag):
+    # a psql client whose process is killed (the client, not PostgreSQL) while its backend works
+    client = subprocess.Popen(["psql", "-X", "-h", host, "-p", str(cluster.port), "-U", "postgres", "-d", "postgres",
+                               "-c", "SELECT pg_sleep(60)"],
+                              env={**os.environ, "PGAPPNAME": tag}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        pid = wait_for(lambda: (cluster.sql("SELECT pid FROM pg_stat_activity WHERE application_name = %s AND state = 'active'",
+                                            (tag,)) or [[None]])[0][0], 10, what="client's backend")
+        data = once_json(pgtreed)
+        assert pid not in findings(data, "client_gone")
+        client.send_signal(signal.SIGKILL)
+        client.wait()
+        time.sleep(0.3)
+        data = once_json(pgtreed)
+        gone = findings(data, "client_gone")
+        assert pid in gone, data["findings"]
+        assert pid_alive(pid)  # the backend keeps working: that is the finding
+        return pid
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+
+
+def test_client_gone_tcp(pgtreed, cluster):
+    pid = client_gone_case(pgtreed, cluster, "127.0.0.1", "gone-tcp")
+    cluster.sql("SELECT pg_terminate_backend(%s)", (pid,))
+
+
+def test_client_gone_unix(pgtreed, cluster):
+    pid = client_gone_case(pgtreed, cluster, cluster.base, "gone-unix")
+    cluster.sql("SELECT pg_terminate_backend(%s)", (pid,))
+
+
+def test_unavailable_activity_keeps_tree(pgtreed, cluster):
+    data = once_json(pgtreed, "[daemon]\nconninfo = dbname=postgres user=nosuchrole\n")
+    cl = cluster_of(data, cluster.pm_pid)
+    assert cl["activity"].startswith("unavailable: cannot connect")
+    assert 'role "nosuchrole" does not exist' in cl["activity"]
+    assert len(cl["processes"]) >= 6
+    assert all(p["activity_joined"] is False for p in cl["processes"])
+    text = once(pgtreed, "[daemon]\nconninfo = dbname=postgres user=nosuchrole\n")
+    assert "activity unavailable: cannot connect" in text
+
+
+def test_check_config(pgtreed, tmp_path):
+    bad = tmp_path / "bad.ini"
+    bad.write_text("[daemon]\ninterval = 5x\n[rule r]\nkind = long_query\nafter = 1m\naction = kill\n")
+    p = subprocess.run([pgtreed, "--check-config", str(bad)], capture_output=True, text=True)
+    assert p.returncode == 1
+    assert f"{bad}:2: interval: invalid duration '5x'" in p.stderr
+    assert f"{bad}:6: action: 'kill': SIGKILL is refused" in p.stderr
+    good = tmp_path / "good.ini"
+    good.write_text(RULES)
+    p = subprocess.run([pgtreed, "--check-config", str(good)], capture_output=True, text=True)
+    assert p.returncode == 0 and "OK (5 rules" in p.stdout
+    p = subprocess.run([pgtreed, "--once", "--config", str(bad)], capture_output=True, text=True)
+    assert p.returncode == 1 and "interval: invalid duration" in p.stderr
+
+
+def test_no_stale_activity_under_churn(cluster, daemon_factory):
+    """pgbench -C opens and closes a connection per transaction for 30 s: none of them may be
+    reported as stale_activity or unlisted_process."""
+    bindir = cluster.bindir
+    subprocess.run(["runuser", "-u", "postgres", "--", f"{bindir}/pgbench", "-i", "-q", "-s", "1", "-h", cluster.base,
+                    "-p", str(cluster.port), "postgres"], check=True, capture_output=True)
+    d = daemon_factory("[daemon]\ninterval = 200ms\nunlisted_grace = 1s\n[rule o]\nkind = orphans\n").start()
+    bench = subprocess.run(["runuser", "-u", "postgres", "--", f"{bindir}/pgbench", "-n", "-C", "-S", "-c", "4", "-j", "2",
+                            "-T", "30", "-h", cluster.base, "-p", str(cluster.port), "postgres"],
+                           capture_output=True, text=True, timeout=120)
+    assert bench.returncode == 0, bench.stderr
+    tx = int(re.search(r"number of transactions actually processed: (\d+)", bench.stdout).group(1))
+    assert tx > 1000  # thousands of short-lived connections
+    status = d.client_json("status")
+    assert status["cycles"] >= 100  # it kept its 200 ms interval under the churn
+    log = d.log()
+    assert "stale_activity opened" not in log, log
+    assert "unlisted_process opened" not in log, log
+
+
+def test_reconnects_after_restart(pgtreed, pgtree_client, daemon_factory):
+    c = Cluster(name=f"pgtree_restart_{os.getpid()}")
+    c.start()
+    try:
+        d = daemon_factory("[daemon]\ninterval = 300ms\nconnect_timeout = 1s\n").start()
+        d.wait_log(rf"cluster {c.name}: pg_stat_activity is available")
+        old_pm = c.pm_pid
+        c.restart()
+        assert c.pm_pid != old_pm
+        d.wait_log(rf"postmaster {old_pm} exited: scanning for orphans now")
+        d.wait_log(rf"cluster {c.name}: pg_stat_activity is available", count=2, timeout=30)
+        tree = d.client_json("tree")
+        cl = cluster_of(tree, c.pm_pid)
+        assert cl["activity"] == "ok"
+    finally:
+        c.stop()
+
+
+def test_lifecycle_open_once_resolve(cluster, daemon_factory):
+    d = daemon_factory("[daemon]\ninterval = 200ms\n[rule q]\nkind = long_query\nafter = 500ms\n"
+                       "application_name = lifecycle\n").start()
+    _, pid, _ = cluster.run_async("SELECT pg_sleep(60)", application_name="lifecycle")
+    d.wait_log(rf"long_query opened: pid {pid} ")
+    time.sleep(1.5)  # several cycles: still one "opened"
+    assert len([l for l in d.lines if f"long_query opened: pid {pid} " in l]) == 1
+    cluster.sql("SELECT pg_cancel_backend(%s)", (pid,))
+    d.wait_log(rf"long_query resolved: pid {pid} ")
+    assert len([l for l in d.lines if f"long_query opened: pid {pid} " in l]) == 1
