@@ -603,6 +603,12 @@ static void handle_input(Client *c) {
                 int r = varlink_buffer_next(&c->in, &msg, &len);
                 if (r <= 0)
                         return;
+                if (len > VARLINK_MAX_MESSAGE) {
+                        free(msg);
+                        reply_error(c, "io.pgtree.RequestTooLarge", one("limit", json_object_new_int(VARLINK_MAX_MESSAGE)));
+                        c->closing = true;
+                        return;
+                }
                 if (++c->requests > MAX_REQUESTS_PER_CLIENT) {
                         free(msg);
                         reply_error(c, "io.pgtree.TooManyRequests", one("limit", json_object_new_int(MAX_REQUESTS_PER_CLIENT)));

@@ -64,7 +64,7 @@ static int prepare_cluster(Engine *e, PgCluster *c, const PgProcess *pm, uint64_
         const Config *cfg = e->config;
         int port = c->pmfile_valid ? c->pmfile.port : 0;
         const ClusterConf *cc = config_find_cluster(cfg, c->name, c->data_directory[0] ? c->data_directory : NULL, port);
-        c->config_name = cc ? cc->name : NULL;
+        snprintf(c->config_name, sizeof c->config_name, "%s", cc ? cc->name : "");
         c->enforce = config_cluster_enforce(cfg, cc);
         if (cc && cc->port && !port)
                 port = cc->port;

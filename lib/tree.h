@@ -43,7 +43,7 @@ typedef struct PgCluster {
         bool pmfile_valid;      /* postmaster.pid read and its pid matches */
         char activity[512];     /* "ok" or "unavailable: <reason>" */
         const struct ActivitySnapshot *snapshot; /* joined rows, or NULL */
-        const char *config_name;/* the [cluster NAME] that selects it, or NULL */
+        char config_name[128];  /* the [cluster NAME] that selects it, or "" */
         bool enforce;           /* cancel/terminate act (else dry run) */
 } PgCluster;
 
