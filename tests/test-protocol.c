@@ -1,0 +1,143 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "protocol.h"
+
+static int parse(const char *s, VarlinkCall *c, char *why) {
+        return varlink_call_parse(s, strlen(s), c, why, 160);
+}
+
+static void test_calls(void **state) {
+        VarlinkCall c;
+        char why[160];
+        assert_int_equal(parse("{\"method\":\"io.pgtree.Tree\",\"parameters\":{\"text\":true}}", &c, why), 0);
+        assert_string_equal(c.method, "io.pgtree.Tree");
+        json_object *v;
+        assert_true(json_object_object_get_ex(c.parameters, "text", &v) && json_object_get_boolean(v));
+        assert_false(c.oneway);
+        varlink_call_clear(&c);
+        assert_int_equal(parse("{\"method\":\"io.pgtree.Status\",\"oneway\":true,\"more\":true}  \n", &c, why), 0);
+        assert_true(c.oneway && c.more);
+        assert_non_null(c.parameters); /* an empty object when absent */
+        varlink_call_clear(&c);
+
+        const struct {
+                const char *msg, *why;
+        } bad[] = {
+                { "", "empty message" },
+                { "hello", "not JSON" },
+                { "[1,2]", "a message must be a JSON object" },
+                { "{\"parameters\":{}}", "no \"method\" string" },
+                { "{\"method\":42}", "no \"method\" string" },
+                { "{\"method\":\"Status\"}", "invalid method name" },
+                { "{\"method\":\"io.pgtree.Status\",\"parameters\":[1]}", "\"parameters\" must be an object" },
+                { "{\"method\":\"io.pgtree.Status\"} trailing", "text after the JSON object" },
+                { "{\"method\":\"io.pgtree.Sta", "not JSON" },
+        };
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+                memset(&c, 0, sizeof c);
+                if (parse(bad[i].msg, &c, why) != -EBADMSG)
+                        fail_msg("accepted «%s»", bad[i].msg);
+                if (!strstr(why, bad[i].why))
+                        fail_msg("«%s»: said «%s», expected «%s»", bad[i].msg, why, bad[i].why);
+        }
+        char long_method[300];
+        memset(long_method, 'a', sizeof long_method);
+        memcpy(long_method, "{\"method\":\"x.", 13);
+        strcpy(long_method + 250, "\"}");
+        assert_int_equal(parse(long_method, &c, why), -EBADMSG);
+        assert_int_equal(varlink_call_parse("{\"method\":\"a.b\"}\0x", 18, &c, why, sizeof why), -EBADMSG);
+}
+
+static void test_replies_round_trip(void **state) {
+        size_t len;
+        json_object *p = json_object_new_object();
+        json_object_object_add(p, "n", json_object_new_int(7));
+        char *r = varlink_reply(p, &len);
+        assert_int_equal(r[len - 1], 0);
+        assert_int_equal(strlen(r) + 1, len);
+        json_object *params;
+        char *error;
+        assert_int_equal(varlink_reply_parse(r, len - 1, &params, &error), 0);
+        assert_null(error);
+        json_object *n;
+        assert_true(json_object_object_get_ex(params, "n", &n));
+        assert_int_equal(json_object_get_int(n), 7);
+        json_object_put(params);
+        free(r);
+
+        r = varlink_error("io.pgtree.SigkillRefused", NULL, &len);
+        assert_int_equal(varlink_reply_parse(r, len - 1, &params, &error), 0);
+        assert_string_equal(error, "io.pgtree.SigkillRefused");
+        json_object_put(params);
+        free(error);
+        free(r);
+        assert_int_equal(varlink_reply_parse("nope", 4, &params, &error), -EBADMSG);
+
+        r = varlink_call("io.pgtree.Show", NULL, &len);
+        VarlinkCall c;
+        char why[160];
+        assert_int_equal(varlink_call_parse(r, len - 1, &c, why, sizeof why), 0);
+        assert_string_equal(c.method, "io.pgtree.Show");
+        varlink_call_clear(&c);
+        free(r);
+}
+
+static void test_framing(void **state) {
+        VarlinkBuffer b = {};
+        char *m;
+        size_t len;
+        /* two messages in one read, the second split across reads */
+        const char a[] = "{\"method\":\"a.b\"}\0{\"method\":\"c";
+        assert_int_equal(varlink_buffer_feed(&b, a, sizeof a - 1, 1024), 0);
+        assert_int_equal(varlink_buffer_next(&b, &m, &len), 1);
+        assert_string_equal(m, "{\"method\":\"a.b\"}");
+        assert_int_equal(len, 16);
+        free(m);
+        assert_int_equal(varlink_buffer_next(&b, &m, &len), 0);
+        assert_int_equal(varlink_buffer_feed(&b, ".d\"}\0", 5, 1024), 0);
+        assert_int_equal(varlink_buffer_next(&b, &m, &len), 1);
+        assert_string_equal(m, "{\"method\":\"c.d\"}");
+        free(m);
+        assert_int_equal(varlink_buffer_next(&b, &m, &len), 0);
+        /* an unfinished message over the limit */
+        char big[2000];
+        memset(big, 'x', sizeof big);
+        assert_int_equal(varlink_buffer_feed(&b, big, sizeof big, 1024), -EMSGSIZE);
+        varlink_buffer_clear(&b);
+        assert_int_equal(varlink_buffer_feed(&b, "\0\0", 2, 1024), 0);
+        assert_int_equal(varlink_buffer_next(&b, &m, &len), 1);
+        assert_int_equal(len, 0);
+        free(m);
+        varlink_buffer_clear(&b);
+}
+
+static void test_descriptions(void **state) {
+        const char *d = varlink_pgtree_description();
+        const char *methods[] = { "Status", "Tree", "Sessions", "Show", "Orphans", "LongRunners", "Signal", "Reload", "Metrics" };
+        for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
+                char want[64];
+                snprintf(want, sizeof want, "method %s(", methods[i]);
+                assert_non_null(strstr(d, want));
+        }
+        assert_non_null(strstr(d, "interface io.pgtree\n"));
+        assert_non_null(strstr(varlink_service_description(), "method GetInfo()"));
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_calls),
+                cmocka_unit_test(test_replies_round_trip),
+                cmocka_unit_test(test_framing),
+                cmocka_unit_test(test_descriptions),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
