@@ -194,10 +194,16 @@ static int show_status(json_object *o) {
         printf("pgtreed %s, pid %s, up %ss\n", get_str(o, "version"), get_str(o, "pid"), get_str(o, "uptime_s"));
         printf("clusters: %s   client backends: %s   orphans: %s   open findings: %s\n", get_str(o, "clusters"),
                get_str(o, "client_backends"), get_str(o, "orphans"), get_str(o, "open_findings"));
-        printf("enforcement: %s   config: %s   interval: %ss   cycles: %s (last %.3fs)\n",
+        printf("default enforcement: %s   config: %s   interval: %ss   cycles: %s (last %.3fs)\n",
                !strcmp(get_str(o, "enforce") ?: "false", "true") ? "on" : "off (dry run)", get_str(o, "config") ?: "(defaults)",
                get_str(o, "interval_s"), get_str(o, "cycles"), atof(get_str(o, "last_cycle_s") ?: "0"));
-        json_object *un;
+        json_object *un, *en;
+        if (json_object_object_get_ex(o, "enforcing", &en) && json_object_array_length(en) > 0) {
+                printf("enforcing on:");
+                for (size_t i = 0; i < json_object_array_length(en); i++)
+                        printf(" %s", json_object_get_string(json_object_array_get_idx(en, i)));
+                printf("\n");
+        }
         if (json_object_object_get_ex(o, "unreachable", &un) && json_object_array_length(un) > 0) {
                 printf("pg_stat_activity unavailable on:");
                 for (size_t i = 0; i < json_object_array_length(un); i++)

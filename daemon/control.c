@@ -170,10 +170,13 @@ static void method_status(Client *c) {
                 orphans += pg_process_is_orphan(&t->procs[i]);
                 backends += !pg_process_is_orphan(&t->procs[i]) && t->procs[i].title.backend_type == BACKEND_CLIENT;
         }
-        json_object *o = json_object_new_object(), *un = json_object_new_array();
-        for (size_t i = 0; i < t->n_clusters; i++)
+        json_object *o = json_object_new_object(), *un = json_object_new_array(), *en = json_object_new_array();
+        for (size_t i = 0; i < t->n_clusters; i++) {
                 if (!t->clusters[i].snapshot)
                         json_object_array_add(un, json_object_new_string(t->clusters[i].name));
+                if (t->clusters[i].enforce)
+                        json_object_array_add(en, json_object_new_string(t->clusters[i].name));
+        }
         json_object_object_add(o, "version", json_object_new_string(PGTREE_VERSION));
         json_object_object_add(o, "pid", json_object_new_int(getpid()));
         json_object_object_add(o, "uptime_s", json_object_new_int64((int64_t) (t->now - m->start_time)));
@@ -187,6 +190,7 @@ static void method_status(Client *c) {
         json_object_object_add(o, "last_cycle_s", json_object_new_double(m->engine->cycle_seconds));
         json_object_object_add(o, "interval_s", json_object_new_double((double) m->config->interval_usec / 1e6));
         json_object_object_add(o, "unreachable", un);
+        json_object_object_add(o, "enforcing", en);
         reply(c, o);
 }
 

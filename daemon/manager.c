@@ -388,12 +388,22 @@ static void finish_cycle(Manager *m) {
         if (!m->ready) {
                 m->ready = true;
                 sd_notify(false, "READY=1");
+                char enforcing[512] = "";
+                size_t used = 0;
+                for (size_t i = 0; i < m->engine->tree.n_clusters; i++) {
+                        const PgCluster *c = &m->engine->tree.clusters[i];
+                        if (c->enforce && used < sizeof enforcing) {
+                                int w = snprintf(enforcing + used, sizeof enforcing - used, "%s%s", used ? ", " : "", c->name);
+                                used += w > 0 ? (size_t) w : 0;
+                        }
+                }
                 LogEntry e = {};
                 log_add(&e, "PGTREE_CLUSTERS", "%zu", m->engine->tree.n_clusters);
                 log_add(&e, "PGTREE_CONFIG", "%s", m->config_path ? m->config_path : "(built-in defaults)");
-                log_send(&e, LOG_INFO, MSGID_STARTED, "pgtreed %s started: %zu cluster%s, config %s, enforcement %s",
+                log_send(&e, LOG_INFO, MSGID_STARTED, "pgtreed %s started: %zu cluster%s, config %s, enforcement %s%s%s",
                          PGTREE_VERSION, m->engine->tree.n_clusters, m->engine->tree.n_clusters == 1 ? "" : "s",
-                         m->config_path ? m->config_path : "(built-in defaults)", m->config->enforce ? "on" : "off (dry run)");
+                         m->config_path ? m->config_path : "(built-in defaults)",
+                         m->config->enforce ? "on" : "off (dry run)", *enforcing ? "; enforcing on " : "", enforcing);
         }
         schedule_next(m);
 }

@@ -23,6 +23,7 @@ typedef struct Args {
         bool group;
         const char *config;
         const char *check_config;
+        LogTarget log_target;
 } Args;
 
 static void help(void) {
@@ -43,6 +44,8 @@ static void help(void) {
                "  --group              show client backends grouped by application_name\n"
                "  --config FILE        the configuration (default %s if it exists)\n"
                "  --check-config FILE  validate FILE, print FILE:LINE: message per problem\n"
+               "  --log-target T       auto (journald under systemd, else stderr), journal,\n"
+               "                       stderr, or both\n"
                "  -h --help            this text\n"
                "  --version            the version\n",
                PGTREE_CONFIG_FILE);
@@ -50,13 +53,14 @@ static void help(void) {
 
 /* Returns 1 to go on, 0 to exit successfully, −EINVAL on a bad command line (reported). */
 static int parse_args(int argc, char **argv, Args *args) {
-        enum { ARG_ONCE = 0x100, ARG_JSON, ARG_VERSION, ARG_CONFIG, ARG_CHECK, ARG_GROUP };
+        enum { ARG_ONCE = 0x100, ARG_JSON, ARG_VERSION, ARG_CONFIG, ARG_CHECK, ARG_GROUP, ARG_LOG_TARGET };
         static const struct option options[] = {
                 { "once", no_argument, NULL, ARG_ONCE },
                 { "json", no_argument, NULL, ARG_JSON },
                 { "group", no_argument, NULL, ARG_GROUP },
                 { "config", required_argument, NULL, ARG_CONFIG },
                 { "check-config", required_argument, NULL, ARG_CHECK },
+                { "log-target", required_argument, NULL, ARG_LOG_TARGET },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
                 {},
@@ -80,6 +84,15 @@ static int parse_args(int argc, char **argv, Args *args) {
                 case ARG_CHECK:
                         args->check_config = optarg;
                         break;
+                case ARG_LOG_TARGET: {
+                        int t = log_target_from_string(optarg);
+                        if (t < 0) {
+                                fprintf(stderr, "pgtreed: --log-target: '%s' is not auto, journal, stderr or both\n", optarg);
+                                return -EINVAL;
+                        }
+                        args->log_target = (LogTarget) t;
+                        break;
+                }
                 case 'h':
                         help();
                         return 0;
@@ -186,7 +199,7 @@ out:
 }
 
 static int run_daemon(const Args *args) {
-        log_setup(LOG_TARGET_AUTO);
+        log_setup(args->log_target);
         const char *path = args->config;
         if (!path && access(PGTREE_CONFIG_FILE, F_OK) == 0)
                 path = PGTREE_CONFIG_FILE;

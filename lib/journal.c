@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,7 +33,15 @@ void log_setup(LogTarget t) {
 }
 
 bool log_to_journal(void) {
-        return target == LOG_TARGET_JOURNAL;
+        return target == LOG_TARGET_JOURNAL || target == LOG_TARGET_BOTH;
+}
+
+int log_target_from_string(const char *s) {
+        static const char *const names[] = { "auto", "journal", "stderr", "both" };
+        for (size_t i = 0; s && i < ELEMENTSOF(names); i++)
+                if (!strcmp(s, names[i]))
+                        return (int) i;
+        return -EINVAL;
 }
 
 void log_add(LogEntry *e, const char *key, const char *fmt, ...) {
@@ -79,7 +88,10 @@ void log_add_finding(LogEntry *e, const Finding *f) {
 }
 
 static void emit(LogEntry *e, int priority, const char *message) {
-        if (target == LOG_TARGET_JOURNAL) {
+        static const char *const level[] = { "emerg", "alert", "crit", "error", "warning", "notice", "info", "debug" };
+        if (target == LOG_TARGET_BOTH && priority <= LOG_INFO)
+                fprintf(stderr, "pgtreed: %s: %s\n", level[priority & 7], message);
+        if (target == LOG_TARGET_JOURNAL || target == LOG_TARGET_BOTH) {
                 struct iovec iov[ELEMENTSOF(e->fields) + 4];
                 size_t n = 0;
                 char prio[16], *msg = NULL;
@@ -95,10 +107,8 @@ static void emit(LogEntry *e, int priority, const char *message) {
                 if (sd_journal_sendv(iov, (int) n) < 0)
                         fprintf(stderr, "<%d>%s\n", priority, message);
                 free(msg);
-        } else {
-                static const char *const level[] = { "emerg", "alert", "crit", "error", "warning", "notice", "info", "debug" };
+        } else
                 fprintf(stderr, "pgtreed: %s: %s\n", level[priority & 7], message);
-        }
         for (size_t i = 0; e && i < e->n; i++)
                 free(e->fields[i]);
         if (e)

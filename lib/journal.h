@@ -36,7 +36,11 @@ typedef enum LogTarget {
         LOG_TARGET_AUTO,        /* journald when stderr is connected to it (JOURNAL_STREAM), else stderr */
         LOG_TARGET_JOURNAL,
         LOG_TARGET_STDERR,
+        LOG_TARGET_BOTH,        /* journald, and the same MESSAGE lines on stderr */
 } LogTarget;
+
+/* "auto", "journal", "stderr", "both"; −EINVAL otherwise. */
+int log_target_from_string(const char *s);
 
 void log_setup(LogTarget t);
 bool log_to_journal(void);

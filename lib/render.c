@@ -300,7 +300,7 @@ static void print_children(FILE *out, const PgTree *t, size_t c, const int *orde
 
 static const char *group_of(const PgProcess *p) {
         const char *app = proc_application(p);
-        return p->title.backend_type == BACKEND_CLIENT && app && *app ? app : NULL;
+        return p->title.backend_type == BACKEND_CLIENT && !p->own && app && *app ? app : NULL;
 }
 
 static int cmp_str(const void *a, const void *b) {
