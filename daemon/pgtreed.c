@@ -67,7 +67,7 @@ static int parse_args(int argc, char **argv, Args *args) {
         };
         int c;
         opterr = 0;
-        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, ":h", options, NULL)) >= 0) {
                 switch (c) {
                 case ARG_ONCE:
                         args->once = true;
@@ -103,10 +103,7 @@ static int parse_args(int argc, char **argv, Args *args) {
                         fprintf(stderr, "pgtreed: option '%s' needs an argument (see --help)\n", argv[optind - 1]);
                         return -EINVAL;
                 default:
-                        if (optopt && optopt < 0x100)
-                                fprintf(stderr, "pgtreed: option '%s' needs an argument or is unknown (see --help)\n", argv[optind - 1]);
-                        else
-                                fprintf(stderr, "pgtreed: unknown option '%s' (see --help)\n", argv[optind - 1]);
+                        fprintf(stderr, "pgtreed: unknown option '%s' (see --help)\n", argv[optind - 1]);
                         return -EINVAL;
                 }
         }

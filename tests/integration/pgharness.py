@@ -82,6 +82,7 @@ class Cluster:
         return argv
 
     def _run(self, argv, **kw):
+        kw.setdefault("timeout", 180)
         return subprocess.run(self._as_user(argv), check=True, capture_output=True,
                               text=True, cwd=self.base, **kw)
 
@@ -203,7 +204,7 @@ class Cluster:
                 holder["conn"].close()
         shm = self.shm_id()
         if shm is not None:
-            subprocess.run(["ipcrm", "-m", str(shm)], capture_output=True)
+            subprocess.run(["ipcrm", "-m", str(shm)], capture_output=True, timeout=30)
         shutil.rmtree(self.base, ignore_errors=True)
 
     def _in_our_data_dir(self, pid):

@@ -204,15 +204,15 @@ def test_unavailable_activity_keeps_tree(pgtreed, cluster):
 def test_check_config(pgtreed, tmp_path):
     bad = tmp_path / "bad.ini"
     bad.write_text("[daemon]\ninterval = 5x\n[rule r]\nkind = long_query\nafter = 1m\naction = kill\n")
-    p = subprocess.run([pgtreed, "--check-config", str(bad)], capture_output=True, text=True)
+    p = subprocess.run([pgtreed, "--check-config", str(bad)], capture_output=True, text=True, timeout=120)
     assert p.returncode == 1
     assert f"{bad}:2: interval: invalid duration '5x'" in p.stderr
     assert f"{bad}:6: action: 'kill': SIGKILL is refused" in p.stderr
     good = tmp_path / "good.ini"
     good.write_text(RULES)
-    p = subprocess.run([pgtreed, "--check-config", str(good)], capture_output=True, text=True)
+    p = subprocess.run([pgtreed, "--check-config", str(good)], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and "OK (5 rules" in p.stdout
-    p = subprocess.run([pgtreed, "--once", "--config", str(bad)], capture_output=True, text=True)
+    p = subprocess.run([pgtreed, "--once", "--config", str(bad)], capture_output=True, text=True, timeout=120)
     assert p.returncode == 1 and "interval: invalid duration" in p.stderr
 
 
@@ -221,7 +221,7 @@ def test_no_stale_activity_under_churn(cluster, daemon_factory):
     reported as stale_activity or unlisted_process."""
     bindir = cluster.bindir
     subprocess.run(["runuser", "-u", "postgres", "--", f"{bindir}/pgbench", "-i", "-q", "-s", "1", "-h", cluster.base,
-                    "-p", str(cluster.port), "postgres"], check=True, capture_output=True)
+                    "-p", str(cluster.port), "postgres"], check=True, capture_output=True, timeout=120)
     d = daemon_factory("[daemon]\ninterval = 200ms\nunlisted_grace = 1s\n[rule o]\nkind = orphans\n").start()
     bench = subprocess.run(["runuser", "-u", "postgres", "--", f"{bindir}/pgbench", "-n", "-C", "-S", "-c", "4", "-j", "2",
                             "-T", "30", "-h", cluster.base, "-p", str(cluster.port), "postgres"],

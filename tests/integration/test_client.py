@@ -250,12 +250,12 @@ def test_many_clients(daemon):
 def test_promtool_accepts_metrics(daemon):
     text = daemon.client("metrics").stdout
     assert "pgtree_backends{cluster=" in text and "# TYPE pgtree_actions_total counter" in text
-    p = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+    p = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
 
 
 def test_daemon_not_running(pgtree_client, tmp_path):
-    p = subprocess.run([pgtree_client, "--socket", str(tmp_path / "none.sock"), "status"], capture_output=True, text=True)
+    p = subprocess.run([pgtree_client, "--socket", str(tmp_path / "none.sock"), "status"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 5 and "pgtreed is not running" in p.stderr
-    p = subprocess.run([pgtree_client, "frobnicate"], capture_output=True, text=True)
+    p = subprocess.run([pgtree_client, "frobnicate"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 2
