@@ -155,6 +155,13 @@ int engine_finish_cycle(Engine *e, FindingEvents *events) {
                 if (snap)
                         join_activity(t, i, snap, NULL);
         }
+        /* pg_stat_activity tells the state of joined sessions: their titles need not be read
+         * again until they turn active */
+        for (size_t i = 0; i < t->n_procs; i++) {
+                const PgProcess *p = &t->procs[i];
+                if (p->act && (!p->act->state || strcmp(p->act->state, "active") != 0))
+                        scanner_title_stable(e->scanner, p->rec.pid, p->rec.start_ticks);
+        }
 
         pid_t *gone = NULL;
         size_t n_gone = 0;

@@ -188,18 +188,25 @@ static int detect_process(const PgTree *t, size_t i, const pid_t *gone, size_t n
 static int detect_stale_rows(const PgTree *t, size_t ci, Findings *out) {
         const PgCluster *c = &t->clusters[ci];
         const ActivitySnapshot *s = c->snapshot;
-        if (!s)
+        if (!s || s->n == 0)
                 return 0;
+        bool *alive = calloc(s->n, sizeof(bool));
+        if (!alive)
+                return -ENOMEM;
+        for (size_t i = 0; i < t->n_procs; i++) {
+                const PgProcess *p = &t->procs[i];
+                if (p->cluster == (int) ci && p->act >= s->rows && p->act < s->rows + s->n)
+                        alive[p->act - s->rows] = true;
+        }
         for (size_t k = 0; k < s->n; k++) {
                 const ActivityRow *r = &s->rows[k];
-                bool alive = false;
-                for (size_t i = 0; i < t->n_procs && !alive; i++)
-                        alive = t->procs[i].cluster == (int) ci && t->procs[i].act == r;
-                if (alive || r->pid == s->own_pid)
+                if (alive[k] || r->pid == s->own_pid)
                         continue;
                 Finding *x = findings_add(out);
-                if (!x)
+                if (!x) {
+                        free(alive);
                         return -ENOMEM;
+                }
                 x->kind = FINDING_STALE_ACTIVITY;
                 x->pid = r->pid;
                 x->start_ticks = (uint64_t) (r->backend_start * 100.0);
@@ -213,6 +220,7 @@ static int detect_stale_rows(const PgTree *t, size_t ci, Findings *out) {
                 snprintf(x->detail, sizeof x->detail, "pg_stat_activity lists pid %d, which has no live process in the cluster",
                          (int) r->pid);
         }
+        free(alive);
         return 0;
 }
 

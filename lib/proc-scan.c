@@ -115,15 +115,11 @@ static ssize_t read_at(int dirfd, const char *path, char *buf, size_t size) {
         return (ssize_t) len;
 }
 
-/* One process's record, read directly: stat (through the pure parser), statm, cmdline and the
- * owner of /proc/PID. Cheaper per process than libproc2's pids_select, which also reads status;
- * this is what keeps a cluster refresh far below the cost of ps. Returns -ESRCH if gone. */
-static int read_record(ProcScan *s, pid_t pid, ProcRecord *r) {
-        char path[64], buf[TITLE_READ_MAX + 1];
+int proc_read_stat_record(ProcScan *s, pid_t pid, ProcRecord *r) {
+        char path[64], buf[1024];
         *r = (ProcRecord){ .cpu_percent = -1 };
-
         snprintf(path, sizeof path, "%d/stat", (int) pid);
-        ssize_t k = read_at(s->proc_fd, path, buf, 1024);
+        ssize_t k = read_at(s->proc_fd, path, buf, sizeof buf);
         if (k < 0)
                 return k == -ENOENT ? -ESRCH : (int) k;
         ProcStat st;
@@ -136,25 +132,32 @@ static int read_record(ProcScan *s, pid_t pid, ProcRecord *r) {
         r->cpu_ticks = st.utime + st.stime;
         r->rss_kb = st.rss_pages * (uint64_t) s->page_kb;
         memcpy(r->comm, st.comm, sizeof r->comm);
+        return 0;
+}
 
-        struct stat sb;
-        snprintf(path, sizeof path, "%d", (int) pid);
-        if (fstatat(s->proc_fd, path, &sb, 0) == 0)
-                r->uid = sb.st_uid;
+int proc_read_details(ProcScan *s, ProcRecord *r, unsigned what) {
+        char path[64], buf[TITLE_READ_MAX + 1];
+        ssize_t k;
+        pid_t pid = r->pid;
 
-        snprintf(path, sizeof path, "%d/statm", (int) pid);
-        k = read_at(s->proc_fd, path, buf, 256);
-        unsigned long long size, res, shr;
-        if (k > 0) {
-                buf[k] = 0;
-                if (sscanf(buf, "%llu %llu %llu", &size, &res, &shr) == 3) {
-                        r->rss_kb = res * (uint64_t) s->page_kb;
-                        r->rss_anon_kb = (res > shr ? res - shr : 0) * (uint64_t) s->page_kb;
+        if (what & PROC_DETAIL_UID) {
+                struct stat sb;
+                snprintf(path, sizeof path, "%d", (int) pid);
+                if (fstatat(s->proc_fd, path, &sb, 0) == 0)
+                        r->uid = sb.st_uid;
+        }
+        if (what & PROC_DETAIL_STATM) {
+                snprintf(path, sizeof path, "%d/statm", (int) pid);
+                k = read_at(s->proc_fd, path, buf, 256);
+                unsigned long long size, res, shr;
+                if (k > 0) {
+                        buf[k] = 0;
+                        if (sscanf(buf, "%llu %llu %llu", &size, &res, &shr) == 3)
+                                r->rss_anon_kb = (res > shr ? res - shr : 0) * (uint64_t) s->page_kb;
                 }
         }
-
         /* I/O counters: readable by root and the process's owner only */
-        if (s->euid == 0 || r->uid == s->euid) {
+        if ((what & PROC_DETAIL_IO) && (s->euid == 0 || r->uid == s->euid)) {
                 snprintf(path, sizeof path, "%d/io", (int) pid);
                 k = read_at(s->proc_fd, path, buf, 512);
                 if (k > 0) {
@@ -167,24 +170,38 @@ static int read_record(ProcScan *s, pid_t pid, ProcRecord *r) {
                         }
                 }
         }
+        if (what & PROC_DETAIL_TITLE) {
+                free(r->title);
+                r->title = NULL;
+                snprintf(path, sizeof path, "%d/cmdline", (int) pid);
+                k = read_at(s->proc_fd, path, buf, TITLE_READ_MAX);
+                if (k <= 0)
+                        return 0; /* zombie, kernel thread, or exiting: no title */
+                size_t len = (size_t) k;
+                while (len > 0 && buf[len - 1] == 0)
+                        len--;
+                buf[len] = 0;
+                size_t first = strlen(buf);
+                if (first == 0)
+                        return 0;
+                if (strncmp(buf, "postgres:", 9) != 0)
+                        for (size_t i = first; i < len; i++) /* an untouched command line: keep its arguments */
+                                if (buf[i] == 0)
+                                        buf[i] = ' ';
+                if (!(r->title = strdup(buf)))
+                        return -ENOMEM;
+        }
+        return 0;
+}
 
-        snprintf(path, sizeof path, "%d/cmdline", (int) pid);
-        k = read_at(s->proc_fd, path, buf, TITLE_READ_MAX);
-        if (k <= 0)
-                return 0; /* zombie, kernel thread, or exiting: no title */
-        size_t len = (size_t) k;
-        while (len > 0 && buf[len - 1] == 0)
-                len--;
-        buf[len] = 0;
-        size_t first = strlen(buf);
-        if (first == 0)
-                return 0;
-        if (strncmp(buf, "postgres:", 9) != 0)
-                for (size_t i = first; i < len; i++) /* an untouched command line: keep its arguments */
-                        if (buf[i] == 0)
-                                buf[i] = ' ';
-        r->title = strdup(buf);
-        return r->title ? 0 : -ENOMEM;
+/* One process's record, read directly: stat (through the pure parser), the owner of /proc/PID,
+ * statm, io and cmdline. Cheaper per process than libproc2's pids_select, which also reads
+ * status. Returns -ESRCH if gone. */
+static int read_record(ProcScan *s, pid_t pid, ProcRecord *r) {
+        int k = proc_read_stat_record(s, pid, r);
+        if (k < 0)
+                return k;
+        return proc_read_details(s, r, PROC_DETAIL_ALL);
 }
 
 int proc_scan_pids(ProcScan *s, const pid_t *pids, size_t n, ProcRecord **ret, size_t *n_ret) {

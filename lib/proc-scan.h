@@ -21,6 +21,20 @@ int proc_scan_all(ProcScan *s, ProcRecord **ret, size_t *n_ret);
  * from the result. */
 int proc_scan_pids(ProcScan *s, const pid_t *pids, size_t n, ProcRecord **ret, size_t *n_ret);
 
+/* The pieces of a record: stat alone is cheap; the rest can be read at a slower cadence. */
+enum {
+        PROC_DETAIL_UID = 1 << 0,       /* owner of /proc/PID */
+        PROC_DETAIL_STATM = 1 << 1,     /* private memory */
+        PROC_DETAIL_IO = 1 << 2,        /* read/write bytes (root or owner) */
+        PROC_DETAIL_TITLE = 1 << 3,     /* cmdline */
+        PROC_DETAIL_ALL = 0xf,
+};
+
+/* /proc/PID/stat only: pid, ppid, state, start, CPU ticks, RSS, comm. -ESRCH if gone. */
+int proc_read_stat_record(ProcScan *s, pid_t pid, ProcRecord *r);
+/* Adds the chosen details to a record read by proc_read_stat_record. */
+int proc_read_details(ProcScan *s, ProcRecord *r, unsigned what);
+
 /* The children of a (single-threaded) process, from /proc/PID/task/PID/children. That file can
  * miss or add children that fork or exit while it is read: callers cross-check ppid. */
 int proc_read_children(const char *proc_root, pid_t pid, pid_t **ret, size_t *n_ret);

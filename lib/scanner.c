@@ -20,6 +20,24 @@ typedef struct Known {
         uint64_t cpu_ticks;     /* for CPU % */
 } Known;
 
+/* What the last refresh learnt of each process, so that the next one reads only what changes:
+ * stat every time; the title unless pg_stat_activity covers the process; private memory and
+ * I/O every SLOW_EVERY refreshes; the owner once. */
+typedef struct Cached {
+        pid_t pid;
+        uint64_t start_ticks;
+        uint64_t cpu_ticks;
+        uid_t uid;
+        char *title;
+        uint64_t rss_anon_kb;
+        bool io_valid;
+        uint64_t read_bytes, write_bytes;
+        uint64_t slow_at;       /* the refresh that read statm and io */
+        bool title_stable;
+} Cached;
+
+#define SLOW_EVERY 5
+
 struct Scanner {
         ProcScan *ps;
         uint64_t discovery_usec;
@@ -28,9 +46,10 @@ struct Scanner {
         size_t n_pms;
         Known *orphans;
         size_t n_orphans;
-        Known *samples;         /* every process of the last tree, sorted by pid */
-        size_t n_samples;
-        uint64_t samples_at;    /* monotonic µs */
+        Cached *cache;          /* every process of the last tree, sorted by pid */
+        size_t n_cache;
+        uint64_t cache_at;      /* monotonic µs */
+        uint64_t refreshes;
         unsigned long hz;
 };
 
@@ -60,7 +79,9 @@ Scanner *scanner_free(Scanner *s) {
         proc_scan_free(s->ps);
         free(s->pms);
         free(s->orphans);
-        free(s->samples);
+        for (size_t i = 0; i < s->n_cache; i++)
+                free(s->cache[i].title);
+        free(s->cache);
         free(s);
         return NULL;
 }
@@ -76,6 +97,16 @@ static int cmp_pid(const void *a, const void *b) {
 
 static int cmp_known(const void *a, const void *b) {
         return cmp_pid(&((const Known *) a)->pid, &((const Known *) b)->pid);
+}
+
+static int cmp_known_cached(const void *a, const void *b) {
+        pid_t x = ((const Cached *) a)->pid, y = ((const Cached *) b)->pid;
+        return (x > y) - (x < y);
+}
+
+static int cmp_record_pid(const void *a, const void *b) {
+        pid_t x = ((const ProcRecord *) a)->pid, y = ((const ProcRecord *) b)->pid;
+        return (x > y) - (x < y);
 }
 
 static const ProcRecord *find_record(const ProcRecord *recs, size_t n, pid_t pid) {
@@ -119,11 +150,44 @@ static int refresh_known(Scanner *s, ProcRecord **ret, size_t *n_ret, const char
                 owner[n++] = -1;
         }
 
-        ProcRecord *recs = NULL;
+        ProcRecord *recs = calloc(n ? n : 1, sizeof *recs);
+        if (!recs)
+                return -ENOMEM;
         size_t n_recs = 0;
-        int r = proc_scan_pids(s->ps, want, n, &recs, &n_recs);
-        if (r < 0)
-                return r;
+        for (size_t i = 0; i < n; i++) {
+                ProcRecord *rec = &recs[n_recs];
+                int r = proc_read_stat_record(s->ps, want[i], rec);
+                if (r < 0)
+                        continue; /* gone (or unreadable): not ours to show */
+                Cached key = { .pid = rec->pid };
+                Cached *c = s->n_cache ? bsearch(&key, s->cache, s->n_cache, sizeof key, cmp_known_cached) : NULL;
+                unsigned what = PROC_DETAIL_ALL;
+                if (c && c->start_ticks == rec->start_ticks) {
+                        what = 0;
+                        rec->uid = c->uid;
+                        if (c->title_stable && c->title) {
+                                if (!(rec->title = strdup(c->title))) {
+                                        proc_records_free(recs, n_recs + 1);
+                                        return -ENOMEM;
+                                }
+                        } else
+                                what |= PROC_DETAIL_TITLE;
+                        if (s->refreshes - c->slow_at >= SLOW_EVERY)
+                                what |= PROC_DETAIL_STATM | PROC_DETAIL_IO;
+                        else {
+                                rec->rss_anon_kb = c->rss_anon_kb;
+                                rec->io_valid = c->io_valid;
+                                rec->read_bytes = c->read_bytes;
+                                rec->write_bytes = c->write_bytes;
+                        }
+                }
+                if (what && (r = proc_read_details(s->ps, rec, what)) < 0) {
+                        proc_records_free(recs, n_recs + 1);
+                        return r;
+                }
+                n_recs++;
+        }
+        qsort(recs, n_recs, sizeof *recs, cmp_record_pid);
 
         for (size_t i = 0; i < s->n_pms; i++) {
                 const ProcRecord *pm = find_record(recs, n_recs, s->pms[i].pid);
@@ -185,31 +249,57 @@ static int remember(Known **arr, size_t *n, const PgTree *t, bool postmasters) {
         return 0;
 }
 
-/* CPU % over the interval since the previous refresh, or since the process started. */
-static int account_cpu(Scanner *s, PgTree *t, uint64_t mono_now, double uptime) {
-        Known *next = calloc(t->n_procs ? t->n_procs : 1, sizeof *next);
+/* CPU % over the interval since the previous refresh (or since the process started), and the
+ * cache for the next refresh. */
+static int update_cache(Scanner *s, PgTree *t, uint64_t mono_now, double uptime, bool full) {
+        Cached *next = calloc(t->n_procs ? t->n_procs : 1, sizeof *next);
         if (!next)
                 return -ENOMEM;
-        double dt = s->samples_at ? (double) (mono_now - s->samples_at) / USEC_PER_SEC : 0;
+        double dt = s->cache_at ? (double) (mono_now - s->cache_at) / USEC_PER_SEC : 0;
         for (size_t i = 0; i < t->n_procs; i++) {
-                ProcRecord *r = &t->procs[i].rec;
-                next[i] = (Known){ .pid = r->pid, .start_ticks = r->start_ticks, .cpu_ticks = r->cpu_ticks };
-                Known key = { .pid = r->pid };
-                Known *prev = s->n_samples ? bsearch(&key, s->samples, s->n_samples, sizeof key, cmp_known) : NULL;
+                PgProcess *p = &t->procs[i];
+                ProcRecord *r = &p->rec;
+                Cached key = { .pid = r->pid };
+                Cached *prev = s->n_cache ? bsearch(&key, s->cache, s->n_cache, sizeof key, cmp_known_cached) : NULL;
+                if (prev && prev->start_ticks != r->start_ticks)
+                        prev = NULL;
                 double secs = (double) r->cpu_ticks / (double) s->hz;
-                if (prev && prev->start_ticks == r->start_ticks && dt > 0.001 && r->cpu_ticks >= prev->cpu_ticks)
+                if (prev && dt > 0.001 && r->cpu_ticks >= prev->cpu_ticks)
                         r->cpu_percent = 100.0 * ((double) (r->cpu_ticks - prev->cpu_ticks) / (double) s->hz) / dt;
                 else {
                         double age = uptime - (double) r->start_ticks / (double) s->hz;
                         r->cpu_percent = age > 0.01 ? 100.0 * secs / age : 0;
                 }
+                bool slow_read = full || !prev || s->refreshes - prev->slow_at >= SLOW_EVERY;
+                next[i] = (Cached){
+                        .pid = r->pid, .start_ticks = r->start_ticks, .cpu_ticks = r->cpu_ticks, .uid = r->uid,
+                        .rss_anon_kb = r->rss_anon_kb, .io_valid = r->io_valid, .read_bytes = r->read_bytes,
+                        .write_bytes = r->write_bytes, .slow_at = slow_read ? s->refreshes : prev->slow_at,
+                        /* a postmaster's title is its command line: it never changes */
+                        .title_stable = p->depth == 0 && p->cluster >= 0,
+                };
+                if (r->title && !(next[i].title = strdup(r->title))) {
+                        for (size_t k = 0; k < i; k++)
+                                free(next[k].title);
+                        free(next);
+                        return -ENOMEM;
+                }
         }
-        qsort(next, t->n_procs, sizeof *next, cmp_known);
-        free(s->samples);
-        s->samples = next;
-        s->n_samples = t->n_procs;
-        s->samples_at = mono_now;
+        qsort(next, t->n_procs, sizeof *next, cmp_known_cached);
+        for (size_t i = 0; i < s->n_cache; i++)
+                free(s->cache[i].title);
+        free(s->cache);
+        s->cache = next;
+        s->n_cache = t->n_procs;
+        s->cache_at = mono_now;
         return 0;
+}
+
+void scanner_title_stable(Scanner *s, pid_t pid, uint64_t start_ticks) {
+        Cached key = { .pid = pid };
+        Cached *c = s->n_cache ? bsearch(&key, s->cache, s->n_cache, sizeof key, cmp_known_cached) : NULL;
+        if (c && c->start_ticks == start_ticks)
+                c->title_stable = true;
 }
 
 static int read_small_file(const char *path, char *buf, size_t size, size_t *len) {
@@ -307,7 +397,7 @@ int scanner_refresh(Scanner *s, bool force_full, PgTree *ret, ScanStats *stats) 
                         p->cwd = strdup(cwd);
         }
 
-        if ((r = account_cpu(s, &t, now_usec(CLOCK_MONOTONIC), uptime)) < 0 ||
+        if ((r = update_cache(s, &t, now_usec(CLOCK_MONOTONIC), uptime, full)) < 0 ||
             (full && ((r = remember(&s->pms, &s->n_pms, &t, true)) < 0 ||
                       (r = remember(&s->orphans, &s->n_orphans, &t, false)) < 0))) {
                 tree_free(&t);
@@ -316,6 +406,7 @@ int scanner_refresh(Scanner *s, bool force_full, PgTree *ret, ScanStats *stats) 
         if (!full) /* orphans that ended are forgotten */
                 (void) remember(&s->orphans, &s->n_orphans, &t, false);
 
+        s->refreshes++;
         st.seconds = (double) (now_usec(CLOCK_MONOTONIC) - t0) / USEC_PER_SEC;
         if (stats)
                 *stats = st;

@@ -28,6 +28,10 @@ void scanner_set_discovery_interval(Scanner *s, uint64_t usec);
 /* One refresh into *ret (which the caller frees with tree_free). force_full: discover now. */
 int scanner_refresh(Scanner *s, bool force_full, PgTree *ret, ScanStats *stats);
 
+/* The process's title need not be read again next time: pg_stat_activity tells its state (the
+ * engine says so for every joined process that is not active). */
+void scanner_title_stable(Scanner *s, pid_t pid, uint64_t start_ticks);
+
 /* Reads what identifies a cluster: its data directory (/proc/PM/cwd, else -D on the command
  * line) and postmaster.pid there. Missing pieces stay empty. */
 void cluster_identify(const char *proc_root, PgCluster *c, const PgProcess *pm);

@@ -39,7 +39,10 @@ static int dump(int fd, const void *req, size_t len, int (*each)(const struct nl
                                 continue;
                         return negative_errno();
                 }
-                for (struct nlmsghdr *h = (struct nlmsghdr *) buf; NLMSG_OK(h, (size_t) k); h = NLMSG_NEXT(h, k)) {
+                if (k == 0)
+                        return 0;
+                ssize_t left = k; /* NLMSG_NEXT consumes it */
+                for (struct nlmsghdr *h = (struct nlmsghdr *) buf; NLMSG_OK(h, (size_t) left); h = NLMSG_NEXT(h, left)) {
                         if (h->nlmsg_type == NLMSG_DONE)
                                 return 0;
                         if (h->nlmsg_type == NLMSG_ERROR) {
@@ -50,8 +53,6 @@ static int dump(int fd, const void *req, size_t len, int (*each)(const struct nl
                         if (r < 0)
                                 return r;
                 }
-                if (k == 0)
-                        return 0;
         }
 }
 

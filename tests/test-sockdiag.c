@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/un.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -166,12 +167,62 @@ static void test_real_unix_dead_peer(void **state) {
         rmdir(dir);
 }
 
+/* A dump larger than one netlink read (hundreds of sockets) is read to its end. */
+static void test_real_large_dump(void **state) {
+        struct rlimit rl;
+        getrlimit(RLIMIT_NOFILE, &rl);
+        if (rl.rlim_cur < 2000 && rl.rlim_max >= 2000) {
+                rl.rlim_cur = 2000;
+                setrlimit(RLIMIT_NOFILE, &rl);
+        }
+        getrlimit(RLIMIT_NOFILE, &rl);
+        enum { N = 800 };
+        assert_true(rl.rlim_cur >= 2 * N + 50);
+        char dir[] = "/tmp/pgtree-sockdiag-XXXXXX";
+        assert_non_null(mkdtemp(dir));
+        struct sockaddr_un a = { .sun_family = AF_UNIX };
+        snprintf(a.sun_path, sizeof a.sun_path, "%s/.s.PGSQL.5998", dir);
+        int l = socket(AF_UNIX, SOCK_STREAM, 0);
+        assert_int_equal(bind(l, (struct sockaddr *) &a, sizeof a), 0);
+        assert_int_equal(listen(l, N), 0);
+        static int cl[N], sv[N];
+        for (int i = 0; i < N; i++) {
+                cl[i] = socket(AF_UNIX, SOCK_STREAM, 0);
+                assert_int_equal(connect(cl[i], (struct sockaddr *) &a, sizeof a), 0);
+                sv[i] = accept(l, NULL, NULL);
+                assert_true(sv[i] >= 0);
+        }
+        close(cl[N - 1]);
+        usleep(20000);
+        UnixSock *socks;
+        size_t n;
+        assert_int_equal(sockdiag_unix(&socks, &n), 0);
+        assert_true(n >= N);
+        PgCluster c = { .pmfile_valid = true, .pmfile = { .port = 5998 } };
+        snprintf(c.pmfile.socket_dir, sizeof c.pmfile.socket_dir, "%s", dir);
+        uint32_t *inodes;
+        size_t ni;
+        assert_int_equal(client_gone_dead_unix(&c, socks, n, &inodes, &ni), 0);
+        assert_int_equal(ni, 1);
+        free(inodes);
+        free(socks);
+        for (int i = 0; i < N; i++) {
+                if (i < N - 1)
+                        close(cl[i]);
+                close(sv[i]);
+        }
+        close(l);
+        unlink(a.sun_path);
+        rmdir(dir);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_match_tcp),
                 cmocka_unit_test(test_dead_unix),
                 cmocka_unit_test(test_real_tcp_close_wait),
                 cmocka_unit_test(test_real_unix_dead_peer),
+                cmocka_unit_test(test_real_large_dump),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -26,6 +26,13 @@ static int cmp(const void *a, const void *b) {
         return (x > y) - (x < y);
 }
 
+static double mean(const double *v, int n) {
+        double t = 0;
+        for (int i = 0; i < n; i++)
+                t += v[i];
+        return t / n;
+}
+
 static double median(double *v, int n) {
         qsort(v, (size_t) n, sizeof *v, cmp);
         return v[n / 2];
@@ -119,6 +126,8 @@ int main(int argc, char **argv) {
         }
         bool joined = e->tree.n_clusters > 0 && e->tree.clusters[0].snapshot;
         json_object *o = json_object_new_object();
+        json_object_object_add(o, "floor_cpu_mean_s", json_object_new_double(mean(fc, rounds)));
+        json_object_object_add(o, "cycle_cpu_mean_s", json_object_new_double(mean(pc, rounds)));
         json_object_object_add(o, "floor_cpu_s", json_object_new_double(median(fc, rounds)));
         json_object_object_add(o, "floor_wall_s", json_object_new_double(median(fw, rounds)));
         json_object_object_add(o, "floor_processes", json_object_new_int(procs));

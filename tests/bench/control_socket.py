@@ -3,7 +3,7 @@
 50 concurrent clients, against one `psql -c 'SELECT * FROM pg_stat_activity'` measured in the
 same run.
 
-usage: tests/bench/socket.py [BUILD_DIR] [--connections 500]"""
+usage: tests/bench/control_socket.py [BUILD_DIR] [--connections 500]"""
 import argparse
 import contextlib
 import json
