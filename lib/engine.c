@@ -40,6 +40,7 @@ Engine *engine_free(Engine *e) {
         finding_store_clear(&e->store);
         findings_free(&e->open);
         scanner_free(e->scanner);
+        free(e->unix_gone);
         free(e);
         return NULL;
 }
@@ -163,9 +164,40 @@ int engine_finish_cycle(Engine *e, FindingEvents *events) {
                         scanner_title_stable(e->scanner, p->rec.pid, p->rec.start_ticks);
         }
 
+        /* best effort: without netlink there is no client_gone */
         pid_t *gone = NULL;
         size_t n_gone = 0;
-        (void) client_gone_scan(t, &gone, &n_gone); /* best effort: no netlink, no client_gone */
+        bool check_unix = e->cycles % UNIX_GONE_EVERY == 0;
+        if (check_unix) {
+                pid_t *u = NULL;
+                size_t nu = 0;
+                if (client_gone_scan(t, CLIENT_GONE_UNIX, &u, &nu) >= 0) {
+                        Known_gone *kg = calloc(nu ? nu : 1, sizeof *kg);
+                        if (kg) {
+                                size_t k = 0;
+                                for (size_t i = 0; i < nu; i++) {
+                                        int idx = tree_find(t, u[i]);
+                                        if (idx >= 0)
+                                                kg[k++] = (Known_gone){ u[i], t->procs[idx].rec.start_ticks };
+                                }
+                                free(e->unix_gone);
+                                e->unix_gone = kg;
+                                e->n_unix_gone = k;
+                        }
+                }
+                free(u);
+        }
+        (void) client_gone_scan(t, CLIENT_GONE_TCP, &gone, &n_gone);
+        for (size_t i = 0; i < e->n_unix_gone; i++) {
+                int idx = tree_find(t, e->unix_gone[i].pid);
+                if (idx < 0 || t->procs[idx].rec.start_ticks != e->unix_gone[i].start_ticks)
+                        continue; /* that backend is gone */
+                pid_t *g = realloc(gone, (n_gone + 1) * sizeof *g);
+                if (!g)
+                        break;
+                gone = g;
+                gone[n_gone++] = e->unix_gone[i].pid;
+        }
 
         Findings cand = {};
         int r = findings_detect(t, gone, n_gone, &cand);

@@ -24,6 +24,15 @@ typedef struct ClusterSlot {
         bool reported;          /* reachability was reported at least once */
 } ClusterSlot;
 
+typedef struct Known_gone {
+        pid_t pid;
+        uint64_t start_ticks;
+} Known_gone;
+
+/* Unix peers are looked at every UNIX_GONE_EVERY cycles (a dump of every Unix socket of the
+ * host); TCP ones every cycle (the kernel filters CLOSE_WAIT). */
+#define UNIX_GONE_EVERY 5
+
 typedef struct Engine {
         const Config *config;   /* not owned: replaced by engine_set_config on reload */
         Scanner *scanner;
@@ -37,6 +46,8 @@ typedef struct Engine {
         uint64_t cycles;
         double cycle_seconds;   /* wall time of the last whole cycle */
         uint64_t cycle_started;
+        Known_gone *unix_gone;  /* client_gone through Unix sockets, checked every few cycles */
+        size_t n_unix_gone;
 } Engine;
 
 int engine_new(const Config *c, Engine **ret);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include "macro.h"
@@ -40,11 +41,23 @@ static enum pids_item items[N_ITEMS] = {
 
 /* Discovery enumerates every process with libproc2 (stat only); the processes that can be
  * PostgreSQL are then read one by one (read_record). */
+/* An open /proc/PID/stat per watched process: re-read with pread(), it is regenerated on every
+ * read, and it stays bound to that very process (a reused pid gets a new one) — a refresh then
+ * costs one read per process instead of open + read + close. */
+typedef struct StatFd {
+        pid_t pid;
+        int fd;
+        uint64_t used;          /* the refresh that last read it */
+} StatFd;
+
 struct ProcScan {
         struct pids_info *base;
         int proc_fd;
         long page_kb;
         uid_t euid;
+        StatFd *fds;            /* sorted by pid */
+        size_t n_fds, fds_allocated, max_fds;
+        uint64_t generation;
 };
 
 int proc_scan_new(ProcScan **ret) {
@@ -60,6 +73,10 @@ int proc_scan_new(ProcScan **ret) {
                 return r;
         }
         s->euid = geteuid();
+        struct rlimit rl;
+        s->max_fds = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 256 ? (rl.rlim_cur - 128) / 2 : 0;
+        if (s->max_fds > 65536)
+                s->max_fds = 65536;
         long ps = sysconf(_SC_PAGESIZE);
         s->page_kb = ps > 0 ? ps / 1024 : 4;
         *ret = TAKE_PTR(s);
@@ -72,6 +89,9 @@ ProcScan *proc_scan_free(ProcScan *s) {
         procps_pids_unref(&s->base);
         if (s->proc_fd >= 0)
                 close(s->proc_fd);
+        for (size_t i = 0; i < s->n_fds; i++)
+                close(s->fds[i].fd);
+        free(s->fds);
         free(s);
         return NULL;
 }
@@ -115,11 +135,75 @@ static ssize_t read_at(int dirfd, const char *path, char *buf, size_t size) {
         return (ssize_t) len;
 }
 
+static StatFd *find_fd(ProcScan *s, pid_t pid, size_t *at) {
+        size_t lo = 0, hi = s->n_fds;
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (s->fds[mid].pid == pid)
+                        return &s->fds[mid];
+                if (s->fds[mid].pid < pid)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        *at = lo;
+        return NULL;
+}
+
+static void drop_fd(ProcScan *s, StatFd *f) {
+        size_t i = (size_t) (f - s->fds);
+        close(f->fd);
+        memmove(&s->fds[i], &s->fds[i + 1], (s->n_fds - i - 1) * sizeof *s->fds);
+        s->n_fds--;
+}
+
+/* Reads /proc/PID/stat through its kept descriptor (opening it on first use). */
+static ssize_t read_stat(ProcScan *s, pid_t pid, char *buf, size_t size) {
+        size_t at = 0;
+        StatFd *f = find_fd(s, pid, &at);
+        if (!f) {
+                char path[64];
+                snprintf(path, sizeof path, "%d/stat", (int) pid);
+                if (s->n_fds >= s->max_fds)
+                        return read_at(s->proc_fd, path, buf, size);
+                int fd = openat(s->proc_fd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+                if (fd < 0)
+                        return negative_errno();
+                if (GROW(s->fds, s->fds_allocated, s->n_fds + 1) < 0) {
+                        close(fd);
+                        return read_at(s->proc_fd, path, buf, size);
+                }
+                memmove(&s->fds[at + 1], &s->fds[at], (s->n_fds - at) * sizeof *s->fds);
+                s->fds[at] = (StatFd){ .pid = pid, .fd = fd };
+                s->n_fds++;
+                f = &s->fds[at];
+        }
+        f->used = s->generation;
+        ssize_t k = pread(f->fd, buf, size, 0);
+        if (k <= 0) { /* the process is gone: its descriptor reads nothing (or ESRCH) */
+                drop_fd(s, f);
+                return k == 0 ? -ESRCH : negative_errno();
+        }
+        return k;
+}
+
+void proc_scan_begin(ProcScan *s) {
+        s->generation++;
+}
+
+void proc_scan_end(ProcScan *s) {
+        for (size_t i = 0; i < s->n_fds;) {
+                if (s->fds[i].used != s->generation)
+                        drop_fd(s, &s->fds[i]);
+                else
+                        i++;
+        }
+}
+
 int proc_read_stat_record(ProcScan *s, pid_t pid, ProcRecord *r) {
-        char path[64], buf[1024];
+        char buf[1024];
         *r = (ProcRecord){ .cpu_percent = -1 };
-        snprintf(path, sizeof path, "%d/stat", (int) pid);
-        ssize_t k = read_at(s->proc_fd, path, buf, sizeof buf);
+        ssize_t k = read_stat(s, pid, buf, sizeof buf);
         if (k < 0)
                 return k == -ENOENT ? -ESRCH : (int) k;
         ProcStat st;

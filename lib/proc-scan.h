@@ -30,6 +30,10 @@ enum {
         PROC_DETAIL_ALL = 0xf,
 };
 
+/* Brackets one refresh: descriptors kept for processes not read in between are closed. */
+void proc_scan_begin(ProcScan *s);
+void proc_scan_end(ProcScan *s);
+
 /* /proc/PID/stat only: pid, ppid, state, start, CPU ticks, RSS, comm. -ESRCH if gone. */
 int proc_read_stat_record(ProcScan *s, pid_t pid, ProcRecord *r);
 /* Adds the chosen details to a record read by proc_read_stat_record. */

@@ -22,7 +22,7 @@ typedef struct Known {
 
 /* What the last refresh learnt of each process, so that the next one reads only what changes:
  * stat every time; the title unless pg_stat_activity covers the process; private memory and
- * I/O every SLOW_EVERY refreshes; the owner once. */
+ * I/O every SLOW_EVERY refreshes (staggered by pid); the owner once. */
 typedef struct Cached {
         pid_t pid;
         uint64_t start_ticks;
@@ -32,7 +32,6 @@ typedef struct Cached {
         uint64_t rss_anon_kb;
         bool io_valid;
         uint64_t read_bytes, write_bytes;
-        uint64_t slow_at;       /* the refresh that read statm and io */
         bool title_stable;
 } Cached;
 
@@ -109,6 +108,16 @@ static int cmp_record_pid(const void *a, const void *b) {
         return (x > y) - (x < y);
 }
 
+typedef struct Listed {
+        pid_t pid;
+        pid_t owner;    /* 0 postmaster, > 0 its postmaster, −1 orphan */
+} Listed;
+
+static int cmp_listed(const void *a, const void *b) {
+        pid_t x = ((const Listed *) a)->pid, y = ((const Listed *) b)->pid;
+        return (x > y) - (x < y);
+}
+
 static const ProcRecord *find_record(const ProcRecord *recs, size_t n, pid_t pid) {
         ProcRecord key = { .pid = pid };
         return bsearch(&key, recs, n, sizeof *recs, cmp_pid);
@@ -172,7 +181,8 @@ static int refresh_known(Scanner *s, ProcRecord **ret, size_t *n_ret, const char
                                 }
                         } else
                                 what |= PROC_DETAIL_TITLE;
-                        if (s->refreshes - c->slow_at >= SLOW_EVERY)
+                        /* a fifth of the processes each time, not all of them every fifth time */
+                        if ((s->refreshes + (uint64_t) rec->pid) % SLOW_EVERY == 0)
                                 what |= PROC_DETAIL_STATM | PROC_DETAIL_IO;
                         else {
                                 rec->rss_anon_kb = c->rss_anon_kb;
@@ -199,28 +209,35 @@ static int refresh_known(Scanner *s, ProcRecord **ret, size_t *n_ret, const char
         }
         /* Cross-check: keep a child only if its parent is still the postmaster that listed it (the
          * pid may have been reused in between), an orphan only if it is the same process. */
+        Listed *listed = malloc((n ? n : 1) * sizeof *listed);
+        if (!listed) {
+                proc_records_free(recs, n_recs);
+                return -ENOMEM;
+        }
+        for (size_t j = 0; j < n; j++)
+                listed[j] = (Listed){ .pid = want[j], .owner = owner[j] };
+        qsort(listed, n, sizeof *listed, cmp_listed);
         size_t k = 0;
         for (size_t i = 0; i < n_recs; i++) {
                 ProcRecord *rec = &recs[i];
+                Listed key = { .pid = rec->pid };
+                const Listed *l = bsearch(&key, listed, n, sizeof key, cmp_listed);
                 bool keep = false;
-                for (size_t j = 0; j < n && !keep; j++) {
-                        if (want[j] != rec->pid)
-                                continue;
-                        if (owner[j] == 0)
-                                keep = true;
-                        else if (owner[j] > 0)
-                                keep = rec->ppid == owner[j];
-                        else {
-                                Known key = { .pid = rec->pid };
-                                Known *o = bsearch(&key, s->orphans, s->n_orphans, sizeof *o, cmp_known);
-                                keep = o && o->start_ticks == rec->start_ticks;
-                        }
+                if (l && l->owner == 0)
+                        keep = true;
+                else if (l && l->owner > 0)
+                        keep = rec->ppid == l->owner;
+                else if (l) {
+                        Known kk = { .pid = rec->pid };
+                        Known *o = bsearch(&kk, s->orphans, s->n_orphans, sizeof *o, cmp_known);
+                        keep = o && o->start_ticks == rec->start_ticks;
                 }
                 if (keep)
                         recs[k++] = *rec;
                 else
                         proc_record_clear(rec);
         }
+        free(listed);
         *ret = recs;
         *n_ret = k;
         return 0;
@@ -270,11 +287,10 @@ static int update_cache(Scanner *s, PgTree *t, uint64_t mono_now, double uptime,
                         double age = uptime - (double) r->start_ticks / (double) s->hz;
                         r->cpu_percent = age > 0.01 ? 100.0 * secs / age : 0;
                 }
-                bool slow_read = full || !prev || s->refreshes - prev->slow_at >= SLOW_EVERY;
                 next[i] = (Cached){
                         .pid = r->pid, .start_ticks = r->start_ticks, .cpu_ticks = r->cpu_ticks, .uid = r->uid,
                         .rss_anon_kb = r->rss_anon_kb, .io_valid = r->io_valid, .read_bytes = r->read_bytes,
-                        .write_bytes = r->write_bytes, .slow_at = slow_read ? s->refreshes : prev->slow_at,
+                        .write_bytes = r->write_bytes,
                         /* a postmaster's title is its command line: it never changes */
                         .title_stable = p->depth == 0 && p->cluster >= 0,
                 };
@@ -359,6 +375,7 @@ int scanner_refresh(Scanner *s, bool force_full, PgTree *ret, ScanStats *stats) 
         size_t n = 0;
         int r;
 
+        proc_scan_begin(s->ps);
         bool full = force_full || s->last_full == 0 || t0 - s->last_full >= s->discovery_usec;
         st.full_reason = force_full ? "forced" : s->last_full == 0 ? "first" : "interval";
         if (!full) {
@@ -373,6 +390,9 @@ int scanner_refresh(Scanner *s, bool force_full, PgTree *ret, ScanStats *stats) 
                         return r;
                 s->last_full = t0;
         }
+        /* a full scan read no kept descriptor: keep them for the next refreshes */
+        if (!full)
+                proc_scan_end(s->ps);
         st.full = full;
         st.examined = n;
 

@@ -297,7 +297,7 @@ static int cmp_pid(const void *a, const void *b) {
         return (x > y) - (x < y);
 }
 
-int client_gone_scan(const PgTree *t, pid_t **ret, size_t *n_ret) {
+int client_gone_scan(const PgTree *t, unsigned what, pid_t **ret, size_t *n_ret) {
         *ret = NULL;
         *n_ret = 0;
         pid_t *pids = NULL;
@@ -310,9 +310,9 @@ int client_gone_scan(const PgTree *t, pid_t **ret, size_t *n_ret) {
                 char client[128];
                 proc_client(p, client, sizeof client);
                 if (!strcmp(client, "local"))
-                        any_local = true;
+                        any_local = what & CLIENT_GONE_UNIX;
                 else if (client[0])
-                        any_tcp = true;
+                        any_tcp = what & CLIENT_GONE_TCP;
         }
         int r = 0;
         if (any_tcp) {

@@ -39,6 +39,12 @@ int client_gone_match_tcp(const PgTree *t, const TcpSock *socks, size_t n, pid_t
 /* The inodes of server-side Unix sockets of this cluster whose peer is gone. */
 int client_gone_dead_unix(const PgCluster *c, const UnixSock *socks, size_t n, uint32_t **inodes, size_t *n_inodes);
 
-/* Everything: the pids of client backends whose client connection is dead (sorted). Reads
- * /proc/PID/fd of local-socket backends only when a dead Unix peer exists (root or owner). */
-int client_gone_scan(const PgTree *t, pid_t **ret, size_t *n_ret);
+enum {
+        CLIENT_GONE_TCP = 1 << 0,       /* one kernel-filtered dump of CLOSE_WAIT sockets: cheap */
+        CLIENT_GONE_UNIX = 1 << 1,      /* a dump of every connected Unix socket on the host */
+};
+
+/* The pids of client backends whose client connection is dead (sorted), by TCP and/or Unix
+ * sockets. Reads /proc/PID/fd of local-socket backends only when a dead Unix peer exists (root
+ * or owner). */
+int client_gone_scan(const PgTree *t, unsigned what, pid_t **ret, size_t *n_ret);
