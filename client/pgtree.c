@@ -17,6 +17,7 @@
 #include "config.h"
 #include "journal.h"
 #include "macro.h"
+#include "pidref.h"
 #include "protocol.h"
 #include "render.h"
 
@@ -532,10 +533,9 @@ static int cmd_events(const char *since, bool follow, int count) {
 
 /* ---- the command line ---- */
 
+/* "kill", "-9", "-KILL", "--signal=9", "SIGKILL"…; a bare number is a pid, not a signal. */
 static bool is_kill_word(const char *a) {
-        return !strcmp(a, "kill") || !strcmp(a, "-9") || !strcmp(a, "-KILL") || !strcmp(a, "-SIGKILL") ||
-               !strcmp(a, "--signal=9") || !strcmp(a, "--signal=KILL") || !strcmp(a, "--signal=SIGKILL") ||
-               !strcmp(a, "SIGKILL") || !strcmp(a, "sigkill");
+        return (a[0] == '-' || a[0] < '0' || a[0] > '9') && signal_spelling_is_sigkill(a);
 }
 
 static int parse_pid(const char *s, json_object **params) {

@@ -23,6 +23,7 @@
 #include "macro.h"
 #include "manager.h"
 #include "metrics.h"
+#include "pidref.h"
 #include "protocol.h"
 #include "render.h"
 
@@ -364,30 +365,13 @@ static void method_findings(Client *c, bool orphans) {
         reply(c, o);
 }
 
-static bool means_sigkill(const char *v) {
-        if (!v)
-                return false;
-        char buf[32];
-        size_t k = 0;
-        for (const char *s = v; *s && k + 1 < sizeof buf; s++)
-                if (*s != ' ' && *s != '-')
-                        buf[k++] = (char) (*s >= 'A' && *s <= 'Z' ? *s - 'A' + 'a' : *s);
-        buf[k] = 0;
-        return !strcmp(buf, "kill") || !strcmp(buf, "9") || !strcmp(buf, "sigkill") || !strcmp(buf, "kill9") ||
-               !strcmp(buf, "killsigkill");
-}
-
-static const char sigkill_reason[] =
-        "SIGKILL is refused: on a backend it makes the postmaster end every session and run crash recovery; "
-        "use terminate (SIGTERM)";
-
 static void method_signal(Client *c, json_object *p) {
         Manager *m = c->server->manager;
         const PgTree *t = &m->engine->tree;
         const char *action = param_string(p, "action");
         json_object *sigv;
         bool sig9 = json_object_object_get_ex(p, "signal", &sigv) && sigv &&
-                    (json_object_get_int(sigv) == 9 || means_sigkill(json_object_get_string(sigv)));
+                    (json_object_get_int(sigv) == 9 || signal_spelling_is_sigkill(json_object_get_string(sigv)));
         char by[160];
         snprintf(by, sizeof by, "uid %u pid %d (%s)", (unsigned) c->cred.uid, (int) c->cred.pid, c->comm);
         LogEntry e = {};
@@ -395,11 +379,11 @@ static void method_signal(Client *c, json_object *p) {
         log_add(&e, "PGTREE_PEER_UID", "%u", (unsigned) c->cred.uid);
         log_add(&e, "PGTREE_PEER_PID", "%d", (int) c->cred.pid);
         log_add(&e, "PGTREE_PEER_COMM", "%s", c->comm);
-        if (sig9 || means_sigkill(action)) {
+        if (sig9 || signal_spelling_is_sigkill(action)) {
                 log_add(&e, "PGTREE_REQUESTED_ACTION", "kill");
                 log_add(&e, "PGTREE_RESULT", "refused");
                 log_send(&e, LOG_WARNING, MSGID_ACTION_REFUSED, "SIGKILL requested by %s: refused", by);
-                reply_error(c, "io.pgtree.SigkillRefused", one("reason", json_object_new_string(sigkill_reason)));
+                reply_error(c, "io.pgtree.SigkillRefused", one("reason", json_object_new_string(SIGKILL_REFUSAL)));
                 return;
         }
         Action a;

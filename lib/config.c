@@ -15,12 +15,10 @@
 
 #include "config.h"
 #include "macro.h"
+#include "pidref.h"
 #include "rules.h"
 #include "title.h"
 
-#define SIGKILL_REFUSAL                                                                              \
-        "SIGKILL is refused: on a backend it makes the postmaster end every session and run crash " \
-        "recovery; use action = terminate (SIGTERM)"
 
 typedef enum SectionType {
         SECTION_NONE,
@@ -373,18 +371,6 @@ static void set_clients(Parser *p, const char *key, const char *v, ClientList *d
         dst->n = n;
 }
 
-static bool asks_for_sigkill(const char *v) {
-        char buf[64];
-        size_t k = 0;
-        for (const char *s = v; *s && k + 1 < sizeof buf; s++)
-                if (!isspace((unsigned char) *s) && *s != '-')
-                        buf[k++] = (char) tolower((unsigned char) *s);
-        buf[k] = 0;
-        return !strcmp(buf, "kill") || !strcmp(buf, "kill9") || !strcmp(buf, "9") || !strcmp(buf, "sigkill") ||
-               !strcmp(buf, "killsigkill") || !strcmp(buf, "signal9") || !strcmp(buf, "sig9") ||
-               !strcmp(buf, "killkill") || !strcmp(buf, "killsig9");
-}
-
 /* ---- sections ---- */
 
 static void seen_reset(Parser *p) {
@@ -719,14 +705,14 @@ static void rule_key(Parser *p, const char *key, const char *v) {
                 int a = action_from_string(v);
                 if (a >= 0)
                         r->action = (Action) a;
-                else if (asks_for_sigkill(v))
+                else if (signal_spelling_is_sigkill(v))
                         error(p, "action: '%s': " SIGKILL_REFUSAL, v);
                 else
                         error(p, "action: unknown action '%s' (expected log, alert, cancel or terminate)", v);
                 return;
         }
         if (!strcmp(key, "signal")) {
-                if (asks_for_sigkill(v))
+                if (signal_spelling_is_sigkill(v))
                         error(p, "signal: '%s': " SIGKILL_REFUSAL, v);
                 else
                         error(p, "unknown key 'signal' in [rule %s]: say action = cancel (SIGINT) or action = terminate (SIGTERM)", r->name);

@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <seccomp.h>
 #include <signal.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -67,6 +68,25 @@ void pidref_done(PidRef *ref) {
                 close(ref->fd);
         if (ref)
                 *ref = PIDREF_NULL;
+}
+
+bool signal_spelling_is_sigkill(const char *v) {
+        char buf[64];
+        size_t k = 0;
+        if (!v)
+                return false;
+        for (const char *s = v; *s && k + 1 < sizeof buf; s++)
+                if (*s != ' ' && *s != '-' && *s != '=' && *s != '_')
+                        buf[k++] = (char) (*s >= 'A' && *s <= 'Z' ? *s - 'A' + 'a' : *s);
+        buf[k] = 0;
+        const char *w = buf;
+        if (!strncmp(w, "signal", 6))
+                w += 6;
+        static const char *const spellings[] = { "kill", "9", "sigkill", "kill9", "killsigkill", "sig9", "killkill", "killsig9" };
+        for (size_t i = 0; i < ELEMENTSOF(spellings); i++)
+                if (!strcmp(w, spellings[i]))
+                        return true;
+        return false;
 }
 
 int nokill_install(void) {

@@ -31,6 +31,15 @@ bool pidref_exited(const PidRef *ref);
 
 void pidref_done(PidRef *ref);
 
+/* Why pgtree refuses SIGKILL, in one place (config errors, socket replies). */
+#define SIGKILL_REFUSAL                                                                              \
+        "SIGKILL is refused: on a backend it makes the postmaster end every session and run crash " \
+        "recovery; use terminate (SIGTERM)"
+
+/* Does this spell SIGKILL? "kill", "9", "SIGKILL", "KILL", "kill -9", "-9", "--signal=9",
+ * "signal 9", any case, with dashes and spaces ignored. */
+bool signal_spelling_is_sigkill(const char *s);
+
 /* Installs a seccomp filter on the calling process that makes kill, tkill, tgkill,
  * rt_sigqueueinfo, rt_tgsigqueueinfo and pidfd_send_signal fail with EPERM when the signal is
  * SIGKILL. Inherited by children. */

@@ -17,7 +17,7 @@ typedef struct Bad {
         const char *message;    /* the exact first "FILE:LINE: message" */
 } Bad;
 
-#define KILL_WHY "SIGKILL is refused: on a backend it makes the postmaster end every session and run crash recovery; use action = terminate (SIGTERM)"
+#define KILL_WHY "SIGKILL is refused: on a backend it makes the postmaster end every session and run crash recovery; use terminate (SIGTERM)"
 
 static const Bad bad_configs[] = {
         { "[foo]\n", "t.ini:1: unknown section [foo] (expected [daemon], [protected], [cluster NAME] or [rule NAME])" },

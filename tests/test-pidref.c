@@ -174,6 +174,18 @@ static void test_nokill_filter(void **state) {
         assert_int_equal(WTERMSIG(status), SIGTERM);
 }
 
+static void test_sigkill_spellings(void **state) {
+        const char *kill[] = { "kill", "KILL", "9", "SIGKILL", "sigkill", "kill -9", "-9", "--signal=9", "signal 9",
+                               "Kill 9", "SIG_KILL", "-KILL", "signal=SIGKILL" };
+        for (size_t i = 0; i < sizeof kill / sizeof kill[0]; i++)
+                if (!signal_spelling_is_sigkill(kill[i]))
+                        fail_msg("«%s» not seen as SIGKILL", kill[i]);
+        const char *other[] = { "terminate", "cancel", "15", "SIGTERM", "-15", "19", "killall", "", NULL };
+        for (size_t i = 0; i < sizeof other / sizeof other[0]; i++)
+                if (signal_spelling_is_sigkill(other[i]))
+                        fail_msg("«%s» taken for SIGKILL", other[i] ? other[i] : "(null)");
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_verified_signal),
@@ -181,6 +193,7 @@ int main(void) {
                 cmocka_unit_test(test_zombie_is_gone),
                 cmocka_unit_test(test_pid_reuse_refused),
                 cmocka_unit_test(test_nokill_filter),
+                cmocka_unit_test(test_sigkill_spellings),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,20 +6,14 @@ discovery scan, on a host with ~100, 1,000 and 4,000 extra processes, against
 usage: tests/bench/refresh.py [BUILD_DIR] [--connections N] [--extra 100,1000,4000]
 """
 import argparse
-import contextlib
 import json
 import os
 import resource
 import statistics
 import subprocess
-import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "integration"))
-from pgharness import Cluster, stop_on_signals  # noqa: E402
-
-stop_on_signals()
+from benchlib import HERE, busy_cluster
 
 ap = argparse.ArgumentParser()
 ap.add_argument("build", nargs="?", default=os.path.join(HERE, "..", "..", "build"))
@@ -55,8 +49,7 @@ def spawn_extra(target):
         extra_procs.append(subprocess.Popen(["sleep", "3600"], stdin=subprocess.DEVNULL))
 
 
-with Cluster(name="bench", settings={"max_connections": args.connections + 20}) as c:
-    conns = [c.connect(application_name=f"FakeParent:{i % 7}") for i in range(args.connections)]
+with busy_cluster("bench", args.connections) as c:
     try:
         print(f"cluster with {args.connections} connections; {os.cpu_count()} cores")
         print(f"{'extra':>6} {'host':>6} | {'ps wall':>9} {'ps cpu':>9} | {'full wall':>9} {'full cpu':>9} "
@@ -86,9 +79,6 @@ with Cluster(name="bench", settings={"max_connections": args.connections + 20}) 
               f"(host grew {last['host'] / first['host']:.1f}x)")
         print("goal: ps/refresh >= 10x at 4000 extra; ps/full >= 1x")
     finally:
-        for conn in conns:
-            with contextlib.suppress(Exception):
-                conn.close()
         for p in extra_procs:
             p.terminate()
         for p in extra_procs:
