@@ -220,6 +220,11 @@ static void sync_pm_watches(Manager *m) {
 /* ---- alerts ---- */
 
 static void on_alert_done(const AlertRun *run, AlertOutcome o, int status, void *userdata) {
+        Manager *m = userdata;
+        if (o == ALERT_EXITED && status == 0)
+                m->counters.alerts_ok++;
+        else if (o != ALERT_STUCK)
+                m->counters.alerts_failed++;
         LogEntry e = {};
         log_add(&e, "PGTREE_KIND", "%s", finding_kind_to_string(run->kind));
         log_add(&e, "PGTREE_PID", "%d", (int) run->target);
@@ -303,6 +308,7 @@ static void run_alert(Manager *m, const Finding *f) {
                 log_add(&e, "PGTREE_ALERT_COMMAND", "%s", rule->alert_command);
                 log_send(&e, LOG_ERR, MSGID_ALERT_FAILED, "alert %s for %s pid %d could not start: %s", rule->alert_command,
                          finding_kind_to_string(f->kind), (int) f->pid, strerror(-r));
+                m->counters.alerts_failed++;
                 return;
         }
         arm_alerts(m);
@@ -356,6 +362,21 @@ static void apply_rule_actions(Manager *m) {
         }
 }
 
+/* ---- node_exporter's textfile ---- */
+
+static void write_metrics_file(Manager *m) {
+        if (!m->config->metrics_file)
+                return;
+        int r = metrics_write_file(m->config->metrics_file, m->engine, &m->counters, m->start_time);
+        if (r < 0 && !m->metrics_failed) {
+                LogEntry e = {};
+                log_add(&e, "PGTREE_METRICS_FILE", "%s", m->config->metrics_file);
+                log_send(&e, LOG_ERR, NULL, "cannot write metrics to %s: %s (said once; retried every cycle)",
+                         m->config->metrics_file, strerror(-r));
+        }
+        m->metrics_failed = r < 0;
+}
+
 /* ---- the cycle ---- */
 
 static void schedule_next(Manager *m) {
@@ -382,6 +403,7 @@ static void finish_cycle(Manager *m) {
                 apply_rule_actions(m);
                 sync_pm_watches(m);
                 control_cycle_done(m->control);
+                write_metrics_file(m);
         }
         finding_events_clear(&events);
         notify_status(m);

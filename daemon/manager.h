@@ -75,6 +75,7 @@ typedef struct Manager {
         size_t n_rates, rates_allocated;
         ControlServer *control;
         ActionCounters counters;
+        bool metrics_failed;    /* the metrics file could not be written (said once) */
         double start_time;      /* epoch seconds */
 } Manager;
 

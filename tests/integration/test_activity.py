@@ -264,3 +264,84 @@ def test_lifecycle_open_once_resolve(cluster, daemon_factory):
     cluster.sql("SELECT pg_cancel_backend(%s)", (pid,))
     d.wait_log(rf"long_query resolved: pid {pid} ")
     assert len([l for l in d.lines if f"long_query opened: pid {pid} " in l]) == 1
+
+
+def test_alerts_and_metrics_file(cluster, daemon_factory, tmp_path):
+    """action = alert runs the command with the finding in its environment, without blocking;
+    a failing command is logged, not fatal; metrics_file is written each cycle."""
+    out = tmp_path / "alert.env"
+    ok = tmp_path / "page-oncall"
+    ok.write_text(f"#!/bin/sh\nenv | grep ^PGTREE_ | sort > {out}\n")
+    ok.chmod(0o755)
+    bad = tmp_path / "broken-pager"
+    bad.write_text("#!/bin/sh\nexit 3\n")
+    bad.chmod(0o755)
+    prom = tmp_path / "pgtree.prom"
+    os.chmod(tmp_path, 0o755)
+    d = daemon_factory(f"""[daemon]
+interval = 300ms
+metrics_file = {prom}
+[rule page]
+kind = long_query
+after = 500ms
+application_name = alerted
+action = alert
+alert_command = {ok}
+[rule page-broken]
+kind = idle_in_transaction
+after = 500ms
+application_name = alerted-tx
+action = alert
+alert_command = {bad}
+""").start()
+    _, pid, _ = cluster.run_async("SELECT pg_sleep(30)", application_name="alerted")
+    tx = cluster.connect(autocommit=False, application_name="alerted-tx")
+    tx.cursor().execute("SELECT 1")
+    wait_for(lambda: out.exists() and "PGTREE_PID" in out.read_text(), 15, what="the alert's output")
+    env = dict(l.split("=", 1) for l in out.read_text().splitlines())
+    assert env["PGTREE_KIND"] == "long_query" and env["PGTREE_PID"] == str(pid)
+    assert env["PGTREE_RULE"] == "page" and env["PGTREE_APPLICATION"] == "alerted"
+    assert env["PGTREE_CLUSTER"] == cluster.name and int(env["PGTREE_DURATION"]) >= 0
+    d.wait_log(r"alert .*page-oncall for long_query pid %d ran" % pid)
+    d.wait_log(r"alert .*broken-pager for idle_in_transaction pid \d+ failed with exit status 3")
+    assert d.proc.poll() is None
+    wait_for(lambda: prom.exists() and 'pgtree_alerts_total{result="failed"} 1' in prom.read_text(), 10,
+             what="metrics file with the alerts")
+    text = prom.read_text()
+    assert 'pgtree_alerts_total{result="ok"} 1' in text
+    p = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    tx.close()
+    cluster.sql("SELECT pg_cancel_backend(%s)", (pid,))
+
+
+def test_backend_that_does_not_exit_is_reported_not_killed(cluster, daemon_factory):
+    """A backend that cannot act on SIGTERM (here: stopped with SIGSTOP by the test) is reported
+    after terminate_grace and never escalated; once it can, it exits."""
+    d = daemon_factory(f"""[daemon]
+interval = 200ms
+terminate_grace = 1s
+[cluster it]
+data_directory = {cluster.data}
+enforce = yes
+[rule stuck]
+kind = long_query
+after = 300ms
+application_name = stuck
+action = terminate
+""").start()
+    _, pid, _ = cluster.run_async("SELECT pg_sleep(60)", application_name="stuck")
+    wait_for(lambda: cluster.sql("SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND state = 'active'", (pid,))[0][0],
+             10, what="active session")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        d.wait_log(rf"terminate pid {pid} \(rule stuck\): sent SIGTERM to pid {pid}")
+        d.wait_log(rf"pid {pid} did not exit within 1s of SIGTERM; pgtree never escalates to SIGKILL")
+        assert pid_alive(pid)
+        time.sleep(1.5)
+        assert len([l for l in d.lines if f"terminate pid {pid} " in l]) == 1  # sent once, not repeated
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    d.wait_log(rf"pid {pid} exited [0-9.]+s after SIGTERM")
+    log = cluster.server_log()
+    assert "terminated by signal 9" not in log and "reinitializing" not in log
