@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sys/resource.h>
 #include <time.h>
 
 #include "build-config.h"
@@ -230,8 +231,18 @@ static int run_daemon(const Args *args) {
         return r;
 }
 
+/* A descriptor per watched backend (its stat file, its pidfd): take the hard limit. */
+static void raise_fd_limit(void) {
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+                rl.rlim_cur = rl.rlim_max < 65536 ? rl.rlim_max : 65536;
+                (void) setrlimit(RLIMIT_NOFILE, &rl);
+        }
+}
+
 int main(int argc, char **argv) {
         Args args = {};
+        raise_fd_limit();
         int r = parse_args(argc, argv, &args);
         if (r <= 0)
                 return r < 0 ? 2 : 0;

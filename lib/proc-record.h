@@ -20,6 +20,7 @@ typedef struct ProcRecord {
         char *title;            /* cmdline up to the first NUL, owned; NULL if not read */
         double cpu_percent;     /* over the last interval (or since start on first sight); < 0 unknown */
         bool io_valid;          /* /proc/PID/io was readable (root or the owner) */
+        bool from_cache;        /* not read this time: an idle process known alive through its pidfd */
         uint64_t read_bytes, write_bytes;
 } ProcRecord;
 

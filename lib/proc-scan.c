@@ -44,11 +44,17 @@ static enum pids_item items[N_ITEMS] = {
 /* An open /proc/PID/stat per watched process: re-read with pread(), it is regenerated on every
  * read, and it stays bound to that very process (a reused pid gets a new one) — a refresh then
  * costs one read per process instead of open + read + close. */
+enum { KEPT_STAT, KEPT_STATM, KEPT_IO, _KEPT_MAX };
+static const char *const kept_names[_KEPT_MAX] = { "stat", "statm", "io" };
+
 typedef struct StatFd {
         pid_t pid;
-        int fd;
-        uint64_t used;          /* the refresh that last read it */
+        int fd[_KEPT_MAX];      /* −1 until first needed */
+        uint64_t used;          /* the refresh that last wanted it */
 } StatFd;
+
+struct ProcScan;
+static void drop_fd(struct ProcScan *s, StatFd *f);
 
 struct ProcScan {
         struct pids_info *base;
@@ -74,7 +80,8 @@ int proc_scan_new(ProcScan **ret) {
         }
         s->euid = geteuid();
         struct rlimit rl;
-        s->max_fds = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 256 ? (rl.rlim_cur - 128) / 2 : 0;
+        /* entries of three descriptors; a third of the limit stays for pidfds and the rest */
+        s->max_fds = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 256 ? (rl.rlim_cur - 128) / 6 : 0;
         if (s->max_fds > 65536)
                 s->max_fds = 65536;
         long ps = sysconf(_SC_PAGESIZE);
@@ -89,8 +96,8 @@ ProcScan *proc_scan_free(ProcScan *s) {
         procps_pids_unref(&s->base);
         if (s->proc_fd >= 0)
                 close(s->proc_fd);
-        for (size_t i = 0; i < s->n_fds; i++)
-                close(s->fds[i].fd);
+        while (s->n_fds > 0)
+                drop_fd(s, &s->fds[s->n_fds - 1]);
         free(s->fds);
         free(s);
         return NULL;
@@ -152,39 +159,53 @@ static StatFd *find_fd(ProcScan *s, pid_t pid, size_t *at) {
 
 static void drop_fd(ProcScan *s, StatFd *f) {
         size_t i = (size_t) (f - s->fds);
-        close(f->fd);
+        for (int k = 0; k < _KEPT_MAX; k++)
+                if (f->fd[k] >= 0)
+                        close(f->fd[k]);
         memmove(&s->fds[i], &s->fds[i + 1], (s->n_fds - i - 1) * sizeof *s->fds);
         s->n_fds--;
 }
 
-/* Reads /proc/PID/stat through its kept descriptor (opening it on first use). */
-static ssize_t read_stat(ProcScan *s, pid_t pid, char *buf, size_t size) {
+/* The kept entry of a pid, created on first use (NULL when the descriptor budget is spent). */
+static StatFd *kept_entry(ProcScan *s, pid_t pid) {
         size_t at = 0;
         StatFd *f = find_fd(s, pid, &at);
-        if (!f) {
-                char path[64];
-                snprintf(path, sizeof path, "%d/stat", (int) pid);
-                if (s->n_fds >= s->max_fds)
-                        return read_at(s->proc_fd, path, buf, size);
-                int fd = openat(s->proc_fd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-                if (fd < 0)
-                        return negative_errno();
-                if (GROW(s->fds, s->fds_allocated, s->n_fds + 1) < 0) {
-                        close(fd);
-                        return read_at(s->proc_fd, path, buf, size);
-                }
-                memmove(&s->fds[at + 1], &s->fds[at], (s->n_fds - at) * sizeof *s->fds);
-                s->fds[at] = (StatFd){ .pid = pid, .fd = fd };
-                s->n_fds++;
-                f = &s->fds[at];
-        }
+        if (f || s->n_fds >= s->max_fds || GROW(s->fds, s->fds_allocated, s->n_fds + 1) < 0)
+                return f;
+        memmove(&s->fds[at + 1], &s->fds[at], (s->n_fds - at) * sizeof *s->fds);
+        s->fds[at] = (StatFd){ .pid = pid, .fd = { -1, -1, -1 } };
+        s->n_fds++;
+        return &s->fds[at];
+}
+
+/* Reads /proc/PID/<which> through its kept descriptor (opening it on first use). */
+static ssize_t read_kept(ProcScan *s, pid_t pid, int which, char *buf, size_t size) {
+        char path[64];
+        snprintf(path, sizeof path, "%d/%s", (int) pid, kept_names[which]);
+        StatFd *f = kept_entry(s, pid);
+        if (!f)
+                return read_at(s->proc_fd, path, buf, size);
         f->used = s->generation;
-        ssize_t k = pread(f->fd, buf, size, 0);
-        if (k <= 0) { /* the process is gone: its descriptor reads nothing (or ESRCH) */
+        if (f->fd[which] < 0 && (f->fd[which] = openat(s->proc_fd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0) {
+                int r = negative_errno();
+                if (which == KEPT_STAT)
+                        drop_fd(s, f);
+                return r;
+        }
+        ssize_t k = pread(f->fd[which], buf, size, 0);
+        if (k <= 0) { /* the process is gone: its descriptors read nothing (or ESRCH) */
+                int r = k == 0 ? -ESRCH : negative_errno();
                 drop_fd(s, f);
-                return k == 0 ? -ESRCH : negative_errno();
+                return r;
         }
         return k;
+}
+
+void proc_scan_touch(ProcScan *s, pid_t pid) {
+        size_t at;
+        StatFd *f = find_fd(s, pid, &at);
+        if (f)
+                f->used = s->generation;
 }
 
 void proc_scan_begin(ProcScan *s) {
@@ -203,7 +224,7 @@ void proc_scan_end(ProcScan *s) {
 int proc_read_stat_record(ProcScan *s, pid_t pid, ProcRecord *r) {
         char buf[1024];
         *r = (ProcRecord){ .cpu_percent = -1 };
-        ssize_t k = read_stat(s, pid, buf, sizeof buf);
+        ssize_t k = read_kept(s, pid, KEPT_STAT, buf, sizeof buf);
         if (k < 0)
                 return k == -ENOENT ? -ESRCH : (int) k;
         ProcStat st;
@@ -231,8 +252,7 @@ int proc_read_details(ProcScan *s, ProcRecord *r, unsigned what) {
                         r->uid = sb.st_uid;
         }
         if (what & PROC_DETAIL_STATM) {
-                snprintf(path, sizeof path, "%d/statm", (int) pid);
-                k = read_at(s->proc_fd, path, buf, 256);
+                k = read_kept(s, pid, KEPT_STATM, buf, 256);
                 unsigned long long size, res, shr;
                 if (k > 0) {
                         buf[k] = 0;
@@ -242,8 +262,7 @@ int proc_read_details(ProcScan *s, ProcRecord *r, unsigned what) {
         }
         /* I/O counters: readable by root and the process's owner only */
         if ((what & PROC_DETAIL_IO) && (s->euid == 0 || r->uid == s->euid)) {
-                snprintf(path, sizeof path, "%d/io", (int) pid);
-                k = read_at(s->proc_fd, path, buf, 512);
+                k = read_kept(s, pid, KEPT_IO, buf, 512);
                 if (k > 0) {
                         buf[k] = 0;
                         const char *rb = strstr(buf, "\nread_bytes: "), *wb = strstr(buf, "\nwrite_bytes: ");

@@ -33,6 +33,8 @@ enum {
 /* Brackets one refresh: descriptors kept for processes not read in between are closed. */
 void proc_scan_begin(ProcScan *s);
 void proc_scan_end(ProcScan *s);
+/* The process is still watched though nothing of it was read: keep its descriptors. */
+void proc_scan_touch(ProcScan *s, pid_t pid);
 
 /* /proc/PID/stat only: pid, ppid, state, start, CPU ticks, RSS, comm. -ESRCH if gone. */
 int proc_read_stat_record(ProcScan *s, pid_t pid, ProcRecord *r);

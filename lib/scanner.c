@@ -5,10 +5,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
 
 #include "macro.h"
 #include "proc-scan.h"
+#include "proc-stat.h"
 #include "scanner.h"
 
 #define USEC_PER_SEC 1000000ULL
@@ -21,12 +25,21 @@ typedef struct Known {
 } Known;
 
 /* What the last refresh learnt of each process, so that the next one reads only what changes:
- * stat every time; the title unless pg_stat_activity covers the process; private memory and
- * I/O every SLOW_EVERY refreshes (staggered by pid); the owner once. */
+ * the title unless pg_stat_activity covers the process; private memory and I/O every SLOW_EVERY
+ * refreshes (staggered by pid); the owner once; and stat every time, except for sessions that
+ * pg_stat_activity shows idle: a pidfd per process tells, in one poll(), that they are still the
+ * same live processes, and their stat is read every SLOW_EVERY refreshes. */
 typedef struct Cached {
         pid_t pid;
+        pid_t ppid;
+        char state;
+        char comm[16];
         uint64_t start_ticks;
         uint64_t cpu_ticks;
+        uint64_t cpu_at;        /* monotonic µs when cpu_ticks was read */
+        double cpu_percent;
+        uint64_t rss_kb;
+        int pidfd;              /* −1 if none */
         uid_t uid;
         char *title;
         uint64_t rss_anon_kb;
@@ -47,6 +60,7 @@ struct Scanner {
         size_t n_orphans;
         Cached *cache;          /* every process of the last tree, sorted by pid */
         size_t n_cache;
+        size_t n_pidfds, max_pidfds;
         uint64_t cache_at;      /* monotonic µs */
         uint64_t refreshes;
         unsigned long hz;
@@ -66,6 +80,8 @@ int scanner_new(Scanner **ret) {
         if (r < 0)
                 return r;
         s->discovery_usec = DEFAULT_DISCOVERY_USEC;
+        struct rlimit rl;
+        s->max_pidfds = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 256 ? (rl.rlim_cur - 128) / 3 : 0;
         long hz = sysconf(_SC_CLK_TCK);
         s->hz = hz > 0 ? (unsigned long) hz : 100;
         *ret = TAKE_PTR(s);
@@ -78,8 +94,11 @@ Scanner *scanner_free(Scanner *s) {
         proc_scan_free(s->ps);
         free(s->pms);
         free(s->orphans);
-        for (size_t i = 0; i < s->n_cache; i++)
+        for (size_t i = 0; i < s->n_cache; i++) {
                 free(s->cache[i].title);
+                if (s->cache[i].pidfd >= 0)
+                        close(s->cache[i].pidfd);
+        }
         free(s->cache);
         free(s);
         return NULL;
@@ -160,11 +179,50 @@ static int refresh_known(Scanner *s, ProcRecord **ret, size_t *n_ret, const char
         }
 
         ProcRecord *recs = calloc(n ? n : 1, sizeof *recs);
-        if (!recs)
+        _cleanup_free_ bool *exited = calloc(s->n_cache ? s->n_cache : 1, sizeof(bool));
+        _cleanup_free_ struct pollfd *pfd = calloc(s->n_cache ? s->n_cache : 1, sizeof(struct pollfd));
+        _cleanup_free_ size_t *pfd_at = calloc(s->n_cache ? s->n_cache : 1, sizeof(size_t));
+        if (!recs || !exited || !pfd || !pfd_at) {
+                free(recs);
                 return -ENOMEM;
+        }
+        /* which of the processes we could skip exited since: one poll() over their pidfds */
+        size_t np = 0;
+        for (size_t c = 0; c < s->n_cache; c++)
+                if (s->cache[c].pidfd >= 0 && s->cache[c].title_stable) {
+                        pfd[np] = (struct pollfd){ .fd = s->cache[c].pidfd, .events = POLLIN };
+                        pfd_at[np++] = c;
+                }
+        if (np > 0 && poll(pfd, np, 0) < 0)
+                for (size_t k = 0; k < np; k++)
+                        exited[pfd_at[k]] = true; /* cannot tell: read them all */
+        for (size_t k = 0; k < np; k++)
+                if (pfd[k].revents)
+                        exited[pfd_at[k]] = true;
+
         size_t n_recs = 0;
         for (size_t i = 0; i < n; i++) {
                 ProcRecord *rec = &recs[n_recs];
+                Cached key0 = { .pid = want[i] };
+                Cached *c0 = s->n_cache ? bsearch(&key0, s->cache, s->n_cache, sizeof key0, cmp_known_cached) : NULL;
+                if (c0 && owner[i] > 0 && c0->ppid == owner[i] && c0->title_stable && c0->title && c0->pidfd >= 0 &&
+                    !exited[c0 - s->cache] && (s->refreshes + (uint64_t) want[i]) % SLOW_EVERY != 0) {
+                        /* an idle session, still the same live process: nothing to read */
+                        *rec = (ProcRecord){
+                                .pid = c0->pid, .ppid = c0->ppid, .uid = c0->uid, .state = c0->state,
+                                .start_ticks = c0->start_ticks, .cpu_ticks = c0->cpu_ticks, .rss_kb = c0->rss_kb,
+                                .rss_anon_kb = c0->rss_anon_kb, .cpu_percent = c0->cpu_percent, .io_valid = c0->io_valid,
+                                .read_bytes = c0->read_bytes, .write_bytes = c0->write_bytes, .from_cache = true,
+                        };
+                        memcpy(rec->comm, c0->comm, sizeof rec->comm);
+                        if (!(rec->title = strdup(c0->title))) {
+                                proc_records_free(recs, n_recs);
+                                return -ENOMEM;
+                        }
+                        proc_scan_touch(s->ps, want[i]);
+                        n_recs++;
+                        continue;
+                }
                 int r = proc_read_stat_record(s->ps, want[i], rec);
                 if (r < 0)
                         continue; /* gone (or unreadable): not ours to show */
@@ -266,13 +324,26 @@ static int remember(Known **arr, size_t *n, const PgTree *t, bool postmasters) {
         return 0;
 }
 
-/* CPU % over the interval since the previous refresh (or since the process started), and the
- * cache for the next refresh. */
+/* A pidfd for a process just read, checked against the start time read (the pid could have
+ * been reused in between). */
+static int open_pidfd(pid_t pid, uint64_t start_ticks) {
+        int fd = (int) syscall(SYS_pidfd_open, pid, 0);
+        if (fd < 0)
+                return -1;
+        ProcStat st;
+        if (proc_stat_read(NULL, pid, &st) < 0 || st.start_ticks != start_ticks || proc_state_is_dead(st.state)) {
+                close(fd);
+                return -1;
+        }
+        return fd;
+}
+
+/* CPU % over the interval since the process's stat was last read (or since it started), and
+ * the cache for the next refresh. */
 static int update_cache(Scanner *s, PgTree *t, uint64_t mono_now, double uptime, bool full) {
         Cached *next = calloc(t->n_procs ? t->n_procs : 1, sizeof *next);
         if (!next)
                 return -ENOMEM;
-        double dt = s->cache_at ? (double) (mono_now - s->cache_at) / USEC_PER_SEC : 0;
         for (size_t i = 0; i < t->n_procs; i++) {
                 PgProcess *p = &t->procs[i];
                 ProcRecord *r = &p->rec;
@@ -280,30 +351,56 @@ static int update_cache(Scanner *s, PgTree *t, uint64_t mono_now, double uptime,
                 Cached *prev = s->n_cache ? bsearch(&key, s->cache, s->n_cache, sizeof key, cmp_known_cached) : NULL;
                 if (prev && prev->start_ticks != r->start_ticks)
                         prev = NULL;
-                double secs = (double) r->cpu_ticks / (double) s->hz;
-                if (prev && dt > 0.001 && r->cpu_ticks >= prev->cpu_ticks)
-                        r->cpu_percent = 100.0 * ((double) (r->cpu_ticks - prev->cpu_ticks) / (double) s->hz) / dt;
-                else {
-                        double age = uptime - (double) r->start_ticks / (double) s->hz;
-                        r->cpu_percent = age > 0.01 ? 100.0 * secs / age : 0;
+                uint64_t cpu_at = mono_now;
+                if (r->from_cache && prev) {
+                        r->cpu_percent = prev->cpu_percent; /* idle; read again within SLOW_EVERY */
+                        cpu_at = prev->cpu_at;
+                } else {
+                        double dt = prev ? (double) (mono_now - prev->cpu_at) / USEC_PER_SEC : 0;
+                        double secs = (double) r->cpu_ticks / (double) s->hz;
+                        if (prev && dt > 0.001 && r->cpu_ticks >= prev->cpu_ticks)
+                                r->cpu_percent = 100.0 * ((double) (r->cpu_ticks - prev->cpu_ticks) / (double) s->hz) / dt;
+                        else {
+                                double age = uptime - (double) r->start_ticks / (double) s->hz;
+                                r->cpu_percent = age > 0.01 ? 100.0 * secs / age : 0;
+                        }
                 }
                 next[i] = (Cached){
-                        .pid = r->pid, .start_ticks = r->start_ticks, .cpu_ticks = r->cpu_ticks, .uid = r->uid,
-                        .rss_anon_kb = r->rss_anon_kb, .io_valid = r->io_valid, .read_bytes = r->read_bytes,
-                        .write_bytes = r->write_bytes,
+                        .pid = r->pid, .ppid = r->ppid, .state = r->state, .start_ticks = r->start_ticks,
+                        .cpu_ticks = r->cpu_ticks, .cpu_at = cpu_at, .cpu_percent = r->cpu_percent, .rss_kb = r->rss_kb,
+                        .uid = r->uid, .rss_anon_kb = r->rss_anon_kb, .io_valid = r->io_valid,
+                        .read_bytes = r->read_bytes, .write_bytes = r->write_bytes, .pidfd = -1,
                         /* a postmaster's title is its command line: it never changes */
                         .title_stable = p->depth == 0 && p->cluster >= 0,
                 };
+                memcpy(next[i].comm, r->comm, sizeof next[i].comm);
+                if (prev && prev->pidfd >= 0) {
+                        next[i].pidfd = prev->pidfd; /* moved */
+                        prev->pidfd = -1;
+                } else if (p->cluster >= 0 && p->depth == 1 && s->n_pidfds < s->max_pidfds &&
+                           (next[i].pidfd = open_pidfd(r->pid, r->start_ticks)) >= 0)
+                        s->n_pidfds++;
                 if (r->title && !(next[i].title = strdup(r->title))) {
-                        for (size_t k = 0; k < i; k++)
+                        for (size_t k = 0; k <= i; k++) {
                                 free(next[k].title);
+                                if (next[k].pidfd >= 0) {
+                                        close(next[k].pidfd);
+                                        s->n_pidfds--;
+                                }
+                        }
                         free(next);
                         return -ENOMEM;
                 }
         }
+        (void) full;
         qsort(next, t->n_procs, sizeof *next, cmp_known_cached);
-        for (size_t i = 0; i < s->n_cache; i++)
+        for (size_t i = 0; i < s->n_cache; i++) {
                 free(s->cache[i].title);
+                if (s->cache[i].pidfd >= 0) { /* its process is gone */
+                        close(s->cache[i].pidfd);
+                        s->n_pidfds--;
+                }
+        }
         free(s->cache);
         s->cache = next;
         s->n_cache = t->n_procs;

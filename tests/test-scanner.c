@@ -117,9 +117,52 @@ static void test_discover_refresh_orphan(void **state) {
         fake_cluster_stop(&fc, kids + 1, n_kids - 1);
 }
 
+/* Idle sessions that pg_stat_activity covers are not read every time: their pidfds say they are
+ * alive. One that exits must still leave the tree at the next refresh. */
+static void test_skipped_processes_leave_when_they_exit(void **state) {
+        FakeCluster fc = {};
+        assert_int_equal(fake_cluster_start(&fc, 54997), 0);
+        Scanner *s;
+        assert_int_equal(scanner_new(&s), 0);
+        PgTree t;
+        ScanStats st;
+        assert_int_equal(scanner_refresh(s, true, &t, &st), 0);
+        pid_t kids[8];
+        int n = 0;
+        for (size_t i = 0; i < t.n_procs; i++)
+                if (t.procs[i].rec.ppid == fc.pm) {
+                        scanner_title_stable(s, t.procs[i].rec.pid, t.procs[i].rec.start_ticks);
+                        kids[n++] = t.procs[i].rec.pid;
+                }
+        assert_int_equal(n, 2);
+        tree_free(&t);
+        /* several refreshes: most of them read nothing of the two */
+        for (int k = 0; k < 6; k++) {
+                assert_int_equal(scanner_refresh(s, false, &t, &st), 0);
+                assert_false(st.full);
+                for (int j = 0; j < n; j++) {
+                        int x = tree_find(&t, kids[j]);
+                        assert_true(x >= 0);
+                        assert_non_null(t.procs[x].rec.title);
+                        assert_true(t.procs[x].rec.cpu_percent >= 0);
+                        scanner_title_stable(s, t.procs[x].rec.pid, t.procs[x].rec.start_ticks);
+                }
+                tree_free(&t);
+        }
+        kill(kids[0], SIGTERM);
+        fake_sleep_ms(100); /* exited; the fake postmaster reaps it */
+        assert_int_equal(scanner_refresh(s, false, &t, &st), 0);
+        assert_int_equal(tree_find(&t, kids[0]), -1);
+        assert_true(tree_find(&t, kids[1]) >= 0);
+        tree_free(&t);
+        scanner_free(s);
+        fake_cluster_stop(&fc, NULL, 0);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_discover_refresh_orphan),
+                cmocka_unit_test(test_skipped_processes_leave_when_they_exit),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
