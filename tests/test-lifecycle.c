@@ -7,17 +7,10 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "parse-config.h"
+
 #include "lifecycle.h"
 
-static Config *parse(const char *text) {
-        Config *c;
-        ConfigErrors errs = {};
-        if (config_parse_string(text, "t.ini", &c, &errs) < 0) {
-                config_errors_print(&errs, stderr);
-                fail_msg("config did not parse");
-        }
-        return c;
-}
 
 static Finding cand(FindingKind k, pid_t pid, double since) {
         Finding f = { .kind = k, .pid = pid, .start_ticks = 1000 + (uint64_t) pid, .since = since, .xmin_age = -1, .proc = -1 };
@@ -41,7 +34,7 @@ static void cycle(FindingStore *s, const Config *c, double now, FindingEvents *e
 }
 
 static void test_open_once_then_resolve(void **state) {
-        Config *c = parse("[rule q]\nkind = long_query\nafter = 60s\naction = terminate\n");
+        Config *c = parse_config("[rule q]\nkind = long_query\nafter = 60s\naction = terminate\n");
         FindingStore s = {};
         FindingEvents ev = {};
         Finding q = cand(FINDING_LONG_QUERY, 10, 1000);
@@ -73,7 +66,7 @@ static void test_open_once_then_resolve(void **state) {
 
 /* A new process with the same pid is a new finding, not the old one kept. */
 static void test_identity_includes_start(void **state) {
-        Config *c = parse("[rule q]\nkind = long_query\nafter = 1s\n");
+        Config *c = parse_config("[rule q]\nkind = long_query\nafter = 1s\n");
         FindingStore s = {};
         FindingEvents ev = {};
         Finding q = cand(FINDING_LONG_QUERY, 10, 100);
@@ -109,7 +102,7 @@ static void test_stale_needs_two_cycles(void **state) {
 }
 
 static void test_unlisted_grace(void **state) {
-        Config *c = parse("[daemon]\nunlisted_grace = 30s\n[rule o]\nkind = orphans\n");
+        Config *c = parse_config("[daemon]\nunlisted_grace = 30s\n[rule o]\nkind = orphans\n");
         FindingStore s = {};
         FindingEvents ev = {};
         Finding u = cand(FINDING_UNLISTED_PROCESS, 30, 1000); /* started at 1000 */
@@ -125,7 +118,7 @@ static void test_unlisted_grace(void **state) {
 
 /* Orphans are reported even when no rule covers them; long runners need a rule. */
 static void test_orphans_without_rule(void **state) {
-        Config *c = parse("[rule q]\nkind = long_query\nafter = 1h\n");
+        Config *c = parse_config("[rule q]\nkind = long_query\nafter = 1h\n");
         FindingStore s = {};
         FindingEvents ev = {};
         Finding items[] = { cand(FINDING_ORPHAN_BACKEND, 40, 0), cand(FINDING_IDLE_IN_TRANSACTION, 41, 1) };
@@ -140,7 +133,7 @@ static void test_orphans_without_rule(void **state) {
 }
 
 static void test_escalation(void **state) {
-        Config *c = parse("[rule warn]\nkind = long_query\nafter = 1m\n[rule stop]\nkind = long_query\nafter = 5m\naction = cancel\n");
+        Config *c = parse_config("[rule warn]\nkind = long_query\nafter = 1m\n[rule stop]\nkind = long_query\nafter = 5m\naction = cancel\n");
         FindingStore s = {};
         FindingEvents ev = {};
         Finding q = cand(FINDING_LONG_QUERY, 50, 1);
@@ -166,7 +159,7 @@ static void test_escalation(void **state) {
 
 /* When the time a condition began is unknown, it counts from when it was first seen. */
 static void test_unknown_since(void **state) {
-        Config *c = parse("[rule q]\nkind = lock_wait\nafter = 10s\n");
+        Config *c = parse_config("[rule q]\nkind = lock_wait\nafter = 10s\n");
         FindingStore s = {};
         FindingEvents ev = {};
         Finding w = cand(FINDING_LOCK_WAIT, 60, 0);

@@ -9,17 +9,10 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "parse-config.h"
+
 #include "rules.h"
 
-static Config *parse(const char *text) {
-        Config *c;
-        ConfigErrors errs = {};
-        if (config_parse_string(text, "t.ini", &c, &errs) < 0) {
-                config_errors_print(&errs, stderr);
-                fail_msg("config did not parse");
-        }
-        return c;
-}
 
 #define MIN(x) ((uint64_t) (x) * 60 * USEC_PER_SEC)
 
@@ -30,7 +23,7 @@ static Subject session(FindingKind k, uint64_t dur) {
 }
 
 static void test_threshold_and_globs(void **state) {
-        Config *c = parse("[rule r]\nkind = long_query\nafter = 5m\nuser = report_*\naction = terminate\n");
+        Config *c = parse_config("[rule r]\nkind = long_query\nafter = 5m\nuser = report_*\naction = terminate\n");
         Subject s = session(FINDING_LONG_QUERY, MIN(4));
         assert_null(rules_decide(c, &s));
         s.duration_usec = MIN(5);
@@ -45,7 +38,7 @@ static void test_threshold_and_globs(void **state) {
 }
 
 static void test_include_exclude(void **state) {
-        Config *c = parse("[rule r]\nkind = long_runners\nafter = 1m\nuser = report_*, etl\nexclude_user = report_admin\n"
+        Config *c = parse_config("[rule r]\nkind = long_runners\nafter = 1m\nuser = report_*, etl\nexclude_user = report_admin\n"
                           "database = sh?p\nexclude_application_name = psql*\n");
         Subject s = session(FINDING_LONG_QUERY, MIN(2));
         assert_non_null(rules_decide(c, &s));
@@ -65,7 +58,7 @@ static void test_include_exclude(void **state) {
 }
 
 static void test_cidr_filters(void **state) {
-        Config *c = parse("[rule r]\nkind = long_query\nafter = 1m\nclient = 10.0.0.0/8, local\nexclude_client = 10.9.0.0/16\n");
+        Config *c = parse_config("[rule r]\nkind = long_query\nafter = 1m\nclient = 10.0.0.0/8, local\nexclude_client = 10.9.0.0/16\n");
         Subject s = session(FINDING_LONG_QUERY, MIN(2));
         assert_non_null(rules_decide(c, &s));
         s.client = "local";
@@ -81,7 +74,7 @@ static void test_cidr_filters(void **state) {
 
 /* Walsenders are always active: a long_query rule does not mean them unless it says so. */
 static void test_long_runners_mean_client_backends(void **state) {
-        Config *c = parse("[rule q]\nkind = long_query\nafter = 1m\n[rule w]\nkind = long_query\nafter = 1m\nbackend_type = walsender\naction = alert\nalert_command = /bin/true\n");
+        Config *c = parse_config("[rule q]\nkind = long_query\nafter = 1m\n[rule w]\nkind = long_query\nafter = 1m\nbackend_type = walsender\naction = alert\nalert_command = /bin/true\n");
         Subject s = session(FINDING_LONG_QUERY, MIN(10));
         assert_string_equal(rules_decide(c, &s)->name, "q");
         s.backend_type = "walsender";
@@ -92,7 +85,7 @@ static void test_long_runners_mean_client_backends(void **state) {
 }
 
 static void test_strongest_action_wins(void **state) {
-        Config *c = parse("[rule a]\nkind = long_query\nafter = 1m\n"
+        Config *c = parse_config("[rule a]\nkind = long_query\nafter = 1m\n"
                           "[rule b]\nkind = long_query\nafter = 10m\naction = terminate\n"
                           "[rule c]\nkind = long_query\nafter = 2m\naction = cancel\n"
                           "[rule d]\nkind = long_query\nafter = 1m\naction = cancel\n");
@@ -106,7 +99,7 @@ static void test_strongest_action_wins(void **state) {
 }
 
 static void test_groups_by_application_name(void **state) {
-        Config *c = parse("[rule g1]\nkind = long_query\nafter = 30s\napplication_name = FakeParent:1001\naction = terminate\n"
+        Config *c = parse_config("[rule g1]\nkind = long_query\nafter = 30s\napplication_name = FakeParent:1001\naction = terminate\n"
                           "[rule g2]\nkind = long_query\nafter = 30s\napplication_name = FakeParent:2002\n");
         Subject s = session(FINDING_LONG_QUERY, MIN(1));
         assert_string_equal(rules_decide(c, &s)->name, "g1");
@@ -118,7 +111,7 @@ static void test_groups_by_application_name(void **state) {
 }
 
 static void test_protected_wins(void **state) {
-        Config *c = parse("[protected]\nusers = postgres\ndatabases = billing\napplications = pg_dump*\n"
+        Config *c = parse_config("[protected]\nusers = postgres\ndatabases = billing\napplications = pg_dump*\n"
                           "[rule all]\nkind = long_query\nafter = 1m\naction = terminate\n");
         const char *why;
         Subject s = session(FINDING_LONG_QUERY, MIN(10));
