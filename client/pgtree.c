@@ -655,6 +655,10 @@ int main(int argc, char **argv) {
                         socket_path = argv[++i];
                 else if (!strncmp(argv[i], "--socket=", 9))
                         socket_path = argv[i] + 9;
+                else if (!strcmp(argv[i], "--socket")) {
+                        fprintf(stderr, "pgtree: --socket needs a path (see --help)\n");
+                        return EXIT_USAGE;
+                }
                 else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
                         help();
                         return EXIT_OK;

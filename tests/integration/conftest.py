@@ -14,12 +14,17 @@ stop_on_signals()
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def built(env, *relative):
+    """A program of the build: from meson's environment, else build/."""
+    path = os.environ.get(env) or os.path.join(ROOT, "build", *relative)
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"{relative[-1]} not built at {path} (run meson compile first)")
+    return path
+
+
 @pytest.fixture(scope="session")
 def pgtreed():
-    path = os.environ.get("PGTREED") or os.path.join(ROOT, "build", "daemon", "pgtreed")
-    if not os.access(path, os.X_OK):
-        pytest.fail(f"pgtreed not built at {path} (run meson compile first)")
-    return path
+    return built("PGTREED", "daemon", "pgtreed")
 
 
 def run_once(pgtreed, *extra, user=None, check=True):
@@ -56,10 +61,7 @@ def cluster():
 
 @pytest.fixture(scope="session")
 def pgtree_client():
-    path = os.environ.get("PGTREE") or os.path.join(ROOT, "build", "client", "pgtree")
-    if not os.access(path, os.X_OK):
-        pytest.fail(f"pgtree not built at {path}")
-    return path
+    return built("PGTREE", "client", "pgtree")
 
 
 class Daemon:

@@ -254,6 +254,21 @@ def test_promtool_accepts_metrics(daemon):
     assert p.returncode == 0, p.stdout + p.stderr
 
 
+def test_bad_command_lines(daemon):
+    for args, msg in ((["frobnicate"], "unknown command"), (["tree", "extra"], "unexpected argument 'extra'"),
+                      (["sessions", "--bogus"], "unexpected argument '--bogus'"), (["show"], "unknown command"),
+                      (["show", "12x"], "'12x' is not a process id"), (["terminate"], "give a PID or --app NAME"),
+                      (["terminate", "1", "--app", "x"], "give a PID or --app NAME"),
+                      (["events", "--since", "last tuesday"], "--since: 'last tuesday' is neither"),
+                      (["--bogus", "status"], "unknown option '--bogus'")):
+        p = daemon.client(*args, check=False)
+        assert p.returncode == 2, (args, p.returncode, p.stderr)
+        assert msg in p.stderr, (args, p.stderr)
+    p = subprocess.run([daemon.client_path, "--socket"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "--socket needs a path" in p.stderr
+    assert daemon.client_json("status")["clusters"] >= 1  # nothing lost
+
+
 def test_daemon_not_running(pgtree_client, tmp_path):
     p = subprocess.run([pgtree_client, "--socket", str(tmp_path / "none.sock"), "status"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 5 and "pgtreed is not running" in p.stderr
