@@ -86,11 +86,12 @@ static int call(const char *method, json_object *params, json_object **ret, char
         }
         size_t len;
         char *msg = varlink_call(method, params, &len);
-        if (!msg || send(fd, msg, len, MSG_NOSIGNAL) != (ssize_t) len) {
-                free(msg);
+        if (!msg) {
                 close(fd);
-                return -EIO;
+                return -ENOMEM;
         }
+        /* if the send fails, pgtreed may have refused the connection: its reason is to be read */
+        (void) send(fd, msg, len, MSG_NOSIGNAL);
         free(msg);
         VarlinkBuffer b = {};
         int r = -EIO;
@@ -125,8 +126,18 @@ static int report_call_error(int r) {
                 return EXIT_NO_DAEMON;
         }
         if (r == -EACCES || r == -EPERM) {
-                fprintf(stderr, "pgtree: access to %s denied: you need to be root or in the pgtree group\n", socket_path);
+                fprintf(stderr, "pgtree: access to %s denied: you need to be root or in the pgtree group (to read) or the "
+                        "pgtree-admin group (to act)\n", socket_path);
                 return EXIT_DENIED;
+        }
+        if (r == -EIO) {
+                fprintf(stderr, "pgtree: pgtreed on %s closed the connection without a reply (see its journal: "
+                        "journalctl -u pgtreed)\n", socket_path);
+                return EXIT_FAILED;
+        }
+        if (r == -ETIMEDOUT) {
+                fprintf(stderr, "pgtree: pgtreed on %s did not answer within 30s\n", socket_path);
+                return EXIT_FAILED;
         }
         fprintf(stderr, "pgtree: talking to pgtreed on %s failed: %s\n", socket_path, strerror(-r));
         return EXIT_FAILED;
@@ -145,6 +156,15 @@ static int report_error(const char *error, json_object *params) {
         if (!strcmp(error, "io.pgtree.PermissionDenied")) {
                 fprintf(stderr, "pgtree: permission denied: %s\n", get_str(params, "reason") ?: "");
                 return EXIT_DENIED;
+        }
+        if (!strcmp(error, "io.pgtree.TooManyConnections") || !strcmp(error, "io.pgtree.TooManyRequests")) {
+                fprintf(stderr, "pgtree: pgtreed refused this connection: %s (limit %s); try again later\n",
+                        get_str(params, "reason") ?: "too many requests", get_str(params, "limit") ?: "?");
+                return EXIT_FAILED;
+        }
+        if (!strcmp(error, "org.varlink.service.InvalidParameter")) {
+                fprintf(stderr, "pgtree: pgtreed refused the request: invalid parameter %s\n", get_str(params, "parameter") ?: "?");
+                return EXIT_FAILED;
         }
         if (!strcmp(error, "io.pgtree.NoSuchProcess")) {
                 fprintf(stderr, "pgtree: no PostgreSQL process with pid %s on this host\n", get_str(params, "pid") ?: "?");

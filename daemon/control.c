@@ -11,11 +11,13 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/acl.h>
 #include <sys/un.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include "build-config.h"
+#include "access.h"
 #include "alert.h"
 #include "control.h"
 #include "join.h"
@@ -27,10 +29,20 @@
 #include "protocol.h"
 #include "render.h"
 
+/* Connection limits. Readers (and peers with no role, who get nothing but GetInfo) share
+ * MAX_READER_CLIENTS and have MAX_PER_READER each; admins MAX_PER_ADMIN each; root is bound only
+ * by MAX_CLIENTS, so that root and admins always find a free slot however many readers
+ * connect. */
 #define MAX_CLIENTS 256
+#define MAX_READER_CLIENTS 64
+#define MAX_PER_READER 16
+#define MAX_PER_ADMIN 64
 #define CLIENT_IDLE_USEC (60 * USEC_PER_SEC)
+/* A client whose queued reply does not drain for this long is dropped. */
+#define CLIENT_WRITE_TIMEOUT_USEC (10 * USEC_PER_SEC)
 #define MAX_REQUESTS_PER_CLIENT 100000
-#define MAX_OUTPUT (16 * 1024 * 1024)
+/* Calls handled for one client before the loop turns to other work (the scan first). */
+#define CALLS_PER_WAKEUP 4
 
 typedef enum Role {
         ROLE_NONE,
@@ -43,10 +55,16 @@ typedef struct Client {
         int fd;
         sd_event_source *io;
         sd_event_source *idle;
+        sd_event_source *stall;         /* write timeout: armed while a reply is queued */
+        sd_event_source *defer;         /* more whole calls are buffered */
         VarlinkBuffer in;
+        /* Backpressure: no call is handled while a reply is queued, so what waits here is at
+         * most one reply (and an error after it). */
         char *out;
         size_t out_len, out_cap;
         struct ucred cred;
+        gid_t *groups;                  /* supplementary groups (SO_PEERGROUPS) */
+        size_t n_groups;
         char comm[32];
         Role role;
         unsigned requests;
@@ -61,8 +79,12 @@ struct ControlServer {
         sd_event_source *accept_source;
         Client **clients;
         size_t n_clients, allocated;
-        char *tree_cache;       /* the Tree reply of this cycle (without text) */
-        size_t tree_cache_len;
+        /* the groups of the configuration, resolved at start and on reload */
+        bool have_admin_gid, have_reader_gid;
+        gid_t admin_gid, reader_gid;
+        /* the Tree reply of this cycle (without text): [0] with query text, [1] without */
+        char *tree_cache[2];
+        size_t tree_cache_len[2];
 };
 
 static void client_free(Client *c) {
@@ -70,6 +92,9 @@ static void client_free(Client *c) {
                 return;
         sd_event_source_disable_unref(c->io);
         sd_event_source_disable_unref(c->idle);
+        sd_event_source_disable_unref(c->stall);
+        sd_event_source_disable_unref(c->defer);
+        free(c->groups);
         if (c->fd >= 0)
                 close(c->fd);
         varlink_buffer_clear(&c->in);
@@ -87,15 +112,30 @@ static void client_drop(Client *c) {
         client_free(c);
 }
 
+static bool call_buffered(const Client *c) {
+        return c->in.len > 0 && memchr(c->in.data, 0, c->in.len);
+}
+
+/* Reads only when nothing is queued and no whole call waits: a client that sends calls
+ * without reading the replies is held back by its own socket buffers, not our memory. */
 static void update_events(Client *c) {
-        sd_event_source_set_io_events(c->io, (c->closing ? 0 : EPOLLIN) | (c->out_len ? EPOLLOUT : 0));
+        bool want_in = !c->closing && c->out_len == 0 && !call_buffered(c);
+        sd_event_source_set_io_events(c->io, (want_in ? EPOLLIN : 0) | (c->out_len ? EPOLLOUT : 0));
+        if (c->out_len == 0)
+                sd_event_source_set_enabled(c->stall, SD_EVENT_OFF);
+        else if (sd_event_source_get_enabled(c->stall, NULL) == 0) {
+                sd_event_source_set_time_relative(c->stall, CLIENT_WRITE_TIMEOUT_USEC);
+                sd_event_source_set_enabled(c->stall, SD_EVENT_ONESHOT);
+        }
+        sd_event_source_set_enabled(c->defer, !c->closing && c->out_len == 0 && call_buffered(c) ? SD_EVENT_ONESHOT
+                                                                                                 : SD_EVENT_OFF);
 }
 
 static void queue(Client *c, char *msg, size_t len) {
         if (!msg)
                 return;
-        if (c->out_len + len > MAX_OUTPUT || GROW(c->out, c->out_cap, c->out_len + len) < 0) {
-                c->closing = true; /* a client that does not read its replies is let go */
+        if (GROW(c->out, c->out_cap, c->out_len + len) < 0) {
+                c->closing = true;
                 c->out_len = 0;
                 free(msg);
                 return;
@@ -123,26 +163,66 @@ static json_object *one(const char *key, json_object *v) {
         return o;
 }
 
-static Role role_of(ControlServer *s, const struct ucred *cred, int fd) {
+static void resolve_groups(ControlServer *s) {
         const Config *cfg = s->manager->config;
-        if (cred->uid == 0 || cred->uid == geteuid())
-                return ROLE_ADMIN;
-        gid_t groups[256];
-        socklen_t len = sizeof groups;
-        int n = 0;
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) == 0)
-                n = (int) (len / sizeof(gid_t));
-        struct group *admin = cfg->admin_group ? getgrnam(cfg->admin_group) : NULL;
-        struct group *readers = cfg->socket_group ? getgrnam(cfg->socket_group) : NULL;
-        Role r = ROLE_NONE;
-        for (int i = -1; i < n; i++) {
-                gid_t g = i < 0 ? cred->gid : groups[i];
-                if (admin && g == admin->gr_gid)
-                        return ROLE_ADMIN;
-                if (readers && g == readers->gr_gid)
-                        r = ROLE_READ;
+        struct {
+                const char *key, *name;
+                bool *have;
+                gid_t *gid;
+        } v[] = {
+                { "socket_group", cfg->socket_group, &s->have_reader_gid, &s->reader_gid },
+                { "admin_group", cfg->admin_group, &s->have_admin_gid, &s->admin_gid },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(v); i++) {
+                int r = access_resolve_group(v[i].name, v[i].gid);
+                *v[i].have = r == 0;
+                if (r < 0 && v[i].name && *v[i].name) {
+                        LogEntry e = {};
+                        log_add(&e, "PGTREE_GROUP", "%s", v[i].name);
+                        log_send(&e, LOG_WARNING, NULL, "%s %s: %s; %s", v[i].key, v[i].name,
+                                 r == -ENOENT ? "no such group" : strerror(-r),
+                                 i == 0 ? "only root and admins can use the control socket"
+                                        : "only root and pgtreed's own user can cancel, terminate and reload");
+                }
         }
-        return r;
+}
+
+static Role role_of(const ControlServer *s, const Client *c) {
+        AccessPolicy p = { .self_uid = geteuid(), .have_reader = s->have_reader_gid, .have_admin = s->have_admin_gid,
+                           .reader_gid = s->reader_gid, .admin_gid = s->admin_gid };
+        AccessRole r = access_role(&p, c->cred.uid, c->cred.gid, c->groups, c->n_groups);
+        return r == ACCESS_ADMIN ? ROLE_ADMIN : r == ACCESS_READ ? ROLE_READ : ROLE_NONE;
+}
+
+/* Does the query text go to this client? */
+static bool sees_query_text(const Client *c) {
+        return c->role == ROLE_ADMIN || c->server->manager->config->query_text_for_readers;
+}
+
+/* Removes the query text of one process object (a reader's copy). */
+static void redact_process(json_object *o) {
+        json_object *q;
+        if (o && json_object_object_get_ex(o, "query", &q) && q) {
+                json_object_object_add(o, "query", NULL);
+                json_object_object_add(o, "query_hidden", json_object_new_boolean(true));
+        }
+}
+
+static void redact_array(json_object *arr) {
+        for (size_t i = 0; arr && json_object_is_type(arr, json_type_array) && i < json_object_array_length(arr); i++)
+                redact_process(json_object_array_get_idx(arr, i));
+}
+
+static void redact_tree(json_object *o) {
+        json_object *v;
+        if (json_object_object_get_ex(o, "clusters", &v))
+                for (size_t i = 0; i < json_object_array_length(v); i++) {
+                        json_object *procs;
+                        if (json_object_object_get_ex(json_object_array_get_idx(v, i), "processes", &procs))
+                                redact_array(procs);
+                }
+        if (json_object_object_get_ex(o, "orphans", &v))
+                redact_array(v);
 }
 
 /* ---- methods ---- */
@@ -199,14 +279,17 @@ static void method_tree(Client *c, json_object *p) {
         ControlServer *s = c->server;
         Manager *m = s->manager;
         bool text = param_bool(p, "text");
-        if (!text && s->tree_cache) {
-                char *copy = malloc(s->tree_cache_len);
+        size_t k = sees_query_text(c) ? 0 : 1;
+        if (!text && s->tree_cache[k]) {
+                char *copy = malloc(s->tree_cache_len[k]);
                 if (copy)
-                        memcpy(copy, s->tree_cache, s->tree_cache_len);
-                queue(c, copy, s->tree_cache_len);
+                        memcpy(copy, s->tree_cache[k], s->tree_cache_len[k]);
+                queue(c, copy, s->tree_cache_len[k]);
                 return;
         }
         json_object *o = render_json(&m->engine->tree, &m->engine->open);
+        if (k == 1)
+                redact_tree(o);
         if (text) {
                 char *buf = NULL;
                 size_t len = 0;
@@ -223,9 +306,9 @@ static void method_tree(Client *c, json_object *p) {
         }
         size_t len = 0;
         char *msg = varlink_reply(o, &len);
-        if (msg && (s->tree_cache = malloc(len))) {
-                memcpy(s->tree_cache, msg, len);
-                s->tree_cache_len = len;
+        if (msg && (s->tree_cache[k] = malloc(len))) {
+                memcpy(s->tree_cache[k], msg, len);
+                s->tree_cache_len[k] = len;
         }
         queue(c, msg, len);
 }
@@ -304,6 +387,8 @@ static void method_sessions(Client *c, json_object *p) {
                 json_object_object_add(o, "cluster", json_object_new_string(items[i].p->cluster >= 0
                                                                                     ? t->clusters[items[i].p->cluster].name
                                                                                     : "(orphan)"));
+                if (!sees_query_text(c))
+                        redact_process(o);
                 json_object_array_add(arr, o);
         }
         free(items);
@@ -336,7 +421,10 @@ static void method_show(Client *c, json_object *p) {
         }
         const PgProcess *q = &t->procs[i];
         json_object *o = json_object_new_object(), *fa = json_object_new_array();
-        json_object_object_add(o, "process", render_process_json(t, q));
+        json_object *po = render_process_json(t, q);
+        if (!sees_query_text(c))
+                redact_process(po);
+        json_object_object_add(o, "process", po);
         json_object_object_add(o, "cluster", q->cluster >= 0 ? json_object_new_string(t->clusters[q->cluster].name) : NULL);
         for (size_t k = 0; k < m->engine->open.n; k++)
                 if (m->engine->open.items[k].pid == pid)
@@ -359,6 +447,8 @@ static void method_findings(Client *c, bool orphans) {
                 for (size_t i = 0; i < t->n_procs; i++)
                         if (pg_process_is_orphan(&t->procs[i]))
                                 json_object_array_add(oa, render_process_json(t, &t->procs[i]));
+                if (!sees_query_text(c))
+                        redact_array(oa);
                 json_object_object_add(o, "orphans", oa);
         }
         json_object_object_add(o, "findings", fa);
@@ -553,6 +643,10 @@ static void dispatch(Client *c, VarlinkCall *call) {
                         deny(c, m, need_read);
                 else if (admin_only && c->role != ROLE_ADMIN)
                         deny(c, m, need_admin);
+                else if (call->invalid_parameter[0])
+                        invalid_parameter(c, call->invalid_parameter);
+                else if (call->oneway && !admin_only)
+                        ; /* a reader's method has no effect but its reply, and none is wanted */
                 else if (!strcmp(name, "Status"))
                         method_status(c);
                 else if (!strcmp(name, "Tree"))
@@ -578,14 +672,31 @@ static void dispatch(Client *c, VarlinkCall *call) {
 
 static int on_idle(sd_event_source *s, uint64_t usec, void *userdata) {
         Client *c = userdata;
+        if (c->out_len > 0) {
+                client_drop(c); /* it does not even read what it asked for */
+                return 0;
+        }
         reply_error(c, "io.pgtree.InvalidRequest", one("reason", json_object_new_string("idle for too long")));
         c->closing = true;
         update_events(c);
         return 0;
 }
 
+static int on_stall(sd_event_source *s, uint64_t usec, void *userdata) {
+        Client *c = userdata;
+        LogEntry e = {};
+        log_add(&e, "PGTREE_PEER_UID", "%u", (unsigned) c->cred.uid);
+        log_add(&e, "PGTREE_PEER_PID", "%d", (int) c->cred.pid);
+        log_add(&e, "PGTREE_PEER_COMM", "%s", c->comm);
+        log_send(&e, LOG_NOTICE, NULL, "control client uid %u pid %d (%s) dropped: it did not read its reply for %us",
+                 (unsigned) c->cred.uid, (int) c->cred.pid, c->comm, (unsigned) (CLIENT_WRITE_TIMEOUT_USEC / USEC_PER_SEC));
+        client_drop(c);
+        return 0;
+}
+
+/* Handles at most CALLS_PER_WAKEUP whole calls, and none while a reply is queued. */
 static void handle_input(Client *c) {
-        for (;;) {
+        for (unsigned k = 0; k < CALLS_PER_WAKEUP && !c->closing && c->out_len == 0; k++) {
                 char *msg;
                 size_t len;
                 int r = varlink_buffer_next(&c->in, &msg, &len);
@@ -618,14 +729,47 @@ static void handle_input(Client *c) {
                 if (call.oneway)
                         c->out_len = before;
                 varlink_call_clear(&call);
-                if (c->closing)
-                        return;
         }
+}
+
+static void client_flush(Client *c) {
+        if (c->out_len == 0)
+                return;
+        ssize_t k = send(c->fd, c->out, c->out_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (k < 0 && errno != EAGAIN && errno != EINTR) {
+                client_drop(c);
+                return;
+        }
+        if (k > 0) {
+                memmove(c->out, c->out + k, c->out_len - (size_t) k);
+                c->out_len -= (size_t) k;
+                /* progress: the write timeout starts again */
+                if (c->out_len > 0)
+                        sd_event_source_set_time_relative(c->stall, CLIENT_WRITE_TIMEOUT_USEC);
+        }
+        if (c->out_len == 0 && c->out_cap > 65536) {
+                /* a large reply went out: give its memory back */
+                free(c->out);
+                c->out = NULL;
+                c->out_cap = 0;
+        }
+        if (c->closing && c->out_len == 0) {
+                client_drop(c);
+                return;
+        }
+        update_events(c);
+}
+
+static int on_defer(sd_event_source *s, void *userdata) {
+        Client *c = userdata;
+        handle_input(c);
+        client_flush(c);
+        return 0;
 }
 
 static int on_client_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         Client *c = userdata;
-        if (revents & EPOLLIN && !c->closing) {
+        if (revents & EPOLLIN && !c->closing && c->out_len == 0 && !call_buffered(c)) {
                 char buf[65536];
                 ssize_t k = read(fd, buf, sizeof buf);
                 if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR)) {
@@ -645,23 +789,56 @@ static int on_client_io(sd_event_source *s, int fd, uint32_t revents, void *user
                         sd_event_source_set_time_relative(c->idle, CLIENT_IDLE_USEC);
                 }
         }
-        if (c->out_len > 0) {
-                ssize_t k = send(fd, c->out, c->out_len, MSG_NOSIGNAL | MSG_DONTWAIT);
-                if (k < 0 && errno != EAGAIN && errno != EINTR) {
-                        client_drop(c);
-                        return 0;
-                }
-                if (k > 0) {
-                        memmove(c->out, c->out + k, c->out_len - (size_t) k);
-                        c->out_len -= (size_t) k;
-                }
-        }
-        if ((revents & (EPOLLHUP | EPOLLERR)) || (c->closing && c->out_len == 0)) {
+        if ((revents & (EPOLLHUP | EPOLLERR)) && c->out_len == 0) {
                 client_drop(c);
                 return 0;
         }
-        update_events(c);
+        client_flush(c);
         return 0;
+}
+
+/* Refuses a connection with a Varlink error naming the limit, so the client can say why. */
+static void refuse(int cfd, const char *reason, int limit) {
+        json_object *p = json_object_new_object();
+        json_object_object_add(p, "limit", json_object_new_int(limit));
+        json_object_object_add(p, "reason", json_object_new_string(reason));
+        size_t len;
+        char *msg = varlink_error("io.pgtree.TooManyConnections", p, &len);
+        if (msg && send(cfd, msg, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+                /* it is going anyway */
+        }
+        free(msg);
+        close(cfd);
+}
+
+/* Whether one more connection of this peer fits; if not, why. */
+static bool admit(const ControlServer *srv, const Client *c, char *why, size_t size, int *limit) {
+        size_t same_uid = 0, readers = 0;
+        for (size_t i = 0; i < srv->n_clients; i++) {
+                same_uid += srv->clients[i]->cred.uid == c->cred.uid;
+                readers += srv->clients[i]->role != ROLE_ADMIN;
+        }
+        if (srv->n_clients >= MAX_CLIENTS) {
+                snprintf(why, size, "pgtreed has %zu control connections open, its limit", srv->n_clients);
+                *limit = MAX_CLIENTS;
+                return false;
+        }
+        if (c->cred.uid == 0)
+                return true;
+        unsigned per = c->role == ROLE_ADMIN ? MAX_PER_ADMIN : MAX_PER_READER;
+        if (same_uid >= per) {
+                snprintf(why, size, "uid %u has %zu connections to pgtreed open, the limit per user", (unsigned) c->cred.uid,
+                         same_uid);
+                *limit = (int) per;
+                return false;
+        }
+        if (c->role != ROLE_ADMIN && readers >= MAX_READER_CLIENTS) {
+                snprintf(why, size, "readers have %zu connections to pgtreed open, their limit (root and admins still get in)",
+                         readers);
+                *limit = MAX_READER_CLIENTS;
+                return false;
+        }
+        return true;
 }
 
 static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
@@ -669,16 +846,6 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
         int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (cfd < 0)
                 return 0;
-        if (srv->n_clients >= MAX_CLIENTS) {
-                size_t len;
-                char *msg = varlink_error("io.pgtree.TooManyRequests", one("limit", json_object_new_int(MAX_CLIENTS)), &len);
-                if (msg && send(cfd, msg, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
-                        /* it is going anyway */
-                }
-                free(msg);
-                close(cfd);
-                return 0;
-        }
         Client *c = calloc(1, sizeof *c);
         if (!c || GROW(srv->clients, srv->allocated, srv->n_clients + 1) < 0) {
                 free(c);
@@ -688,9 +855,17 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
         c->server = srv;
         c->fd = cfd;
         socklen_t l = sizeof c->cred;
-        if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &c->cred, &l) < 0) {
-                free(c);
-                close(cfd);
+        if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &c->cred, &l) < 0 || access_peer_groups(cfd, &c->groups, &c->n_groups) < 0) {
+                client_free(c);
+                return 0;
+        }
+        c->role = role_of(srv, c);
+        char why[200];
+        int limit = 0;
+        if (!admit(srv, c, why, sizeof why, &limit)) {
+                c->fd = -1;
+                client_free(c);
+                refuse(cfd, why, limit);
                 return 0;
         }
         char path[64];
@@ -702,17 +877,60 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                 fclose(f);
         }
         for (char *p = c->comm; *p; p++)
-                if ((unsigned char) *p < 0x20)
+                if ((unsigned char) *p < 0x20 || (unsigned char) *p == 0x7f)
                         *p = '?';
-        c->role = role_of(srv, &c->cred, cfd);
-        if (sd_event_add_io(srv->manager->event, &c->io, cfd, EPOLLIN, on_client_io, c) < 0 ||
-            sd_event_add_time_relative(srv->manager->event, &c->idle, CLOCK_MONOTONIC, CLIENT_IDLE_USEC, USEC_PER_SEC, on_idle, c) < 0) {
+        sd_event *ev = srv->manager->event;
+        if (sd_event_add_io(ev, &c->io, cfd, EPOLLIN, on_client_io, c) < 0 ||
+            sd_event_add_time_relative(ev, &c->idle, CLOCK_MONOTONIC, CLIENT_IDLE_USEC, USEC_PER_SEC, on_idle, c) < 0 ||
+            sd_event_add_time_relative(ev, &c->stall, CLOCK_MONOTONIC, CLIENT_WRITE_TIMEOUT_USEC, USEC_PER_SEC, on_stall, c) < 0 ||
+            sd_event_add_defer(ev, &c->defer, on_defer, c) < 0) {
                 client_free(c);
                 return 0;
         }
+        /* the scan, PostgreSQL's sockets and the signals come first; clients fill the gaps */
+        sd_event_source_set_priority(c->io, SD_EVENT_PRIORITY_IDLE);
+        sd_event_source_set_priority(c->defer, SD_EVENT_PRIORITY_IDLE);
         sd_event_source_set_enabled(c->idle, SD_EVENT_ON);
+        sd_event_source_set_enabled(c->stall, SD_EVENT_OFF);
+        sd_event_source_set_enabled(c->defer, SD_EVENT_OFF);
         srv->clients[srv->n_clients++] = c;
         return 0;
+}
+
+/* Sets a POSIX ACL that adds group:GID:PERMS to the file's mode bits (and the mask). */
+static int acl_add_group(const char *path, gid_t gid, const char *perms) {
+        struct stat st;
+        if (stat(path, &st) < 0)
+                return negative_errno();
+        char text[160];
+        snprintf(text, sizeof text, "u::%c%c%c,g::%c%c%c,o::%c%c%c,g:%u:%s,m::rwx", st.st_mode & S_IRUSR ? 'r' : '-',
+                 st.st_mode & S_IWUSR ? 'w' : '-', st.st_mode & S_IXUSR ? 'x' : '-', st.st_mode & S_IRGRP ? 'r' : '-',
+                 st.st_mode & S_IWGRP ? 'w' : '-', st.st_mode & S_IXGRP ? 'x' : '-', st.st_mode & S_IROTH ? 'r' : '-',
+                 st.st_mode & S_IWOTH ? 'w' : '-', st.st_mode & S_IXOTH ? 'x' : '-', (unsigned) gid, perms);
+        acl_t acl = acl_from_text(text);
+        if (!acl)
+                return negative_errno();
+        int r = acl_calc_mask(&acl) < 0 || acl_set_file(path, ACL_TYPE_ACCESS, acl) < 0 ? negative_errno() : 0;
+        acl_free(acl);
+        return r;
+}
+
+/* The socket is mode 0660, group socket_group; members of admin_group get in through an ACL
+ * entry on the socket (and on its directory, if pgtreed made it), so that an admin need not
+ * also be a reader. Nobody else can connect. */
+static void grant_socket_access(ControlServer *s, const char *path, const char *dir) {
+        const Config *cfg = s->manager->config;
+        if (s->have_reader_gid && chown(path, (uid_t) -1, s->reader_gid) < 0)
+                log_plain(LOG_WARNING, "cannot give %s to group %s: %m", path, cfg->socket_group);
+        if (!s->have_admin_gid || (s->have_reader_gid && s->admin_gid == s->reader_gid))
+                return;
+        int r = acl_add_group(path, s->admin_gid, "rw-");
+        struct stat st;
+        if (r == 0 && dir && stat(dir, &st) == 0 && st.st_uid == geteuid() && (st.st_mode & S_IXOTH) == 0)
+                r = acl_add_group(dir, s->admin_gid, "r-x");
+        if (r < 0)
+                log_plain(LOG_WARNING, "cannot grant group %s access to %s: %s; members of %s must also be in %s",
+                          cfg->admin_group, path, strerror(-r), cfg->admin_group, cfg->socket_group ? cfg->socket_group : "-");
 }
 
 static int bind_socket(ControlServer *s, const char *path) {
@@ -727,7 +945,8 @@ static int bind_socket(ControlServer *s, const char *path) {
                 *slash = 0;
                 if (mkdir(dir, 0755) < 0 && errno != EEXIST)
                         return negative_errno();
-        }
+        } else
+                snprintf(dir, sizeof dir, "/");
         struct stat st;
         if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
                 unlink(path); /* a stale socket of an earlier run */
@@ -742,9 +961,7 @@ static int bind_socket(ControlServer *s, const char *path) {
                 close(fd);
                 return r;
         }
-        struct group *g = s->manager->config->socket_group ? getgrnam(s->manager->config->socket_group) : NULL;
-        if (g && chown(path, (uid_t) -1, g->gr_gid) < 0)
-                log_plain(LOG_WARNING, "cannot give %s to group %s: %m", path, g->gr_name);
+        grant_socket_access(s, path, dir);
         s->fd = fd;
         s->path = strdup(path);
         return 0;
@@ -756,6 +973,7 @@ int control_new(Manager *m, ControlServer **ret) {
                 return -ENOMEM;
         s->manager = m;
         s->fd = -1;
+        resolve_groups(s);
         int n = sd_listen_fds(true);
         int r;
         if (n >= 1) {
@@ -790,7 +1008,8 @@ ControlServer *control_free(ControlServer *s) {
         if (s->path)
                 unlink(s->path);
         free(s->path);
-        free(s->tree_cache);
+        free(s->tree_cache[0]);
+        free(s->tree_cache[1]);
         free(s);
         return NULL;
 }
@@ -798,11 +1017,19 @@ ControlServer *control_free(ControlServer *s) {
 void control_cycle_done(ControlServer *s) {
         if (!s)
                 return;
-        free(s->tree_cache);
-        s->tree_cache = NULL;
-        s->tree_cache_len = 0;
+        for (size_t k = 0; k < ELEMENTSOF(s->tree_cache); k++) {
+                free(s->tree_cache[k]);
+                s->tree_cache[k] = NULL;
+                s->tree_cache_len[k] = 0;
+        }
 }
 
+/* On reload: the groups are looked up again and every connected peer's role follows. */
 void control_config_changed(ControlServer *s) {
+        if (!s)
+                return;
         control_cycle_done(s);
+        resolve_groups(s);
+        for (size_t i = 0; i < s->n_clients; i++)
+                s->clients[i]->role = role_of(s, s->clients[i]);
 }

@@ -593,6 +593,10 @@ static void daemon_key(Parser *p, const char *key, const char *v) {
                 set_string(p, &c->socket_group, v);
         else if (!strcmp(key, "admin_group"))
                 set_string(p, &c->admin_group, v);
+        else if (!strcmp(key, "query_text_for_readers")) {
+                if (!parse_bool(v, &c->query_text_for_readers))
+                        error(p, "query_text_for_readers: expected yes or no, got '%s'", v);
+        }
         else if (!strcmp(key, "max_actions_per_minute"))
                 value_uint(p, key, v, 0, 10000, &c->max_actions_per_minute);
         else if (!strcmp(key, "metrics_file"))

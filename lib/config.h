@@ -72,6 +72,7 @@ typedef struct Config {
         char *socket_path;
         char *socket_group;
         char *admin_group;
+        bool query_text_for_readers;    /* socket_group members see query text (else admins only) */
         unsigned max_actions_per_minute;
         char *metrics_file;
         char *conninfo;                 /* defaults for every cluster's connection */

@@ -7,6 +7,51 @@
 #include "macro.h"
 #include "protocol.h"
 
+/* Does any string in v (or a key below it) hold a NUL? JSON's \u0000 makes one, and C would
+ * read only what stands before it ("terminate\u0000kill" as "terminate"). */
+static bool has_nul(json_object *v, int depth) {
+        if (!v || depth > 64)
+                return false;
+        switch (json_object_get_type(v)) {
+        case json_type_string:
+                return strlen(json_object_get_string(v)) != (size_t) json_object_get_string_len(v);
+        case json_type_array:
+                for (size_t i = 0; i < json_object_array_length(v); i++)
+                        if (has_nul(json_object_array_get_idx(v, i), depth + 1))
+                                return true;
+                return false;
+        case json_type_object: {
+                json_object_object_foreach(v, key, val) {
+                        (void) key;
+                        if (has_nul(val, depth + 1))
+                                return true;
+                }
+                return false;
+        }
+        default:
+                return false;
+        }
+}
+
+/* Is there a \u0000 escape anywhere in the text (keys included: json-c cuts keys at a NUL)? */
+static bool text_has_nul_escape(const char *s, size_t len) {
+        bool in_string = false;
+        for (size_t i = 0; i < len; i++) {
+                if (!in_string) {
+                        in_string = s[i] == '"';
+                        continue;
+                }
+                if (s[i] == '"')
+                        in_string = false;
+                else if (s[i] == '\\' && i + 1 < len) {
+                        if (s[i + 1] == 'u' && i + 5 < len && !strncmp(s + i + 2, "0000", 4))
+                                return true;
+                        i++;
+                }
+        }
+        return false;
+}
+
 int varlink_call_parse(const char *msg, size_t len, VarlinkCall *ret, char *why, size_t why_size) {
         *ret = (VarlinkCall){};
         if (len == 0) {
@@ -47,6 +92,11 @@ int varlink_call_parse(const char *msg, size_t len, VarlinkCall *ret, char *why,
                 return -EBADMSG;
         }
         const char *method = json_object_get_string(m);
+        if (strlen(method) != (size_t) json_object_get_string_len(m)) {
+                snprintf(why, why_size, "NUL character inside the method name");
+                json_object_put(o);
+                return -EBADMSG;
+        }
         if (strlen(method) >= sizeof ret->method || !strchr(method, '.')) {
                 snprintf(why, why_size, "invalid method name");
                 json_object_put(o);
@@ -59,6 +109,15 @@ int varlink_call_parse(const char *msg, size_t len, VarlinkCall *ret, char *why,
                 return -EBADMSG;
         }
         ret->parameters = p ? json_object_get(p) : json_object_new_object();
+        if (text_has_nul_escape(msg, len)) {
+                /* name the parameter whose value holds it; else it is in a key */
+                snprintf(ret->invalid_parameter, sizeof ret->invalid_parameter, "(a parameter name)");
+                json_object_object_foreach(ret->parameters, key, val)
+                        if (has_nul(val, 0)) {
+                                snprintf(ret->invalid_parameter, sizeof ret->invalid_parameter, "%s", key);
+                                break;
+                        }
+        }
         if (json_object_object_get_ex(o, "oneway", &flag))
                 ret->oneway = json_object_get_boolean(flag);
         if (json_object_object_get_ex(o, "more", &flag))
@@ -187,6 +246,9 @@ const char *varlink_pgtree_description(void) {
                "method Sessions(user: ?string, database: ?string, application_name: ?string, state: ?string,\n"
                "                sort: ?string) -> (sessions: []object)\n"
                "\n"
+               "# Query text (the \"query\" of a process) goes to admins only, unless pgtree.ini's\n"
+               "# query_text_for_readers = yes; a reader's copy has query null and query_hidden true.\n"
+               "#\n"
                "# Everything known about one process.\n"
                "method Show(pid: int) -> (process: object, cluster: ?string, findings: []object)\n"
                "\n"
@@ -209,5 +271,7 @@ const char *varlink_pgtree_description(void) {
                "error ConfigInvalid (errors: []string)\n"
                "error InvalidRequest (reason: string)\n"
                "error RequestTooLarge (limit: int)\n"
-               "error TooManyRequests (limit: int)\n";
+               "error TooManyRequests (limit: int)\n"
+               "# Sent before the connection is closed: a limit per user, for readers in all, or in all.\n"
+               "error TooManyConnections (limit: int, reason: string)\n";
 }

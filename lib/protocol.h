@@ -17,6 +17,7 @@ typedef struct VarlinkCall {
         json_object *parameters;        /* owned; an empty object if none */
         bool oneway;                    /* no reply wanted */
         bool more;                      /* the client accepts several replies (we send one) */
+        char invalid_parameter[64];     /* a parameter that holds a string with a NUL in it, or "" */
 } VarlinkCall;
 
 /* Parses one message (without its NUL). On error returns -EBADMSG and fills why. */

@@ -57,6 +57,32 @@ static void test_calls(void **state) {
         assert_int_equal(varlink_call_parse("{\"method\":\"a.b\"}\0x", 18, &c, why, sizeof why), -EBADMSG);
 }
 
+/* JSON's \u0000 puts a NUL inside a string: C would read only what stands before it. */
+static void test_nul_in_strings(void **state) {
+        VarlinkCall c;
+        char why[160];
+        assert_int_equal(parse("{\"method\":\"io.pgtree.Status\\u0000x\"}", &c, why), -EBADMSG);
+        assert_non_null(strstr(why, "NUL"));
+        const struct {
+                const char *msg, *param;
+        } cases[] = {
+                { "{\"method\":\"io.pgtree.Signal\",\"parameters\":{\"action\":\"terminate\\u0000kill\",\"pid\":5}}", "action" },
+                { "{\"method\":\"io.pgtree.Sessions\",\"parameters\":{\"user\":\"a\",\"sort\":\"cpu\\u0000\"}}", "sort" },
+                { "{\"method\":\"io.pgtree.Sessions\",\"parameters\":{\"x\":[1,{\"y\":\"\\u0000\"}]}}", "x" },
+                { "{\"method\":\"io.pgtree.Sessions\",\"parameters\":{\"us\\u0000er\":\"a\"}}", "(a parameter name)" },
+        };
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+                assert_int_equal(parse(cases[i].msg, &c, why), 0);
+                if (strcmp(c.invalid_parameter, cases[i].param) != 0)
+                        fail_msg("«%s»: flagged «%s», expected «%s»", cases[i].msg, c.invalid_parameter, cases[i].param);
+                varlink_call_clear(&c);
+        }
+        /* an escaped backslash followed by u0000 is text, not a NUL; other escapes are fine */
+        assert_int_equal(parse("{\"method\":\"io.pgtree.Sessions\",\"parameters\":{\"user\":\"a\\\\u0000\\u00e9\\n\"}}", &c, why), 0);
+        assert_string_equal(c.invalid_parameter, "");
+        varlink_call_clear(&c);
+}
+
 static void test_replies_round_trip(void **state) {
         size_t len;
         json_object *p = json_object_new_object();
@@ -135,6 +161,7 @@ static void test_descriptions(void **state) {
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_calls),
+                cmocka_unit_test(test_nul_in_strings),
                 cmocka_unit_test(test_replies_round_trip),
                 cmocka_unit_test(test_framing),
                 cmocka_unit_test(test_descriptions),

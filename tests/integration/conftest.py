@@ -90,8 +90,14 @@ class Daemon:
         env = dict(os.environ)
         env.pop("JOURNAL_STREAM", None)
         env.update(self.env or {})
+        kw = {}
+        run_as = getattr(self, "run_as", None)
+        if run_as:  # an ordinary user, with the groups the user database gives it
+            import pwd
+            pw = pwd.getpwnam(run_as)
+            kw = dict(user=pw.pw_uid, group=pw.pw_gid, extra_groups=os.getgrouplist(run_as, pw.pw_gid))
         self.proc = subprocess.Popen([self.pgtreed, "--config", self.config], stderr=subprocess.PIPE,
-                                     stdout=subprocess.DEVNULL, text=True, env=env)
+                                     stdout=subprocess.DEVNULL, text=True, env=env, **kw)
 
         def pump():
             for line in self.proc.stderr:
