@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <systemd/sd-journal.h>
 #include <time.h>
@@ -52,8 +53,9 @@ static void help(void) {
                "  show PID                     everything known about one process\n"
                "  orphans                      PostgreSQL processes with no live postmaster, and orphan findings\n"
                "  long                         long runners (queries, idle in transaction, transactions, lock waits)\n"
-               "  events [--since WHEN] [--follow] [-n N]\n"
-               "                               pgtreed's journal entries (WHEN: '2026-11-21 10:00:00' or '1h' ago)\n"
+               "  events [--since WHEN] [--follow] [-n N] [--directory DIR | --file FILE...] [--host NAME]\n"
+               "                               pgtreed's journal entries (WHEN: '2026-11-21 10:00:00' or '1h' ago);\n"
+               "                               --directory/--file read a central journal (systemd-journal-remote)\n"
                "  cancel PID                   SIGINT to a client backend (like pg_cancel_backend)\n"
                "  terminate PID                SIGTERM to a client backend (like pg_terminate_backend)\n"
                "  terminate --app NAME [--yes] [--dry-run]\n"
@@ -456,8 +458,19 @@ static const char *const message_ids[] = {
         MSGID_CLUSTER_REACHABLE, MSGID_FINDING_OPENED, MSGID_FINDING_ESCALATED, MSGID_FINDING_RESOLVED,
         MSGID_ACTION_SENT, MSGID_ACTION_DRY_RUN, MSGID_ACTION_REFUSED, MSGID_ACTION_FAILED,
         MSGID_ACTION_DID_NOT_EXIT, MSGID_ACTION_HELD_BACK, MSGID_ACTION_EXITED, MSGID_ALERT_RAN,
-        MSGID_ALERT_FAILED, MSGID_SCAN_FAILED, MSGID_CLIENT_DENIED,
+        MSGID_ALERT_FAILED, MSGID_SCAN_FAILED, MSGID_CLIENT_DENIED, MSGID_POSTMASTER_EXITED, MSGID_METRICS_FAILED,
 };
+
+/* Where events are read: the local journal, or a central one (a directory of journal files that
+ * systemd-journal-remote writes, or the files themselves). host: only entries of that _HOSTNAME. */
+typedef struct EventSource {
+        const char *directory;
+        const char *files[33];  /* NULL-terminated */
+        size_t n_files;
+        const char *host;
+} EventSource;
+
+static bool show_host = false;
 
 static void print_entry(sd_journal *j) {
         uint64_t usec;
@@ -474,7 +487,8 @@ static void print_entry(sd_journal *j) {
                         char key[128];
                         size_t kl = (size_t) (eq - (const char *) data);
                         if (kl >= sizeof key || (strncmp(data, "PGTREE_", 7) && strncmp(data, "MESSAGE", 7) &&
-                                                 strncmp(data, "PRIORITY", 8) && strncmp(data, "_PID", 4)))
+                                                 strncmp(data, "PRIORITY", 8) && strncmp(data, "_PID", 4) &&
+                                                 strncmp(data, "_HOSTNAME", 9)))
                                 continue;
                         memcpy(key, data, kl);
                         key[kl] = 0;
@@ -493,23 +507,76 @@ static void print_entry(sd_journal *j) {
         size_t len;
         if (sd_journal_get_data(j, "MESSAGE", &data, &len) >= 0) {
                 printf("%s ", when);
+                const void *host;
+                size_t hl;
+                if (show_host && sd_journal_get_data(j, "_HOSTNAME", &host, &hl) >= 0 && hl > 10) {
+                        fwrite((const char *) host + 10, 1, hl - 10, stdout);
+                        printf(" ");
+                }
                 fwrite((const char *) data + 8, 1, len - 8, stdout);
                 printf("\n");
         }
 }
 
-static int cmd_events(const char *since, bool follow, int count) {
-        sd_journal *j;
-        int r = sd_journal_open(&j, SD_JOURNAL_LOCAL_ONLY);
+/* NULL if path is what we need (a directory, or a regular file), else why not. */
+static const char *check_path(const char *path, bool directory) {
+        struct stat st;
+        if (stat(path, &st) < 0)
+                return strerror(errno);
+        if (directory && !S_ISDIR(st.st_mode))
+                return "not a directory";
+        if (!directory && !S_ISREG(st.st_mode))
+                return S_ISDIR(st.st_mode) ? "a directory (use --directory)" : "not a regular file";
+        return NULL;
+}
+
+static int open_events(const EventSource *src, sd_journal **ret) {
+        const char *why;
+        int r;
+        if (src->directory) {
+                if ((why = check_path(src->directory, true))) {
+                        fprintf(stderr, "pgtree events: --directory %s: %s\n", src->directory, why);
+                        return EXIT_USAGE;
+                }
+                r = sd_journal_open_directory(ret, src->directory, 0);
+        } else if (src->n_files > 0) {
+                for (size_t i = 0; i < src->n_files; i++)
+                        if ((why = check_path(src->files[i], false))) {
+                                fprintf(stderr, "pgtree events: --file %s: %s\n", src->files[i], why);
+                                return EXIT_USAGE;
+                        }
+                r = sd_journal_open_files(ret, (const char **) src->files, 0);
+        } else
+                r = sd_journal_open(ret, SD_JOURNAL_LOCAL_ONLY);
         if (r < 0) {
-                fprintf(stderr, "pgtree: cannot open the journal: %s\n", strerror(-r));
+                fprintf(stderr, "pgtree events: cannot open the journal%s%s: %s\n",
+                        src->directory ? " in " : src->n_files ? " file " : "",
+                        src->directory ? src->directory : src->n_files ? src->files[0] : "", strerror(-r));
                 return EXIT_FAILED;
         }
+        return EXIT_OK;
+}
+
+static int cmd_events(const EventSource *src, const char *since, bool follow, int count) {
+        sd_journal *j;
+        int r = open_events(src, &j);
+        if (r != EXIT_OK)
+                return r;
         for (size_t i = 0; i < ELEMENTSOF(message_ids); i++) {
                 char m[64];
                 snprintf(m, sizeof m, "MESSAGE_ID=%s", message_ids[i]);
                 sd_journal_add_match(j, m, 0);
         }
+        if (src->host) {
+                _cleanup_free_ char *m = NULL;
+                if (asprintf(&m, "_HOSTNAME=%s", src->host) < 0) {
+                        sd_journal_close(j);
+                        return EXIT_FAILED;
+                }
+                sd_journal_add_conjunction(j);
+                sd_journal_add_match(j, m, 0);
+        }
+        show_host = src->directory || src->n_files;
         if (since) {
                 uint64_t ago;
                 struct tm tm = {};
@@ -766,6 +833,7 @@ int main(int argc, char **argv) {
         if (!strcmp(cmd, "metrics") && rest == 0)
                 return run(VARLINK_INTERFACE ".Metrics", NULL, show_metrics);
         if (!strcmp(cmd, "events")) {
+                EventSource src = {};
                 const char *since = NULL;
                 bool follow = false;
                 int count = 50;
@@ -776,12 +844,20 @@ int main(int argc, char **argv) {
                                 follow = true;
                         else if (!strcmp(args[k], "-n") && k + 1 < rest && atoi(args[k + 1]) > 0)
                                 count = atoi(args[++k]);
+                        else if (!strcmp(args[k], "--directory") && k + 1 < rest && !src.directory && !src.n_files)
+                                src.directory = args[++k];
+                        else if (!strcmp(args[k], "--file") && k + 1 < rest && !src.directory &&
+                                 src.n_files < ELEMENTSOF(src.files) - 1)
+                                src.files[src.n_files++] = args[++k];
+                        else if (!strcmp(args[k], "--host") && k + 1 < rest && args[k + 1][0] && strlen(args[k + 1]) < 256 &&
+                                 !strchr(args[k + 1], '\n'))
+                                src.host = args[++k];
                         else {
                                 fprintf(stderr, "pgtree events: unexpected argument '%s'\n", args[k]);
                                 return EXIT_USAGE;
                         }
                 }
-                return cmd_events(since, follow, count);
+                return cmd_events(&src, since, follow, count);
         }
         fprintf(stderr, "pgtree: unknown command or wrong arguments: '%s' (see --help)\n", cmd);
         return EXIT_USAGE;

@@ -168,8 +168,12 @@ static int on_pm_exit(sd_event_source *s, int fd, uint32_t revents, void *userda
         PmWatch *w = userdata;
         Manager *m = w->manager;
         LogEntry e = {};
+        log_add(&e, "PGTREE_CLUSTER", "%s", w->cluster);
+        if (w->data_directory[0])
+                log_add(&e, "PGTREE_DATA_DIRECTORY", "%s", w->data_directory);
         log_add(&e, "PGTREE_PID", "%d", (int) w->pid);
-        log_send(&e, LOG_WARNING, NULL, "postmaster %d exited: scanning for orphans now", (int) w->pid);
+        log_send(&e, LOG_WARNING, MSGID_POSTMASTER_EXITED, "postmaster %d of cluster %s exited: scanning for orphans now",
+                 (int) w->pid, w->cluster);
         sd_event_source_set_enabled(s, SD_EVENT_OFF);
         m->force_full = true;
         if (!m->cycle_running)
@@ -198,6 +202,8 @@ static void sync_pm_watches(Manager *m) {
                 }
                 PmWatch *w = &m->pm[m->n_pm];
                 *w = (PmWatch){ .manager = m, .pid = pm->rec.pid, .start_ticks = pm->rec.start_ticks, .fd = ref.fd, .seen = true };
+                snprintf(w->cluster, sizeof w->cluster, "%s", t->clusters[c].name);
+                snprintf(w->data_directory, sizeof w->data_directory, "%s", t->clusters[c].data_directory);
                 if (sd_event_add_io(m->event, &w->source, w->fd, EPOLLIN, on_pm_exit, w) < 0) {
                         close(w->fd);
                         continue;
@@ -371,7 +377,7 @@ static void write_metrics_file(Manager *m) {
         if (r < 0 && !m->metrics_failed) {
                 LogEntry e = {};
                 log_add(&e, "PGTREE_METRICS_FILE", "%s", m->config->metrics_file);
-                log_send(&e, LOG_ERR, NULL, "cannot write metrics to %s: %s (said once; retried every cycle)",
+                log_send(&e, LOG_ERR, MSGID_METRICS_FAILED, "cannot write metrics to %s: %s (said once; retried every cycle)",
                          m->config->metrics_file, strerror(-r));
         }
         m->metrics_failed = r < 0;

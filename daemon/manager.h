@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <systemd/sd-event.h>
@@ -38,6 +39,8 @@ typedef struct PmWatch {
         struct Manager *manager;
         pid_t pid;
         uint64_t start_ticks;
+        char cluster[PATH_MAX];         /* its cluster's name and data directory, for the log */
+        char data_directory[PATH_MAX];
         int fd;
         sd_event_source *source;
         bool seen;

@@ -102,37 +102,50 @@ static void emit(LogEntry *e, int priority, const char *message) {
                 iov[n++] = (struct iovec){ (char *) "SYSLOG_IDENTIFIER=pgtreed", 25 };
                 if (msg)
                         iov[n++] = (struct iovec){ msg, strlen(msg) };
-                for (size_t i = 0; e && i < e->n; i++)
+                for (size_t i = 0; i < e->n; i++)
                         iov[n++] = (struct iovec){ e->fields[i], strlen(e->fields[i]) };
                 if (sd_journal_sendv(iov, (int) n) < 0)
                         fprintf(stderr, "<%d>%s\n", priority, message);
                 free(msg);
         } else
                 fprintf(stderr, "pgtreed: %s: %s\n", level[priority & 7], message);
-        for (size_t i = 0; e && i < e->n; i++)
+        for (size_t i = 0; i < e->n; i++)
                 free(e->fields[i]);
-        if (e)
-                e->n = 0;
+        e->n = 0;
 }
 
-void log_send(LogEntry *e, int priority, const char *message_id, const char *fmt, ...) {
+/* Adds a field even when the entry is full: MESSAGE_ID and CODE_* take the slots log_add keeps. */
+static void add_reserved(LogEntry *e, const char *key, const char *fmt, ...) {
+        if (e->n >= ELEMENTSOF(e->fields))
+                return;
+        va_list ap;
+        va_start(ap, fmt);
+        char *value = NULL;
+        int r = vasprintf(&value, fmt, ap);
+        va_end(ap);
+        if (r < 0)
+                return;
+        char *field = NULL;
+        if (asprintf(&field, "%s=%s", key, value) >= 0)
+                e->fields[e->n++] = field;
+        free(value);
+}
+
+void log_send_full(const char *file, int line, const char *func, LogEntry *e, int priority, const char *message_id,
+                   const char *fmt, ...) {
+        /* first: the format may use %m */
         va_list ap;
         va_start(ap, fmt);
         char *message = NULL;
         int r = vasprintf(&message, fmt, ap);
         va_end(ap);
-        if (message_id)
-                log_add(e, "MESSAGE_ID", "%s", message_id);
+        LogEntry local = {};
+        if (!e)
+                e = &local;
+        add_reserved(e, "MESSAGE_ID", "%s", message_id ? message_id : MSGID_OTHER);
+        add_reserved(e, "CODE_FILE", "%s", file);
+        add_reserved(e, "CODE_LINE", "%d", line);
+        add_reserved(e, "CODE_FUNC", "%s", func);
         emit(e, priority, r < 0 ? "(out of memory)" : message);
-        free(message);
-}
-
-void log_plain(int priority, const char *fmt, ...) {
-        va_list ap;
-        va_start(ap, fmt);
-        char *message = NULL;
-        int r = vasprintf(&message, fmt, ap);
-        va_end(ap);
-        emit(NULL, priority, r < 0 ? "(out of memory)" : message);
         free(message);
 }

@@ -30,7 +30,12 @@
 #define MSGID_ALERT_RAN           "6d1ac0a3b3e04bcb9f1c2d62f7a9e030"
 #define MSGID_ALERT_FAILED        "6d1ac0a3b3e04bcb9f1c2d62f7a9e031"
 #define MSGID_SCAN_FAILED         "6d1ac0a3b3e04bcb9f1c2d62f7a9e040"
+#define MSGID_POSTMASTER_EXITED   "6d1ac0a3b3e04bcb9f1c2d62f7a9e007"
+#define MSGID_METRICS_FAILED      "6d1ac0a3b3e04bcb9f1c2d62f7a9e041"
 #define MSGID_CLIENT_DENIED       "6d1ac0a3b3e04bcb9f1c2d62f7a9e050"
+/* Any other message (a caller that passes no id, log_plain): still one id, so that
+ * MESSAGE_ID= matches every entry of pgtreed and journalctl -x explains it. */
+#define MSGID_OTHER               "6d1ac0a3b3e04bcb9f1c2d62f7a9e0ff"
 
 typedef enum LogTarget {
         LOG_TARGET_AUTO,        /* journald when stderr is connected to it (JOURNAL_STREAM), else stderr */
@@ -54,8 +59,12 @@ typedef struct LogEntry {
 __attribute__((format(printf, 3, 4))) void log_add(LogEntry *e, const char *key, const char *fmt, ...);
 /* The PGTREE_* fields of a finding (PGTREE_DRY_RUN is the caller's: it knows). */
 void log_add_finding(LogEntry *e, const Finding *f);
-/* Sends with PRIORITY, MESSAGE_ID and MESSAGE (printf), then frees the fields. */
-__attribute__((format(printf, 4, 5))) void log_send(LogEntry *e, int priority, const char *message_id, const char *fmt, ...);
+/* Sends with PRIORITY, MESSAGE_ID (MSGID_OTHER if NULL), MESSAGE (printf) and the caller's
+ * CODE_FILE/CODE_LINE/CODE_FUNC, then frees the fields. Use the macros: they pass the call site. */
+__attribute__((format(printf, 7, 8))) void log_send_full(const char *file, int line, const char *func, LogEntry *e,
+                                                         int priority, const char *message_id, const char *fmt, ...);
+#define log_send(e, priority, message_id, ...) \
+        log_send_full(__FILE__, __LINE__, __func__, (e), (priority), (message_id), __VA_ARGS__)
 
-/* A plain message with no id (debugging, startup problems). */
-__attribute__((format(printf, 2, 3))) void log_plain(int priority, const char *fmt, ...);
+/* A plain message (debugging, startup problems), with MSGID_OTHER. */
+#define log_plain(priority, ...) log_send_full(__FILE__, __LINE__, __func__, NULL, (priority), NULL, __VA_ARGS__)
