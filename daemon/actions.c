@@ -79,6 +79,7 @@ static int on_term_grace(sd_event_source *s, uint64_t usec, void *userdata) {
         LogEntry e = {};
         log_add_finding(&e, &w->finding);
         log_add(&e, "PGTREE_REQUESTED_BY", "%s", w->requested_by);
+        w->manager->counters.not_exited++;
         log_send(&e, LOG_ERR, MSGID_ACTION_DID_NOT_EXIT,
                  "pid %d did not exit within %.0fs of SIGTERM; pgtree never escalates to SIGKILL (that would make the "
                  "postmaster restart every session): look at it by hand",

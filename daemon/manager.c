@@ -10,6 +10,7 @@
 #include <sys/epoll.h>
 #include <sys/syscall.h>
 #include <systemd/sd-daemon.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "build-config.h"
@@ -89,6 +90,7 @@ Manager *manager_free(Manager *m) {
         free(m->terms);
         free(m->actions);
         free(m->rates);
+        metrics_counters_done(&m->counters);
         alert_runner_clear(&m->alerts);
         engine_free(m->engine);
         config_free(m->config);
@@ -409,6 +411,9 @@ static void finish_cycle(Manager *m) {
                 apply_rule_actions(m);
                 sync_pm_watches(m);
                 control_cycle_done(m->control);
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                (void) metrics_observe_cycle(&m->counters, m->engine, (double) ts.tv_sec + (double) ts.tv_nsec / 1e9);
                 write_metrics_file(m);
         }
         finding_events_clear(&events);
