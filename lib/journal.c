@@ -6,6 +6,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+/* sd_journal_sendv would add CODE_* of emit() itself: the call site's are added by log_send */
+#define SD_JOURNAL_SUPPRESS_LOCATION 1
 #include <systemd/sd-journal.h>
 #include <unistd.h>
 
