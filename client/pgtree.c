@@ -20,6 +20,7 @@
 #include "pidref.h"
 #include "protocol.h"
 #include "render.h"
+#include "top.h"
 
 /* Exit codes (documented in pgtree(1)). */
 enum {
@@ -49,6 +50,8 @@ static void help(void) {
                "  tree [--group]               the process forest of every cluster (--group: by application_name)\n"
                "  sessions [--user U] [--database D] [--app A] [--state S] [--sort pid|age|duration|cpu|memory|user]\n"
                "                               client backends as a table (filters are shell globs)\n"
+               "  top [--flat] [--sort cpu|duration|memory|pid] [--filter EXPR] [--no-idle]\n"
+               "                               the live view, one refresh per scan cycle (keys: ? inside)\n"
                "  show PID                     everything known about one process\n"
                "  orphans                      PostgreSQL processes with no live postmaster, and orphan findings\n"
                "  long                         long runners (queries, idle in transaction, transactions, lock waits)\n"
@@ -754,6 +757,24 @@ int main(int argc, char **argv) {
                 if (parse_pid(args[0], &p) < 0)
                         return EXIT_USAGE;
                 return run(VARLINK_INTERFACE ".Show", p, show_show);
+        }
+        if (!strcmp(cmd, "top")) {
+                TopOptions o = {};
+                for (int k = 0; k < rest; k++) {
+                        if (!strcmp(args[k], "--flat"))
+                                o.flat = true;
+                        else if (!strcmp(args[k], "--no-idle"))
+                                o.hide_idle = true;
+                        else if (!strcmp(args[k], "--sort") && k + 1 < rest)
+                                o.sort = args[++k];
+                        else if (!strcmp(args[k], "--filter") && k + 1 < rest)
+                                o.filter = args[++k];
+                        else {
+                                fprintf(stderr, "pgtree top: unexpected argument '%s'\n", args[k]);
+                                return EXIT_USAGE;
+                        }
+                }
+                return top_run(socket_path, &o);
         }
         if (!strcmp(cmd, "orphans") && rest == 0)
                 return run(VARLINK_INTERFACE ".Orphans", NULL, show_orphans);
