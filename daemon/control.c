@@ -327,6 +327,15 @@ static void method_tree(Client *c, json_object *p) {
         Manager *m = s->manager;
         bool text = param_bool(p, "text");
         size_t k = sees_query_text(c) ? 0 : 1;
+        json_object *wv;
+        int64_t width = 0;
+        if (json_object_object_get_ex(p, "width", &wv) && wv) {
+                width = json_object_is_type(wv, json_type_int) ? json_object_get_int64(wv) : -1;
+                if (width < 0 || width > 100000) {
+                        invalid_parameter(c, "width");
+                        return;
+                }
+        }
         if (!text && s->tree_cache[k]) {
                 char *copy = malloc(s->tree_cache_len[k]);
                 if (copy)
@@ -342,7 +351,8 @@ static void method_tree(Client *c, json_object *p) {
                 size_t len = 0;
                 FILE *f = open_memstream(&buf, &len);
                 if (f) {
-                        RenderOptions ro = { .group_by_application = param_bool(p, "group_by_application") };
+                        RenderOptions ro = { .group_by_application = param_bool(p, "group_by_application"),
+                                             .query_text = k == 0, .width = (size_t) width };
                         render_text(f, &m->engine->tree, &m->engine->open, &ro);
                         fclose(f);
                         json_object_object_add(o, "text", json_object_new_string(buf ? buf : ""));
@@ -486,8 +496,18 @@ static void method_findings(Client *c, bool orphans) {
         json_object *o = json_object_new_object(), *fa = json_object_new_array();
         for (size_t k = 0; k < m->engine->open.n; k++) {
                 const Finding *f = &m->engine->open.items[k];
-                if ((f->kind <= FINDING_CLIENT_GONE) == orphans)
-                        json_object_array_add(fa, render_finding_json(f));
+                if ((f->kind <= FINDING_CLIENT_GONE) == orphans) {
+                        json_object *fo = render_finding_json(f);
+                        /* what the session runs, where the operator looks (the policy applies) */
+                        int i = tree_find(t, f->pid);
+                        const PgProcess *q = i >= 0 ? &t->procs[i] : NULL;
+                        if (q && q->act && q->act->query && q->act->query[0] && q->rec.start_ticks == f->start_ticks) {
+                                json_object_object_add(fo, "query", json_object_new_string(q->act->query));
+                                if (!sees_query_text(c))
+                                        redact_process(fo);
+                        }
+                        json_object_array_add(fa, fo);
+                }
         }
         if (orphans) {
                 json_object *oa = json_object_new_array();
