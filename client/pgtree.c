@@ -65,6 +65,12 @@ static void help(void) {
                "  reload                       make pgtreed re-read its configuration\n"
                "  metrics                      Prometheus metrics\n"
                "\n"
+               "Options:\n"
+               "  --socket PATH                pgtreed's control socket (default /run/pgtree/pgtree.sock, or $PGTREE_SOCKET)\n"
+               "  --json                       the daemon's reply as JSON\n"
+               "  -h --help                    this text\n"
+               "  --version                    the version\n"
+               "\n"
                "pgtree never sends SIGKILL; asking for it (kill -9, --signal 9, ...) is refused.\n"
                "Exit codes: 0 ok, 1 failed/refused, 2 usage, 3 SIGKILL refused, 4 permission denied,\n"
                "5 daemon not running, 6 no such process.\n");
@@ -496,8 +502,13 @@ static int show_signal(json_object *o) {
         for (size_t i = 0; i < n; i++) {
                 json_object *r = json_object_array_get_idx(arr, i);
                 const char *res = get_str(r, "result") ?: "?";
-                printf("pid %-7s %-8s ", get_str(r, "pid"), res);
-                safe(stdout, get_str(r, "reason"));
+                const char *reason = get_str(r, "reason") ?: "";
+                /* "sent SIGTERM to pid N" says it all; other results are named before their reason */
+                if (!strncmp(reason, res, strlen(res)))
+                        printf("pid %-7s ", get_str(r, "pid"));
+                else
+                        printf("pid %-7s %-8s ", get_str(r, "pid"), res);
+                safe(stdout, reason);
                 printf("\n");
                 if (strcmp(res, "sent") && strcmp(res, "would"))
                         ex = EXIT_FAILED;

@@ -33,6 +33,7 @@ admin_group = {ADMIN}
 query_max_length = 4096
 [cluster c]
 data_directory = {cluster.data}
+enforce = yes
 [rule q]
 kind = long_query
 after = 1s
@@ -128,3 +129,11 @@ def test_readers_get_no_query_text(daemon, session, users):
         assert "console-y" not in out, (args, out)
     f = next(f for f in daemon.client_json("long", user=users["rd"])["findings"] if f["pid"] == session)
     assert f["query"] is None and f["query_hidden"] is True
+
+
+def test_sent_sigterm_is_said_once(daemon, cluster):
+    pid = cluster.run_async("SELECT pg_sleep(600)", application_name="console-once")[1]
+    wait_for(lambda: any(s["pid"] == pid for s in daemon.client_json("sessions")["sessions"]), 20, what="listed")
+    out = daemon.client("terminate", str(pid)).stdout
+    # 0.1 printed "pid N sent     sent SIGTERM to pid N"
+    assert out.strip() == f"pid {pid:<7} sent SIGTERM to pid {pid}", repr(out)
