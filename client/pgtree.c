@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -21,6 +22,7 @@
 #include "pidref.h"
 #include "protocol.h"
 #include "render.h"
+#include "top.h"
 
 /* Exit codes (documented in pgtree(1)). */
 enum {
@@ -50,6 +52,8 @@ static void help(void) {
                "  tree [--group]               the process forest of every cluster (--group: by application_name)\n"
                "  sessions [--user U] [--database D] [--app A] [--state S] [--sort pid|age|duration|cpu|memory|user]\n"
                "                               client backends as a table (filters are shell globs)\n"
+               "  top [--flat] [--sort cpu|duration|memory|pid] [--filter EXPR] [--no-idle]\n"
+               "                               the live view, one refresh per scan cycle (keys: ? inside)\n"
                "  show PID                     everything known about one process\n"
                "  orphans                      PostgreSQL processes with no live postmaster, and orphan findings\n"
                "  long                         long runners (queries, idle in transaction, transactions, lock waits)\n"
@@ -62,6 +66,12 @@ static void help(void) {
                "                               SIGTERM to every session of an application_name group\n"
                "  reload                       make pgtreed re-read its configuration\n"
                "  metrics                      Prometheus metrics\n"
+               "\n"
+               "Options:\n"
+               "  --socket PATH                pgtreed's control socket (default /run/pgtree/pgtree.sock, or $PGTREE_SOCKET)\n"
+               "  --json                       the daemon's reply as JSON\n"
+               "  -h --help                    this text\n"
+               "  --version                    the version\n"
                "\n"
                "pgtree never sends SIGKILL; asking for it (kill -9, --signal 9, ...) is refused.\n"
                "Exit codes: 0 ok, 1 failed/refused, 2 usage, 3 SIGKILL refused, 4 permission denied,\n"
@@ -266,6 +276,49 @@ static void duration(double s, char *buf, size_t size) {
         format_duration(s, buf, size);
 }
 
+/* The terminal's width when stdout is one (else COLUMNS, else 0: do not cut). */
+static size_t term_width(void) {
+        struct winsize ws;
+        if (isatty(STDOUT_FILENO) && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+                return ws.ws_col;
+        const char *c = getenv("COLUMNS");
+        return c && atoi(c) > 0 && isatty(STDOUT_FILENO) ? (size_t) atoi(c) : 0;
+}
+
+/* Query text on one line: line breaks and runs of blanks become one space, control characters
+ * '?'; cut to max characters (0: whole) with "…" (UTF-8) or "..." marking the cut. */
+static char *one_line(const char *q, size_t max) {
+        size_t n = strlen(q ?: "");
+        char *out = malloc(n + 4);
+        if (!out)
+                return NULL;
+        size_t len = 0, chars = 0;
+        bool blank = true, cut = false;
+        for (const unsigned char *c = (const unsigned char *) (q ?: ""); *c; c++) {
+                bool sp = *c == ' ' || *c == '\n' || *c == '\t' || *c == '\r';
+                if (sp && blank)
+                        continue;
+                blank = sp;
+                if ((*c & 0xc0) != 0x80 && max && ++chars > max) {
+                        cut = true;
+                        break;
+                }
+                out[len++] = sp ? ' ' : *c < 0x20 || *c == 0x7f ? '?' : (char) *c;
+        }
+        while (len > 0 && out[len - 1] == ' ')
+                len--;
+        if (cut && len >= 1) {
+                /* room for the mark: drop the last character */
+                while (len > 0 && ((unsigned char) out[len - 1] & 0xc0) == 0x80)
+                        len--;
+                if (len > 0)
+                        len--;
+                out[len++] = '>';
+        }
+        out[len] = 0;
+        return out;
+}
+
 static double parse_iso(const char *s) {
         if (!s)
                 return 0;
@@ -280,8 +333,8 @@ static int show_sessions(json_object *o) {
         if (!json_object_object_get_ex(o, "sessions", &arr))
                 return EXIT_FAILED;
         time_t now = time(NULL);
-        const char *cols[] = { "PID", "CLUSTER", "USER", "DATABASE", "APPLICATION", "CLIENT", "STATE", "FOR", "XACT", "WAIT", "CPU%", "PRIV" };
-        enum { NCOL = 12 };
+        const char *cols[] = { "PID", "CLUSTER", "USER", "DATABASE", "APPLICATION", "CLIENT", "STATE", "FOR", "XACT", "WAIT", "CPU%", "PRIV", "QUERY" };
+        enum { NCOL = 13 };
         size_t n = json_object_array_length(arr);
         char ***cells = calloc(n + 1, sizeof(char **));
         size_t width[NCOL];
@@ -304,8 +357,10 @@ static int show_sessions(json_object *o) {
                         snprintf(wait, sizeof wait, "%s:%s", get_str(s, "wait_event_type"), get_str(s, "wait_event") ?: "");
                 snprintf(cpu, sizeof cpu, "%.1f", atof(get_str(s, "cpu_percent") ?: "0"));
                 snprintf(priv, sizeof priv, "%.1fM", atof(get_str(s, "rss_anon_kb") ?: "0") / 1024);
+                _cleanup_free_ char *query = one_line(get_str(s, "query"), 0);
                 const char *v[NCOL] = { get_str(s, "pid"), get_str(s, "cluster"), get_str(s, "user"), get_str(s, "database"),
-                                        get_str(s, "application_name"), get_str(s, "client"), state, d1, d2, wait, cpu, priv };
+                                        get_str(s, "application_name"), get_str(s, "client"), state, d1, d2, wait, cpu, priv,
+                                        query };
                 for (int c = 0; c < NCOL; c++) {
                         cells[i][c] = strdup(v[c] && *v[c] ? v[c] : "-");
                         if (cells[i][c] && strlen(cells[i][c]) > width[c])
@@ -315,13 +370,21 @@ static int show_sessions(json_object *o) {
         bool tty = isatty(STDOUT_FILENO);
         for (int c = 0; c < NCOL; c++)
                 if (tty)
-                        printf("%s%-*s", c ? "  " : "", (int) width[c], cols[c]);
+                        printf("%s%-*s", c ? "  " : "", c == NCOL - 1 ? 0 : (int) width[c], cols[c]);
                 else
                         printf("%s%s", c ? "\t" : "", cols[c]);
         printf("\n");
         for (size_t i = 0; cells && i < n; i++) {
                 for (int c = 0; cells[i] && c < NCOL; c++) {
-                        if (tty) {
+                        if (tty && c == NCOL - 1) {
+                                /* the query: what is left of the line */
+                                size_t used = 0, tw = term_width();
+                                for (int k = 0; k < NCOL - 1; k++)
+                                        used += width[k] + 2;
+                                _cleanup_free_ char *cut = one_line(cells[i][c], tw > used + 1 ? tw - used : tw ? 1 : 0);
+                                printf("  ");
+                                safe(stdout, cut ?: "");
+                        } else if (tty) {
                                 printf("%s", c ? "  " : "");
                                 safe(stdout, cells[i][c]);
                                 for (size_t k = strlen(cells[i][c] ?: ""); k < width[c]; k++)
@@ -374,8 +437,17 @@ static void print_findings(json_object *fa) {
                 }
                 if (get_str(f, "backend_xmin_age"))
                         printf("  xmin age %s", get_str(f, "backend_xmin_age"));
-                printf("  → %s%s%s%s\n", get_str(f, "rule") ? "rule " : "", get_str(f, "rule") ?: "", get_str(f, "rule") ? ": " : "",
-                       get_str(f, "action"));
+                int used = printf("  → %s%s%s%s", get_str(f, "rule") ? "rule " : "", get_str(f, "rule") ?: "",
+                                  get_str(f, "rule") ? ": " : "", get_str(f, "action"));
+                (void) used;
+                if (get_str(f, "query")) {
+                        /* one line, cut to the terminal's width: the full text is in show and --json */
+                        size_t tw = term_width();
+                        _cleanup_free_ char *q = one_line(get_str(f, "query"), tw > 10 ? tw - 4 : 0);
+                        printf("\n    ");
+                        safe(stdout, q ?: "");
+                }
+                printf("\n");
         }
 }
 
@@ -432,8 +504,13 @@ static int show_signal(json_object *o) {
         for (size_t i = 0; i < n; i++) {
                 json_object *r = json_object_array_get_idx(arr, i);
                 const char *res = get_str(r, "result") ?: "?";
-                printf("pid %-7s %-8s ", get_str(r, "pid"), res);
-                safe(stdout, get_str(r, "reason"));
+                const char *reason = get_str(r, "reason") ?: "";
+                /* "sent SIGTERM to pid N" says it all; other results are named before their reason */
+                if (!strncmp(reason, res, strlen(res)))
+                        printf("pid %-7s ", get_str(r, "pid"));
+                else
+                        printf("pid %-7s %-8s ", get_str(r, "pid"), res);
+                safe(stdout, reason);
                 printf("\n");
                 if (strcmp(res, "sent") && strcmp(res, "would"))
                         ex = EXIT_FAILED;
@@ -794,6 +871,8 @@ int main(int argc, char **argv) {
                 if (!json_out)
                         json_object_object_add(p, "text", json_object_new_boolean(true));
                 json_object_object_add(p, "group_by_application", json_object_new_boolean(group));
+                if (!json_out && term_width() > 0)
+                        json_object_object_add(p, "width", json_object_new_int((int) term_width()));
                 return run(VARLINK_INTERFACE ".Tree", p, show_text);
         }
         if (!strcmp(cmd, "sessions")) {
@@ -821,6 +900,24 @@ int main(int argc, char **argv) {
                 if (parse_pid(args[0], &p) < 0)
                         return EXIT_USAGE;
                 return run(VARLINK_INTERFACE ".Show", p, show_show);
+        }
+        if (!strcmp(cmd, "top")) {
+                TopOptions o = {};
+                for (int k = 0; k < rest; k++) {
+                        if (!strcmp(args[k], "--flat"))
+                                o.flat = true;
+                        else if (!strcmp(args[k], "--no-idle"))
+                                o.hide_idle = true;
+                        else if (!strcmp(args[k], "--sort") && k + 1 < rest)
+                                o.sort = args[++k];
+                        else if (!strcmp(args[k], "--filter") && k + 1 < rest)
+                                o.filter = args[++k];
+                        else {
+                                fprintf(stderr, "pgtree top: unexpected argument '%s'\n", args[k]);
+                                return EXIT_USAGE;
+                        }
+                }
+                return top_run(socket_path, &o);
         }
         if (!strcmp(cmd, "orphans") && rest == 0)
                 return run(VARLINK_INTERFACE ".Orphans", NULL, show_orphans);

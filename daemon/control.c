@@ -50,6 +50,37 @@ typedef enum Role {
         ROLE_ADMIN,
 } Role;
 
+/* A reply shared by every client it goes to (the Watch stream: rendered once per cycle and
+ * role, whatever the number of subscribers). */
+typedef struct Blob {
+        unsigned n_ref;
+        size_t len;
+        char data[];
+} Blob;
+
+static Blob *blob_new(char *msg, size_t len) {
+        Blob *b = msg ? malloc(sizeof *b + len) : NULL;
+        if (b) {
+                b->n_ref = 1;
+                b->len = len;
+                memcpy(b->data, msg, len);
+        }
+        free(msg);
+        return b;
+}
+
+static Blob *blob_ref(Blob *b) {
+        if (b)
+                b->n_ref++;
+        return b;
+}
+
+static Blob *blob_unref(Blob *b) {
+        if (b && --b->n_ref == 0)
+                free(b);
+        return NULL;
+}
+
 typedef struct Client {
         struct ControlServer *server;
         int fd;
@@ -62,6 +93,11 @@ typedef struct Client {
          * most one reply (and an error after it). */
         char *out;
         size_t out_len, out_cap;
+        /* A Watch subscriber reads no more calls; its stream reply of a cycle waits here
+         * (shared, not copied), and only when nothing else is queued. */
+        bool watching;
+        Blob *blob;
+        size_t blob_off;
         struct ucred cred;
         gid_t *groups;                  /* supplementary groups (SO_PEERGROUPS) */
         size_t n_groups;
@@ -85,6 +121,9 @@ struct ControlServer {
         /* the Tree reply of this cycle (without text): [0] with query text, [1] without */
         char *tree_cache[2];
         size_t tree_cache_len[2];
+        /* the Watch reply of this cycle, rendered when first needed: [0] with query text, [1] without */
+        Blob *watch_cache[2];
+        uint64_t watch_renders;         /* for the tests: renders, not subscribers, cost */
 };
 
 static void client_free(Client *c) {
@@ -99,6 +138,7 @@ static void client_free(Client *c) {
                 close(c->fd);
         varlink_buffer_clear(&c->in);
         free(c->out);
+        blob_unref(c->blob);
         free(c);
 }
 
@@ -116,19 +156,26 @@ static bool call_buffered(const Client *c) {
         return c->in.len > 0 && memchr(c->in.data, 0, c->in.len);
 }
 
+/* Bytes waiting to be sent to the client. */
+static size_t queued(const Client *c) {
+        return c->out_len + (c->blob ? c->blob->len - c->blob_off : 0);
+}
+
 /* Reads only when nothing is queued and no whole call waits: a client that sends calls
- * without reading the replies is held back by its own socket buffers, not our memory. */
+ * without reading the replies is held back by its own socket buffers, not our memory. A
+ * subscriber of Watch is not read at all (its hang-up still shows as EPOLLHUP). */
 static void update_events(Client *c) {
-        bool want_in = !c->closing && c->out_len == 0 && !call_buffered(c);
-        sd_event_source_set_io_events(c->io, (want_in ? EPOLLIN : 0) | (c->out_len ? EPOLLOUT : 0));
-        if (c->out_len == 0)
+        bool want_in = !c->closing && !c->watching && queued(c) == 0 && !call_buffered(c);
+        sd_event_source_set_io_events(c->io, (want_in ? EPOLLIN : 0) | (queued(c) ? EPOLLOUT : 0));
+        if (queued(c) == 0)
                 sd_event_source_set_enabled(c->stall, SD_EVENT_OFF);
         else if (sd_event_source_get_enabled(c->stall, NULL) == 0) {
                 sd_event_source_set_time_relative(c->stall, CLIENT_WRITE_TIMEOUT_USEC);
                 sd_event_source_set_enabled(c->stall, SD_EVENT_ONESHOT);
         }
-        sd_event_source_set_enabled(c->defer, !c->closing && c->out_len == 0 && call_buffered(c) ? SD_EVENT_ONESHOT
-                                                                                                 : SD_EVENT_OFF);
+        sd_event_source_set_enabled(c->defer, !c->closing && !c->watching && queued(c) == 0 && call_buffered(c)
+                                                      ? SD_EVENT_ONESHOT
+                                                      : SD_EVENT_OFF);
 }
 
 static void queue(Client *c, char *msg, size_t len) {
@@ -280,6 +327,15 @@ static void method_tree(Client *c, json_object *p) {
         Manager *m = s->manager;
         bool text = param_bool(p, "text");
         size_t k = sees_query_text(c) ? 0 : 1;
+        json_object *wv;
+        int64_t width = 0;
+        if (json_object_object_get_ex(p, "width", &wv) && wv) {
+                width = json_object_is_type(wv, json_type_int) ? json_object_get_int64(wv) : -1;
+                if (width < 0 || width > 100000) {
+                        invalid_parameter(c, "width");
+                        return;
+                }
+        }
         if (!text && s->tree_cache[k]) {
                 char *copy = malloc(s->tree_cache_len[k]);
                 if (copy)
@@ -295,7 +351,8 @@ static void method_tree(Client *c, json_object *p) {
                 size_t len = 0;
                 FILE *f = open_memstream(&buf, &len);
                 if (f) {
-                        RenderOptions ro = { .group_by_application = param_bool(p, "group_by_application") };
+                        RenderOptions ro = { .group_by_application = param_bool(p, "group_by_application"),
+                                             .query_text = k == 0, .width = (size_t) width };
                         render_text(f, &m->engine->tree, &m->engine->open, &ro);
                         fclose(f);
                         json_object_object_add(o, "text", json_object_new_string(buf ? buf : ""));
@@ -439,8 +496,18 @@ static void method_findings(Client *c, bool orphans) {
         json_object *o = json_object_new_object(), *fa = json_object_new_array();
         for (size_t k = 0; k < m->engine->open.n; k++) {
                 const Finding *f = &m->engine->open.items[k];
-                if ((f->kind <= FINDING_CLIENT_GONE) == orphans)
-                        json_object_array_add(fa, render_finding_json(f));
+                if ((f->kind <= FINDING_CLIENT_GONE) == orphans) {
+                        json_object *fo = render_finding_json(f);
+                        /* what the session runs, where the operator looks (the policy applies) */
+                        int i = tree_find(t, f->pid);
+                        const PgProcess *q = i >= 0 ? &t->procs[i] : NULL;
+                        if (q && q->act && q->act->query && q->act->query[0] && q->rec.start_ticks == f->start_ticks) {
+                                json_object_object_add(fo, "query", json_object_new_string(q->act->query));
+                                if (!sees_query_text(c))
+                                        redact_process(fo);
+                        }
+                        json_object_array_add(fa, fo);
+                }
         }
         if (orphans) {
                 json_object *oa = json_object_new_array();
@@ -572,9 +639,73 @@ static void method_metrics(Client *c) {
                 return;
         }
         metrics_write(f, m->engine, &m->counters, m->start_time);
+        size_t watchers = 0;
+        for (size_t i = 0; i < c->server->n_clients; i++)
+                watchers += c->server->clients[i]->watching;
+        fprintf(f, "# HELP pgtree_control_watchers Control connections streaming Watch replies.\n"
+                   "# TYPE pgtree_control_watchers gauge\n"
+                   "pgtree_control_watchers %zu\n"
+                   "# HELP pgtree_control_watch_renders_total Watch replies rendered (once per cycle and role, shared by all watchers).\n"
+                   "# TYPE pgtree_control_watch_renders_total counter\n"
+                   "pgtree_control_watch_renders_total %llu\n",
+                watchers, (unsigned long long) c->server->watch_renders);
         fclose(f);
         reply(c, one("text", json_object_new_string(buf ? buf : "")));
         free(buf);
+}
+
+/* The Watch reply of the current cycle: the Tree JSON (redacted for k = 1) with the cycle. */
+static json_object *watch_params(ControlServer *s, size_t k) {
+        Manager *m = s->manager;
+        const PgTree *t = &m->engine->tree;
+        json_object *o = render_json(t, &m->engine->open);
+        if (k == 1)
+                redact_tree(o);
+        char when[40] = "";
+        time_t now = (time_t) t->now;
+        struct tm tm;
+        if (gmtime_r(&now, &tm))
+                strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        json_object_object_add(o, "cycle", json_object_new_int64((int64_t) m->engine->cycles));
+        json_object_object_add(o, "time", json_object_new_string(when));
+        json_object_object_add(o, "interval_s", json_object_new_double((double) m->config->interval_usec / 1e6));
+        s->watch_renders++;
+        return o;
+}
+
+static Blob *watch_blob(ControlServer *s, size_t k) {
+        if (!s->watch_cache[k]) {
+                size_t len = 0;
+                char *msg = varlink_reply_continues(watch_params(s, k), true, &len);
+                s->watch_cache[k] = blob_new(msg, len);
+        }
+        return s->watch_cache[k];
+}
+
+/* Queues this cycle's stream reply, unless the previous one is still queued: a subscriber that
+ * reads slowly skips cycles, and one that does not read is dropped by the write timeout. */
+static void watch_push(Client *c) {
+        if (!c->watching || c->closing || queued(c) > 0)
+                return;
+        Blob *b = watch_blob(c->server, sees_query_text(c) ? 0 : 1);
+        if (!b) {
+                reply_error(c, "io.pgtree.InvalidRequest", one("reason", json_object_new_string("out of memory")));
+                c->closing = true;
+                return;
+        }
+        c->blob = blob_ref(b);
+        c->blob_off = 0;
+}
+
+static void method_watch(Client *c, bool more) {
+        if (!more) {
+                reply(c, watch_params(c->server, sees_query_text(c) ? 0 : 1));
+                return;
+        }
+        c->watching = true;
+        /* a subscriber is not idle while it reads its stream: the write timeout watches it */
+        sd_event_source_set_enabled(c->idle, SD_EVENT_OFF);
+        watch_push(c);
 }
 
 static void method_get_info(Client *c) {
@@ -633,7 +764,7 @@ static void dispatch(Client *c, VarlinkCall *call) {
                 const char *name = m + strlen(VARLINK_INTERFACE) + 1;
                 bool admin_only = !strcmp(name, "Signal") || !strcmp(name, "Reload");
                 static const char *const known[] = { "Status", "Tree", "Sessions", "Show", "Orphans", "LongRunners",
-                                                     "Signal", "Reload", "Metrics", NULL };
+                                                     "Signal", "Reload", "Metrics", "Watch", NULL };
                 bool is_known = false;
                 for (const char *const *k = known; *k && !is_known; k++)
                         is_known = !strcmp(*k, name);
@@ -663,6 +794,8 @@ static void dispatch(Client *c, VarlinkCall *call) {
                         method_signal(c, call->parameters);
                 else if (!strcmp(name, "Reload"))
                         method_reload(c);
+                else if (!strcmp(name, "Watch"))
+                        method_watch(c, call->more);
                 else
                         method_metrics(c);
         }
@@ -672,7 +805,7 @@ static void dispatch(Client *c, VarlinkCall *call) {
 
 static int on_idle(sd_event_source *s, uint64_t usec, void *userdata) {
         Client *c = userdata;
-        if (c->out_len > 0) {
+        if (queued(c) > 0) {
                 client_drop(c); /* it does not even read what it asked for */
                 return 0;
         }
@@ -696,7 +829,7 @@ static int on_stall(sd_event_source *s, uint64_t usec, void *userdata) {
 
 /* Handles at most CALLS_PER_WAKEUP whole calls, and none while a reply is queued. */
 static void handle_input(Client *c) {
-        for (unsigned k = 0; k < CALLS_PER_WAKEUP && !c->closing && c->out_len == 0; k++) {
+        for (unsigned k = 0; k < CALLS_PER_WAKEUP && !c->closing && !c->watching && queued(c) == 0; k++) {
                 char *msg;
                 size_t len;
                 int r = varlink_buffer_next(&c->in, &msg, &len);
@@ -733,18 +866,27 @@ static void handle_input(Client *c) {
 }
 
 static void client_flush(Client *c) {
-        if (c->out_len == 0)
+        if (queued(c) == 0)
                 return;
-        ssize_t k = send(c->fd, c->out, c->out_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        /* what was queued first goes first: a stream reply is queued only when nothing else is,
+         * so it is always first (an error that ends the stream follows it) */
+        bool own = c->blob == NULL;
+        ssize_t k = own ? send(c->fd, c->out, c->out_len, MSG_NOSIGNAL | MSG_DONTWAIT)
+                        : send(c->fd, c->blob->data + c->blob_off, c->blob->len - c->blob_off, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (k < 0 && errno != EAGAIN && errno != EINTR) {
                 client_drop(c);
                 return;
         }
         if (k > 0) {
-                memmove(c->out, c->out + k, c->out_len - (size_t) k);
-                c->out_len -= (size_t) k;
+                if (own) {
+                        memmove(c->out, c->out + k, c->out_len - (size_t) k);
+                        c->out_len -= (size_t) k;
+                } else if ((c->blob_off += (size_t) k) == c->blob->len) {
+                        c->blob = blob_unref(c->blob);
+                        c->blob_off = 0;
+                }
                 /* progress: the write timeout starts again */
-                if (c->out_len > 0)
+                if (queued(c) > 0)
                         sd_event_source_set_time_relative(c->stall, CLIENT_WRITE_TIMEOUT_USEC);
         }
         if (c->out_len == 0 && c->out_cap > 65536) {
@@ -753,7 +895,7 @@ static void client_flush(Client *c) {
                 c->out = NULL;
                 c->out_cap = 0;
         }
-        if (c->closing && c->out_len == 0) {
+        if (c->closing && queued(c) == 0) {
                 client_drop(c);
                 return;
         }
@@ -769,7 +911,7 @@ static int on_defer(sd_event_source *s, void *userdata) {
 
 static int on_client_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         Client *c = userdata;
-        if (revents & EPOLLIN && !c->closing && c->out_len == 0 && !call_buffered(c)) {
+        if (revents & EPOLLIN && !c->closing && !c->watching && queued(c) == 0 && !call_buffered(c)) {
                 char buf[65536];
                 ssize_t k = read(fd, buf, sizeof buf);
                 if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR)) {
@@ -789,7 +931,7 @@ static int on_client_io(sd_event_source *s, int fd, uint32_t revents, void *user
                         sd_event_source_set_time_relative(c->idle, CLIENT_IDLE_USEC);
                 }
         }
-        if ((revents & (EPOLLHUP | EPOLLERR)) && c->out_len == 0) {
+        if ((revents & (EPOLLHUP | EPOLLERR)) && queued(c) == 0) {
                 client_drop(c);
                 return 0;
         }
@@ -1010,26 +1152,53 @@ ControlServer *control_free(ControlServer *s) {
         free(s->path);
         free(s->tree_cache[0]);
         free(s->tree_cache[1]);
+        blob_unref(s->watch_cache[0]);
+        blob_unref(s->watch_cache[1]);
         free(s);
         return NULL;
+}
+
+static void drop_caches(ControlServer *s) {
+        for (size_t k = 0; k < ELEMENTSOF(s->tree_cache); k++) {
+                free(s->tree_cache[k]);
+                s->tree_cache[k] = NULL;
+                s->tree_cache_len[k] = 0;
+                s->watch_cache[k] = blob_unref(s->watch_cache[k]);
+        }
 }
 
 void control_cycle_done(ControlServer *s) {
         if (!s)
                 return;
-        for (size_t k = 0; k < ELEMENTSOF(s->tree_cache); k++) {
-                free(s->tree_cache[k]);
-                s->tree_cache[k] = NULL;
-                s->tree_cache_len[k] = 0;
+        drop_caches(s);
+        /* client_flush may drop a client: walk a copy of the list */
+        size_t n = 0;
+        Client **watchers = s->n_clients ? calloc(s->n_clients, sizeof *watchers) : NULL;
+        for (size_t i = 0; watchers && i < s->n_clients; i++)
+                if (s->clients[i]->watching)
+                        watchers[n++] = s->clients[i];
+        for (size_t i = 0; i < n; i++) {
+                watch_push(watchers[i]);
+                client_flush(watchers[i]);
         }
+        free(watchers);
 }
 
 /* On reload: the groups are looked up again and every connected peer's role follows. */
 void control_config_changed(ControlServer *s) {
         if (!s)
                 return;
-        control_cycle_done(s);
+        drop_caches(s);
         resolve_groups(s);
-        for (size_t i = 0; i < s->n_clients; i++)
-                s->clients[i]->role = role_of(s, s->clients[i]);
+        for (size_t i = 0; i < s->n_clients; i++) {
+                Client *c = s->clients[i];
+                c->role = role_of(s, c);
+                if (c->watching && c->role == ROLE_NONE && !c->closing) {
+                        /* no longer allowed to read: the stream ends with the reason */
+                        c->watching = false;
+                        deny(c, VARLINK_INTERFACE ".Watch", "root or membership of the socket or admin group");
+                        c->closing = true;
+                        update_events(c);
+                }
+        }
 }

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <sys/resource.h>
@@ -185,7 +186,10 @@ static int run_once(const Args *args) {
                 puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
                 json_object_put(o);
         } else {
-                RenderOptions o = { .group_by_application = args->group };
+                /* --once is for root and the cluster owner: query text, cut to the terminal */
+                struct winsize ws;
+                RenderOptions o = { .group_by_application = args->group, .query_text = true,
+                                    .width = isatty(STDOUT_FILENO) && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 ? ws.ws_col : 0 };
                 render_text(stdout, &e->tree, &e->open, &o);
         }
         if (fflush(stdout) != 0)

@@ -149,6 +149,14 @@ char *varlink_reply(json_object *parameters, size_t *len) {
         return finish(o, len);
 }
 
+char *varlink_reply_continues(json_object *parameters, bool continues, size_t *len) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "parameters", parameters ? parameters : json_object_new_object());
+        if (continues)
+                json_object_object_add(o, "continues", json_object_new_boolean(true));
+        return finish(o, len);
+}
+
 char *varlink_error(const char *error, json_object *parameters, size_t *len) {
         json_object *o = json_object_new_object();
         json_object_object_add(o, "error", json_object_new_string(error));
@@ -236,15 +244,26 @@ const char *varlink_pgtree_description(void) {
                "# The daemon, in one object.\n"
                "method Status() -> (version: string, pid: int, uptime_s: int, clusters: int, client_backends: int,\n"
                "                    orphans: int, open_findings: int, enforce: bool, config: ?string, cycles: int,\n"
-               "                    last_cycle_s: float, interval_s: float, unreachable: []string)\n"
+               "                    last_cycle_s: float, interval_s: float, unreachable: []string, enforcing: []string)\n"
                "\n"
-               "# The forest as in DESIGN.md (clusters, orphans, findings); text: the human rendering.\n"
-               "method Tree(group_by_application: ?bool, text: ?bool) -> (clusters: []object, orphans: []object,\n"
+               "# The forest as in DESIGN.md (clusters, orphans, findings); text: the human rendering, with\n"
+               "# each client backend's query text on its line, cut to width columns (0 or none: whole).\n"
+               "method Tree(group_by_application: ?bool, text: ?bool, width: ?int) -> (clusters: []object, orphans: []object,\n"
                "                    findings: []object, text: ?string)\n"
                "\n"
                "# Client backends, filtered (shell globs) and sorted (pid, age, duration, cpu, memory, user).\n"
                "method Sessions(user: ?string, database: ?string, application_name: ?string, state: ?string,\n"
                "                sort: ?string) -> (sessions: []object)\n"
+               "\n"
+               "# The Tree reply (without text) once per scan cycle, for live views. Call it with\n"
+               "# \"more\": true: the first reply is the last finished cycle, then one reply follows each\n"
+               "# cycle, every one with \"continues\": true, until the client hangs up. A client that has\n"
+               "# not read its previous reply misses the cycles in between (replies never pile up), and\n"
+               "# one that reads nothing for 10 s is disconnected. Other calls go on another connection:\n"
+               "# none is read from a connection that is streaming. Without \"more\": one reply.\n"
+               "# cycle: the daemon's cycle counter; time: when that cycle ended.\n"
+               "method Watch() -> (cycle: int, time: string, interval_s: float, clusters: []object,\n"
+               "                   orphans: []object, findings: []object)\n"
                "\n"
                "# Query text (the \"query\" of a process) goes to admins only, unless pgtree.ini's\n"
                "# query_text_for_readers = yes; a reader's copy has query null and query_hidden true.\n"
@@ -253,6 +272,7 @@ const char *varlink_pgtree_description(void) {
                "method Show(pid: int) -> (process: object, cluster: ?string, findings: []object)\n"
                "\n"
                "method Orphans() -> (orphans: []object, findings: []object)\n"
+               "# A finding of LongRunners carries its session's query (subject to the policy above).\n"
                "method LongRunners() -> (findings: []object)\n"
                "\n"
                "# cancel (SIGINT) or terminate (SIGTERM) one backend by pid, or every client backend of an\n"

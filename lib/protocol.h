@@ -16,7 +16,7 @@ typedef struct VarlinkCall {
         char method[128];
         json_object *parameters;        /* owned; an empty object if none */
         bool oneway;                    /* no reply wanted */
-        bool more;                      /* the client accepts several replies (we send one) */
+        bool more;                      /* the client accepts several replies (Watch streams them) */
         char invalid_parameter[64];     /* a parameter that holds a string with a NUL in it, or "" */
 } VarlinkCall;
 
@@ -27,6 +27,8 @@ void varlink_call_clear(VarlinkCall *c);
 /* A reply or an error as a string with its terminating NUL counted in *len (owned by caller). */
 char *varlink_reply(json_object *parameters, size_t *len);
 char *varlink_error(const char *error, json_object *parameters, size_t *len);
+/* A reply of a call made with "more": continues says that more replies follow. */
+char *varlink_reply_continues(json_object *parameters, bool continues, size_t *len);
 /* A call, for the client. */
 char *varlink_call(const char *method, json_object *parameters, size_t *len);
 /* Parses a reply: 0 with *parameters (owned) and *error (NULL or owned string). */

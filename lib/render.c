@@ -189,7 +189,7 @@ static void format_kb(uint64_t kb, char *buf, size_t size) {
                 snprintf(buf, size, "%.1fG", (double) kb / (1024 * 1024));
 }
 
-static void process_line(FILE *out, const PgTree *t, const PgProcess *p, const char *graph) {
+static void process_fields(FILE *out, const PgTree *t, const PgProcess *p, const char *graph) {
         char age[32] = "-", mem[32];
         double start = pg_process_start_time(t, p);
         if (start > 0)
@@ -273,18 +273,66 @@ static void process_line(FILE *out, const PgTree *t, const PgProcess *p, const c
         fputc('\n', out);
 }
 
+/* Columns a UTF-8 string takes (one per character: the tree's box drawing is narrow). */
+static size_t columns(const char *s) {
+        size_t n = 0;
+        for (; *s; s++)
+                n += ((unsigned char) *s & 0xc0) != 0x80;
+        return n;
+}
+
+/* A process line; a client backend's query text follows it on the same line (one line: runs
+ * of blanks and line breaks become one space), cut so that the line fits o->width columns. */
+static void process_line(FILE *out, const PgTree *t, const PgProcess *p, const char *graph, const RenderOptions *o) {
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+        if (!f) {
+                process_fields(out, t, p, graph);
+                return;
+        }
+        process_fields(f, t, p, graph);
+        fclose(f);
+        if (len > 0 && buf[len - 1] == '\n')
+                buf[--len] = 0;
+        fputs(buf, out);
+        const char *q = p->act && p->act->query && p->title.backend_type == BACKEND_CLIENT && !p->own ? p->act->query : NULL;
+        if (q && *q && o && o->query_text) {
+                size_t used = columns(buf) + 2, room = o->width ? (o->width > used ? o->width - used : 0) : SIZE_MAX;
+                if (room >= 8) {
+                        fputs("  ", out);
+                        bool blank = false;
+                        size_t n = 0;
+                        for (const unsigned char *c = (const unsigned char *) q; *c; c++) {
+                                bool sp = *c == ' ' || *c == '\n' || *c == '\t' || *c == '\r';
+                                if (sp && blank)
+                                        continue;
+                                blank = sp;
+                                bool starts = (*c & 0xc0) != 0x80;
+                                if (starts && ++n > room) {
+                                        break;
+                                }
+                                fputc(sp ? ' ' : *c < 0x20 || *c == 0x7f ? '?' : *c, out);
+                        }
+                }
+        }
+        fputc('\n', out);
+        free(buf);
+}
+
 static bool is_nested_worker(const PgProcess *p) {
         return p->title.backend_type == BACKEND_PARALLEL_WORKER && p->leader >= 0;
 }
 
-static void print_children(FILE *out, const PgTree *t, size_t c, const int *order, size_t n, const char *indent) {
+static void print_children(FILE *out, const PgTree *t, size_t c, const int *order, size_t n, const char *indent,
+                           const RenderOptions *o) {
         for (size_t k = 0; k < n; k++) {
                 size_t i = (size_t) order[k];
                 const PgProcess *p = &t->procs[i];
                 bool is_last = k + 1 == n;
                 char graph[64];
                 snprintf(graph, sizeof graph, "%s%s%s", indent, p->depth > 1 ? "   " : "", is_last ? "└─ " : "├─ ");
-                process_line(out, t, p, graph);
+                process_line(out, t, p, graph, o);
                 size_t n_workers = 0, w = 0;
                 for (size_t j = 0; j < t->n_procs; j++)
                         if (is_nested_worker(&t->procs[j]) && t->procs[j].leader == (int) i)
@@ -293,7 +341,7 @@ static void print_children(FILE *out, const PgTree *t, size_t c, const int *orde
                         if (!is_nested_worker(&t->procs[j]) || t->procs[j].leader != (int) i)
                                 continue;
                         snprintf(graph, sizeof graph, "%s%s%s", indent, is_last ? "   " : "│  ", ++w == n_workers ? "└─ " : "├─ ");
-                        process_line(out, t, &t->procs[j], graph);
+                        process_line(out, t, &t->procs[j], graph, o);
                 }
         }
 }
@@ -336,7 +384,7 @@ void render_text(FILE *out, const PgTree *t, const Findings *f, const RenderOpti
                         put_safe(out, cl->activity);
                 }
                 fprintf(out, "%s\n", cl->enforce ? "  [enforcing]" : "");
-                process_line(out, t, pm, "");
+                process_line(out, t, pm, "", o);
 
                 /* the postmaster's children; parallel workers follow their leader; with grouping,
                  * tagged client backends come last, under their tag */
@@ -357,7 +405,7 @@ void render_text(FILE *out, const PgTree *t, const Findings *f, const RenderOpti
                         }
                 }
                 qsort(groups, n_groups, sizeof *groups, cmp_str);
-                print_children(out, t, c, order, n, "");
+                print_children(out, t, c, order, n, "", o);
                 for (size_t k = 0; k < n_groups; k++) {
                         size_t m = 0;
                         for (size_t i = 0; i < t->n_procs; i++) {
@@ -369,7 +417,7 @@ void render_text(FILE *out, const PgTree *t, const Findings *f, const RenderOpti
                         fprintf(out, "%8s %7s %5s %7s  ◆ application ", "", "", "", "");
                         put_safe(out, groups[k]);
                         fprintf(out, " (%zu session%s)\n", m, m == 1 ? "" : "s");
-                        print_children(out, t, c, order, m, "   ");
+                        print_children(out, t, c, order, m, "   ", o);
                 }
                 fputc('\n', out);
         }
@@ -386,7 +434,7 @@ void render_text(FILE *out, const PgTree *t, const Findings *f, const RenderOpti
                 any = true;
                 char graph[PATH_MAX + 32];
                 snprintf(graph, sizeof graph, "!! [%s] ", p->cwd ? p->cwd : "data directory unknown");
-                process_line(out, t, p, graph);
+                process_line(out, t, p, graph, o);
         }
         if (any)
                 fputc('\n', out);

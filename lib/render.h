@@ -14,6 +14,8 @@ json_object *render_finding_json(const Finding *x);
 
 typedef struct RenderOptions {
         bool group_by_application;      /* client backends under their application_name tag */
+        bool query_text;                /* client backends' query text at the end of their line */
+        size_t width;                   /* cut lines with query text to this many columns; 0: do not */
 } RenderOptions;
 
 /* The human forest, like `ps --forest`: one line per process with its age, CPU %, private memory,
