@@ -395,6 +395,7 @@ static bool seen_once(Parser *p, const char *key) {
 }
 
 static bool value_duration(Parser *p, const char *key, const char *v, uint64_t *dst, bool zero_ok);
+static void value_absolute_path(Parser *p, const char *key, const char *v, char **dst, bool empty_ok);
 
 /* ---- managed servers: [cluster] keys host, parent_tag, action_timeout (lib/remote.c) ---- */
 
@@ -417,6 +418,28 @@ static bool remote_cluster_key(Parser *p, ClusterConf *cc, const char *key, cons
                               "e.g. FakeParent:*)", v);
                 else
                         set_string(p, &cc->parent_tag, v);
+                return true;
+        }
+        if (!strcmp(key, "passfile")) {
+                if (!strncmp(v, "credential:", 11)) {
+                        const char *n = v + 11;
+                        bool ok = *n && strlen(n) <= 100 && strcmp(n, ".") && strcmp(n, "..");
+                        for (const char *q = n; ok && *q; q++)
+                                ok = isalnum((unsigned char) *q) || strchr("_.-@", *q);
+                        if (!ok)
+                                error(p, "passfile: 'credential:NAME' needs the name of a systemd credential "
+                                      "(letters, digits, _ . - @), got '%s'", v);
+                        else
+                                set_string(p, &cc->passfile, v);
+                } else
+                        value_absolute_path(p, key, v, &cc->passfile, false);
+                return true;
+        }
+        if (!strcmp(key, "sslrootcert")) {
+                if (!strcmp(v, "system"))
+                        set_string(p, &cc->sslrootcert, v);
+                else
+                        value_absolute_path(p, key, v, &cc->sslrootcert, false);
                 return true;
         }
         if (!strcmp(key, "action_timeout")) {
@@ -1005,6 +1028,8 @@ Config *config_free(Config *c) {
                 free(c->clusters[i].data_directory);
                 free(c->clusters[i].conninfo);
                 free(c->clusters[i].parent_tag);
+                free(c->clusters[i].passfile);
+                free(c->clusters[i].sslrootcert);
         }
         free(c->clusters);
         free(c);

@@ -62,6 +62,8 @@ typedef struct ClusterConf {
         bool host_auto;         /* REMOTE/LOCAL was chosen from the conninfo's host */
         char *parent_tag;       /* glob on application_name: matching sessions form a group */
         uint64_t action_timeout_usec;   /* bound of one pg_cancel/terminate_backend round trip */
+        char *passfile;         /* added to the conninfo: a path, or "credential:NAME" ($CREDENTIALS_DIRECTORY/NAME) */
+        char *sslrootcert;      /* added to the conninfo (long paths do not fit on one ini line) */
 } ClusterConf;
 
 enum {

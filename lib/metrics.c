@@ -57,7 +57,8 @@ int metrics_write(FILE *out, const Engine *e, const ActionCounters *ac, double s
         for (size_t c = 0; c < t->n_clusters; c++) {
                 fputs("pgtree_postmaster_up{cluster=", out);
                 label(out, t->clusters[c].name);
-                fputs("} 1\n", out);
+                /* a managed server: up as far as it answers */
+                fprintf(out, "} %d\n", t->clusters[c].remote ? t->clusters[c].snapshot != NULL : 1);
         }
         head(out, "pgtree_postmaster_start_time_seconds", "gauge", "When the postmaster started (seconds since the epoch).");
         for (size_t c = 0; c < t->n_clusters; c++) {

@@ -136,6 +136,56 @@ bool remote_conninfo_has_password(const char *conninfo) {
         return yes;
 }
 
+/* A conninfo value in single quotes. */
+static int append_kv(char **s, const char *key, const char *value) {
+        size_t l = strlen(*s), vl = strlen(value);
+        char *n = realloc(*s, l + strlen(key) + 2 * vl + 8);
+        if (!n)
+                return -ENOMEM;
+        char *p = n + l;
+        p += sprintf(p, " %s='", key);
+        for (const char *v = value; *v; v++) {
+                if (*v == '\\' || *v == '\'')
+                        *p++ = '\\';
+                *p++ = *v;
+        }
+        *p++ = '\'';
+        *p = 0;
+        *s = n;
+        return 0;
+}
+
+int remote_effective_conninfo(const ClusterConf *cc, char **ret, char *why, size_t why_size) {
+        char *s = strdup(cc->conninfo ? cc->conninfo : "");
+        if (!s)
+                return -ENOMEM;
+        int r = 0;
+        if (cc->passfile && !strncmp(cc->passfile, "credential:", 11)) {
+                const char *dir = getenv("CREDENTIALS_DIRECTORY");
+                if (!dir || dir[0] != '/') {
+                        snprintf(why, why_size, "passfile = %s but $CREDENTIALS_DIRECTORY is not set "
+                                 "(LoadCredential= in the unit)", cc->passfile);
+                        free(s);
+                        return -ENOENT;
+                }
+                _cleanup_free_ char *path = NULL;
+                if (asprintf(&path, "%s/%s", dir, cc->passfile + 11) < 0) {
+                        free(s);
+                        return -ENOMEM;
+                }
+                r = append_kv(&s, "passfile", path);
+        } else if (cc->passfile)
+                r = append_kv(&s, "passfile", cc->passfile);
+        if (r >= 0 && cc->sslrootcert)
+                r = append_kv(&s, "sslrootcert", cc->sslrootcert);
+        if (r < 0) {
+                free(s);
+                return r;
+        }
+        *ret = s;
+        return 0;
+}
+
 void remote_conninfo_server(const char *conninfo, char *buf, size_t size) {
         PQconninfoOption *o = PQconninfoParse(conninfo ? conninfo : "", NULL);
         const char *host = o ? conninfo_get(o, "host") : NULL, *addr = o ? conninfo_get(o, "hostaddr") : NULL;
@@ -569,6 +619,7 @@ typedef struct RemoteServer {
         ActivitySnapshot last;
         bool have_last;
         char activity[512];
+        char why[256];          /* why there is no connection (a credential missing), or "" */
 } RemoteServer;
 
 struct RemoteSet {
@@ -662,23 +713,21 @@ int remote_set_begin(RemoteSet **sp, const Config *c, uint64_t now) {
                 const ClusterConf *cc = &c->clusters[i];
                 if (cc->host != CLUSTER_HOST_REMOTE || !cc->conninfo)
                         continue;
-                _cleanup_free_ char *key = NULL;
-                if (asprintf(&key, "%s|%u|%llu|%llu", cc->conninfo, c->query_max_length,
+                _cleanup_free_ char *key = NULL, *conninfo = NULL;
+                char why[256] = "";
+                int er = remote_effective_conninfo(cc, &conninfo, why, sizeof why);
+                if (er == -ENOMEM)
+                        return er;
+                if (asprintf(&key, "%s|%s|%u|%llu|%llu", conninfo ? conninfo : "", why, c->query_max_length,
                              (unsigned long long) c->connect_timeout_usec, (unsigned long long) c->query_timeout_usec) < 0)
                         return -ENOMEM;
                 RemoteServer *rs = server_find(s, cc->name);
                 if (rs && strcmp(rs->key, key) != 0) {
-                        /* changed by a reload: start over */
-                        *rs = (RemoteServer){ .name = rs->name, .key = rs->key, .conn = rs->conn, .action = rs->action,
-                                              .action_params = rs->action_params };
-                        activity_conn_free(rs->conn);
-                        rs->conn = NULL;
-                        if (rs->action)
-                                PQfinish(rs->action);
-                        rs->action = NULL;
-                        params_free(&rs->action_params);
-                        free(rs->key);
-                        rs->key = NULL;
+                        /* changed by a reload: start over (the tree does not use it now) */
+                        char *name = TAKE_PTR(rs->name);
+                        server_free(rs);
+                        rs->name = name;
+                        snprintf(rs->activity, sizeof rs->activity, "unavailable: not connected yet");
                 }
                 if (!rs) {
                         if (GROW(s->items, s->allocated, s->n + 1) < 0)
@@ -693,11 +742,14 @@ int remote_set_begin(RemoteSet **sp, const Config *c, uint64_t now) {
                 if (!rs->key) {
                         rs->key = TAKE_PTR(key);
                         remote_conninfo_server(cc->conninfo, rs->server, sizeof rs->server);
+                        snprintf(rs->why, sizeof rs->why, "%s", why);
                         ActivityOptions o = { .connect_timeout_usec = c->connect_timeout_usec,
                                               .query_timeout_usec = c->query_timeout_usec,
                                               .query_max_length = c->query_max_length };
-                        (void) activity_conn_new(cc->conninfo, NULL, 0, &o, &rs->conn);
-                        (void) params_from_conninfo(cc->conninfo, "pgtreed action", &rs->action_params);
+                        if (conninfo) {
+                                (void) activity_conn_new(conninfo, NULL, 0, &o, &rs->conn);
+                                (void) params_from_conninfo(conninfo, "pgtreed action", &rs->action_params);
+                        }
                 }
                 if (rs->conn)
                         activity_conn_start(rs->conn, now);
@@ -744,7 +796,7 @@ static int take_results(RemoteSet *s) {
                 RemoteServer *rs = &s->items[i];
                 const ActivitySnapshot *snap = rs->conn ? activity_conn_snapshot(rs->conn) : NULL;
                 if (!rs->conn)
-                        snprintf(rs->activity, sizeof rs->activity, "unavailable: invalid conninfo");
+                        snprintf(rs->activity, sizeof rs->activity, "unavailable: %s", rs->why[0] ? rs->why : "invalid conninfo");
                 else if (snap)
                         snprintf(rs->activity, sizeof rs->activity, "ok");
                 else if (activity_conn_busy(rs->conn))

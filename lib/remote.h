@@ -40,6 +40,10 @@ bool remote_host_is_local(const char *host);
 bool remote_conninfo_is_remote(const char *conninfo);
 bool remote_conninfo_names_host(const char *conninfo);
 bool remote_conninfo_has_password(const char *conninfo);
+/* The conninfo a remote section connects with: its conninfo, plus passfile and sslrootcert
+ * (credential:NAME resolved in $CREDENTIALS_DIRECTORY). Returns 0, or -ENOENT with why set when a
+ * credential is asked for and systemd gave none. */
+int remote_effective_conninfo(const ClusterConf *cc, char **ret, char *why, size_t why_size);
 /* "host:port" for display (no secret), from the conninfo. */
 void remote_conninfo_server(const char *conninfo, char *buf, size_t size);
 
