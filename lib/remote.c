@@ -800,8 +800,8 @@ static int take_results(RemoteSet *s) {
                 else if (snap)
                         snprintf(rs->activity, sizeof rs->activity, "ok");
                 else if (activity_conn_busy(rs->conn))
-                        snprintf(rs->activity, sizeof rs->activity, "unavailable: no answer within this cycle (%s)",
-                                 activity_conn_status(rs->conn));
+                        snprintf(rs->activity, sizeof rs->activity,
+                                 "unavailable: no answer within this cycle (still connecting or querying)");
                 else
                         snprintf(rs->activity, sizeof rs->activity, "%s", activity_conn_status(rs->conn));
                 activity_snapshot_clear(&rs->last);

@@ -449,7 +449,7 @@ def test_reused_pid_is_not_terminated(pgtreed, pgtree_client, remote):
         assert res["result"] == "refused" and "pid reused" in res["reason"], res
         time.sleep(1)
         assert alive_on_server(remote, pid_b), "the new session with the reused pid was terminated"
-        d.wait_log(rf"PGTREE_REMOTE_OUTCOME=reused|pid reused", 5) if False else None
+        d.wait_log(rf"terminate pid {pid_a} on azure-sim .*pid reused, nothing done", 5)
     finally:
         d.stop()
         remote.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'FakeParent:3003'")
@@ -545,6 +545,7 @@ def test_twenty_remote_servers_keep_cadence(pgtreed, pgtree_client, tmp_path):
             report = {n: (len(seen.get(n, [])), round(max(gaps.get(n) or [99]), 2),
                           round(statistics.median(gaps.get(n) or [99]), 2)) for n in healthy}
             print(f"\n{cycles} cycles in {elapsed:.1f}s; per server (refreshes, max gap s, median gap s): {report}")
+            print("fleet statuses:", set().union(*(statuses.get(n, set()) for n in healthy)))
             print("refusing:", statuses.get("refusing"), "hung:", statuses.get("hung"), "accepted:", len(accepted))
             assert cycles >= elapsed * 0.75, (cycles, elapsed)
             for n in healthy:
@@ -554,7 +555,7 @@ def test_twenty_remote_servers_keep_cadence(pgtreed, pgtree_client, tmp_path):
             assert any("cannot connect" in s for s in statuses["refusing"]), statuses["refusing"]
             assert all(s.startswith("unavailable") for s in statuses["hung"]), statuses["hung"]
             assert accepted, "the hung listener was never connected to"
-            assert any("timed out" in s for s in statuses["hung"]) or True
+            assert any("timed out" in s or "no answer" in s for s in statuses["hung"]), statuses["hung"]
         finally:
             d.stop()
     finally:
