@@ -458,6 +458,30 @@ def test_reused_pid_is_not_terminated(pgtreed, pgtree_client, remote):
                 h["conn"].close()
 
 
+def test_same_pid_on_two_servers_needs_cluster(pgtreed, pgtree_client, remote):
+    """Managed servers' pids repeat: a pid that is a session of two clusters is refused unless
+    --cluster says which; with it, only that cluster's session is acted on."""
+    pid, h = remote.run_async("SELECT simulate_long_query(600)", user="app", password=APP_PW,
+                              application_name="FakeParent:4004")
+    text = config(remote, enforce=False, rule=False)
+    text += f"[cluster azure-twin]\nhost = remote\n{remote.section}"
+    d = Daemon(pgtreed, pgtree_client, text)
+    d.start()
+    try:
+        wait_for(lambda: all(pid in {p["pid"] for p in remote_cluster(d.client_json("tree"), n)["processes"]}
+                             for n in ("azure-sim", "azure-twin")), 20, what="the session in both views")
+        r = d.client("terminate", str(pid), check=False)
+        assert r.returncode != 0 and "more than one cluster (azure-sim, azure-twin)" in r.stderr, r.stderr
+        res = d.client_json("terminate", str(pid), "--cluster", "azure-twin")["results"]
+        assert len(res) == 1 and res[0]["result"] == "dry-run" and "azure-twin" in res[0]["reason"], res
+        assert alive_on_server(remote, pid)
+    finally:
+        d.stop()
+        remote.sql("SELECT pg_terminate_backend(%s)", (pid,))
+        with contextlib.suppress(Exception):
+            h["conn"].close()
+
+
 # ---- twenty remote servers ----
 
 def hung_listener():
