@@ -133,7 +133,7 @@ const char *manager_act(Manager *m, const Finding *f, Action action, const char 
                 m->counters.n[action][RESULT_REFUSED]++;
                 RESULT("refused", MSGID_ACTION_REFUSED, LOG_WARNING, "only cancel (SIGINT) and terminate (SIGTERM) are carried out");
         }
-        int idx = tree_find_identity(t, f->pid, f->start_ticks); /* pids of managed servers repeat */
+        int idx = tree_find_finding(t, f); /* pids of managed servers repeat */
         if (idx < 0 || f->kind == FINDING_STALE_ACTIVITY) {
                 if (f->kind == FINDING_STALE_ACTIVITY) {
                         m->counters.n[action][RESULT_REFUSED]++;

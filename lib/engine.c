@@ -237,7 +237,7 @@ int engine_finish_cycle(Engine *e, FindingEvents *events) {
         /* index the open findings into the current tree */
         for (size_t i = 0; i < e->open.n; i++) {
                 Finding *f = &e->open.items[i];
-                f->proc = f->kind == FINDING_STALE_ACTIVITY ? -1 : tree_find_identity(t, f->pid, f->start_ticks);
+                f->proc = f->kind == FINDING_STALE_ACTIVITY ? -1 : tree_find_finding(t, f);
         }
         e->cycles++;
         e->cycle_seconds = (double) (now_monotonic_usec() - e->cycle_started) / 1e6;

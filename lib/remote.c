@@ -212,6 +212,23 @@ int tree_find_identity(const PgTree *t, pid_t pid, uint64_t start_ticks) {
         return -1;
 }
 
+static bool finding_is(const PgTree *t, size_t i, const Finding *f) {
+        const PgProcess *p = &t->procs[i];
+        if (p->rec.pid != f->pid || p->rec.start_ticks != f->start_ticks)
+                return false;
+        const char *cluster = p->cluster >= 0 ? t->clusters[p->cluster].name : p->cwd ? p->cwd : "";
+        return !f->cluster[0] || !strcmp(cluster, f->cluster);
+}
+
+int tree_find_finding(const PgTree *t, const Finding *f) {
+        if (f->proc >= 0 && (size_t) f->proc < t->n_procs && finding_is(t, (size_t) f->proc, f))
+                return f->proc;
+        for (size_t i = 0; i < t->n_procs; i++)
+                if (finding_is(t, i, f))
+                        return (int) i;
+        return -1;
+}
+
 static void copy_name(char *dst, size_t size, const char *s) {
         snprintf(dst, size, "%s", s ? s : "");
 }

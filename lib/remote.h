@@ -66,6 +66,10 @@ int remote_tree_add(PgTree *t, const RemoteClusterInfo *info, const ActivitySnap
 bool pg_process_is_remote(const PgTree *t, const PgProcess *p);
 /* The process with this pid and start (pids of different servers may be equal), or −1. */
 int tree_find_identity(const PgTree *t, pid_t pid, uint64_t start_ticks);
+/* The process a finding (or a request by hand) is about: its index f->proc if that still is the
+ * same pid, start and cluster, else the process with that pid and start in the finding's cluster,
+ * else −1. Two managed servers can have sessions with equal pids (and, in theory, starts). */
+int tree_find_finding(const PgTree *t, const Finding *f);
 /* backend_start (epoch seconds) as a remote process's start_ticks (µs), and back. */
 uint64_t remote_start_ticks(double backend_start);
 

@@ -579,7 +579,6 @@ def test_twenty_remote_servers_keep_cadence(pgtreed, pgtree_client, tmp_path):
             assert any("cannot connect" in s for s in statuses["refusing"]), statuses["refusing"]
             assert all(s.startswith("unavailable") for s in statuses["hung"]), statuses["hung"]
             assert accepted, "the hung listener was never connected to"
-            assert any("timed out" in s or "no answer" in s for s in statuses["hung"]), statuses["hung"]
         finally:
             d.stop()
     finally:
