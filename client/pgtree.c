@@ -60,8 +60,10 @@ static void help(void) {
                "  events [--since WHEN] [--follow] [-n N] [--directory DIR | --file FILE...] [--host NAME]\n"
                "                               pgtreed's journal entries (WHEN: '2026-11-21 10:00:00' or '1h' ago);\n"
                "                               --directory/--file read a central journal (systemd-journal-remote)\n"
-               "  cancel PID                   SIGINT to a client backend (like pg_cancel_backend)\n"
-               "  terminate PID                SIGTERM to a client backend (like pg_terminate_backend)\n"
+               "  cancel PID [--cluster NAME]  SIGINT to a client backend (like pg_cancel_backend)\n"
+               "  terminate PID [--cluster NAME]\n"
+               "                               SIGTERM to a client backend (like pg_terminate_backend); on a\n"
+               "                               managed server (host = remote) the SQL function itself\n"
                "  terminate --app NAME [--yes] [--dry-run]\n"
                "                               SIGTERM to every session of an application_name group\n"
                "  reload                       make pgtreed re-read its configuration\n"
@@ -177,6 +179,15 @@ static int report_error(const char *error, json_object *params) {
         if (!strcmp(error, "org.varlink.service.InvalidParameter")) {
                 fprintf(stderr, "pgtree: pgtreed refused the request: invalid parameter %s\n", get_str(params, "parameter") ?: "?");
                 return EXIT_FAILED;
+        }
+        if (!strcmp(error, "io.pgtree.AmbiguousPid")) {
+                json_object *cl;
+                fprintf(stderr, "pgtree: pid %s is a session of more than one cluster (", get_str(params, "pid") ?: "?");
+                if (json_object_object_get_ex(params, "clusters", &cl) && json_object_is_type(cl, json_type_array))
+                        for (size_t i = 0; i < json_object_array_length(cl); i++)
+                                fprintf(stderr, "%s%s", i ? ", " : "", json_object_get_string(json_object_array_get_idx(cl, i)));
+                fputs("): say which with --cluster NAME\n", stderr);
+                return EXIT_USAGE;
         }
         if (!strcmp(error, "io.pgtree.NoSuchProcess")) {
                 fprintf(stderr, "pgtree: no PostgreSQL process with pid %s on this host\n", get_str(params, "pid") ?: "?");
@@ -716,7 +727,7 @@ static int parse_pid(const char *s, json_object **params) {
 }
 
 static int cmd_signal(const char *action, int argc, char **argv) {
-        const char *app = NULL;
+        const char *app = NULL, *cluster = NULL;
         bool yes = false, dry = false;
         const char *pid = NULL;
         for (int i = 0; i < argc; i++) {
@@ -730,6 +741,10 @@ static int cmd_signal(const char *action, int argc, char **argv) {
                         app = argv[++i];
                 else if (!strncmp(argv[i], "--app=", 6))
                         app = argv[i] + 6;
+                else if (!strcmp(argv[i], "--cluster") && i + 1 < argc)
+                        cluster = argv[++i];
+                else if (!strncmp(argv[i], "--cluster=", 10))
+                        cluster = argv[i] + 10;
                 else if (!strcmp(argv[i], "--yes") || !strcmp(argv[i], "-y"))
                         yes = true;
                 else if (!strcmp(argv[i], "--dry-run"))
@@ -754,6 +769,8 @@ static int cmd_signal(const char *action, int argc, char **argv) {
                 json_object_object_add(params, "application_name", json_object_new_string(app));
         }
         json_object_object_add(params, "action", json_object_new_string(action));
+        if (cluster)
+                json_object_object_add(params, "cluster", json_object_new_string(cluster));
         if (app && !dry && !yes) {
                 /* show what would be ended, and ask */
                 json_object *preview = json_object_get(params);

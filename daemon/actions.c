@@ -11,6 +11,8 @@
 #include "journal.h"
 #include "macro.h"
 #include "manager.h"
+#include "remote-act.h"
+#include "remote.h"
 #include "rules.h"
 
 static const char *cluster_key(const PgTree *t, const PgProcess *p) {
@@ -132,8 +134,8 @@ const char *manager_act(Manager *m, const Finding *f, Action action, const char 
                 m->counters.n[action][RESULT_REFUSED]++;
                 RESULT("refused", MSGID_ACTION_REFUSED, LOG_WARNING, "only cancel (SIGINT) and terminate (SIGTERM) are carried out");
         }
-        int idx = tree_find(t, f->pid);
-        if (idx < 0 || t->procs[idx].rec.start_ticks != f->start_ticks || f->kind == FINDING_STALE_ACTIVITY) {
+        int idx = tree_find_finding(t, f); /* pids of managed servers repeat */
+        if (idx < 0 || f->kind == FINDING_STALE_ACTIVITY) {
                 if (f->kind == FINDING_STALE_ACTIVITY) {
                         m->counters.n[action][RESULT_REFUSED]++;
                         RESULT("refused", MSGID_ACTION_REFUSED, LOG_WARNING, "a stale pg_stat_activity row has no process to signal");
@@ -180,6 +182,11 @@ const char *manager_act(Manager *m, const Finding *f, Action action, const char 
         if (!enforcing(m, t, p)) {
                 m->counters.n[action][RESULT_DRY_RUN]++;
                 log_add(&e, "PGTREE_DRY_RUN", "yes");
+                if (pg_process_is_remote(t, p))
+                        RESULT("dry-run", MSGID_ACTION_DRY_RUN, LOG_NOTICE,
+                               "dry run: would call %s(%d)%s on %s; enforcement is off for %s",
+                               action == ACTION_CANCEL ? "pg_cancel_backend" : "pg_terminate_backend", (int) p->rec.pid,
+                               target_note, t->clusters[p->cluster].remote_server, cluster_key(t, p));
                 RESULT("dry-run", MSGID_ACTION_DRY_RUN, LOG_NOTICE,
                        "dry run: would send %s to pid %d%s; enforcement is off for %s", action == ACTION_CANCEL ? "SIGINT" : "SIGTERM",
                        (int) p->rec.pid, target_note, cluster_key(t, p));
@@ -200,6 +207,13 @@ const char *manager_act(Manager *m, const Finding *f, Action action, const char 
                 } else
                         log_send(&e, LOG_DEBUG, NULL, "still held back");
                 return "held";
+        }
+        if (pg_process_is_remote(t, p)) {
+                /* a managed server: one SQL statement re-checks the session and acts; no signal here */
+                const char *res = manager_act_remote(m, p, f, action, target_note[0] != 0, requested_by, &e, why, why_size);
+                if (!strcmp(res, "sent"))
+                        rate_allows(m, cluster_key(t, p), now, true);
+                return res;
         }
         PidRef ref;
         int r = pidref_open_verified(p->rec.pid, p->rec.start_ticks, p->rec.ppid, &ref);

@@ -564,6 +564,29 @@ static void method_signal(Client *c, json_object *p) {
                 return;
         }
         bool dry = param_bool(p, "dry_run");
+        /* managed servers: the same pid may be a session of several servers */
+        const char *only = param_string(p, "cluster");
+        if (!app && !only) {
+                const char *first = NULL;
+                json_object *where = json_object_new_array();
+                for (size_t i = 0; i < t->n_procs; i++) {
+                        const PgProcess *q = &t->procs[i];
+                        const char *name = q->cluster >= 0 ? t->clusters[q->cluster].name : "(orphan)";
+                        if (q->rec.pid != pid || (first && !strcmp(first, name)))
+                                continue;
+                        json_object_array_add(where, json_object_new_string(name));
+                        first = first ? first : name;
+                }
+                if (json_object_array_length(where) > 1) {
+                        for (size_t i = 0; i < e.n; i++)
+                                free(e.fields[i]);
+                        json_object *o = one("clusters", where);
+                        json_object_object_add(o, "pid", json_object_new_int(pid));
+                        reply_error(c, "io.pgtree.AmbiguousPid", o);
+                        return;
+                }
+                json_object_put(where);
+        }
         if (app)
                 log_add(&e, "PGTREE_APPLICATION", "%s", app);
         else
@@ -582,6 +605,8 @@ static void method_signal(Client *c, json_object *p) {
                 if (app ? !(q->title.backend_type == BACKEND_CLIENT && !q->own && proc_application(q) &&
                              !strcmp(proc_application(q), app))
                         : q->rec.pid != pid)
+                        continue;
+                if (only && strcmp(only, q->cluster >= 0 ? t->clusters[q->cluster].name : "(orphan)") != 0)
                         continue;
                 matched++;
                 json_object *r = json_object_new_object();

@@ -159,8 +159,8 @@ static void on_reachability(const PgCluster *c, bool reachable, void *userdata) 
                 log_send(&e, LOG_INFO, MSGID_CLUSTER_REACHABLE, "cluster %s: pg_stat_activity is available", c->name);
         else {
                 log_add(&e, "PGTREE_REASON", "%s", c->activity);
-                log_send(&e, LOG_WARNING, MSGID_CLUSTER_UNREACHABLE, "cluster %s: pg_stat_activity %s; the process tree is still watched",
-                         c->name, c->activity);
+                log_send(&e, LOG_WARNING, MSGID_CLUSTER_UNREACHABLE, "cluster %s: pg_stat_activity %s%s",
+                         c->name, c->activity, c->remote ? "" : "; the process tree is still watched");
         }
 }
 
@@ -442,12 +442,7 @@ static void finish_cycle(Manager *m) {
 }
 
 static bool any_busy(Manager *m) {
-        ActivityConn *conns[64];
-        size_t n = engine_connections(m->engine, conns, ELEMENTSOF(conns));
-        for (size_t i = 0; i < n; i++)
-                if (activity_conn_busy(conns[i]))
-                        return true;
-        return false;
+        return engine_waiting(m->engine, now_monotonic_usec()); /* remote servers: within their budget */
 }
 
 static int on_conn_event(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
@@ -486,6 +481,9 @@ static void arm_connections(Manager *m) {
                 if (fd >= 0 && sd_event_add_io(m->event, &m->conn_sources[m->n_conn_sources], fd, events, on_conn_event, m) >= 0)
                         m->n_conn_sources++;
         }
+        uint64_t remote = engine_remote_deadline(m->engine);
+        if (remote < deadline)
+                deadline = remote;
         sd_event_add_time(m->event, &m->conn_timer, CLOCK_MONOTONIC, deadline, 1000, on_conn_timer, m);
 }
 

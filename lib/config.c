@@ -16,6 +16,7 @@
 #include "config.h"
 #include "macro.h"
 #include "pidref.h"
+#include "remote.h"
 #include "rules.h"
 #include "title.h"
 
@@ -393,6 +394,102 @@ static bool seen_once(Parser *p, const char *key) {
         return true;
 }
 
+static bool value_duration(Parser *p, const char *key, const char *v, uint64_t *dst, bool zero_ok);
+static void value_absolute_path(Parser *p, const char *key, const char *v, char **dst, bool empty_ok);
+
+/* ---- managed servers: [cluster] keys host, parent_tag, action_timeout (lib/remote.c) ---- */
+
+static bool remote_cluster_key(Parser *p, ClusterConf *cc, const char *key, const char *v) {
+        if (!strcmp(key, "host")) {
+                if (!strcmp(v, "auto"))
+                        cc->host = CLUSTER_HOST_AUTO;
+                else if (!strcmp(v, "local"))
+                        cc->host = CLUSTER_HOST_LOCAL;
+                else if (!strcmp(v, "remote"))
+                        cc->host = CLUSTER_HOST_REMOTE;
+                else
+                        error(p, "host: expected auto, local or remote, got '%s'", v);
+                return true;
+        }
+        if (!strcmp(key, "parent_tag")) {
+                const char *why;
+                if (strlen(v) > 100 || !glob_valid(v, &why))
+                        error(p, "parent_tag: '%s' is not a valid pattern (a shell glob of at most 100 characters, "
+                              "e.g. FakeParent:*)", v);
+                else
+                        set_string(p, &cc->parent_tag, v);
+                return true;
+        }
+        if (!strcmp(key, "passfile")) {
+                if (!strncmp(v, "credential:", 11)) {
+                        const char *n = v + 11;
+                        bool ok = *n && strlen(n) <= 100 && strcmp(n, ".") && strcmp(n, "..");
+                        for (const char *q = n; ok && *q; q++)
+                                ok = isalnum((unsigned char) *q) || strchr("_.-@", *q);
+                        if (!ok)
+                                error(p, "passfile: 'credential:NAME' needs the name of a systemd credential "
+                                      "(letters, digits, _ . - @), got '%s'", v);
+                        else
+                                set_string(p, &cc->passfile, v);
+                } else
+                        value_absolute_path(p, key, v, &cc->passfile, false);
+                return true;
+        }
+        if (!strcmp(key, "sslrootcert")) {
+                if (!strcmp(v, "system"))
+                        set_string(p, &cc->sslrootcert, v);
+                else
+                        value_absolute_path(p, key, v, &cc->sslrootcert, false);
+                return true;
+        }
+        if (!strcmp(key, "action_timeout")) {
+                uint64_t d;
+                if (value_duration(p, key, v, &d, false)) {
+                        if (d < 100 * USEC_PER_MSEC || d > 30 * USEC_PER_SEC)
+                                error(p, "action_timeout: must be between 100ms and 30s, got '%s'", v);
+                        else
+                                cc->action_timeout_usec = d;
+                }
+                return true;
+        }
+        return false;
+}
+
+/* host = auto becomes local or remote from the conninfo; a remote section is checked whole. */
+static void end_cluster_section(Parser *p) {
+        ClusterConf *cc = &p->config->clusters[p->current_index];
+        if (cc->host == CLUSTER_HOST_AUTO) {
+                cc->host_auto = true;
+                cc->host = !cc->data_directory && cc->conninfo && remote_conninfo_is_remote(cc->conninfo)
+                                   ? CLUSTER_HOST_REMOTE
+                                   : CLUSTER_HOST_LOCAL;
+        }
+        if (cc->host != CLUSTER_HOST_REMOTE)
+                return; /* parent_tag groups a local cluster's sessions too */
+        if (!cc->conninfo)
+                error_at(p, cc->line, "cluster '%s' has host = remote but no conninfo (host=… dbname=… user=… "
+                         "sslmode=verify-full; the password in a passfile)", cc->name);
+        else if (!remote_conninfo_names_host(cc->conninfo))
+                error_at(p, cc->line, "cluster '%s' has host = remote but its conninfo names no host (host= or hostaddr=)",
+                         cc->name);
+        if (cc->data_directory)
+                error_at(p, cc->line, "cluster '%s' has host = remote and a data_directory: a remote server's files "
+                         "cannot be seen from here", cc->name);
+        if (cc->port)
+                error_at(p, cc->line, "cluster '%s' has host = remote and port: put the port in its conninfo (port=)",
+                         cc->name);
+        if (cc->conninfo && remote_conninfo_has_password(cc->conninfo))
+                error_at(p, cc->line, "cluster '%s': a password in the conninfo would sit in the ini file; use a passfile "
+                         "(passfile=/path, mode 0600) or systemd credentials ($CREDENTIALS_DIRECTORY)", cc->name);
+}
+
+size_t config_n_remote(const Config *c) {
+        size_t n = 0;
+        for (size_t i = 0; i < c->n_clusters; i++)
+                n += c->clusters[i].host == CLUSTER_HOST_REMOTE;
+        return n;
+}
+
 static void end_section(Parser *p) {
         if (p->section == SECTION_RULE) {
                 Rule *r = &p->config->rules[p->current_index];
@@ -405,6 +502,8 @@ static void end_section(Parser *p) {
                 if (r->action == ACTION_ALERT && !r->alert_command)
                         error_at(p, r->line, "rule '%s' has action = alert but no alert_command", r->name);
         }
+        if (p->section == SECTION_CLUSTER)
+                end_cluster_section(p);
         seen_reset(p);
         p->section = SECTION_NONE;
 }
@@ -495,7 +594,9 @@ static void begin_section(Parser *p, const char *header) {
                                 p->oom = true;
                                 return;
                         }
-                        c->clusters[c->n_clusters] = (ClusterConf){ .name = dup, .line = p->line, .enforce = -1 };
+                        c->clusters[c->n_clusters] = (ClusterConf){ .name = dup, .line = p->line, .enforce = -1,
+                                                                    .host = CLUSTER_HOST_AUTO,
+                                                                    .action_timeout_usec = REMOTE_ACTION_TIMEOUT_DEFAULT_USEC };
                         p->current_index = c->n_clusters++;
                         p->section = SECTION_CLUSTER;
                 }
@@ -638,7 +739,9 @@ static void cluster_key(Parser *p, const char *key, const char *v) {
                         error(p, "enforce: expected yes or no, got '%s'", v);
                 else
                         cc->enforce = b;
-        } else
+        } else if (remote_cluster_key(p, cc, key, v))
+                ;
+        else
                 error(p, "unknown key '%s' in [cluster %s]", key, cc->name);
 }
 
@@ -924,6 +1027,9 @@ Config *config_free(Config *c) {
                 free(c->clusters[i].name);
                 free(c->clusters[i].data_directory);
                 free(c->clusters[i].conninfo);
+                free(c->clusters[i].parent_tag);
+                free(c->clusters[i].passfile);
+                free(c->clusters[i].sslrootcert);
         }
         free(c->clusters);
         free(c);
@@ -990,6 +1096,8 @@ int config_parse_string(const char *text, const char *name, Config **ret, Config
 const ClusterConf *config_find_cluster(const Config *c, const char *name, const char *data_directory, int port) {
         for (size_t i = 0; i < c->n_clusters; i++) {
                 const ClusterConf *cc = &c->clusters[i];
+                if (cc->host == CLUSTER_HOST_REMOTE)
+                        continue; /* a managed server never selects a cluster found in /proc */
                 bool any = cc->data_directory || cc->port;
                 if (cc->data_directory && (!data_directory || strcmp(cc->data_directory, data_directory) != 0))
                         continue;

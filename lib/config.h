@@ -57,7 +57,20 @@ typedef struct ClusterConf {
         int port;
         char *conninfo;         /* NULL: derived from postmaster.pid and [daemon] conninfo */
         int enforce;            /* −1 inherit [daemon] enforce */
+        /* ---- managed servers (lib/remote.c) ---- */
+        int host;               /* CLUSTER_HOST_*: after parsing, AUTO is resolved to LOCAL or REMOTE */
+        bool host_auto;         /* REMOTE/LOCAL was chosen from the conninfo's host */
+        char *parent_tag;       /* glob on application_name: matching sessions form a group */
+        uint64_t action_timeout_usec;   /* bound of one pg_cancel/terminate_backend round trip */
+        char *passfile;         /* added to the conninfo: a path, or "credential:NAME" ($CREDENTIALS_DIRECTORY/NAME) */
+        char *sslrootcert;      /* added to the conninfo (long paths do not fit on one ini line) */
 } ClusterConf;
+
+enum {
+        CLUSTER_HOST_AUTO = -1,
+        CLUSTER_HOST_LOCAL = 0,
+        CLUSTER_HOST_REMOTE = 1,
+};
 
 typedef struct Config {
         char *path;
@@ -120,5 +133,8 @@ bool client_match(const ClientMatch *m, const char *client);
 /* The cluster section that selects a discovered cluster (by data directory, port or name), or
  * NULL. */
 const ClusterConf *config_find_cluster(const Config *c, const char *name, const char *data_directory, int port);
+/* How many [cluster] sections describe managed servers (host = remote). */
+size_t config_n_remote(const Config *c);
+
 /* Is enforcement on for this cluster? */
 bool config_cluster_enforce(const Config *c, const ClusterConf *cc);

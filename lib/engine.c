@@ -41,6 +41,7 @@ Engine *engine_free(Engine *e) {
         findings_free(&e->open);
         scanner_free(e->scanner);
         free(e->unix_gone);
+        remote_set_free(e->remote);
         free(e);
         return NULL;
 }
@@ -103,6 +104,7 @@ int engine_begin_cycle(Engine *e, bool force_full) {
         if (e->have_tree) {
                 tree_free(&e->tree);
                 e->have_tree = false;
+                remote_set_tree_gone(e->remote);
         }
         int r = scanner_refresh(e->scanner, force_full, &e->tree, &e->scan);
         if (r < 0)
@@ -116,6 +118,9 @@ int engine_begin_cycle(Engine *e, bool force_full) {
                 if ((r = prepare_cluster(e, c, &e->tree.procs[c->postmaster], now)) < 0)
                         return r;
         }
+        if ((r = remote_set_begin(&e->remote, e->config, now)) < 0 ||
+            (r = remote_set_add_to_tree(e->remote, e->config, &e->tree, false)) < 0)
+                return r;
         /* connections of clusters that are gone */
         for (size_t i = 0; i < e->n_slots;) {
                 if (!e->slots[i].seen) {
@@ -140,7 +145,18 @@ size_t engine_connections(Engine *e, ActivityConn **conns, size_t max) {
         for (size_t i = 0; i < e->n_slots && n < max; i++)
                 if (e->slots[i].conn)
                         conns[n++] = e->slots[i].conn;
-        return n;
+        return n + remote_set_connections(e->remote, conns + n, max - n);
+}
+
+bool engine_waiting(Engine *e, uint64_t now) {
+        for (size_t i = 0; i < e->n_slots; i++)
+                if (e->slots[i].conn && activity_conn_busy(e->slots[i].conn))
+                        return true;
+        return remote_set_waiting(e->remote, now);
+}
+
+uint64_t engine_remote_deadline(Engine *e) {
+        return remote_set_deadline(e->remote);
 }
 
 int engine_finish_cycle(Engine *e, FindingEvents *events) {
@@ -199,8 +215,15 @@ int engine_finish_cycle(Engine *e, FindingEvents *events) {
                 gone[n_gone++] = e->unix_gone[i].pid;
         }
 
+        /* managed servers: their sessions from pg_stat_activity alone, after everything that
+         * reads /proc or the host's sockets */
+        int r = remote_set_add_to_tree(e->remote, e->config, t, true);
+        if (r < 0) {
+                free(gone);
+                return r;
+        }
         Findings cand = {};
-        int r = findings_detect(t, gone, n_gone, &cand);
+        r = findings_detect(t, gone, n_gone, &cand);
         free(gone);
         if (r >= 0)
                 r = finding_store_update(&e->store, &cand, e->config, t->now, events);
@@ -214,7 +237,7 @@ int engine_finish_cycle(Engine *e, FindingEvents *events) {
         /* index the open findings into the current tree */
         for (size_t i = 0; i < e->open.n; i++) {
                 Finding *f = &e->open.items[i];
-                f->proc = f->kind == FINDING_STALE_ACTIVITY ? -1 : tree_find(t, f->pid);
+                f->proc = f->kind == FINDING_STALE_ACTIVITY ? -1 : tree_find_finding(t, f);
         }
         e->cycles++;
         e->cycle_seconds = (double) (now_monotonic_usec() - e->cycle_started) / 1e6;
@@ -246,4 +269,5 @@ void engine_report_reachability(Engine *e, ReachabilityChanged cb, void *userdat
                                 cb(c, reachable, userdata);
                 }
         }
+        remote_set_report_reachability(e->remote, &e->tree, cb, userdata);
 }

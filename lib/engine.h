@@ -8,6 +8,7 @@
 #include "config.h"
 #include "findings.h"
 #include "lifecycle.h"
+#include "remote.h"
 #include "scanner.h"
 #include "tree.h"
 
@@ -48,6 +49,7 @@ typedef struct Engine {
         uint64_t cycle_started;
         Known_gone *unix_gone;  /* client_gone through Unix sockets, checked every few cycles */
         size_t n_unix_gone;
+        RemoteSet *remote;      /* managed servers ([cluster] host = remote), NULL if none */
 } Engine;
 
 int engine_new(const Config *c, Engine **ret);
@@ -58,6 +60,11 @@ void engine_set_config(Engine *e, const Config *c);
 int engine_begin_cycle(Engine *e, bool force_full);
 /* The activity connections of the current tree (for an event loop to wait on). */
 size_t engine_connections(Engine *e, ActivityConn **conns, size_t max);
+/* Does the cycle still wait for an answer? Local servers: until their timeouts; remote servers:
+ * until REMOTE_CYCLE_BUDGET_PERCENT of the interval (then the cycle goes on without them). */
+bool engine_waiting(Engine *e, uint64_t now_usec);
+/* The soonest time the cycle stops waiting for remote servers (UINT64_MAX: none). */
+uint64_t engine_remote_deadline(Engine *e);
 /* Joins, detects and updates the findings; events gets what opened, escalated or resolved. */
 int engine_finish_cycle(Engine *e, FindingEvents *events);
 /* begin + wait for every query (up to the timeouts) + finish: for --once. */

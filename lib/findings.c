@@ -143,7 +143,7 @@ static int detect_process(const PgTree *t, size_t i, const pid_t *gone, size_t n
                          ? "pg_stat_activity lists its pid for an earlier session (pid reused)"
                          : "a child of the postmaster that pg_stat_activity does not list");
         }
-        if (pid_listed(gone, n_gone, p->rec.pid)) {
+        if (!c->remote && pid_listed(gone, n_gone, p->rec.pid)) { /* host pids only */
                 if (!(x = add_for_process(out, t, i, FINDING_CLIENT_GONE)))
                         return -ENOMEM;
                 snprintf(x->detail, sizeof x->detail, "its client connection %s is dead while it is %s",

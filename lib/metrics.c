@@ -198,7 +198,8 @@ static int write_all(FILE *out, const Engine *e, const ActionCounters *ac, doubl
         for (size_t c = 0; c < t->n_clusters; c++) {
                 fputs("pgtree_postmaster_up{cluster=", out);
                 label(out, labels[c]);
-                fputs("} 1\n", out);
+                /* a managed server: up as far as it answers */
+                fprintf(out, "} %d\n", t->clusters[c].remote ? t->clusters[c].snapshot != NULL : 1);
         }
         head(out, "pgtree_postmaster_start_time_seconds", "gauge", "When the postmaster started (seconds since the epoch).");
         for (size_t c = 0; c < t->n_clusters; c++) {

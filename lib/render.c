@@ -8,7 +8,9 @@
 #include "activity.h"
 #include "join.h"
 #include "macro.h"
+#include "remote.h"
 #include "render.h"
+#include <fnmatch.h>
 
 static json_object *str_or_null(const char *s) {
         return s && *s ? json_object_new_string(s) : NULL;
@@ -63,6 +65,22 @@ json_object *render_process_json(const PgTree *t, const PgProcess *p) {
                 json_object_object_add(o, "pid_reused", json_object_new_boolean(true));
         if (p->own)
                 json_object_object_add(o, "pgtree_connection", json_object_new_boolean(true));
+        if (pg_process_is_remote(t, p)) {
+                /* a managed server's session: nothing of it is in this host's /proc */
+                json_object_object_add(o, "ppid", NULL);
+                json_object_object_add(o, "cpu_percent", NULL);
+                json_object_object_add(o, "rss_anon_kb", NULL);
+                json_object_object_add(o, "rss_kb", NULL);
+                json_object_object_add(o, "uid", NULL);
+                json_object_object_add(o, "process_state", NULL);
+                json_object_object_add(o, "start_ticks", json_object_new_uint64(p->rec.start_ticks));
+                double start = pg_process_start_time(t, p);
+                json_object_object_add(o, "start_time", iso_time(start));
+                json_object_object_add(o, "age_s", start > 0 && t->now > 0 ? json_object_new_int64((int64_t) (t->now - start)) : NULL);
+                if (p->leader_missing)
+                        json_object_object_add(o, "leader_missing", json_object_new_boolean(true));
+                return o;
+        }
         json_object_object_add(o, "cpu_percent", round1(p->rec.cpu_percent >= 0 ? p->rec.cpu_percent : 0));
         json_object_object_add(o, "rss_anon_kb", json_object_new_int64((int64_t) p->rec.rss_anon_kb));
         json_object_object_add(o, "rss_kb", json_object_new_int64((int64_t) p->rec.rss_kb));
@@ -110,6 +128,18 @@ json_object *render_finding_json(const Finding *x) {
         return o;
 }
 
+/* What a managed server's entry adds: where it is, and what a view without /proc cannot have. */
+static void render_remote_cluster_json(json_object *o, const PgCluster *cl) {
+        json_object_object_add(o, "server", json_object_new_string(cl->remote_server));
+        json_object_object_add(o, "parent_tag", str_or_null(cl->parent_tag));
+        json_object_object_add(o, "view_description", json_object_new_string(REMOTE_VIEW_LABEL));
+        json_object_object_add(o, "activity_taken_at", cl->snapshot ? json_object_new_double(cl->snapshot->taken_at) : NULL);
+        json_object *u = json_object_new_object();
+        for (size_t i = 0; i < remote_n_unavailable; i++)
+                json_object_object_add(u, remote_unavailable[i].what, json_object_new_string(remote_unavailable[i].why));
+        json_object_object_add(o, "unavailable", u);
+}
+
 json_object *render_json(const PgTree *t, const Findings *f) {
         json_object *root = json_object_new_object();
         json_object *clusters = json_object_new_array();
@@ -121,7 +151,10 @@ json_object *render_json(const PgTree *t, const Findings *f) {
                 json_object_object_add(o, "cluster_name", cl->cluster_name_known ? json_object_new_string(cl->cluster_name) : NULL);
                 json_object_object_add(o, "config_section", str_or_null(cl->config_name));
                 json_object_object_add(o, "enforce", json_object_new_boolean(cl->enforce));
-                json_object_object_add(pmo, "pid", json_object_new_int(pm->rec.pid));
+                json_object_object_add(o, "view", json_object_new_string(cl->remote ? "remote" : "host"));
+                if (cl->remote)
+                        render_remote_cluster_json(o, cl);
+                json_object_object_add(pmo, "pid", cl->remote ? NULL : json_object_new_int(pm->rec.pid));
                 json_object_object_add(pmo, "data_directory", str_or_null(cl->data_directory));
                 json_object_object_add(pmo, "port", cl->pmfile_valid && cl->pmfile.port ? json_object_new_int(cl->pmfile.port) : NULL);
                 json_object_object_add(pmo, "socket_directory", cl->pmfile_valid ? str_or_null(cl->pmfile.socket_dir) : NULL);
@@ -133,7 +166,7 @@ json_object *render_json(const PgTree *t, const Findings *f) {
                         json_object_object_add(o, "server_version", json_object_new_int(cl->snapshot->server_version));
                 json_object *procs = json_object_new_array();
                 for (size_t i = 0; i < t->n_procs; i++)
-                        if (t->procs[i].cluster == (int) c)
+                        if (t->procs[i].cluster == (int) c && !(cl->remote && i == cl->postmaster))
                                 json_object_array_add(procs, render_process_json(t, &t->procs[i]));
                 json_object_object_add(o, "processes", procs);
                 json_object_array_add(clusters, o);
@@ -195,8 +228,11 @@ static void process_fields(FILE *out, const PgTree *t, const PgProcess *p, const
         if (start > 0)
                 format_duration(t->now - start, age, sizeof age);
         format_kb(p->rec.rss_anon_kb, mem, sizeof mem);
-        fprintf(out, "%8d %7s %5.1f %7s  %s", (int) p->rec.pid, age,
-                p->rec.cpu_percent >= 0 ? p->rec.cpu_percent : 0.0, mem, graph);
+        if (pg_process_is_remote(t, p)) /* no /proc: CPU and memory unknown */
+                fprintf(out, "%8d %7s %5s %7s  %s", (int) p->rec.pid, age, "-", "-", graph);
+        else
+                fprintf(out, "%8d %7s %5.1f %7s  %s", (int) p->rec.pid, age,
+                        p->rec.cpu_percent >= 0 ? p->rec.cpu_percent : 0.0, mem, graph);
 
         const TitleInfo *ti = &p->title;
         const ActivityRow *a = p->act;
@@ -351,6 +387,16 @@ static const char *group_of(const PgProcess *p) {
         return p->title.backend_type == BACKEND_CLIENT && !p->own && app && *app ? app : NULL;
 }
 
+/* With grouping, every tagged session; else only those whose tag matches the cluster's
+ * parent_tag (FakeParent:*: the seeds' stand-ins for a parent process). */
+static const char *group_for(const PgTree *t, const PgProcess *p, bool group) {
+        const char *g = group_of(p);
+        if (!g || group)
+                return g;
+        const PgCluster *c = p->cluster >= 0 ? &t->clusters[p->cluster] : NULL;
+        return c && c->parent_tag[0] && fnmatch(c->parent_tag, g, 0) == 0 ? g : NULL;
+}
+
 static int cmp_str(const void *a, const void *b) {
         return strcmp(*(const char *const *) a, *(const char *const *) b);
 }
@@ -379,12 +425,25 @@ void render_text(FILE *out, const PgTree *t, const Findings *f, const RenderOpti
                         fprintf(out, "  port %d", cl->pmfile.port);
                 if (cl->pmfile_valid && cl->pmfile.status[0])
                         fprintf(out, "  %s", cl->pmfile.status);
+                if (cl->remote) {
+                        fputs("  " REMOTE_VIEW_LABEL "  server ", out);
+                        put_safe(out, cl->remote_server);
+                }
                 if (cl->activity[0] && strcmp(cl->activity, "ok") != 0) {
                         fputs("  activity ", out);
                         put_safe(out, cl->activity);
                 }
                 fprintf(out, "%s\n", cl->enforce ? "  [enforcing]" : "");
-                process_line(out, t, pm, "", o);
+                if (cl->remote) {
+                        fprintf(out, "%8s %7s %5s %7s  server ", "-", "-", "-", "-");
+                        put_safe(out, cl->remote_server);
+                        if (cl->snapshot)
+                                fprintf(out, "  PostgreSQL %d.%d", cl->snapshot->server_version / 10000,
+                                        cl->snapshot->server_version % 10000);
+                        fputs("  (no /proc: orphan_backend, unlisted_process, client_gone, foreign_process, CPU and memory "
+                              "unavailable)\n", out);
+                } else
+                        process_line(out, t, pm, "", o);
 
                 /* the postmaster's children; parallel workers follow their leader; with grouping,
                  * tagged client backends come last, under their tag */
@@ -393,7 +452,7 @@ void render_text(FILE *out, const PgTree *t, const Findings *f, const RenderOpti
                         const PgProcess *p = &t->procs[i];
                         if (p->cluster != (int) c || i == cl->postmaster || is_nested_worker(p))
                                 continue;
-                        const char *g = group ? group_of(p) : NULL;
+                        const char *g = group_for(t, p, group);
                         if (!g)
                                 order[n++] = (int) i;
                         else {
@@ -410,7 +469,7 @@ void render_text(FILE *out, const PgTree *t, const Findings *f, const RenderOpti
                         size_t m = 0;
                         for (size_t i = 0; i < t->n_procs; i++) {
                                 const PgProcess *p = &t->procs[i];
-                                const char *g = p->cluster == (int) c && !is_nested_worker(p) ? group_of(p) : NULL;
+                                const char *g = p->cluster == (int) c && !is_nested_worker(p) ? group_for(t, p, group) : NULL;
                                 if (g && !strcmp(g, groups[k]))
                                         order[m++] = (int) i;
                         }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "macro.h"
+#include "activity.h"
 #include "tree.h"
 
 #define MAX_ANCESTRY 64
@@ -267,6 +268,8 @@ void tree_free(PgTree *t) {
 }
 
 double pg_process_start_time(const PgTree *t, const PgProcess *p) {
+        if (p->cluster >= 0 && (size_t) p->cluster < t->n_clusters && t->clusters[p->cluster].remote)
+                return p->act ? p->act->backend_start : 0; /* a managed server's session */
         if (t->hz == 0 || t->boot_time <= 0)
                 return 0;
         return t->boot_time + (double) p->rec.start_ticks / (double) t->hz;

@@ -45,6 +45,12 @@ typedef struct PgCluster {
         const struct ActivitySnapshot *snapshot; /* joined rows, or NULL */
         char config_name[128];  /* the [cluster NAME] that selects it, or "" */
         bool enforce;           /* cancel/terminate act (else dry run) */
+        /* A managed server seen only through SQL (lib/remote.c): its "postmaster" is a stand-in
+         * with pid 0, its processes are pg_stat_activity rows (pid is the server's, start_ticks
+         * is backend_start in µs since the epoch), nothing of it is in /proc. */
+        bool remote;
+        char remote_server[256];        /* "host:port" as configured */
+        char parent_tag[128];           /* glob on application_name: sessions grouped by tag */
 } PgCluster;
 
 typedef struct PgTree {

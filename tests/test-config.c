@@ -29,7 +29,7 @@ static const Bad bad_configs[] = {
         { "[cluster m]\nport = 5432\n[cluster m]\nport = 5433\n", "t.ini:3: duplicate cluster 'm' (first defined at line 1)" },
         { "[daemon]\nfoo = 1\n", "t.ini:2: unknown key 'foo' in [daemon]" },
         { "[rule r]\nkind = long_query\nafter = 1m\nspeed = 3\n", "t.ini:4: unknown key 'speed' in [rule r]" },
-        { "[cluster m]\nhost = x\n", "t.ini:2: unknown key 'host' in [cluster m]" },
+        { "[cluster m]\nhostname = x\n", "t.ini:2: unknown key 'hostname' in [cluster m]" },
         { "[protected]\nroles = x\n", "t.ini:2: unknown key 'roles' in [protected] (expected users, databases or applications)" },
         { "[daemon]\ninterval = 5x\n", "t.ini:2: interval: invalid duration '5x' (a number with a unit: ms, s, m, h or d, e.g. 90s or 1h30m)" },
         { "[daemon]\ninterval = 5\n", "t.ini:2: interval: invalid duration '5' (a number with a unit: ms, s, m, h or d, e.g. 90s or 1h30m)" },

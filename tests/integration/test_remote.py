@@ -1,0 +1,590 @@
+"""Managed servers (issue 14): a PostgreSQL server that pgtreed reaches only over TCP with TLS
+(its own CA, verify-full, scram-sha-256, the password in a passfile), started in its own PID
+namespace so that its pids mean nothing on this host, watched from pg_stat_activity alone and
+acted on through pg_terminate_backend in one statement that re-checks the session's identity.
+And twenty remote servers in one daemon, one refusing connections and one hung, the others
+keeping their cadence."""
+import contextlib
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+
+import psycopg2
+import pytest
+
+from conftest import Daemon
+from pgharness import free_port, pg_bindir, pid_alive, wait_for
+
+TAG = f"rt{os.getpid() % 100000}"
+READER, ADMIN = f"{TAG}r", f"{TAG}a"
+SUPER_PW = f"super-{os.getpid()}"
+PGTREE_PW = f"pgtree-{os.getpid()}"
+APP_PW = f"app-{os.getpid()}"
+SERVER_NAME = "db.pgtree.test"
+
+PARALLEL_QUERY = """
+SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0;
+SET min_parallel_table_scan_size = 0; SET max_parallel_workers_per_gather = 2;
+SELECT count(*) FROM sample_data WHERE slow_row(id)
+"""
+
+
+def sh(*argv, **kw):
+    return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=120, **kw)
+
+
+def make_tls(d):
+    """A CA of our own and a server certificate for db.pgtree.test and 127.0.0.1."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    sh("openssl", "req", "-x509", "-new", *ec, "-keyout", f"{d}/ca.key", "-out", f"{d}/ca.crt",
+       "-days", "2", "-subj", "/CN=pgtree test CA")
+    sh("openssl", "req", "-new", *ec, "-keyout", f"{d}/server.key", "-out", f"{d}/server.csr",
+       "-subj", f"/CN={SERVER_NAME}")
+    with open(f"{d}/ext", "w") as f:
+        f.write(f"subjectAltName=DNS:{SERVER_NAME},IP:127.0.0.1\n")
+    sh("openssl", "x509", "-req", "-in", f"{d}/server.csr", "-CA", f"{d}/ca.crt", "-CAkey", f"{d}/ca.key",
+       "-CAcreateserial", "-out", f"{d}/server.crt", "-days", "2", "-extfile", f"{d}/ext")
+    # a second CA: what a man in the middle would present
+    sh("openssl", "req", "-x509", "-new", *ec, "-keyout", f"{d}/other.key", "-out", f"{d}/other.crt",
+       "-days", "2", "-subj", "/CN=someone else")
+
+
+class NsServer:
+    """PostgreSQL 15 listening on 127.0.0.1 only (no Unix socket), TLS required, in its own PID
+    namespace: its postmaster is pid 1 there. Stopped by its host pid (SIGINT: fast shutdown)."""
+
+    def __init__(self, base, tls):
+        self.base, self.tls = base, tls
+        self.data = os.path.join(base, "data")
+        self.log = os.path.join(base, "server.log")
+        self.bindir = pg_bindir()
+        self.port = None
+        self.proc = None
+
+    def _as_postgres(self, argv):
+        return ["runuser", "-u", "postgres", "--"] + argv
+
+    def start(self):
+        pw = pwd.getpwnam("postgres")
+        os.chown(self.base, pw.pw_uid, pw.pw_gid)
+        pwfile = os.path.join(self.base, "pw")
+        with open(pwfile, "w") as f:
+            f.write(SUPER_PW + "\n")
+        os.chown(pwfile, pw.pw_uid, pw.pw_gid)
+        sh(*self._as_postgres([f"{self.bindir}/initdb", "-D", self.data, "-U", "postgres", "--auth=scram-sha-256",
+                               f"--pwfile={pwfile}", "--no-sync", "-E", "UTF8", "--locale=C"]))
+        os.unlink(pwfile)
+        for n in ("server.crt", "server.key"):
+            shutil.copy(os.path.join(self.tls, n), os.path.join(self.data, n))
+            os.chown(os.path.join(self.data, n), pw.pw_uid, pw.pw_gid)
+            os.chmod(os.path.join(self.data, n), 0o600)
+        self.port = free_port()
+        with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
+            f.write(f"""port = {self.port}
+listen_addresses = '127.0.0.1'
+unix_socket_directories = ''
+ssl = on
+ssl_cert_file = 'server.crt'
+ssl_key_file = 'server.key'
+password_encryption = 'scram-sha-256'
+max_connections = 40
+shared_buffers = '16MB'
+fsync = off
+autovacuum = off
+max_worker_processes = 8
+max_parallel_workers = 4
+max_parallel_workers_per_gather = 2
+log_line_prefix = '%m [%p] '
+""")
+        with open(os.path.join(self.data, "pg_hba.conf"), "w") as f:
+            f.write("hostssl all all 127.0.0.1/32 scram-sha-256\n")
+        logf = open(self.log, "w")
+        self.proc = subprocess.Popen(
+            ["unshare", "--pid", "--fork", "--mount-proc", "setpriv", "--reuid=postgres", "--regid=postgres",
+             "--init-groups", "--", f"{self.bindir}/postgres", "-D", self.data],
+            stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+        logf.close()
+        wait_for(self._ready, 60, 0.2, "the namespaced server to accept connections")
+        with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+            self.host_pm_pid = int(f.read().split()[0])
+        return self
+
+    def _ready(self):
+        if self.proc.poll() is not None:
+            raise AssertionError("server exited: " + open(self.log).read())
+        try:
+            self.connect().close()
+            return True
+        except psycopg2.OperationalError:
+            return False
+
+    def connect(self, user="postgres", password=SUPER_PW, application_name=None, dbname="shop", sslmode="verify-full",
+                autocommit=True, rootcert=None):
+        kw = dict(host=SERVER_NAME, hostaddr="127.0.0.1", port=self.port, user=user, password=password,
+                  dbname=dbname if os.path.exists(os.path.join(self.base, ".shop")) else "postgres",
+                  sslmode=sslmode, sslrootcert=rootcert or os.path.join(self.tls, "ca.crt"), connect_timeout=10)
+        if application_name:
+            kw["application_name"] = application_name
+        c = psycopg2.connect(**kw)
+        c.autocommit = autocommit
+        return c
+
+    def sql(self, q, params=None):
+        with contextlib.closing(self.connect()) as c, c.cursor() as cur:
+            cur.execute(q, params)
+            return cur.fetchall() if cur.description else None
+
+    def run_async(self, query, **kw):
+        conn = self.connect(**kw)
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            pid = cur.fetchone()[0]
+        holder = {"conn": conn, "error": None}
+
+        def work():
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(query)
+            except Exception as e:  # ended by the test or by pgtreed
+                holder["error"] = e
+        t = threading.Thread(target=work, daemon=True)
+        t.start()
+        return pid, holder
+
+    def host_children(self):
+        try:
+            with open(f"/proc/{self.host_pm_pid}/task/{self.host_pm_pid}/children") as f:
+                return {int(x) for x in f.read().split()}
+        except OSError:
+            return set()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            if pid_alive(self.host_pm_pid):
+                os.kill(self.host_pm_pid, signal.SIGINT)  # fast shutdown, by its host pid
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+@pytest.fixture(scope="module")
+def users():
+    made_u, made_g = [], []
+    try:
+        for g in (READER, ADMIN):
+            sh("groupadd", g)
+            made_g.append(g)
+        reader = f"{TAG}rd"
+        sh("useradd", "-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin", "-U", "-G", READER, reader)
+        made_u.append(reader)
+        yield {"reader": reader}
+    finally:
+        for u in made_u:
+            subprocess.run(["userdel", u], capture_output=True)
+            subprocess.run(["groupdel", u], capture_output=True)
+        for g in made_g:
+            subprocess.run(["groupdel", g], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def remote():
+    base = tempfile.mkdtemp(prefix="pgtree-remote-", dir=os.environ.get("PGTREE_TEST_TMP"))
+    os.chmod(base, 0o755)
+    tls = os.path.join(base, "tls")
+    os.mkdir(tls)
+    make_tls(tls)
+    os.chmod(tls, 0o755)
+    srv = NsServer(os.path.join(base, "srv"), tls)
+    os.mkdir(srv.base)
+    try:
+        srv.start()
+        srv.sql(f"CREATE ROLE pgtree LOGIN PASSWORD '{PGTREE_PW}'; GRANT pg_monitor, pg_signal_backend TO pgtree")
+        srv.sql(f"CREATE ROLE app LOGIN PASSWORD '{APP_PW}'")
+        srv.sql("CREATE DATABASE shop OWNER app")
+        open(os.path.join(srv.base, ".shop"), "w").close()
+        with contextlib.closing(srv.connect(user="app", password=APP_PW)) as c, c.cursor() as cur:
+            cur.execute("CREATE TABLE sample_data AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g")
+            cur.execute("ANALYZE sample_data")
+            cur.execute("CREATE FUNCTION simulate_long_query(s float8) RETURNS void LANGUAGE sql AS "
+                        "$$ SELECT pg_sleep(s) $$")
+            cur.execute("CREATE FUNCTION slow_row(i int) RETURNS bool LANGUAGE plpgsql PARALLEL SAFE AS "
+                        "$$ BEGIN PERFORM pg_sleep(0.01); RETURN true; END $$")
+        passfile = os.path.join(base, "pgpass")
+        with open(passfile, "w") as f:
+            f.write(f"{SERVER_NAME}:{srv.port}:*:pgtree:{PGTREE_PW}\n")
+        os.chmod(passfile, 0o600)
+        srv.passfile = passfile
+        srv.conninfo = f"host={SERVER_NAME} hostaddr=127.0.0.1 port={srv.port} dbname=shop user=pgtree sslmode=verify-full"
+        srv.section = f"conninfo = {srv.conninfo}\nsslrootcert = {tls}/ca.crt\npassfile = {passfile}\n"
+        yield srv
+    finally:
+        srv.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def config(srv, enforce, interval="500ms", extra_daemon="", rule=True):
+    text = f"""[daemon]
+interval = {interval}
+max_actions_per_minute = 100
+socket_group = {READER}
+admin_group = {ADMIN}
+{extra_daemon}
+[cluster azure-sim]
+host = remote
+{srv.section}parent_tag = FakeParent:*
+enforce = {"yes" if enforce else "no"}
+"""
+    if rule:
+        text += """
+[rule fakeparent-1001]
+kind = long_query
+after = 3s
+application_name = FakeParent:1001
+cluster = azure-sim
+action = terminate
+"""
+    return text
+
+
+def remote_cluster(data, name="azure-sim"):
+    for c in data["clusters"]:
+        if c["name"] == name and c.get("view") == "remote":
+            return c
+    raise AssertionError(f"no remote cluster {name}: {[c['name'] for c in data['clusters']]}")
+
+
+def alive_on_server(srv, pid):
+    return bool(srv.sql("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)))
+
+
+@pytest.fixture
+def scenario(remote):
+    """The seeds' sessions: FakeParent:1001 ×2 and FakeParent:2002 ×1 in simulate_long_query,
+    a parallel query under FakeParent:2002, and a superuser's session."""
+    s = {"1001": [], "2002": [], "holders": []}
+    for tag, n in (("1001", 2), ("2002", 1)):
+        for _ in range(n):
+            pid, h = remote.run_async("SELECT simulate_long_query(600)", user="app", password=APP_PW,
+                                      application_name=f"FakeParent:{tag}")
+            s[tag].append(pid)
+            s["holders"].append(h)
+    s["leader"], h = remote.run_async(PARALLEL_QUERY, user="app", password=APP_PW, application_name="FakeParent:2002")
+    s["holders"].append(h)
+    s["super"], h = remote.run_async("SELECT pg_sleep(600)", application_name="FakeParent:9009")
+    s["holders"].append(h)
+    wait_for(lambda: len(remote.sql("SELECT 1 FROM pg_stat_activity WHERE leader_pid = %s AND pid <> %s",
+                                    (s["leader"], s["leader"]))) >= 1, 30, what="parallel workers")
+    yield s
+    for pid in s["1001"] + s["2002"] + [s["leader"], s["super"]]:
+        remote.sql("SELECT pg_terminate_backend(%s)", (pid,))
+    for h in s["holders"]:
+        with contextlib.suppress(Exception):
+            h["conn"].close()
+
+
+def write_config(base, text):
+    path = os.path.join(base, "pgtree.ini")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def test_config_auto_and_checks(pgtreed, remote, tmp_path):
+    """host = auto: a conninfo naming another machine is remote; a Unix socket or 127.0.0.1 is
+    local. A remote section with a password or a data_directory is refused with FILE:LINE."""
+    bad = tmp_path / "bad.ini"
+    bad.write_text("[cluster a]\nhost = remote\nconninfo = host=db.example.com password=hunter2\n"
+                   "[cluster b]\nhost = remote\nconninfo = host=db.example.com\ndata_directory = /srv/pg\n"
+                   "[cluster c]\nhost = sideways\nconninfo = host=db.example.com\n")
+    p = subprocess.run([pgtreed, "--check-config", str(bad)], capture_output=True, text=True)
+    assert p.returncode != 0
+    assert f"{bad}:1: cluster 'a': a password in the conninfo" in p.stdout + p.stderr
+    assert f"{bad}:4: cluster 'b' has host = remote and a data_directory" in p.stdout + p.stderr
+    assert f"{bad}:9: host: expected auto, local or remote, got 'sideways'" in p.stdout + p.stderr
+
+
+def test_tls_verify_full(pgtreed, remote, tmp_path):
+    """The server takes TLS only; pgtreed with another CA refuses the server's certificate and
+    says so; with the right CA it reads the sessions."""
+    with pytest.raises(psycopg2.OperationalError):
+        remote.connect(sslmode="disable")
+    wrong = remote.section.replace("/ca.crt", "/other.crt")
+    cfg = write_config(str(tmp_path), f"[cluster azure-sim]\nhost = remote\n{wrong}")
+    data = json.loads(subprocess.run([pgtreed, "--once", "--json", "--config", cfg], capture_output=True, text=True,
+                                     timeout=60, check=True).stdout)
+    c = remote_cluster(data)
+    assert c["activity"].startswith("unavailable: cannot connect") and "certificate verify failed" in c["activity"], c
+    assert c["processes"] == []
+    # the password as a systemd credential: LoadCredential=pgpass:… gives $CREDENTIALS_DIRECTORY/pgpass
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    shutil.copy(remote.passfile, creds / "pgpass")
+    os.chmod(creds / "pgpass", 0o600)
+    section = remote.section.replace(f"passfile = {remote.passfile}", "passfile = credential:pgpass")
+    cfg = write_config(str(tmp_path), f"[cluster azure-sim]\nhost = remote\n{section}")
+    p = subprocess.run([pgtreed, "--once", "--json", "--config", cfg], capture_output=True, text=True, timeout=60,
+                       check=True, env={k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"})
+    assert "CREDENTIALS_DIRECTORY is not set" in remote_cluster(json.loads(p.stdout))["activity"]
+    data = json.loads(subprocess.run([pgtreed, "--once", "--json", "--config", cfg], capture_output=True, text=True,
+                                     timeout=60, check=True,
+                                     env=dict(os.environ, CREDENTIALS_DIRECTORY=str(creds))).stdout)
+    c = remote_cluster(data)
+    assert c["activity"] == "ok", c
+    assert c["server"] == f"{SERVER_NAME}:{remote.port}"
+
+
+def test_tree_from_pg_stat_activity_only(pgtreed, remote, scenario, tmp_path):
+    cfg = write_config(str(tmp_path), config(remote, enforce=False, rule=False))
+    data = json.loads(subprocess.run([pgtreed, "--once", "--json", "--config", cfg], capture_output=True, text=True,
+                                     timeout=60, check=True).stdout)
+    c = remote_cluster(data)
+    print(json.dumps(c, indent=1)[:6000])
+    assert c["view"] == "remote" and c["activity"] == "ok" and c["postmaster"]["pid"] is None
+    assert set(c["unavailable"]) >= {"orphan_backend", "unlisted_process", "client_gone", "cpu_percent", "rss_anon_kb"}
+    procs = {p["pid"]: p for p in c["processes"]}
+    # the server's pids are its namespace's: none of them is one of its processes on this host
+    assert not set(procs) & remote.host_children(), (sorted(procs), sorted(remote.host_children()))
+    assert all(pid < 1000 for pid in procs), sorted(procs)
+    for tag in ("1001", "2002"):
+        for pid in scenario[tag]:
+            assert procs[pid]["application_name"] == f"FakeParent:{tag}"
+            assert procs[pid]["backend_type"] == "client backend" and procs[pid]["cpu_percent"] is None
+    workers = [p for p in c["processes"] if p["backend_type"] == "parallel worker"]
+    assert workers and all(w["leader_pid"] == scenario["leader"] for w in workers), workers
+    assert {"checkpointer", "walwriter"} <= {p["backend_type"] for p in c["processes"]}
+    assert any(p.get("pgtree_connection") for p in c["processes"])
+
+    text = subprocess.run([pgtreed, "--once", "--config", cfg], capture_output=True, text=True, timeout=60,
+                          check=True).stdout
+    print(text)
+    block = text.split("cluster azure-sim", 1)[1].split("\n\n", 1)[0]
+    assert "remote: from pg_stat_activity only" in block.splitlines()[0]
+    assert "◆ application FakeParent:1001 (2 sessions)" in block
+    assert "◆ application FakeParent:2002 (2 sessions)" in block
+    lines = block.splitlines()
+    lead = [i for i, l in enumerate(lines) if l.split()[0] == str(scenario["leader"])]
+    assert lead, block
+    after = lines[lead[0] + 1:lead[0] + 1 + len(workers)]
+    assert all("parallel worker" in l and f"leader {scenario['leader']}" in l for l in after), block
+
+
+def test_dry_run_then_terminate_exactly_the_group(pgtreed, pgtree_client, remote, scenario, users):
+    # enforcement off: the rule's terminate is a dry run, logged, nothing happens
+    d = Daemon(pgtreed, pgtree_client, config(remote, enforce=False))
+    d.start()
+    try:
+        for pid in scenario["1001"]:
+            d.wait_log(rf"dry run: would call pg_terminate_backend\({pid}\) on {SERVER_NAME}", 30)
+        f = [x for x in d.client_json("long")["findings"] if x["cluster"] == "azure-sim" and x["kind"] == "long_query"]
+        assert {x["pid"] for x in f if x["rule"] == "fakeparent-1001"} == set(scenario["1001"])
+        assert all(x["dry_run"] for x in f if x["rule"] == "fakeparent-1001"), f
+        assert all(alive_on_server(remote, pid) for pid in scenario["1001"])
+
+        # a reader may look but not act
+        r = d.client("terminate", str(scenario["2002"][0]), user=users["reader"], check=False)
+        assert r.returncode != 0 and "needs" in r.stderr, (r.returncode, r.stderr)
+        assert alive_on_server(remote, scenario["2002"][0])
+    finally:
+        d.stop()
+
+    # enforcement on: exactly the FakeParent:1001 sessions end, through SQL
+    d = Daemon(pgtreed, pgtree_client, config(remote, enforce=True))
+    d.start()
+    try:
+        for pid in scenario["1001"]:
+            d.wait_log(rf"terminate pid {pid} on azure-sim \(rule fakeparent-1001\): pg_terminate_backend\({pid}\) "
+                       rf"on {SERVER_NAME}:{remote.port}: the server accepted it", 30)
+        wait_for(lambda: not any(alive_on_server(remote, p) for p in scenario["1001"]), 20, what="1001 sessions gone")
+        for pid in scenario["2002"] + [scenario["leader"], scenario["super"]]:
+            assert alive_on_server(remote, pid), pid
+        # a superuser's session: pg_signal_backend cannot signal it, and pgtree says so
+        r = d.client_json("terminate", str(scenario["super"]))
+        res = r["results"][0]
+        assert res["result"] == "refused" and "superuser" in res["reason"], res
+        assert alive_on_server(remote, scenario["super"])
+        # no way to ask for SIGKILL
+        r = d.client("kill", "-9", str(scenario["2002"][0]), check=False)
+        assert r.returncode != 0 and alive_on_server(remote, scenario["2002"][0])
+        print("\n".join(l for l in d.lines if "azure-sim" in l)[-3000:])
+        print(d.client("tree").stdout)
+    finally:
+        d.stop()
+
+
+def test_reused_pid_is_not_terminated(pgtreed, pgtree_client, remote):
+    """The daemon saw session A with pid P; A ended and B got pid P (ns_last_pid steered in the
+    server's PID namespace). A terminate of P from the daemon's view reaches nobody."""
+    pid_a, ha = remote.run_async("SELECT simulate_long_query(600)", user="app", password=APP_PW,
+                                 application_name="FakeParent:3003")
+    d = Daemon(pgtreed, pgtree_client, config(remote, enforce=True, interval="1h", rule=False))
+    d.start()
+    holders = [ha]
+    try:
+        c = remote_cluster(d.client_json("tree"))
+        assert pid_a in {p["pid"] for p in c["processes"]}
+        remote.sql("SELECT pg_terminate_backend(%s)", (pid_a,))
+        wait_for(lambda: not alive_on_server(remote, pid_a), 20, what="session A gone")
+        pid_b = None
+        for _ in range(20):
+            subprocess.run(["nsenter", "-t", str(remote.host_pm_pid), "-p", "-m", "sh", "-c",
+                            f"echo {pid_a - 1} > /proc/sys/kernel/ns_last_pid"], check=True, timeout=30)
+            pid_b, hb = remote.run_async("SELECT simulate_long_query(600)", user="app", password=APP_PW,
+                                         application_name="FakeParent:3003")
+            holders.append(hb)
+            if pid_b == pid_a:
+                break
+        assert pid_b == pid_a, f"could not steer the pid: got {pid_b}, wanted {pid_a}"
+        r = d.client_json("terminate", str(pid_a))
+        res = r["results"][0]
+        print(res)
+        assert res["result"] == "refused" and "pid reused" in res["reason"], res
+        time.sleep(1)
+        assert alive_on_server(remote, pid_b), "the new session with the reused pid was terminated"
+        d.wait_log(rf"terminate pid {pid_a} on azure-sim .*pid reused, nothing done", 5)
+    finally:
+        d.stop()
+        remote.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'FakeParent:3003'")
+        for h in holders:
+            with contextlib.suppress(Exception):
+                h["conn"].close()
+
+
+def test_same_pid_on_two_servers_needs_cluster(pgtreed, pgtree_client, remote):
+    """Managed servers' pids repeat: a pid that is a session of two clusters is refused unless
+    --cluster says which; with it, only that cluster's session is acted on."""
+    pid, h = remote.run_async("SELECT simulate_long_query(600)", user="app", password=APP_PW,
+                              application_name="FakeParent:4004")
+    text = config(remote, enforce=False, rule=False)
+    text += f"[cluster azure-twin]\nhost = remote\n{remote.section}"
+    d = Daemon(pgtreed, pgtree_client, text)
+    d.start()
+    try:
+        wait_for(lambda: all(pid in {p["pid"] for p in remote_cluster(d.client_json("tree"), n)["processes"]}
+                             for n in ("azure-sim", "azure-twin")), 20, what="the session in both views")
+        r = d.client("terminate", str(pid), check=False)
+        assert r.returncode != 0 and "more than one cluster (azure-sim, azure-twin)" in r.stderr, r.stderr
+        res = d.client_json("terminate", str(pid), "--cluster", "azure-twin")["results"]
+        assert len(res) == 1 and res[0]["result"] == "dry-run" and "azure-twin" in res[0]["reason"], res
+        assert alive_on_server(remote, pid)
+    finally:
+        d.stop()
+        remote.sql("SELECT pg_terminate_backend(%s)", (pid,))
+        with contextlib.suppress(Exception):
+            h["conn"].close()
+
+
+# ---- twenty remote servers ----
+
+def hung_listener():
+    """A TCP listener that accepts and never answers."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    accepted = []
+    stop = threading.Event()
+
+    def loop():
+        s.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(s.accept()[0])
+            except OSError:
+                pass
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    return s, stop, accepted
+
+
+def test_twenty_remote_servers_keep_cadence(pgtreed, pgtree_client, tmp_path):
+    bindir = pg_bindir()
+    base = tempfile.mkdtemp(prefix="pgtree-fleet-", dir=os.environ.get("PGTREE_TEST_TMP"))
+    os.chmod(base, 0o755)
+    pw = pwd.getpwnam("postgres")
+    os.chown(base, pw.pw_uid, pw.pw_gid)
+    template = os.path.join(base, "template")
+    servers = []
+    hung, stop_hung, accepted = hung_listener()
+    try:
+        sh("runuser", "-u", "postgres", "--", f"{bindir}/initdb", "-D", template, "-U", "postgres", "--auth=trust",
+           "--no-sync", "-E", "UTF8", "--locale=C")
+        with open(os.path.join(template, "postgresql.conf"), "a") as f:
+            f.write("listen_addresses = '127.0.0.1'\nmax_connections = 10\nshared_buffers = '1MB'\n"
+                    "fsync = off\nautovacuum = off\nmax_wal_senders = 0\nwal_level = minimal\n"
+                    "max_worker_processes = 2\nlogging_collector = off\n")
+        for i in range(18):
+            d = os.path.join(base, f"s{i}")
+            sh("cp", "-a", template, d)
+            port = free_port()
+            with open(os.path.join(d, "postgresql.conf"), "a") as f:
+                f.write(f"port = {port}\nunix_socket_directories = '{d}'\ncluster_name = 'fleet{i}'\n")
+            sh("runuser", "-u", "postgres", "--", f"{bindir}/pg_ctl", "-D", d, "-l", f"{d}.log", "-W", "start")
+            servers.append((d, port))
+        for d, port in servers:
+            wait_for(lambda: subprocess.run([f"{bindir}/pg_isready", "-h", "127.0.0.1", "-p", str(port)],
+                                            capture_output=True).returncode == 0, 120, 0.2, f"server {port}")
+        refused_port = free_port()  # nothing listens there: connections are refused
+        text = "[daemon]\ninterval = 1s\nconnect_timeout = 4s\nquery_timeout = 4s\n"
+        for i, (d, port) in enumerate(servers):
+            text += (f"[cluster fleet-{i}]\nhost = remote\n"
+                     f"conninfo = host=127.0.0.1 port={port} dbname=postgres user=postgres sslmode=disable\n")
+        text += (f"[cluster refusing]\nhost = remote\nconninfo = host=127.0.0.1 port={refused_port} dbname=postgres "
+                 f"user=postgres sslmode=disable\n")
+        text += (f"[cluster hung]\nhost = remote\nconninfo = host=127.0.0.1 port={hung.getsockname()[1]} "
+                 f"dbname=postgres user=postgres sslmode=disable\n")
+        d = Daemon(pgtreed, pgtree_client, text)
+        d.start()
+        try:
+            seen = {}       # cluster -> list of (local time, taken_at) when taken_at changed
+            statuses = {}
+            cycles0 = d.client_json("status")["cycles"]
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 20:
+                data = d.client_json("tree")
+                now = time.monotonic()
+                for c in data["clusters"]:
+                    if c.get("view") != "remote":
+                        continue
+                    statuses.setdefault(c["name"], set()).add(c["activity"].split(":")[0] + (
+                        ": " + c["activity"].split(":")[1].strip() if ":" in c["activity"] else ""))
+                    ta = c.get("activity_taken_at")
+                    if ta and (not seen.get(c["name"]) or seen[c["name"]][-1][1] != ta):
+                        seen.setdefault(c["name"], []).append((now, ta))
+                time.sleep(0.2)
+            cycles = d.client_json("status")["cycles"] - cycles0
+            elapsed = time.monotonic() - t0
+            gaps = {}
+            for name, pts in seen.items():
+                tas = [ta for _, ta in pts]
+                gaps[name] = [b - a for a, b in zip(tas, tas[1:])]
+            healthy = [f"fleet-{i}" for i in range(len(servers))]
+            report = {n: (len(seen.get(n, [])), round(max(gaps.get(n) or [99]), 2),
+                          round(statistics.median(gaps.get(n) or [99]), 2)) for n in healthy}
+            print(f"\n{cycles} cycles in {elapsed:.1f}s; per server (refreshes, max gap s, median gap s): {report}")
+            print("fleet statuses:", set().union(*(statuses.get(n, set()) for n in healthy)))
+            print("refusing:", statuses.get("refusing"), "hung:", statuses.get("hung"), "accepted:", len(accepted))
+            assert cycles >= elapsed * 0.75, (cycles, elapsed)
+            for n in healthy:
+                assert len(seen.get(n, [])) >= elapsed * 0.6, (n, report[n])
+                assert max(gaps[n]) < 2.6, (n, gaps[n])
+            assert not seen.get("refusing") and not seen.get("hung")
+            assert any("cannot connect" in s for s in statuses["refusing"]), statuses["refusing"]
+            assert all(s.startswith("unavailable") for s in statuses["hung"]), statuses["hung"]
+            assert accepted, "the hung listener was never connected to"
+        finally:
+            d.stop()
+    finally:
+        stop_hung.set()
+        hung.close()
+        for d, _ in servers:
+            subprocess.run(["runuser", "-u", "postgres", "--", f"{bindir}/pg_ctl", "-D", d, "-m", "fast", "-w",
+                            "stop"], capture_output=True, timeout=120)
+        shutil.rmtree(base, ignore_errors=True)

@@ -1,0 +1,378 @@
+/* SPDX-License-Identifier: MIT */
+/* Managed servers: conninfo classification, the config keys, the cluster view built from
+ * pg_stat_activity rows, the one statement's parameters, findings and rendering of it. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "join.h"
+#include "parse-config.h"
+#include "remote.h"
+#include "render.h"
+
+static void test_host_is_local(void **state) {
+        assert_true(remote_host_is_local(NULL));
+        assert_true(remote_host_is_local(""));
+        assert_true(remote_host_is_local("/var/run/postgresql"));
+        assert_true(remote_host_is_local("@abstract"));
+        assert_true(remote_host_is_local("localhost"));
+        assert_true(remote_host_is_local("127.0.0.1"));
+        assert_true(remote_host_is_local("127.3.4.5"));
+        assert_true(remote_host_is_local("::1"));
+        char me[256] = "";
+        assert_int_equal(gethostname(me, sizeof me - 1), 0);
+        assert_true(remote_host_is_local(me));
+        assert_false(remote_host_is_local("myserver.postgres.database.azure.com"));
+        assert_false(remote_host_is_local("192.0.2.10")); /* TEST-NET-1: no interface has it */
+        assert_false(remote_host_is_local("2001:db8::5"));
+}
+
+static void test_conninfo_is_remote(void **state) {
+        assert_false(remote_conninfo_is_remote(""));
+        assert_false(remote_conninfo_is_remote("dbname=postgres user=pgtree"));
+        assert_false(remote_conninfo_is_remote("host=/var/run/postgresql dbname=postgres"));
+        assert_false(remote_conninfo_is_remote("host=localhost port=5433"));
+        assert_true(remote_conninfo_is_remote("host=db.example.com dbname=postgres"));
+        assert_true(remote_conninfo_is_remote("host=a.example.com,b.example.com"));
+        /* one of several hosts is this machine: not a managed server */
+        assert_false(remote_conninfo_is_remote("host=a.example.com,localhost"));
+        /* hostaddr is where libpq connects; host is then for TLS and the passfile */
+        assert_false(remote_conninfo_is_remote("host=db.example.com hostaddr=127.0.0.1"));
+        assert_true(remote_conninfo_is_remote("host=db.example.com hostaddr=192.0.2.10"));
+        assert_false(remote_conninfo_is_remote("host='broken"));
+        assert_true(remote_conninfo_has_password("host=x password=secret"));
+        assert_false(remote_conninfo_has_password("host=x passfile=/etc/pgtree/pgpass"));
+        char buf[64];
+        remote_conninfo_server("host=db.example.com port=6543 password=secret", buf, sizeof buf);
+        assert_string_equal(buf, "db.example.com:6543");
+        remote_conninfo_server("hostaddr=192.0.2.10", buf, sizeof buf);
+        assert_string_equal(buf, "192.0.2.10:5432");
+}
+
+static void expect_errors(const char *text, const char *const *want) {
+        Config *c = NULL;
+        ConfigErrors errs = {};
+        assert_int_equal(config_parse_string(text, "t.ini", &c, &errs), -EINVAL);
+        assert_null(c);
+        size_t n = 0;
+        for (; want[n]; n++) {
+                bool found = false;
+                for (size_t i = 0; i < errs.n && !found; i++) {
+                        char line[600];
+                        snprintf(line, sizeof line, "%s:%u: %s", errs.items[i].file, errs.items[i].line, errs.items[i].message);
+                        found = strstr(line, want[n]) != NULL;
+                }
+                if (!found) {
+                        config_errors_print(&errs, stderr);
+                        fail_msg("missing error: %s", want[n]);
+                }
+        }
+        assert_int_equal(errs.n, n);
+        config_errors_clear(&errs);
+}
+
+static void test_config(void **state) {
+        Config *c = parse_config("[cluster azure]\n"
+                                 "conninfo = host=pg.example.com dbname=postgres user=pgtree sslmode=verify-full\n"
+                                 "passfile = credential:pgpass\n"
+                                 "sslrootcert = /etc/pgtree/ca.crt\n"
+                                 "parent_tag = FakeParent:*\n"
+                                 "action_timeout = 500ms\n"
+                                 "[cluster local]\nport = 5432\nconninfo = host=/run/postgresql\n"
+                                 "[cluster forced]\nhost = remote\nconninfo = hostaddr=127.0.0.1 port=6000\n");
+        assert_int_equal(c->n_clusters, 3);
+        const ClusterConf *a = &c->clusters[0], *l = &c->clusters[1], *f = &c->clusters[2];
+        assert_int_equal(a->host, CLUSTER_HOST_REMOTE);
+        assert_true(a->host_auto);
+        assert_string_equal(a->parent_tag, "FakeParent:*");
+        assert_int_equal(a->action_timeout_usec, 500 * USEC_PER_MSEC);
+        assert_int_equal(l->host, CLUSTER_HOST_LOCAL);
+        assert_int_equal(l->action_timeout_usec, REMOTE_ACTION_TIMEOUT_DEFAULT_USEC);
+        assert_int_equal(f->host, CLUSTER_HOST_REMOTE);
+        assert_false(f->host_auto);
+        assert_int_equal(config_n_remote(c), 2);
+        /* a managed server never selects a cluster found in /proc, even by name */
+        assert_ptr_equal(config_find_cluster(c, "azure", NULL, 0), NULL);
+        assert_ptr_equal(config_find_cluster(c, NULL, NULL, 5432), l);
+
+        char why[256] = "", *ci = NULL;
+        unsetenv("CREDENTIALS_DIRECTORY");
+        assert_int_equal(remote_effective_conninfo(a, &ci, why, sizeof why), -ENOENT);
+        assert_non_null(strstr(why, "CREDENTIALS_DIRECTORY is not set"));
+        setenv("CREDENTIALS_DIRECTORY", "/run/credentials/pgtreed.service", 1);
+        assert_int_equal(remote_effective_conninfo(a, &ci, why, sizeof why), 0);
+        assert_non_null(strstr(ci, " passfile='/run/credentials/pgtreed.service/pgpass'"));
+        assert_non_null(strstr(ci, " sslrootcert='/etc/pgtree/ca.crt'"));
+        free(ci);
+        unsetenv("CREDENTIALS_DIRECTORY");
+        config_free(c);
+
+        expect_errors("[cluster a]\nhost = remote\n",
+                      (const char *const[]){ "t.ini:1: cluster 'a' has host = remote but no conninfo", NULL });
+        expect_errors("[cluster a]\nhost = remote\nconninfo = dbname=postgres\n",
+                      (const char *const[]){ "t.ini:1: cluster 'a' has host = remote but its conninfo names no host", NULL });
+        expect_errors("[cluster a]\nhost = remote\nconninfo = host=db.example.com password=x\nport = 5432\n",
+                      (const char *const[]){ "t.ini:1: cluster 'a': a password in the conninfo",
+                                             "t.ini:1: cluster 'a' has host = remote and port", NULL });
+        expect_errors("[cluster a]\nhost = maybe\nparent_tag = [abc\naction_timeout = 1h\npassfile = relative\n"
+                      "passfile2 = x\n",
+                      (const char *const[]){ "t.ini:2: host: expected auto, local or remote, got 'maybe'",
+                                             "t.ini:3: parent_tag: '[abc' is not a valid pattern",
+                                             "t.ini:4: action_timeout: must be between 100ms and 30s",
+                                             "t.ini:5: passfile: must be an absolute path",
+                                             "t.ini:6: unknown key 'passfile2' in [cluster a]", NULL });
+        expect_errors("[cluster a]\nconninfo = host=db.example.com\npassfile = credential:../x\n",
+                      (const char *const[]){ "t.ini:3: passfile: 'credential:NAME' needs the name", NULL });
+}
+
+/* ---- the cluster view ---- */
+
+#define T0 1790000000.0
+
+static ActivityRow row(pid_t pid, const char *bt, const char *app, const char *state, pid_t leader, double start) {
+        return (ActivityRow){ .pid = pid, .usename = (char *) "app", .datname = (char *) "shop",
+                              .application_name = (char *) app, .backend_type = (char *) bt, .state = (char *) state,
+                              .client_addr = (char *) (strcmp(bt, "client backend") ? NULL : "10.1.2.3"),
+                              .client_port = strcmp(bt, "client backend") ? 0 : 40000 + pid, .backend_start = start,
+                              .query_start = state && !strcmp(state, "active") ? start + 1 : 0,
+                              .xact_start = state && !strcmp(state, "active") ? start + 1 : 0,
+                              .state_change = start + 1, .leader_pid = leader, .xmin_age = -1 };
+}
+
+static ActivitySnapshot snapshot(ActivityRow *rows, size_t n) {
+        return (ActivitySnapshot){ .rows = rows, .n = n, .taken_at = T0 + 600, .server_version = 150008, .own_pid = 40 };
+}
+
+/* rows sorted by pid, as activity.c keeps them */
+static ActivityRow rows_a[8];
+
+static void build(PgTree *t, ActivitySnapshot *s) {
+        rows_a[0] = row(2, "checkpointer", NULL, NULL, 0, T0);
+        rows_a[1] = row(12, "client backend", "FakeParent:1001", "active", 0, T0 + 10.123456);
+        rows_a[2] = row(13, "client backend", "FakeParent:1001", "idle", 0, T0 + 11);
+        rows_a[3] = row(15, "client backend", "FakeParent:2002", "active", 15, T0 + 12); /* a leader says itself (PG 13) */
+        rows_a[4] = row(16, "parallel worker", "FakeParent:2002", "active", 15, T0 + 13);
+        rows_a[5] = row(17, "parallel worker", "FakeParent:2002", "active", 99, T0 + 13); /* its leader is gone */
+        rows_a[6] = row(40, "client backend", "pgtreed", "active", 0, T0 + 5);
+        rows_a[7] = row(41, "client backend", "pgtreed action", "idle", 0, T0 + 6);
+        *s = snapshot(rows_a, 8);
+        *t = (PgTree){ .now = T0 + 600, .boot_time = T0 - 1000, .hz = 100 };
+        RemoteClusterInfo info = { .name = "azure", .server = "pg.example.com:5432", .parent_tag = "FakeParent:*",
+                                   .activity = "ok", .enforce = true, .own_pid2 = 41 };
+        assert_int_equal(remote_tree_add(t, &info, s), 0);
+}
+
+static void test_tree(void **state) {
+        PgTree t;
+        ActivitySnapshot s;
+        build(&t, &s);
+        assert_int_equal(t.n_clusters, 1);
+        const PgCluster *c = &t.clusters[0];
+        assert_true(c->remote);
+        assert_true(c->enforce);
+        assert_ptr_equal(c->snapshot, &s);
+        assert_string_equal(c->name, "azure");
+        assert_string_equal(c->remote_server, "pg.example.com:5432");
+        assert_int_equal(t.n_procs, 9);
+        const PgProcess *pm = &t.procs[c->postmaster];
+        assert_int_equal(pm->rec.pid, 0);
+        assert_int_equal(pm->depth, 0);
+        assert_int_equal(pm->title.backend_type, BACKEND_POSTMASTER);
+
+        int i12 = tree_find(&t, 12), i15 = tree_find(&t, 15), i16 = tree_find(&t, 16), i17 = tree_find(&t, 17);
+        assert_true(i12 > 0 && i15 > 0 && i16 > 0 && i17 > 0);
+        const PgProcess *p12 = &t.procs[i12];
+        assert_int_equal(p12->rec.start_ticks, (uint64_t) 1790000010123456ULL);
+        assert_true(pg_process_is_remote(&t, p12));
+        /* the age comes from backend_start, not from this host's boot clock */
+        assert_true(pg_process_start_time(&t, p12) == rows_a[1].backend_start);
+        assert_int_equal(p12->title.backend_type, BACKEND_CLIENT);
+        assert_true(proc_is_client_backend(p12));
+        assert_int_equal(t.procs[i15].title.leader_pid, 0);
+        assert_int_equal(t.procs[i16].leader, i15);
+        assert_false(t.procs[i16].leader_missing);
+        assert_int_equal(t.procs[i17].leader, -1);
+        assert_true(t.procs[i17].leader_missing);
+        assert_true(t.procs[tree_find(&t, 40)].own);
+        assert_true(t.procs[tree_find(&t, 41)].own);   /* the action connection */
+        assert_false(proc_is_client_backend(&t.procs[tree_find(&t, 41)]));
+
+        /* a second server with the same pid: identity is pid and start */
+        ActivityRow other[1] = { row(12, "client backend", "x", "active", 0, T0 + 50) };
+        ActivitySnapshot s2 = snapshot(other, 1);
+        RemoteClusterInfo info = { .name = "rds", .server = "rds.example.com:5432", .activity = "ok" };
+        assert_int_equal(remote_tree_add(&t, &info, &s2), 0);
+        int j = tree_find_identity(&t, 12, remote_start_ticks(T0 + 50));
+        assert_true(j > i12);
+        assert_int_equal(t.procs[j].cluster, 1);
+        assert_int_equal(tree_find_identity(&t, 12, remote_start_ticks(T0 + 10.123456)), i12);
+        assert_int_equal(tree_find_identity(&t, 12, 1), -1);
+
+        /* an unavailable server: the stand-in alone, with the reason */
+        RemoteClusterInfo down = { .name = "down", .server = "down.example.com:5432",
+                                   .activity = "unavailable: connection timed out" };
+        size_t before = t.n_procs;
+        assert_int_equal(remote_tree_add(&t, &down, NULL), 0);
+        assert_int_equal(t.n_procs, before + 1);
+        assert_string_equal(t.clusters[2].activity, "unavailable: connection timed out");
+        assert_null(t.clusters[2].snapshot);
+        tree_free(&t);
+}
+
+static void test_findings(void **state) {
+        PgTree t;
+        ActivitySnapshot s;
+        build(&t, &s);
+        /* a host pid that happens to be a remote pid: its client_gone is not the remote session's */
+        pid_t gone[] = { 12 };
+        Findings f = {};
+        assert_int_equal(findings_detect(&t, gone, 1, &f), 0);
+        bool long12 = false, orphan17 = false;
+        for (size_t i = 0; i < f.n; i++) {
+                const Finding *x = &f.items[i];
+                assert_int_not_equal(x->kind, FINDING_CLIENT_GONE);
+                assert_int_not_equal(x->kind, FINDING_UNLISTED_PROCESS);
+                assert_int_not_equal(x->kind, FINDING_STALE_ACTIVITY);
+                assert_int_not_equal(x->pid, 40);
+                assert_int_not_equal(x->pid, 41);
+                if (x->pid == 12 && x->kind == FINDING_LONG_QUERY) {
+                        long12 = true;
+                        assert_string_equal(x->cluster, "azure");
+                        assert_string_equal(x->application_name, "FakeParent:1001");
+                        assert_int_equal(x->start_ticks, t.procs[tree_find(&t, 12)].rec.start_ticks);
+                        assert_true(x->since == rows_a[1].query_start);
+                }
+                orphan17 |= x->pid == 17 && x->kind == FINDING_ORPHAN_PARALLEL_WORKER;
+        }
+        assert_true(long12);
+        assert_true(orphan17);
+        findings_free(&f);
+        tree_free(&t);
+}
+
+static void test_action_params(void **state) {
+        PgTree t;
+        ActivitySnapshot s;
+        build(&t, &s);
+        const PgProcess *p = &t.procs[tree_find(&t, 12)];
+        RemoteTarget tg;
+        remote_target_from_process(p, FINDING_LONG_QUERY, &tg);
+        char bufs[4][32];
+        const char *v[REMOTE_ACTION_NPARAMS];
+        remote_action_params(&tg, ACTION_TERMINATE, bufs, v);
+        assert_string_equal(v[0], "12");
+        assert_true(strtod(v[1], NULL) == rows_a[1].backend_start); /* exact round trip */
+        assert_string_equal(v[2], "terminate");
+        assert_string_equal(v[3], "app");
+        assert_string_equal(v[4], "shop");
+        assert_string_equal(v[5], "FakeParent:1001");
+        assert_string_equal(v[6], "query_start");
+        assert_true(strtod(v[7], NULL) == rows_a[1].query_start);
+        assert_string_equal(v[8], "active");
+
+        remote_target_from_process(&t.procs[tree_find(&t, 13)], FINDING_IDLE_IN_TRANSACTION, &tg);
+        remote_action_params(&tg, ACTION_CANCEL, bufs, v);
+        assert_string_equal(v[2], "cancel");
+        assert_string_equal(v[6], "state_change");
+        assert_null(v[8]);
+        /* by hand: identity only */
+        remote_target_from_process(p, _FINDING_KIND_MAX, &tg);
+        remote_action_params(&tg, ACTION_TERMINATE, bufs, v);
+        assert_null(v[6]);
+        assert_null(v[7]);
+        assert_null(v[8]);
+        /* never anything but cancel and terminate */
+        remote_action_params(&tg, ACTION_ALERT, bufs, v);
+        assert_string_equal(v[2], "none");
+
+        /* the statement checks identity before it signals, and says every refusal */
+        const char *sql = remote_action_sql;
+        const char *reused = strstr(sql, "'reused'"), *term = strstr(sql, "pg_terminate_backend");
+        assert_non_null(reused);
+        assert_non_null(term);
+        assert_true(reused < term);
+        assert_true(strstr(sql, "'superuser'") < term);
+        assert_true(strstr(sql, "'not-client'") < term);
+        for (int o = 0; o < _REMOTE_OUTCOME_MAX; o++) {
+                char quoted[32];
+                snprintf(quoted, sizeof quoted, "'%s'", remote_outcome_to_string((RemoteOutcome) o));
+                assert_non_null(strstr(sql, quoted));
+                assert_int_equal(remote_outcome_from_string(remote_outcome_to_string((RemoteOutcome) o)), o);
+        }
+        assert_null(strstr(sql, "pg_kill"));
+        assert_int_equal(remote_outcome_from_string("kill"), -EINVAL);
+        assert_non_null(strstr(remote_outcome_explain(REMOTE_SUPERUSER), "pg_signal_backend cannot signal superuser"));
+        tree_free(&t);
+}
+
+static json_object *get(json_object *o, const char *key) {
+        json_object *v = NULL;
+        if (!json_object_object_get_ex(o, key, &v))
+                fail_msg("no key %s", key);
+        return v;
+}
+
+static void test_render(void **state) {
+        PgTree t;
+        ActivitySnapshot s;
+        build(&t, &s);
+        json_object *root = render_json(&t, NULL);
+        json_object *c = json_object_array_get_idx(get(root, "clusters"), 0);
+        assert_string_equal(json_object_get_string(get(c, "view")), "remote");
+        assert_string_equal(json_object_get_string(get(c, "server")), "pg.example.com:5432");
+        assert_null(get(get(c, "postmaster"), "pid"));
+        json_object *u = get(c, "unavailable");
+        assert_non_null(get(u, "orphan_backend"));
+        assert_non_null(get(u, "client_gone"));
+        assert_non_null(get(u, "cpu_percent"));
+        json_object *procs = get(c, "processes");
+        assert_int_equal(json_object_array_length(procs), 8); /* the stand-in is not a process */
+        json_object *p = json_object_array_get_idx(procs, 1);
+        assert_int_equal(json_object_get_int(get(p, "pid")), 12);
+        assert_null(get(p, "cpu_percent"));
+        assert_null(get(p, "rss_anon_kb"));
+        assert_null(get(p, "ppid"));
+        assert_int_equal(json_object_get_int64(get(p, "age_s")), 589); /* 600 − 10.123456 */
+        json_object_put(root);
+
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *out = open_memstream(&buf, &len);
+        render_text(out, &t, NULL, &(RenderOptions){});
+        fclose(out);
+        assert_non_null(strstr(buf, "cluster azure  remote: from pg_stat_activity only  server pg.example.com:5432  [enforcing]"));
+        assert_non_null(strstr(buf, "PostgreSQL 15.8"));
+        assert_non_null(strstr(buf, "◆ application FakeParent:1001 (2 sessions)"));
+        assert_non_null(strstr(buf, "◆ application FakeParent:2002 (1 session)")); /* 15; worker 16 under it */
+        /* the worker under its leader, in the group */
+        const char *lead = strstr(buf, "      15 ");
+        assert_non_null(lead);
+        const char *w = strstr(lead, "\n      16 ");
+        assert_non_null(w);
+        assert_true(strstr(w, "parallel worker") < strstr(w + 1, "\n"));
+        /* no CPU or memory figures for remote sessions */
+        if (!strstr(buf, "      12   9m49s     -       -  "))
+                fail_msg("%s", buf);
+        free(buf);
+        tree_free(&t);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_host_is_local),
+                cmocka_unit_test(test_conninfo_is_remote),
+                cmocka_unit_test(test_config),
+                cmocka_unit_test(test_tree),
+                cmocka_unit_test(test_findings),
+                cmocka_unit_test(test_action_params),
+                cmocka_unit_test(test_render),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
