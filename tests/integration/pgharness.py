@@ -248,22 +248,37 @@ class Cluster:
         except OSError:
             return []
 
+    def _processes_in_data_dir(self):
+        """Every process working in this cluster's (unique) data directory: its children, and
+        the orphans a dead postmaster left behind."""
+        found = set()
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{name}/cwd") == self.data:
+                        found.add(int(name))
+        return found
+
     def stop(self):
         # Remember our children first: if the postmaster is gone they must still be ended.
-        ours = set(self.backend_pids()) | self.started_pids if self.pm_pid else set()
+        ours = (set(self.backend_pids()) | self.started_pids if self.pm_pid else set()) | \
+            self._processes_in_data_dir()
         if self.pm_pid and pid_alive(self.pm_pid) and self._in_our_data_dir(self.pm_pid):
             with contextlib.suppress(subprocess.CalledProcessError):
                 self._run([f"{self.bindir}/pg_ctl", "-D", self.data, "-m", "immediate",
                            "-w", "-t", "30", "stop"])
-        for pid in ours:
+        for pid in ours | self._processes_in_data_dir():
             if pid_alive(pid) and self._in_our_data_dir(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)
         with contextlib.suppress(TimeoutError):
             wait_for(lambda: not any(pid_alive(p) for p in ours), 15, what="cluster exit")
         for t, holder in self._threads:
-            with contextlib.suppress(Exception):
-                holder["conn"].close()
+            # closing a connection that a thread still uses would wait for that thread forever
+            t.join(5)
+            if not t.is_alive():
+                with contextlib.suppress(Exception):
+                    holder["conn"].close()
         shm = self.shm_id()
         if shm is not None and self.pm_pid is not None:
             subprocess.run(["ipcrm", "-m", str(shm)], capture_output=True, timeout=30)

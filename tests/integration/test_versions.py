@@ -199,7 +199,8 @@ class Topology:
         def types(c):
             return set(self.backend_types(c).values())
 
-        want_p = {"walsender", "parallel worker", "autovacuum worker", "client backend"}
+        want_p = {"walsender", "parallel worker", "autovacuum worker", "client backend"} | \
+            ({"walsummarizer"} if self.major >= 17 else set()) | ({"io worker"} if self.major >= 18 else set())
         want_s = {"startup", "walreceiver"} | ({"slotsync worker"} if self.major >= 17 else set())
         want_l = {"logical replication launcher"}
         wait_for(lambda: want_p <= types(P), 90, 0.3, what=f"{self.major} primary: {want_p}")
