@@ -23,14 +23,15 @@ typedef struct Args {
         bool once;
         bool json;
         bool group;
+        bool no_config;
         const char *config;
         const char *check_config;
         LogTarget log_target;
 } Args;
 
 static void help(void) {
-        printf("Usage: pgtreed [--config FILE]\n"
-               "       pgtreed --once [--json] [--group] [--config FILE]\n"
+        printf("Usage: pgtreed [--config FILE | --no-config]\n"
+               "       pgtreed --once [--json] [--group] [--config FILE | --no-config]\n"
                "       pgtreed --check-config FILE\n"
                "\n"
                "Shows every PostgreSQL server on this host as its real process tree\n"
@@ -44,7 +45,11 @@ static void help(void) {
                "                       runs no alert: cancel/terminate/alert are dry runs\n"
                "  --json               print the cycle as JSON (the contract of DESIGN.md)\n"
                "  --group              show client backends grouped by application_name\n"
-               "  --config FILE        the configuration (default %s if it exists)\n"
+               "  --config FILE        the configuration. Without it, the daemon and --once\n"
+               "                       read %s when it exists\n"
+               "                       (its rules, clusters and conninfo apply), else use\n"
+               "                       the built-in defaults\n"
+               "  --no-config          built-in defaults only, whatever file exists\n"
                "  --check-config FILE  validate FILE, print FILE:LINE: message per problem\n"
                "  --log-target T       auto (journald under systemd, else stderr), journal,\n"
                "                       stderr, or both\n"
@@ -55,12 +60,13 @@ static void help(void) {
 
 /* Returns 1 to go on, 0 to exit successfully, −EINVAL on a bad command line (reported). */
 static int parse_args(int argc, char **argv, Args *args) {
-        enum { ARG_ONCE = 0x100, ARG_JSON, ARG_VERSION, ARG_CONFIG, ARG_CHECK, ARG_GROUP, ARG_LOG_TARGET };
+        enum { ARG_ONCE = 0x100, ARG_JSON, ARG_VERSION, ARG_CONFIG, ARG_NO_CONFIG, ARG_CHECK, ARG_GROUP, ARG_LOG_TARGET };
         static const struct option options[] = {
                 { "once", no_argument, NULL, ARG_ONCE },
                 { "json", no_argument, NULL, ARG_JSON },
                 { "group", no_argument, NULL, ARG_GROUP },
                 { "config", required_argument, NULL, ARG_CONFIG },
+                { "no-config", no_argument, NULL, ARG_NO_CONFIG },
                 { "check-config", required_argument, NULL, ARG_CHECK },
                 { "log-target", required_argument, NULL, ARG_LOG_TARGET },
                 { "help", no_argument, NULL, 'h' },
@@ -82,6 +88,9 @@ static int parse_args(int argc, char **argv, Args *args) {
                         break;
                 case ARG_CONFIG:
                         args->config = optarg;
+                        break;
+                case ARG_NO_CONFIG:
+                        args->no_config = true;
                         break;
                 case ARG_CHECK:
                         args->check_config = optarg;
@@ -113,7 +122,11 @@ static int parse_args(int argc, char **argv, Args *args) {
                 fprintf(stderr, "pgtreed: unexpected argument '%s' (see --help)\n", argv[optind]);
                 return -EINVAL;
         }
-        if (args->check_config && (args->once || args->config || args->json)) {
+        if (args->no_config && args->config) {
+                fprintf(stderr, "pgtreed: --config and --no-config exclude each other\n");
+                return -EINVAL;
+        }
+        if (args->check_config && (args->once || args->config || args->json || args->no_config)) {
                 fprintf(stderr, "pgtreed: --check-config takes no other option\n");
                 return -EINVAL;
         }
@@ -124,12 +137,12 @@ static int parse_args(int argc, char **argv, Args *args) {
         return 1;
 }
 
-/* Loads the configuration: the file given, else the default file if it exists, else defaults.
- * Problems are printed as FILE:LINE: message. */
-static int load_config(const char *path, Config **ret) {
+/* Loads the configuration: the file given, else the default file if it exists (unless
+ * no_default), else defaults. Problems are printed as FILE:LINE: message. */
+static int load_config(const char *path, bool no_default, Config **ret) {
         ConfigErrors errs = {};
         int r;
-        if (!path && access(PGTREE_CONFIG_FILE, F_OK) == 0)
+        if (!path && !no_default && access(PGTREE_CONFIG_FILE, F_OK) == 0)
                 path = PGTREE_CONFIG_FILE;
         if (path)
                 r = config_parse_file(path, ret, &errs);
@@ -146,7 +159,7 @@ static int load_config(const char *path, Config **ret) {
 
 static int check_config(const char *path) {
         Config *c;
-        int r = load_config(path, &c);
+        int r = load_config(path, false, &c);
         if (r < 0)
                 return r;
         printf("%s: OK (%zu rule%s, %zu cluster section%s%s)\n", path, c->n_rules, c->n_rules == 1 ? "" : "s",
@@ -157,7 +170,7 @@ static int check_config(const char *path) {
 
 static int run_once(const Args *args) {
         Config *config;
-        int r = load_config(args->config, &config);
+        int r = load_config(args->config, args->no_config, &config);
         if (r < 0)
                 return r;
         Engine *e;
@@ -203,10 +216,10 @@ out:
 static int run_daemon(const Args *args) {
         log_setup(args->log_target);
         const char *path = args->config;
-        if (!path && access(PGTREE_CONFIG_FILE, F_OK) == 0)
+        if (!path && !args->no_config && access(PGTREE_CONFIG_FILE, F_OK) == 0)
                 path = PGTREE_CONFIG_FILE;
         Config *config;
-        int r = load_config(path, &config);
+        int r = load_config(path, args->no_config, &config);
         if (r < 0) {
                 log_plain(LOG_ERR, "configuration %s is invalid; not starting", path ? path : "(defaults)");
                 return r;

@@ -169,6 +169,12 @@ int engine_finish_cycle(Engine *e, FindingEvents *events) {
                         snprintf(c->activity, sizeof c->activity, "%s",
                                  snap ? "ok" : activity_conn_busy(s->conn) ? "unavailable: no answer in time"
                                                                           : activity_conn_status(s->conn));
+                if (snap && snap->server_version >= 90600)
+                        s->server_major = snap->server_version / 10000;
+                /* PG_VERSION was unreadable (pgtreed not root nor the cluster's owner): the version
+                 * the server told keeps naming its processes when the connection drops */
+                if (!c->server_major && s && s->server_major)
+                        tree_set_server_major(t, i, s->server_major);
                 if (snap)
                         join_activity(t, i, snap, NULL);
         }

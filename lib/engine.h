@@ -23,6 +23,7 @@ typedef struct ClusterSlot {
         bool seen;
         bool reachable;         /* the last cycle had a snapshot */
         bool reported;          /* reachability was reported at least once */
+        int server_major;       /* the version the server told, for when PG_VERSION is unreadable */
 } ClusterSlot;
 
 typedef struct Known_gone {

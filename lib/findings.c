@@ -65,19 +65,6 @@ void findings_free(Findings *f) {
         *f = (Findings){};
 }
 
-bool backend_type_in_activity(const char *bt) {
-        static const char *const listed[] = {
-                "client backend", "autovacuum launcher", "autovacuum worker", "background writer",
-                "checkpointer", "walwriter", "walsender", "walreceiver", "walsummarizer", "startup",
-                "archiver", "parallel worker", "logical replication launcher", "logical replication worker",
-                "logical replication apply worker", "logical replication tablesync worker",
-                "logical replication parallel worker", "slotsync worker", "background worker",
-        };
-        for (size_t i = 0; bt && i < ELEMENTSOF(listed); i++)
-                if (strcmp(bt, listed[i]) == 0)
-                        return true;
-        return false;
-}
 
 #define COPY(dst, src) snprintf((dst), sizeof(dst), "%s", (src) ? (src) : "")
 
@@ -121,12 +108,18 @@ static int detect_process(const PgTree *t, size_t i, const pid_t *gone, size_t n
                 return 0; /* pgtree's own connection */
 
         if (pg_process_is_orphan(p)) {
+                /* The logger (and the stats collector, the archiver before 14) hold no shared memory:
+                 * they do not keep the server from starting, and exit by themselves once the last
+                 * process that writes to them is gone. The tree lists them; they are no finding. */
+                if (!backend_type_holds_shared_memory(p->title.backend_type, p->server_major))
+                        return 0;
                 if (!(x = add_for_process(out, t, i, FINDING_ORPHAN_BACKEND)))
                         return -ENOMEM;
                 snprintf(x->detail, sizeof x->detail,
-                         "%s has no live postmaster (parent now %d): it keeps the dead server's shared memory "
-                         "in use and blocks its restart",
-                         backend_type_to_string(p->title.backend_type), (int) p->rec.ppid);
+                         "%s has no live postmaster (parent now %d) and is still attached to the dead server's "
+                         "shared memory: the server cannot restart (\"pre-existing shared memory block is still "
+                         "in use\") until it exits",
+                         proc_backend_type(p), (int) p->rec.ppid);
                 return 0; /* the server is gone: nothing else about it matters */
         }
         const PgCluster *c = &t->clusters[p->cluster];
@@ -135,7 +128,8 @@ static int detect_process(const PgTree *t, size_t i, const pid_t *gone, size_t n
                         return -ENOMEM;
                 snprintf(x->detail, sizeof x->detail, "its leader %d is gone", (int) p->title.leader_pid);
         }
-        if (c->snapshot && !p->act && p->depth == 1 && backend_type_in_activity(proc_backend_type(p))) {
+        if (c->snapshot && !p->act && p->depth == 1 &&
+            backend_type_listed(p->title.backend_type, c->snapshot->server_version / 10000)) {
                 if (!(x = add_for_process(out, t, i, FINDING_UNLISTED_PROCESS)))
                         return -ENOMEM;
                 x->since = pg_process_start_time(t, p);

@@ -78,9 +78,5 @@ typedef struct Findings {
  *                           it is unavailable, from the title with the time unknown) */
 int findings_detect(const PgTree *t, const pid_t *client_gone, size_t n_client_gone, Findings *ret);
 
-/* Backend types that pg_stat_activity lists (PostgreSQL 10+): a child of another type missing
- * from it is not unlisted. */
-bool backend_type_in_activity(const char *backend_type);
-
 Finding *findings_add(Findings *f);
 void findings_free(Findings *f);

@@ -65,7 +65,7 @@ const char *proc_state(const PgProcess *p) {
 const char *proc_backend_type(const PgProcess *p) {
         if (p->act && p->act->backend_type)
                 return p->act->backend_type;
-        return backend_type_to_string(p->title.backend_type);
+        return backend_type_name(p->title.backend_type, p->server_major);
 }
 
 void proc_client(const PgProcess *p, char *buf, size_t size) {

@@ -47,6 +47,10 @@ json_object *render_process_json(const PgTree *t, const PgProcess *p) {
         json_object_object_add(o, "client", str_or_null(client));
         json_object_object_add(o, "state", str_or_null(proc_state(p)));
         json_object_object_add(o, "status", str_or_null(ti->status));
+        /* update_process_title = off: a session's title has its fixed part only, and without
+         * pg_stat_activity its state is not known (not guessed) */
+        if (ti->backend_type == BACKEND_CLIENT || ti->backend_type == BACKEND_WALSENDER)
+                json_object_object_add(o, "title_status", json_object_new_boolean(!(ti->flags & TITLE_NO_STATUS)));
         json_object_object_add(o, "leader_pid", leader > 0 ? json_object_new_int(leader) : NULL);
         json_object_object_add(o, "application_name", str_or_null(proc_application(p)));
         json_object_object_add(o, "backend_start", iso_time(a ? a->backend_start : 0));
@@ -100,8 +104,13 @@ json_object *render_process_json(const PgTree *t, const PgProcess *p) {
         json_object_object_add(o, "title_truncated", json_object_new_boolean(!!(ti->flags & TITLE_TRUNCATED)));
         if (p->leader_missing)
                 json_object_object_add(o, "leader_missing", json_object_new_boolean(true));
-        if (pg_process_is_orphan(p))
+        if (pg_process_is_orphan(p)) {
                 json_object_object_add(o, "data_directory", str_or_null(p->cwd));
+                json_object_object_add(o, "blocks_restart", json_object_new_boolean(
+                        backend_type_holds_shared_memory(ti->backend_type, p->server_major)));
+        }
+        if (p->server_major > 0)
+                json_object_object_add(o, "server_major", json_object_new_int(p->server_major));
         return o;
 }
 
@@ -164,6 +173,7 @@ json_object *render_json(const PgTree *t, const Findings *f) {
                 json_object_object_add(o, "activity", json_object_new_string(cl->activity[0] ? cl->activity : "unavailable: not queried"));
                 if (cl->snapshot)
                         json_object_object_add(o, "server_version", json_object_new_int(cl->snapshot->server_version));
+                json_object_object_add(o, "server_major", cl->server_major > 0 ? json_object_new_int(cl->server_major) : NULL);
                 json_object *procs = json_object_new_array();
                 for (size_t i = 0; i < t->n_procs; i++)
                         if (t->procs[i].cluster == (int) c && !(cl->remote && i == cl->postmaster))
@@ -272,8 +282,11 @@ static void process_fields(FILE *out, const PgTree *t, const PgProcess *p, const
                 }
                 if (strcmp(state, "active") == 0 && ti->status[0] && ti->status[0] != '<')
                         put_field(out, ti->status); /* the command tag */
-        } else
+        } else if (ti->status[0])
                 put_field(out, ti->status);
+        else if (!a && (ti->flags & TITLE_NO_STATUS) &&
+                 (ti->backend_type == BACKEND_CLIENT || ti->backend_type == BACKEND_WALSENDER))
+                fputs("  [no status in its title: update_process_title = off]", out);
         /* the idle main loop (Activity) and a session waiting for its client are not news */
         if (a && a->wait_event_type && strcmp(a->wait_event_type, "Activity") != 0 &&
             strcmp(a->wait_event_type, "Client") != 0) {
@@ -489,10 +502,13 @@ void render_text(FILE *out, const PgTree *t, const Findings *f, const RenderOpti
                 if (!pg_process_is_orphan(p))
                         continue;
                 if (!any)
-                        fputs("ORPHANS — PostgreSQL processes with no live postmaster\n", out);
+                        fputs("ORPHANS — PostgreSQL processes with no live postmaster (!! blocks its restart)\n", out);
                 any = true;
                 char graph[PATH_MAX + 32];
-                snprintf(graph, sizeof graph, "!! [%s] ", p->cwd ? p->cwd : "data directory unknown");
+                bool blocks = backend_type_holds_shared_memory(p->title.backend_type, p->server_major);
+                /* "!!": attached to the dead server's shared memory, it blocks the restart; "--":
+                 * the logger and the like, which hold none and exit on their own */
+                snprintf(graph, sizeof graph, "%s [%s] ", blocks ? "!!" : "--", p->cwd ? p->cwd : "data directory unknown");
                 process_line(out, t, p, graph, o);
         }
         if (any)

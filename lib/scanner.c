@@ -50,8 +50,17 @@ typedef struct Cached {
 
 #define SLOW_EVERY 5
 
+/* A postmaster's server version, read once (PG_VERSION in its data directory). */
+typedef struct KnownVersion {
+        pid_t pid;
+        uint64_t start_ticks;
+        int major;              /* 0: unreadable */
+} KnownVersion;
+
 struct Scanner {
         ProcScan *ps;
+        KnownVersion *versions;
+        size_t n_versions;
         uint64_t discovery_usec;
         uint64_t last_full;     /* monotonic µs, 0 = never */
         Known *pms;             /* postmasters found by the last full scan */
@@ -92,6 +101,7 @@ Scanner *scanner_free(Scanner *s) {
         if (!s)
                 return NULL;
         proc_scan_free(s->ps);
+        free(s->versions);
         free(s->pms);
         free(s->orphans);
         for (size_t i = 0; i < s->n_cache; i++) {
@@ -465,6 +475,41 @@ void cluster_identify(const char *proc_root, PgCluster *c, const PgProcess *pm) 
         cluster_derive_name(c, pm->rec.pid);
 }
 
+int pg_version_read(const char *data_directory) {
+        char path[PATH_MAX + 16], buf[32];
+        size_t len;
+        if (!data_directory || data_directory[0] != '/')
+                return -EINVAL;
+        snprintf(path, sizeof path, "%s/PG_VERSION", data_directory);
+        int r = read_small_file(path, buf, sizeof buf, &len);
+        return r < 0 ? r : pg_version_parse(buf, len);
+}
+
+/* Each cluster's server version: known postmasters keep theirs, new ones are read. */
+static int set_versions(Scanner *s, PgTree *t) {
+        KnownVersion *next = calloc(t->n_clusters ? t->n_clusters : 1, sizeof *next);
+        if (!next)
+                return -ENOMEM;
+        for (size_t i = 0; i < t->n_clusters; i++) {
+                const PgProcess *pm = &t->procs[t->clusters[i].postmaster];
+                int major = -1;
+                for (size_t k = 0; k < s->n_versions && major < 0; k++)
+                        if (s->versions[k].pid == pm->rec.pid && s->versions[k].start_ticks == pm->rec.start_ticks)
+                                major = s->versions[k].major;
+                if (major < 0) {
+                        major = pg_version_read(t->clusters[i].data_directory);
+                        if (major < 0)
+                                major = 0;
+                }
+                next[i] = (KnownVersion){ .pid = pm->rec.pid, .start_ticks = pm->rec.start_ticks, .major = major };
+                tree_set_server_major(t, i, major);
+        }
+        free(s->versions);
+        s->versions = next;
+        s->n_versions = t->n_clusters;
+        return 0;
+}
+
 int scanner_refresh(Scanner *s, bool force_full, PgTree *ret, ScanStats *stats) {
         uint64_t t0 = now_usec(CLOCK_MONOTONIC);
         ScanStats st = {};
@@ -510,8 +555,15 @@ int scanner_refresh(Scanner *s, bool force_full, PgTree *ret, ScanStats *stats) 
         for (size_t i = 0; i < t.n_procs; i++) {
                 PgProcess *p = &t.procs[i];
                 char cwd[PATH_MAX];
-                if (pg_process_is_orphan(p) && proc_read_cwd(NULL, p->rec.pid, cwd, sizeof cwd) == 0)
+                if (pg_process_is_orphan(p) && proc_read_cwd(NULL, p->rec.pid, cwd, sizeof cwd) == 0) {
                         p->cwd = strdup(cwd);
+                        int major = pg_version_read(cwd); /* its data directory */
+                        p->server_major = major > 0 ? major : 0;
+                }
+        }
+        if ((r = set_versions(s, &t)) < 0) {
+                tree_free(&t);
+                return r;
         }
 
         if ((r = update_cache(s, &t, now_usec(CLOCK_MONOTONIC), uptime, full)) < 0 ||

@@ -35,3 +35,6 @@ void scanner_title_stable(Scanner *s, pid_t pid, uint64_t start_ticks);
 /* Reads what identifies a cluster: its data directory (/proc/PM/cwd, else -D on the command
  * line) and postmaster.pid there. Missing pieces stay empty. */
 void cluster_identify(const char *proc_root, PgCluster *c, const PgProcess *pm);
+
+/* The major version in DIR/PG_VERSION (12, …), or −errno. */
+int pg_version_read(const char *data_directory);

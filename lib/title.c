@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* Parser for PostgreSQL process titles, 9.6 to 17 (see shared/TITLES.md). Pure: bytes in,
- * TitleInfo out. */
+/* Parser for PostgreSQL process titles, 9.6 to 19 (TITLES.md; tested against real servers of
+ * 12–18 in tests/integration/test_versions.py, the rest from the corpus and the sources). Pure:
+ * bytes in, TitleInfo out. */
 #include <ctype.h>
 #include <errno.h>
 #include <stdint.h>
@@ -33,6 +34,10 @@ static const char *const backend_type_names[_BACKEND_TYPE_MAX] = {
         [BACKEND_LOGICAL_REPLICATION_TABLESYNC_WORKER] = "logical replication tablesync worker",
         [BACKEND_LOGICAL_REPLICATION_PARALLEL_WORKER] = "logical replication parallel worker",
         [BACKEND_SLOTSYNC_WORKER] = "slotsync worker",
+        [BACKEND_IO_WORKER] = "io worker",
+        [BACKEND_LOGICAL_REPLICATION_SEQUENCESYNC_WORKER] = "logical replication sequencesync worker",
+        [BACKEND_DATACHECKSUMS_LAUNCHER] = "datachecksums launcher",
+        [BACKEND_DATACHECKSUMS_WORKER] = "datachecksums worker",
         [BACKEND_BACKGROUND_WORKER] = "background worker",
 };
 
@@ -51,6 +56,54 @@ BackendType backend_type_from_string(const char *s) {
         return BACKEND_UNKNOWN;
 }
 
+const char *backend_type_name(BackendType t, int major) {
+        if (major <= 0)
+                return backend_type_to_string(t);
+        switch (t) {
+        case BACKEND_PARALLEL_WORKER:
+        case BACKEND_LOGICAL_REPLICATION_LAUNCHER:
+        case BACKEND_LOGICAL_REPLICATION_WORKER:
+        case BACKEND_LOGICAL_REPLICATION_APPLY_WORKER:
+        case BACKEND_LOGICAL_REPLICATION_TABLESYNC_WORKER:
+        case BACKEND_LOGICAL_REPLICATION_PARALLEL_WORKER:
+                if (major < 11) /* bgw_type came with 11 */
+                        return backend_type_to_string(BACKEND_BACKGROUND_WORKER);
+                if (major < 17 && t != BACKEND_PARALLEL_WORKER && t != BACKEND_LOGICAL_REPLICATION_LAUNCHER &&
+                    !(major == 16 && t == BACKEND_LOGICAL_REPLICATION_PARALLEL_WORKER))
+                        return backend_type_to_string(BACKEND_LOGICAL_REPLICATION_WORKER);
+                return backend_type_to_string(t);
+        default:
+                return backend_type_to_string(t);
+        }
+}
+
+bool backend_type_listed(BackendType t, int major) {
+        switch (t) {
+        case BACKEND_UNKNOWN:
+        case BACKEND_POSTMASTER:
+        case BACKEND_LOGGER:
+        case BACKEND_STATS_COLLECTOR:
+        case BACKEND_BACKGROUND_WORKER:
+                return false;
+        case BACKEND_ARCHIVER:
+                return major >= 14;
+        default:
+                return true;
+        }
+}
+
+bool backend_type_holds_shared_memory(BackendType t, int major) {
+        switch (t) {
+        case BACKEND_LOGGER:
+        case BACKEND_STATS_COLLECTOR:
+                return false;
+        case BACKEND_ARCHIVER:
+                return major <= 0 || major >= 14; /* unknown version: assume it does */
+        default:
+                return true;
+        }
+}
+
 bool backend_type_is_auxiliary(BackendType t) {
         switch (t) {
         case BACKEND_CLIENT:
@@ -62,6 +115,9 @@ bool backend_type_is_auxiliary(BackendType t) {
         case BACKEND_LOGICAL_REPLICATION_APPLY_WORKER:
         case BACKEND_LOGICAL_REPLICATION_TABLESYNC_WORKER:
         case BACKEND_LOGICAL_REPLICATION_PARALLEL_WORKER:
+        case BACKEND_LOGICAL_REPLICATION_SEQUENCESYNC_WORKER:
+        case BACKEND_DATACHECKSUMS_LAUNCHER:
+        case BACKEND_DATACHECKSUMS_WORKER:
                 return false;
         default:
                 return true;
@@ -290,11 +346,17 @@ static const AuxName aux_names[] = {
         { "archiver", BACKEND_ARCHIVER, true },
         { "startup", BACKEND_STARTUP, true },
         { "slotsync worker", BACKEND_SLOTSYNC_WORKER, true },
+        { "io worker", BACKEND_IO_WORKER, true },                /* 18: "io worker N" */
+        { "datachecksums launcher", BACKEND_DATACHECKSUMS_LAUNCHER, false },    /* 19 */
+        { "datachecksum launcher", BACKEND_DATACHECKSUMS_LAUNCHER, false },     /* 19 before beta1 */
+        { "datachecksums worker", BACKEND_DATACHECKSUMS_WORKER, true },
+        { "datachecksum worker", BACKEND_DATACHECKSUMS_WORKER, true },
         { "logical replication launcher", BACKEND_LOGICAL_REPLICATION_LAUNCHER, false },
         { "logical replication worker for subscription", BACKEND_LOGICAL_REPLICATION_WORKER, true },
         { "logical replication apply worker for subscription", BACKEND_LOGICAL_REPLICATION_APPLY_WORKER, true },
         { "logical replication tablesync worker for subscription", BACKEND_LOGICAL_REPLICATION_TABLESYNC_WORKER, true },
         { "logical replication parallel apply worker for subscription", BACKEND_LOGICAL_REPLICATION_PARALLEL_WORKER, true },
+        { "logical replication sequencesync worker for subscription", BACKEND_LOGICAL_REPLICATION_SEQUENCESYNC_WORKER, true },
 };
 
 static bool parse_aux(Span s, TitleInfo *ret) {

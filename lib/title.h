@@ -29,11 +29,29 @@ typedef enum BackendType {
         BACKEND_LOGICAL_REPLICATION_TABLESYNC_WORKER,
         BACKEND_LOGICAL_REPLICATION_PARALLEL_WORKER,
         BACKEND_SLOTSYNC_WORKER,
+        BACKEND_IO_WORKER,                           /* PG 18: "io worker N" */
+        BACKEND_LOGICAL_REPLICATION_SEQUENCESYNC_WORKER, /* PG 19 */
+        BACKEND_DATACHECKSUMS_LAUNCHER,              /* PG 19 */
+        BACKEND_DATACHECKSUMS_WORKER,                /* PG 19 */
         BACKEND_BACKGROUND_WORKER,                   /* any other bgworker; name in TitleInfo.worker */
         _BACKEND_TYPE_MAX,
 } BackendType;
 
 const char *backend_type_to_string(BackendType t);
+/* The name a server of this major version (10, 11, …, 19; 0 = unknown) gives the type in
+ * pg_stat_activity.backend_type: 10 calls parallel workers and logical replication processes
+ * "background worker", 11–16 call every logical replication worker but 16's parallel apply one
+ * "logical replication worker". Unknown version: backend_type_to_string(). */
+const char *backend_type_name(BackendType t, int major);
+/* Does pg_stat_activity of this major version list processes of this type? (0 = unknown
+ * version: only the types that every version lists.) Never: the logger, the stats collector, the
+ * archiver before 14, and other background workers, which are listed only if they connect to a
+ * database (pg_prewarm's autoprewarm leader does not). */
+bool backend_type_listed(BackendType t, int major);
+/* Is a process of this type attached to the server's shared memory (so that, left behind by a
+ * dead postmaster, it keeps the server from starting again)? Not the logger, the stats collector
+ * (≤ 14) and the archiver before 14: they detach at start. */
+bool backend_type_holds_shared_memory(BackendType t, int major);
 BackendType backend_type_from_string(const char *s);
 /* Auxiliary processes and the postmaster: never signalled, whatever a rule says. */
 bool backend_type_is_auxiliary(BackendType t);

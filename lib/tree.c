@@ -169,6 +169,34 @@ void cluster_derive_name(PgCluster *c, pid_t pm_pid) {
                 snprintf(c->name, sizeof c->name, "pid %d", (int) pm_pid);
 }
 
+void tree_set_server_major(PgTree *t, size_t ci, int major) {
+        if (ci >= t->n_clusters)
+                return;
+        t->clusters[ci].server_major = major;
+        for (size_t i = 0; i < t->n_procs; i++)
+                if (t->procs[i].cluster == (int) ci)
+                        t->procs[i].server_major = major;
+}
+
+int pg_version_parse(const char *buf, size_t len) {
+        size_t i = 0;
+        int v = 0;
+        if (!buf)
+                return -EINVAL;
+        while (i < len && i < 3 && buf[i] >= '0' && buf[i] <= '9')
+                v = v * 10 + (buf[i++] - '0');
+        if (i == 0 || v < 7 || v > 99)
+                return -EINVAL;
+        if (i < len && buf[i] == '.') /* 9.6 */
+                for (i++; i < len && buf[i] >= '0' && buf[i] <= '9'; i++)
+                        ;
+        if (i < len && buf[i] == '\r')
+                i++;
+        if (i < len && buf[i] == '\n')
+                i++;
+        return i == len ? v : -EINVAL;
+}
+
 int tree_build(const ProcRecord *recs, size_t n, PgTree *ret) {
         *ret = (PgTree){};
         if (n == 0)

@@ -20,6 +20,7 @@ typedef struct PgProcess {
         const struct ActivityRow *act;  /* its pg_stat_activity row (same pid and start), or NULL */
         bool act_mismatch;      /* a row has its pid but belongs to an earlier process (pid reused) */
         bool own;               /* pgtree's own connection */
+        int server_major;       /* its server's major version (12, …), 0 unknown: names its type */
 } PgProcess;
 
 /* What postmaster.pid says (PostgreSQL 10+ has 8 lines, 9.6 has 7). */
@@ -51,6 +52,7 @@ typedef struct PgCluster {
         bool remote;
         char remote_server[256];        /* "host:port" as configured */
         char parent_tag[128];           /* glob on application_name: sessions grouped by tag */
+        int server_major;       /* from PG_VERSION in the data directory (or the server), 0 unknown */
 } PgCluster;
 
 typedef struct PgTree {
@@ -81,6 +83,14 @@ int pmfile_parse(const char *buf, size_t len, PmFile *ret);
 
 /* Index of the process with this pid in the tree, or −1. */
 int tree_find(const PgTree *t, pid_t pid);
+
+/* Records the major version of cluster ci's server (from PG_VERSION, or the server itself) in
+ * the cluster and its processes: it names their types when pg_stat_activity is unavailable. */
+void tree_set_server_major(PgTree *t, size_t ci, int major);
+
+/* Parses the text of a PG_VERSION file ("15\n", "9.6\n"): the major version (9.6 → 9), or
+ * -EINVAL. */
+int pg_version_parse(const char *buf, size_t len);
 
 /* Sets the cluster's name from what is known of it (cluster_name, data directory, port, pid). */
 void cluster_derive_name(PgCluster *c, pid_t pm_pid);

@@ -183,9 +183,87 @@ static void test_names(void **state) {
         assert_int_equal(finding_kind_from_string("orphan"), -EINVAL);
         assert_int_equal(action_from_string("kill"), -EINVAL);
         assert_int_equal(action_from_string(NULL), -EINVAL);
-        assert_true(backend_type_in_activity("client backend"));
-        assert_false(backend_type_in_activity("logger"));
-        assert_false(backend_type_in_activity("postmaster"));
+}
+
+/* Children that pg_stat_activity does not list, by version: the archiver before 14, the stats
+ * collector, the logger, background workers that connect to no database. None is unlisted. */
+static const ProcRecord quiet_recs[] = {
+        REC(100, 1, 'S', "postgres", "/opt/pg/bin/postgres -D /srv/a"),
+        REC(101, 100, 'S', "postgres", "postgres: checkpointer   "),
+        REC(102, 100, 'S', "postgres", "postgres: logger   "),
+        REC(103, 100, 'S', "postgres", "postgres: archiver   last was 000000010000000000000003"),
+        REC(104, 100, 'S', "postgres", "postgres: stats collector   "),
+        REC(105, 100, 'S', "postgres", "postgres: autoprewarm master   "),
+        REC(106, 100, 'S', "postgres", "postgres: io worker 0"),
+};
+
+static size_t unlisted_with_version(int server_version, pid_t *first) {
+        PgTree t;
+        assert_int_equal(tree_build(quiet_recs, sizeof quiet_recs / sizeof quiet_recs[0], &t), 0);
+        t.hz = 100;
+        t.boot_time = BOOT;
+        t.now = NOW;
+        ActivityRow only[] = { { .pid = 101, .backend_type = "checkpointer", .backend_start = STARTED(101), .xmin_age = -1 } };
+        ActivitySnapshot snap = { .rows = only, .n = 1, .taken_at = NOW, .server_version = server_version };
+        join_activity(&t, 0, &snap, NULL);
+        Findings f = {};
+        assert_int_equal(findings_detect(&t, NULL, 0, &f), 0);
+        size_t n = count(&f, FINDING_UNLISTED_PROCESS);
+        *first = n ? f.items[0].pid : 0;
+        findings_free(&f);
+        tree_free(&t);
+        return n;
+}
+
+static void test_unlisted_by_version(void **state) {
+        pid_t pid;
+        /* 12 and 13: the archiver, the stats collector, the logger and autoprewarm are never listed */
+        assert_int_equal(unlisted_with_version(120022, &pid), 1);
+        assert_int_equal(pid, 106); /* io worker: 18's, listed there, missing here: an odd one */
+        assert_int_equal(unlisted_with_version(130023, &pid), 1);
+        /* 14+: the archiver is listed, so one missing is unlisted */
+        assert_int_equal(unlisted_with_version(140000, &pid), 2);
+        assert_int_equal(pid, 103);
+        assert_true(backend_type_listed(BACKEND_CLIENT, 12));
+        assert_true(backend_type_listed(BACKEND_IO_WORKER, 18));
+        assert_false(backend_type_listed(BACKEND_ARCHIVER, 13));
+        assert_true(backend_type_listed(BACKEND_ARCHIVER, 14));
+        assert_false(backend_type_listed(BACKEND_ARCHIVER, 0));
+        assert_false(backend_type_listed(BACKEND_STATS_COLLECTOR, 14));
+        assert_false(backend_type_listed(BACKEND_LOGGER, 18));
+        assert_false(backend_type_listed(BACKEND_BACKGROUND_WORKER, 18));
+        assert_false(backend_type_listed(BACKEND_POSTMASTER, 18));
+}
+
+/* A dead postmaster's logger outlives it while a backend keeps its pipe open: it holds no shared
+ * memory, blocks no restart, and is no orphan_backend. The backend is, and says why. */
+static void test_orphan_logger(void **state) {
+        static const ProcRecord left[] = {
+                REC(200, 1, 'S', "postgres", "postgres: lab18: logger "),
+                REC(201, 1, 'R', "postgres", "postgres: lab18: alice shop [local] SELECT"),
+                REC(202, 1, 'S', "postgres", "postgres: lab12: stats collector   "),
+                REC(203, 1, 'S', "postgres", "postgres: lab12: archiver   last was 000000010000000000000003"),
+                REC(204, 1, 'S', "postgres", "postgres: lab18: archiver last was 000000010000000000000003"),
+        };
+        PgTree t;
+        assert_int_equal(tree_build(left, sizeof left / sizeof left[0], &t), 0);
+        assert_int_equal(t.n_procs, 5);
+        for (size_t i = 0; i < t.n_procs; i++)
+                t.procs[i].server_major = t.procs[i].rec.pid == 203 ? 12 : 18;
+        Findings f = {};
+        assert_int_equal(findings_detect(&t, NULL, 0, &f), 0);
+        assert_int_equal(count(&f, FINDING_ORPHAN_BACKEND), 2);
+        assert_null(find(&f, FINDING_ORPHAN_BACKEND, 200));
+        assert_null(find(&f, FINDING_ORPHAN_BACKEND, 202));
+        assert_null(find(&f, FINDING_ORPHAN_BACKEND, 203)); /* 12's archiver detached */
+        assert_non_null(find(&f, FINDING_ORPHAN_BACKEND, 204)); /* 14+'s is attached */
+        const Finding *x = find(&f, FINDING_ORPHAN_BACKEND, 201);
+        assert_non_null(x);
+        assert_non_null(strstr(x->detail, "shared memory"));
+        assert_non_null(strstr(x->detail, "cannot restart"));
+        assert_non_null(strstr(x->detail, "client backend"));
+        findings_free(&f);
+        tree_free(&t);
 }
 
 int main(void) {
@@ -193,6 +271,8 @@ int main(void) {
                 cmocka_unit_test(test_every_kind),
                 cmocka_unit_test(test_without_activity),
                 cmocka_unit_test(test_names),
+                cmocka_unit_test(test_unlisted_by_version),
+                cmocka_unit_test(test_orphan_logger),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* A corpus of PostgreSQL 9.6–17 process titles (shared/TITLES.md) and what they must parse to. */
+/* A corpus of PostgreSQL 9.6–19 process titles (shared/TITLES.md; 12–18 as seen on real servers
+ * in tests/integration/test_versions.py, 19 from its sources) and what they must parse to. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -159,6 +160,22 @@ static const Case corpus[] = {
         { "postgres: 9.6/main: checkpointer process   ", G, BACKEND_CHECKPOINTER, "9.6/main" },
         { "postgres: 10/main: bgworker: parallel worker for PID 77", G, BACKEND_PARALLEL_WORKER, "10/main", .leader = 77 },
 
+        /* --- 17–18 (real npm servers), 19 (sources) */
+        { "postgres: vt18p: io worker 0", G, BACKEND_IO_WORKER, "vt18p", .worker = "0" },
+        { "postgres: io worker 2", G, BACKEND_IO_WORKER, "", .worker = "2" },
+        { "postgres: vt17p: walsummarizer ", G, BACKEND_WALSUMMARIZER, "vt17p" },
+        { "postgres: vt17s: slotsync worker ", G, BACKEND_SLOTSYNC_WORKER, "vt17s" },
+        { "postgres: vt18p: autoprewarm leader ", "vt18p", BACKEND_BACKGROUND_WORKER, "vt18p", .worker = "autoprewarm leader" },
+        { "postgres: vt12p: autoprewarm master   ", "vt12p", BACKEND_BACKGROUND_WORKER, "vt12p", .worker = "autoprewarm master" },
+        { "postgres: vt17l: logical replication tablesync worker for subscription 16394 sync 16385 ", G, BACKEND_LOGICAL_REPLICATION_TABLESYNC_WORKER, "vt17l" },
+        { "postgres: vt16l: logical replication apply worker for subscription 16394 ", G, BACKEND_LOGICAL_REPLICATION_APPLY_WORKER, "vt16l" },
+        { "postgres: vt16l: logical replication worker for subscription 16394 sync 16385 ", G, BACKEND_LOGICAL_REPLICATION_WORKER, "vt16l" },
+        { "postgres: logical replication sequencesync worker for subscription 16394 ", G, BACKEND_LOGICAL_REPLICATION_SEQUENCESYNC_WORKER, "" },
+        { "postgres: datachecksums launcher ", G, BACKEND_DATACHECKSUMS_LAUNCHER, "" },
+        { "postgres: datachecksums worker ", G, BACKEND_DATACHECKSUMS_WORKER, "" },
+        { "postgres: datachecksum worker ", G, BACKEND_DATACHECKSUMS_WORKER, "" },
+        { "postgres: lab19: datachecksum launcher ", G, BACKEND_DATACHECKSUMS_LAUNCHER, "lab19" },
+
         /* --- postmasters (untouched command lines) */
         { "/usr/lib/postgresql/15/bin/postgres -D /var/lib/postgresql/15/main -c config_file=/etc/postgresql/15/main/postgresql.conf", G, BACKEND_POSTMASTER },
         { "postgres", G, BACKEND_POSTMASTER },
@@ -255,6 +272,46 @@ static void test_backend_type_names(void **state) {
         assert_true(backend_type_is_auxiliary(BACKEND_POSTMASTER));
         assert_false(backend_type_is_auxiliary(BACKEND_CLIENT));
         assert_int_equal(backend_type_from_string("nonsense"), BACKEND_UNKNOWN);
+        assert_string_equal(backend_type_to_string(BACKEND_IO_WORKER), "io worker");
+        assert_true(backend_type_is_auxiliary(BACKEND_IO_WORKER));
+        assert_false(backend_type_is_auxiliary(BACKEND_DATACHECKSUMS_WORKER));
+        assert_false(backend_type_is_auxiliary(BACKEND_LOGICAL_REPLICATION_SEQUENCESYNC_WORKER));
+}
+
+/* pg_stat_activity.backend_type as each version names the processes a title tells (checked
+ * against real 12–18 servers by tests/integration/test_versions.py). */
+static void test_backend_type_by_version(void **state) {
+        static const struct {
+                BackendType t;
+                int major;
+                const char *name;
+        } cases[] = {
+                { BACKEND_PARALLEL_WORKER, 10, "background worker" },
+                { BACKEND_LOGICAL_REPLICATION_LAUNCHER, 10, "background worker" },
+                { BACKEND_LOGICAL_REPLICATION_WORKER, 10, "background worker" },
+                { BACKEND_PARALLEL_WORKER, 11, "parallel worker" },
+                { BACKEND_LOGICAL_REPLICATION_LAUNCHER, 12, "logical replication launcher" },
+                { BACKEND_LOGICAL_REPLICATION_WORKER, 12, "logical replication worker" },
+                { BACKEND_LOGICAL_REPLICATION_APPLY_WORKER, 16, "logical replication worker" },
+                { BACKEND_LOGICAL_REPLICATION_TABLESYNC_WORKER, 16, "logical replication worker" },
+                { BACKEND_LOGICAL_REPLICATION_PARALLEL_WORKER, 16, "logical replication parallel worker" },
+                { BACKEND_LOGICAL_REPLICATION_APPLY_WORKER, 17, "logical replication apply worker" },
+                { BACKEND_LOGICAL_REPLICATION_TABLESYNC_WORKER, 17, "logical replication tablesync worker" },
+                { BACKEND_LOGICAL_REPLICATION_APPLY_WORKER, 0, "logical replication apply worker" },
+                { BACKEND_IO_WORKER, 18, "io worker" },
+                { BACKEND_LOGICAL_REPLICATION_SEQUENCESYNC_WORKER, 19, "logical replication sequencesync worker" },
+                { BACKEND_CLIENT, 10, "client backend" },
+                { BACKEND_LOGGER, 18, "logger" },
+        };
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+                if (strcmp(backend_type_name(cases[i].t, cases[i].major), cases[i].name) != 0)
+                        fail_msg("%s on %d: %s, expected %s", backend_type_to_string(cases[i].t), cases[i].major,
+                                 backend_type_name(cases[i].t, cases[i].major), cases[i].name);
+        assert_false(backend_type_holds_shared_memory(BACKEND_LOGGER, 18));
+        assert_false(backend_type_holds_shared_memory(BACKEND_STATS_COLLECTOR, 14));
+        assert_false(backend_type_holds_shared_memory(BACKEND_ARCHIVER, 13));
+        assert_true(backend_type_holds_shared_memory(BACKEND_ARCHIVER, 14));
+        assert_true(backend_type_holds_shared_memory(BACKEND_CLIENT, 12));
 }
 
 int main(void) {
@@ -264,6 +321,7 @@ int main(void) {
                 cmocka_unit_test(test_cluster_name_from_aux),
                 cmocka_unit_test(test_overlong_title),
                 cmocka_unit_test(test_backend_type_names),
+                cmocka_unit_test(test_backend_type_by_version),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,9 +5,13 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
+#include "join.h"
+#include "scanner.h"
 #include "tree.h"
 
 #define REC(p, pp, st, cm, ti) { .pid = (p), .ppid = (pp), .state = (st), .comm = cm, .title = (char *) (ti), .start_ticks = 1000 + (p) }
@@ -228,6 +232,65 @@ static void test_derive_name(void **state) {
         assert_string_equal(c.name, "main");
 }
 
+/* Without pg_stat_activity, a process is named as its server's version names it, and the name
+ * does not depend on whether the connection is up. */
+static void test_types_by_server_version(void **state) {
+        static const ProcRecord v16[] = {
+                REC(100, 1, 'S', "postgres", "/opt/pg16/bin/postgres -D /srv/16"),
+                REC(101, 100, 'S', "postgres", "postgres: s16: logical replication apply worker for subscription 16394 "),
+                REC(102, 100, 'S', "postgres", "postgres: s16: logical replication launcher "),
+                REC(103, 100, 'S', "postgres", "postgres: s16: checkpointer "),
+        };
+        PgTree t;
+        assert_int_equal(tree_build(v16, 4, &t), 0);
+        assert_string_equal(proc_backend_type(&t.procs[1]), "logical replication apply worker"); /* unknown version */
+        tree_set_server_major(&t, 0, 16);
+        assert_int_equal(t.clusters[0].server_major, 16);
+        assert_string_equal(proc_backend_type(&t.procs[1]), "logical replication worker");
+        assert_string_equal(proc_backend_type(&t.procs[2]), "logical replication launcher");
+        tree_set_server_major(&t, 0, 17);
+        assert_string_equal(proc_backend_type(&t.procs[1]), "logical replication apply worker");
+        tree_free(&t);
+
+        static const ProcRecord v10[] = {
+                REC(200, 1, 'S', "postgres", "/opt/pg10/bin/postgres -D /srv/10"),
+                REC(201, 200, 'R', "postgres", "postgres: alice shop [local] SELECT"),
+                REC(202, 200, 'R', "postgres", "postgres: bgworker: parallel worker for PID 201   "),
+                REC(203, 200, 'S', "postgres", "postgres: bgworker: logical replication launcher   "),
+        };
+        assert_int_equal(tree_build(v10, 4, &t), 0);
+        tree_set_server_major(&t, 0, 10);
+        assert_string_equal(proc_backend_type(&t.procs[2]), "background worker");
+        assert_string_equal(proc_backend_type(&t.procs[3]), "background worker");
+        assert_int_equal(t.procs[2].leader, 1); /* still nested under its leader */
+        assert_string_equal(proc_backend_type(&t.procs[1]), "client backend");
+        tree_free(&t);
+}
+
+static void test_pg_version(void **state) {
+        assert_int_equal(pg_version_parse("15\n", 3), 15);
+        assert_int_equal(pg_version_parse("9.6\n", 4), 9);
+        assert_int_equal(pg_version_parse("18", 2), 18);
+        assert_int_equal(pg_version_parse("", 0), -EINVAL);
+        assert_int_equal(pg_version_parse("x15\n", 4), -EINVAL);
+        assert_int_equal(pg_version_parse("15\njunk", 8), -EINVAL);
+        assert_int_equal(pg_version_parse("123456\n", 7), -EINVAL);
+        assert_int_equal(pg_version_parse(NULL, 3), -EINVAL);
+
+        char dir[] = "/tmp/pgtree-pgversion-XXXXXX", path[64];
+        assert_non_null(mkdtemp(dir));
+        assert_int_equal(pg_version_read(dir), -ENOENT);
+        snprintf(path, sizeof path, "%s/PG_VERSION", dir);
+        FILE *f = fopen(path, "we");
+        assert_non_null(f);
+        fputs("17\n", f);
+        fclose(f);
+        assert_int_equal(pg_version_read(dir), 17);
+        assert_int_equal(pg_version_read("relative"), -EINVAL);
+        unlink(path);
+        rmdir(dir);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_two_clusters),
@@ -238,6 +301,8 @@ int main(void) {
                 cmocka_unit_test(test_empty_and_none),
                 cmocka_unit_test(test_pmfile),
                 cmocka_unit_test(test_derive_name),
+                cmocka_unit_test(test_types_by_server_version),
+                cmocka_unit_test(test_pg_version),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

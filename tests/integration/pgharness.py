@@ -61,9 +61,20 @@ def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
+def server_major(bindir):
+    """The major version of the server in bindir (12, 13, …)."""
+    out = subprocess.run([f"{bindir}/postgres", "--version"], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    return int(out.split()[-1].split(".")[0])
+
+
 class Cluster:
+    """bindir: the server's programs (default: the newest Debian one, today 15); the npm builds of
+    12–18 come from scripts/install-pg-versions. settings: postgresql.conf lines that override
+    the harness's own."""
+
     def __init__(self, name="pgtree_test", os_user="postgres", settings=None,
-                 base_dir=None):
+                 base_dir=None, bindir=None):
         self.name = name
         self.os_user = os_user if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
         self.settings = settings or {}
@@ -71,8 +82,10 @@ class Cluster:
         self.data = os.path.join(self.base, "data")
         self.log = os.path.join(self.base, "server.log")
         self.port = None
-        self.bindir = pg_bindir()
+        self.bindir = bindir or pg_bindir()
+        self.major = server_major(self.bindir)
         self.started_pids = set()
+        self.pm_pid = None
         self._threads = []
 
     # -- running things as the cluster's OS user
@@ -87,11 +100,25 @@ class Cluster:
                               text=True, cwd=self.base, **kw)
 
     def start(self):
+        self.init()
+        self.launch()
+        # the role pgtreed connects as (README: "The PostgreSQL role")
+        self.sql("CREATE ROLE pgtree LOGIN; GRANT pg_monitor TO pgtree")
+        return self
+
+    def init(self):
+        """initdb and the configuration, without starting."""
         pw = pwd.getpwnam(self.os_user)
         os.chown(self.base, pw.pw_uid, pw.pw_gid)
         os.chmod(self.base, 0o755)
         self._run([f"{self.bindir}/initdb", "-D", self.data, "-U", "postgres",
                    "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"])
+        self.configure(self.settings)
+        return self
+
+    def configure(self, settings):
+        """Appends the harness's settings (a new port, this cluster's socket directory and name)
+        and then settings to postgresql.conf: later lines win."""
         self.port = free_port()
         conf = {
             "port": self.port,
@@ -109,17 +136,52 @@ class Cluster:
             "max_parallel_workers_per_gather": 2,
             "log_line_prefix": "'%m [%p] '",
         }
-        conf.update(self.settings)
+        conf.update(settings)
         with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
             for k, v in conf.items():
                 f.write(f"{k} = {v}\n")
-        self._run([f"{self.bindir}/pg_ctl", "-D", self.data, "-l", self.log,
-                   "-w", "-t", "60", "start"])
+
+    def launch(self):
+        try:
+            self._run([f"{self.bindir}/pg_ctl", "-D", self.data, "-l", self.log,
+                       "-w", "-t", "120", "start"])
+        except subprocess.CalledProcessError as e:
+            logs = [self.log] + sorted(glob.glob(os.path.join(self.data, "log", "*")))
+            text = ""
+            for path in logs:
+                with contextlib.suppress(OSError), open(path, errors="replace") as f:
+                    text += f"--- {path}\n" + f.read()[-3000:]
+            raise RuntimeError(f"{self.name}: pg_ctl start failed: {e.stdout}{e.stderr}\n{text}") from None
         self.pm_pid = self.postmaster_pid()
         self.started_pids.add(self.pm_pid)
-        # the role pgtreed connects as (README: "The PostgreSQL role")
-        self.sql("CREATE ROLE pgtree LOGIN; GRANT pg_monitor TO pgtree")
         return self
+
+    def shutdown(self):
+        """A clean stop (the data directory can then be copied)."""
+        self._run([f"{self.bindir}/pg_ctl", "-D", self.data, "-m", "fast", "-w", "-t", "60", "stop"])
+
+    def make_standby(self, name, settings=None):
+        """A streaming standby: a copy of this cluster's data directory, taken while it is stopped
+        (the npm builds have no pg_basebackup), with standby.signal and primary_conninfo. Stops
+        this cluster if it runs; start both afterwards."""
+        if self.pm_pid and pid_alive(self.pm_pid):
+            self.shutdown()
+        sb = Cluster(name=name, os_user=self.os_user, bindir=self.bindir)
+        shutil.chown(sb.base, self.os_user, self.os_user)
+        os.chmod(sb.base, 0o755)
+        shutil.copytree(self.data, sb.data, symlinks=True)
+        for d, _, files in os.walk(sb.data):
+            shutil.chown(d, self.os_user, self.os_user)
+            for f in files:
+                shutil.chown(os.path.join(d, f), self.os_user, self.os_user)
+        conf = {"primary_conninfo": f"'host={self.base} port={self.port} user=postgres dbname=postgres'",
+                "hot_standby": "on"}
+        conf.update(settings or {})
+        sb.settings = dict(self.settings, **conf)
+        sb.configure(sb.settings)
+        open(os.path.join(sb.data, "standby.signal"), "w").close()
+        shutil.chown(os.path.join(sb.data, "standby.signal"), self.os_user, self.os_user)
+        return sb
 
     def restart(self, stop_mode="fast"):
         """Stops the server and starts it again on the same port (a new postmaster)."""
@@ -144,8 +206,8 @@ class Cluster:
         except (OSError, IndexError, ValueError):
             return None
 
-    def connect(self, tcp=False, application_name=None, autocommit=True, dbname="postgres"):
-        kw = dict(dbname=dbname, user="postgres", port=self.port,
+    def connect(self, tcp=False, application_name=None, autocommit=True, dbname="postgres", user="postgres"):
+        kw = dict(dbname=dbname, user=user, port=self.port,
                   host="127.0.0.1" if tcp else self.base, connect_timeout=10)
         if application_name:
             kw["application_name"] = application_name
@@ -153,8 +215,8 @@ class Cluster:
         conn.autocommit = autocommit
         return conn
 
-    def sql(self, query, params=None):
-        with contextlib.closing(self.connect()) as c, c.cursor() as cur:
+    def sql(self, query, params=None, dbname="postgres"):
+        with contextlib.closing(self.connect(dbname=dbname)) as c, c.cursor() as cur:
             cur.execute(query, params)
             return cur.fetchall() if cur.description else None
 
@@ -186,24 +248,39 @@ class Cluster:
         except OSError:
             return []
 
+    def _processes_in_data_dir(self):
+        """Every process working in this cluster's (unique) data directory: its children, and
+        the orphans a dead postmaster left behind."""
+        found = set()
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{name}/cwd") == self.data:
+                        found.add(int(name))
+        return found
+
     def stop(self):
         # Remember our children first: if the postmaster is gone they must still be ended.
-        ours = set(self.backend_pids()) | self.started_pids
-        if pid_alive(self.pm_pid):
+        ours = (set(self.backend_pids()) | self.started_pids if self.pm_pid else set()) | \
+            self._processes_in_data_dir()
+        if self.pm_pid and pid_alive(self.pm_pid) and self._in_our_data_dir(self.pm_pid):
             with contextlib.suppress(subprocess.CalledProcessError):
                 self._run([f"{self.bindir}/pg_ctl", "-D", self.data, "-m", "immediate",
                            "-w", "-t", "30", "stop"])
-        for pid in ours:
+        for pid in ours | self._processes_in_data_dir():
             if pid_alive(pid) and self._in_our_data_dir(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)
         with contextlib.suppress(TimeoutError):
             wait_for(lambda: not any(pid_alive(p) for p in ours), 15, what="cluster exit")
         for t, holder in self._threads:
-            with contextlib.suppress(Exception):
-                holder["conn"].close()
+            # closing a connection that a thread still uses would wait for that thread forever
+            t.join(5)
+            if not t.is_alive():
+                with contextlib.suppress(Exception):
+                    holder["conn"].close()
         shm = self.shm_id()
-        if shm is not None:
+        if shm is not None and self.pm_pid is not None:
             subprocess.run(["ipcrm", "-m", str(shm)], capture_output=True, timeout=30)
         shutil.rmtree(self.base, ignore_errors=True)
 
