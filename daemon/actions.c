@@ -153,6 +153,16 @@ const char *manager_act(Manager *m, const Finding *f, Action action, const char 
                 p = &t->procs[p->leader];
                 log_add(&e, "PGTREE_TARGET_PID", "%d", (int) p->rec.pid);
         }
+        /* only a process whose identity agrees with PostgreSQL's (uid, program, data directory) */
+        for (const PgProcess *q = &t->procs[idx];; q = p) {
+                if (q->identity != PG_IDENTITY_VERIFIED) {
+                        m->counters.n[action][RESULT_REFUSED]++;
+                        RESULT("refused", MSGID_ACTION_REFUSED, LOG_WARNING, "pid %d is not verified to be PostgreSQL's: %s",
+                               (int) q->rec.pid, q->identity_why[0] ? q->identity_why : "identity unknown");
+                }
+                if (q == p)
+                        break;
+        }
         if (p->own) {
                 m->counters.n[action][RESULT_REFUSED]++;
                 RESULT("refused", MSGID_ACTION_REFUSED, LOG_WARNING, "it is pgtree's own connection");

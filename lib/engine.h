@@ -22,6 +22,8 @@ typedef struct ClusterSlot {
         bool seen;
         bool reachable;         /* the last cycle had a snapshot */
         bool reported;          /* reachability was reported at least once */
+        unsigned verified_connects;     /* the connection (by count) whose backend was checked */
+        char wrong_server[256]; /* why its server is not this cluster's, "" if it is */
 } ClusterSlot;
 
 typedef struct Known_gone {

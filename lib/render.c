@@ -84,6 +84,11 @@ json_object *render_process_json(const PgTree *t, const PgProcess *p) {
                 json_object_object_add(o, "leader_missing", json_object_new_boolean(true));
         if (pg_process_is_orphan(p))
                 json_object_object_add(o, "data_directory", str_or_null(p->cwd));
+        char ident[256];
+        snprintf(ident, sizeof ident, "%s%s%s",
+                 p->identity == PG_IDENTITY_VERIFIED ? "verified" : p->identity == PG_IDENTITY_FOREIGN ? "foreign" : "unverified",
+                 p->identity_why[0] ? ": " : "", p->identity_why);
+        json_object_object_add(o, "identity", json_object_new_string(ident));
         return o;
 }
 
@@ -145,6 +150,21 @@ json_object *render_json(const PgTree *t, const Findings *f) {
                 if (pg_process_is_orphan(&t->procs[i]))
                         json_object_array_add(orphans, render_process_json(t, &t->procs[i]));
         json_object_object_add(root, "orphans", orphans);
+
+        /* looked like PostgreSQL, is not: never a finding, never signalled */
+        json_object *fakes = json_object_new_array();
+        for (size_t i = 0; i < t->n_lookalikes; i++) {
+                const PgLookalike *l = &t->lookalikes[i];
+                json_object *o = json_object_new_object();
+                json_object_object_add(o, "pid", json_object_new_int(l->rec.pid));
+                json_object_object_add(o, "ppid", json_object_new_int(l->rec.ppid));
+                json_object_object_add(o, "uid", json_object_new_int64(l->rec.ident.ids_valid ? l->rec.ident.euid : l->rec.uid));
+                json_object_object_add(o, "comm", json_object_new_string(l->rec.comm));
+                json_object_object_add(o, "title", str_or_null(l->rec.title));
+                json_object_object_add(o, "reason", json_object_new_string(l->why));
+                json_object_array_add(fakes, o);
+        }
+        json_object_object_add(root, "not_postgresql", fakes);
 
         json_object *fa = json_object_new_array();
         for (size_t i = 0; f && i < f->n; i++)
