@@ -76,11 +76,11 @@ static bool ids_contradict(const ProcRecord *r, char *why, size_t size) {
         const ProcIdentity *id = &r->ident;
         if (!id->ids_valid)
                 return false;
-        if (id->euid == 0)
-                snprintf(why, size, "it runs as root (PostgreSQL refuses to)");
-        else if (id->ruid != id->euid)
+        if (id->ruid != id->euid)
                 snprintf(why, size, "its real uid %u differs from its effective uid %u (a setuid program)",
                          (unsigned) id->ruid, (unsigned) id->euid);
+        else if (id->euid == 0)
+                snprintf(why, size, "it runs as root (PostgreSQL refuses to)");
         else
                 return false;
         return true;
@@ -540,11 +540,16 @@ void tree_unique_names(PgTree *t) {
                 t->clusters[i].name_shared = name_taken(t, i);
         /* every cluster of a shared name gets a suffix: port, else data directory, else pid; a
          * suffix still shared moves on to the next kind */
+        _cleanup_free_ bool *rename = calloc(t->n_clusters ? t->n_clusters : 1, sizeof(bool));
+        if (!rename)
+                return;
         for (int pass = 0; pass < 3; pass++) {
                 bool again = false;
+                for (size_t i = 0; i < t->n_clusters; i++)
+                        rename[i] = t->clusters[i].name_shared && (pass == 0 || name_taken(t, i));
                 for (size_t i = 0; i < t->n_clusters; i++) {
                         PgCluster *c = &t->clusters[i];
-                        if (!c->name_shared || (pass > 0 && !name_taken(t, i)))
+                        if (!rename[i])
                                 continue;
                         const char *base = c->cluster_name_known && c->cluster_name[0] ? c->cluster_name
                                            : c->data_directory[0]                   ? c->data_directory
