@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <sys/epoll.h>
+#include <unistd.h>
 
 #include "join.h"
 #include "journal.h"
@@ -109,6 +111,27 @@ static void watch_terminate(Manager *m, PidRef *ref, const Finding *f, const cha
         m->terms[m->n_terms++] = w;
 }
 
+/* Test hook, reachable only through the test harness's environment (never the config):
+ * PGTREED_TEST_HOOKS=1 and PGTREED_TEST_ACT_GATE=/PATH make an action, once every check on the
+ * scanned tree passed, write the target's pid to PATH and wait (up to 60 s) until the test removes
+ * it: the test can then replace the process between detection and action. */
+static void test_act_gate(pid_t pid) {
+        const char *hooks = getenv("PGTREED_TEST_HOOKS"), *gate = getenv("PGTREED_TEST_ACT_GATE");
+        if (!hooks || strcmp(hooks, "1") != 0 || !gate || gate[0] != '/')
+                return;
+        char tmp[PATH_MAX];
+        snprintf(tmp, sizeof tmp, "%s.tmp", gate);
+        FILE *f = fopen(tmp, "we");
+        if (!f)
+                return;
+        fprintf(f, "%d\n", (int) pid);
+        if (fclose(f) != 0 || rename(tmp, gate) < 0)
+                return;
+        log_plain(LOG_WARNING, "test hook: holding the action on pid %d until %s is removed", (int) pid, gate);
+        for (int i = 0; i < 3000 && access(gate, F_OK) == 0; i++)
+                usleep(20000);
+}
+
 #define RESULT(word, id, prio, ...)                                          \
         do {                                                                 \
                 snprintf(why, why_size, __VA_ARGS__);                        \
@@ -210,6 +233,7 @@ const char *manager_act(Manager *m, const Finding *f, Action action, const char 
                         log_send(&e, LOG_DEBUG, NULL, "still held back");
                 return "held";
         }
+        test_act_gate(p->rec.pid);
         PidRef ref;
         int r = pidref_open_verified(p->rec.pid, p->rec.start_ticks, p->rec.ppid, &ref);
         if (r == -ESRCH)
