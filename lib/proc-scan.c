@@ -64,7 +64,14 @@ struct ProcScan {
         StatFd *fds;            /* sorted by pid */
         size_t n_fds, fds_allocated, max_fds;
         uint64_t generation;
+        ProcIdentityLookup ident_lookup;
+        void *ident_userdata;
 };
+
+void proc_scan_set_identity_lookup(ProcScan *s, ProcIdentityLookup lookup, void *userdata) {
+        s->ident_lookup = lookup;
+        s->ident_userdata = userdata;
+}
 
 int proc_scan_new(ProcScan **ret) {
         _cleanup_free_ ProcScan *s = calloc(1, sizeof *s);
@@ -371,7 +378,10 @@ static int read_record(ProcScan *s, pid_t pid, ProcRecord *r) {
         int k = proc_read_stat_record(s, pid, r);
         if (k < 0)
                 return k;
-        return proc_read_details(s, r, PROC_DETAIL_ALL);
+        unsigned what = PROC_DETAIL_ALL;
+        if (s->ident_lookup && s->ident_lookup(s->ident_userdata, r->pid, r->start_ticks, r->comm, &r->ident))
+                what &= ~(unsigned) PROC_DETAIL_IDENTITY;
+        return proc_read_details(s, r, what);
 }
 
 int proc_scan_pids(ProcScan *s, const pid_t *pids, size_t n, ProcRecord **ret, size_t *n_ret) {

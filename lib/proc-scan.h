@@ -32,6 +32,11 @@ enum {
         PROC_DETAIL_ALL = 0x1f,
 };
 
+/* Facts already known of a process (pid, start time, comm) spare reading them again: a scan asks
+ * this before reading a process's identity. Returns true and fills *ret if known. */
+typedef bool (*ProcIdentityLookup)(void *userdata, pid_t pid, uint64_t start_ticks, const char *comm, ProcIdentity *ret);
+void proc_scan_set_identity_lookup(ProcScan *s, ProcIdentityLookup lookup, void *userdata);
+
 /* Brackets one refresh: descriptors kept for processes not read in between are closed. */
 void proc_scan_begin(ProcScan *s);
 void proc_scan_end(ProcScan *s);

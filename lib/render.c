@@ -411,6 +411,20 @@ void render_text(FILE *out, const PgTree *t, const Findings *f, const RenderOpti
         if (any)
                 fputc('\n', out);
 
+        for (size_t i = 0; i < t->n_lookalikes; i++) {
+                const PgLookalike *l = &t->lookalikes[i];
+                if (i == 0)
+                        fputs("NOT POSTGRESQL — processes that look like it (never signalled)\n", out);
+                fprintf(out, "  pid %-7d uid %-6u ", (int) l->rec.pid,
+                         (unsigned) (l->rec.ident.ids_valid ? l->rec.ident.euid : l->rec.uid));
+                put_safe(out, l->rec.title ? l->rec.title : l->rec.comm);
+                fputs("  — ", out);
+                put_safe(out, l->why);
+                fputc('\n', out);
+        }
+        if (t->n_lookalikes > 0)
+                fputc('\n', out);
+
         if (f && f->n > 0) {
                 fputs("FINDINGS\n", out);
                 for (size_t i = 0; i < f->n; i++) {

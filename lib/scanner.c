@@ -88,6 +88,19 @@ static uint64_t now_usec(clockid_t clock) {
         return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
 }
 
+static int cmp_known_cached(const void *a, const void *b);
+
+/* A discovery scan re-reads every candidate, but not what is known of a process already seen. */
+static bool cached_identity(void *userdata, pid_t pid, uint64_t start_ticks, const char *comm, ProcIdentity *ret) {
+        Scanner *s = userdata;
+        Cached key = { .pid = pid };
+        Cached *c = s->n_cache ? bsearch(&key, s->cache, s->n_cache, sizeof key, cmp_known_cached) : NULL;
+        if (!c || c->start_ticks != start_ticks || strcmp(c->comm, comm) != 0)
+                return false;
+        *ret = c->ident;
+        return true;
+}
+
 int scanner_new(Scanner **ret) {
         _cleanup_free_ Scanner *s = calloc(1, sizeof *s);
         if (!s)
@@ -96,6 +109,7 @@ int scanner_new(Scanner **ret) {
         if (r < 0)
                 return r;
         s->discovery_usec = DEFAULT_DISCOVERY_USEC;
+        proc_scan_set_identity_lookup(s->ps, cached_identity, s);
         struct rlimit rl;
         s->max_pidfds = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 256 ? (rl.rlim_cur - 128) / 3 : 0;
         long hz = sysconf(_SC_CLK_TCK);

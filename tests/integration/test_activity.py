@@ -261,9 +261,10 @@ def test_reconnects_after_restart(pgtreed, pgtree_client, daemon_factory):
         print(f"pg_stat_activity available {took:.2f}s after the restarted server was ready")
         d.wait_log(rf"postmaster {old_pm} exited: scanning for orphans now")
         assert took <= RESTART_BOUND, f"{took:.2f}s after ready (bound {RESTART_BOUND}s)"
-        tree = d.client_json("tree")
-        cl = cluster_of(tree, c.pm_pid)
-        assert cl["activity"] == "ok" and cl["name"] == c.name
+        # (a Tree answered while a cycle runs shows that cycle's tree, not joined yet: ask again)
+        cl = wait_for(lambda: [x for x in [cluster_of(d.client_json("tree"), c.pm_pid)] if x["activity"] == "ok"], 10,
+                      what="a tree with activity ok")[0]
+        assert cl["name"] == c.name
         assert not [l for l in d.lines if "cannot connect" in l], d.log()
     finally:
         c.stop()
