@@ -256,7 +256,10 @@ def test_reconnects_after_restart(pgtreed, pgtree_client, daemon_factory):
         c.restart()
         ready = time.monotonic()
         assert c.pm_pid != old_pm
-        d.wait_log(rf"cluster {c.name}: pg_stat_activity is available", count=2, timeout=60)
+        try:
+            d.wait_log(rf"cluster {c.name}: pg_stat_activity is available", count=2, timeout=60)
+        except TimeoutError:
+            raise AssertionError("no reconnection after the restart:\n" + d.log())
         took = time.monotonic() - ready
         print(f"pg_stat_activity available {took:.2f}s after the restarted server was ready")
         d.wait_log(rf"postmaster {old_pm} exited: scanning for orphans now")
