@@ -117,6 +117,13 @@ static int prepare_cluster(Engine *e, PgCluster *c, const PgProcess *pm, uint64_
                          c->pmfile.status);
                 return 0;
         }
+        /* Nor before its children carry their titles: the cluster's name (cluster_name, in their
+         * titles) is not known before, and the first word about it would name the data directory. */
+        if (!c->children_titled && !configured) {
+                slot_drop_conn(s);
+                snprintf(c->activity, sizeof c->activity, "unavailable: the server is starting (no child process has its title yet)");
+                return 0;
+        }
         if (cc && cc->port && !port)
                 port = cc->port;
         const char *conninfo = cc && cc->conninfo ? cc->conninfo : cfg->conninfo;

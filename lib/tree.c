@@ -248,6 +248,9 @@ static int append(PgTree *t, size_t *allocated, const ProcRecord *r, int cluster
 static void parse_titles(PgTree *t, size_t from, size_t to, PgCluster *c) {
         const char *hint = NULL;
         if (c) {
+                for (size_t i = from; i < to; i++)
+                        if (i != c->postmaster && child_title(&t->procs[i].rec))
+                                c->children_titled = true;
                 for (size_t i = from; i < to && !c->cluster_name_known; i++) {
                         const char *s = t->procs[i].rec.title;
                         if (s && i != c->postmaster &&

@@ -55,6 +55,7 @@ typedef struct PgCluster {
         char name[PATH_MAX];    /* cluster_name, else data directory, else "port N", else "pid N" */
         char cluster_name[TITLE_NAME_MAX];
         bool cluster_name_known;
+        bool children_titled;   /* a child set its "postgres: …" title: cluster_name is decided */
         bool name_shared;       /* another cluster derived the same name: name was made unique */
         char data_directory[PATH_MAX];  /* "" if unknown */
         PmFile pmfile;
