@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <sys/epoll.h>
+#include <unistd.h>
 
 #include "join.h"
 #include "journal.h"
@@ -112,6 +114,27 @@ static void watch_terminate(Manager *m, PidRef *ref, const Finding *f, const cha
         m->terms[m->n_terms++] = w;
 }
 
+/* Test hook, reachable only through the test harness's environment (never the config):
+ * PGTREED_TEST_HOOKS=1 and PGTREED_TEST_ACT_GATE=/PATH make an action, once every check on the
+ * scanned tree passed, write the target's pid to PATH and wait (up to 60 s) until the test removes
+ * it: the test can then replace the process between detection and action. */
+static void test_act_gate(pid_t pid) {
+        const char *hooks = getenv("PGTREED_TEST_HOOKS"), *gate = getenv("PGTREED_TEST_ACT_GATE");
+        if (!hooks || strcmp(hooks, "1") != 0 || !gate || gate[0] != '/')
+                return;
+        char tmp[PATH_MAX];
+        snprintf(tmp, sizeof tmp, "%s.tmp", gate);
+        FILE *f = fopen(tmp, "we");
+        if (!f)
+                return;
+        fprintf(f, "%d\n", (int) pid);
+        if (fclose(f) != 0 || rename(tmp, gate) < 0)
+                return;
+        log_plain(LOG_WARNING, "test hook: holding the action on pid %d until %s is removed", (int) pid, gate);
+        for (int i = 0; i < 3000 && access(gate, F_OK) == 0; i++)
+                usleep(20000);
+}
+
 #define RESULT(word, id, prio, ...)                                          \
         do {                                                                 \
                 snprintf(why, why_size, __VA_ARGS__);                        \
@@ -155,6 +178,18 @@ const char *manager_act(Manager *m, const Finding *f, Action action, const char 
                          (int) t->procs[p->leader].rec.pid, (int) p->rec.pid);
                 p = &t->procs[p->leader];
                 log_add(&e, "PGTREE_TARGET_PID", "%d", (int) p->rec.pid);
+        }
+        /* only a process whose identity agrees with PostgreSQL's (uid, program, data directory) */
+        for (const PgProcess *q = &t->procs[idx];; q = p) {
+                /* a managed server's session has no /proc: the SQL statement re-checks pid and
+                 * backend_start on the server itself */
+                if (q->identity != PG_IDENTITY_VERIFIED && !pg_process_is_remote(t, q)) {
+                        m->counters.n[action][RESULT_REFUSED]++;
+                        RESULT("refused", MSGID_ACTION_REFUSED, LOG_WARNING, "pid %d is not verified to be PostgreSQL's: %s",
+                               (int) q->rec.pid, q->identity_why[0] ? q->identity_why : "identity unknown");
+                }
+                if (q == p)
+                        break;
         }
         if (p->own) {
                 m->counters.n[action][RESULT_REFUSED]++;
@@ -208,6 +243,7 @@ const char *manager_act(Manager *m, const Finding *f, Action action, const char 
                         log_send(&e, LOG_DEBUG, NULL, "still held back");
                 return "held";
         }
+        test_act_gate(p->rec.pid);
         if (pg_process_is_remote(t, p)) {
                 /* a managed server: one SQL statement re-checks the session and acts; no signal here */
                 const char *res = manager_act_remote(m, p, f, action, target_note[0] != 0, requested_by, &e, why, why_size);

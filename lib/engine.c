@@ -1,13 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include <libpq-fe.h>
+
 #include "engine.h"
 #include "join.h"
 #include "macro.h"
+#include "proc-stat.h"
 #include "sockdiag.h"
 
 int engine_new(const Config *c, Engine **ret) {
@@ -62,30 +67,89 @@ static ClusterSlot *slot_for(Engine *e, const PgProcess *pm) {
         return s;
 }
 
+/* Does this conninfo name the server itself (host or hostaddr)? */
+static bool conninfo_names_host(const char *conninfo) {
+        char *err = NULL;
+        PQconninfoOption *opts = PQconninfoParse(conninfo ? conninfo : "", &err);
+        if (!opts) {
+                PQfreemem(err);
+                return false;
+        }
+        bool yes = false;
+        for (PQconninfoOption *p = opts; p->keyword; p++)
+                if (p->val && p->val[0] && (!strcmp(p->keyword, "host") || !strcmp(p->keyword, "hostaddr")))
+                        yes = true;
+        PQconninfoFree(opts);
+        return yes;
+}
+
+static void slot_drop_conn(ClusterSlot *s) {
+        s->conn = activity_conn_free(s->conn);
+        free(s->conninfo);
+        s->conninfo = NULL;
+}
+
 static int prepare_cluster(Engine *e, PgCluster *c, const PgProcess *pm, uint64_t now) {
         const Config *cfg = e->config;
         int port = c->pmfile_valid ? c->pmfile.port : 0;
         const ClusterConf *cc = config_find_cluster(cfg, c->name, c->data_directory[0] ? c->data_directory : NULL, port);
         snprintf(c->config_name, sizeof c->config_name, "%s", cc ? cc->name : "");
         c->enforce = config_cluster_enforce(cfg, cc);
-        if (cc && cc->port && !port)
-                port = cc->port;
-        const char *conninfo = cc && cc->conninfo ? cc->conninfo : cfg->conninfo;
-        const char *host = c->pmfile_valid && c->pmfile.socket_dir[0] ? c->pmfile.socket_dir : NULL;
-
         ClusterSlot *s = slot_for(e, pm);
         if (!s)
                 return -ENOMEM;
         s->seen = true;
+
+        /* Never guess which server: without a postmaster.pid that is this very postmaster's, the
+         * default socket may well be another cluster's. Only the cluster's own [cluster] section
+         * naming a host says where it is. */
+        bool configured = cc && cc->conninfo && conninfo_names_host(cc->conninfo);
+        if (!c->pmfile_valid && !configured) {
+                slot_drop_conn(s);
+                snprintf(c->activity, sizeof c->activity, "unavailable: %s", c->pmfile_why[0] ? c->pmfile_why : "postmaster.pid not verified");
+                return 0;
+        }
+        /* A server still starting (or stopping) has no sessions to show, and connecting now only
+         * fails and backs off: wait for postmaster.pid to say ready. 9.6 writes no status. */
+        if (c->pmfile_valid && c->pmfile.status[0] && strcmp(c->pmfile.status, "ready") != 0 &&
+            strcmp(c->pmfile.status, "standby") != 0 && !configured) {
+                slot_drop_conn(s);
+                snprintf(c->activity, sizeof c->activity, "unavailable: the server is not ready (postmaster.pid says %s)",
+                         c->pmfile.status);
+                return 0;
+        }
+        /* Nor before its children carry their titles: the cluster's name (cluster_name, in their
+         * titles) is not known before, and the first word about it would name the data directory. */
+        if (!c->children_titled && !configured) {
+                slot_drop_conn(s);
+                snprintf(c->activity, sizeof c->activity, "unavailable: the server is starting (no child process has its title yet)");
+                return 0;
+        }
+        if (cc && cc->port && !port)
+                port = cc->port;
+        const char *conninfo = cc && cc->conninfo ? cc->conninfo : cfg->conninfo;
+        const char *host = c->pmfile_valid && c->pmfile.socket_dir[0] ? c->pmfile.socket_dir : NULL;
+        char listen[256];
+        if (!configured && !host) {
+                /* no Unix socket: its TCP address, never the default socket (another cluster's) */
+                snprintf(listen, sizeof listen, "%.*s", (int) strcspn(c->pmfile.listen_addr, ", "), c->pmfile.listen_addr);
+                if (!listen[0]) {
+                        slot_drop_conn(s);
+                        snprintf(c->activity, sizeof c->activity, "unavailable: the server has neither a Unix socket nor a TCP address");
+                        return 0;
+                }
+                host = strcmp(listen, "*") == 0 ? "localhost" : listen;
+        }
+
         _cleanup_free_ char *key = NULL;
         if (asprintf(&key, "%s|%s|%d|%u|%llu|%llu", conninfo, host ? host : "", port, cfg->query_max_length,
                      (unsigned long long) cfg->connect_timeout_usec, (unsigned long long) cfg->query_timeout_usec) < 0)
                 return -ENOMEM;
         if (!s->conn || !s->conninfo || strcmp(s->conninfo, key) != 0) {
-                activity_conn_free(s->conn);
-                s->conn = NULL;
-                free(s->conninfo);
+                slot_drop_conn(s);
                 s->conninfo = TAKE_PTR(key);
+                s->verified_connects = 0;
+                s->wrong_server[0] = 0;
                 ActivityOptions o = { .connect_timeout_usec = cfg->connect_timeout_usec,
                                       .query_timeout_usec = cfg->query_timeout_usec,
                                       .query_max_length = cfg->query_max_length };
@@ -159,12 +223,64 @@ uint64_t engine_remote_deadline(Engine *e) {
         return remote_set_deadline(e->remote);
 }
 
+/* Is the process in a PID namespace of its own (a container)? Its pids there are not ours. */
+static bool in_other_pid_namespace(pid_t pid) {
+        char path[64], buf[4096];
+        snprintf(path, sizeof path, "/proc/%d/status", (int) pid);
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return false;
+        ssize_t k = read(fd, buf, sizeof buf - 1);
+        if (k <= 0)
+                return false;
+        buf[k] = 0;
+        const char *ns = strstr(buf, "\nNSpid:");
+        if (!ns)
+                return false;
+        ns += 8;
+        size_t l = strcspn(ns, "\n");
+        int fields = 0;
+        for (size_t i = 0; i < l; i++)
+                if ((i == 0 || ns[i - 1] == '\t' || ns[i - 1] == ' ') && ns[i] >= '0' && ns[i] <= '9')
+                        fields++;
+        return fields > 1;
+}
+
+/* Once per connection: the backend serving pgtreed must be a child of this very postmaster, or
+ * the server it reached is another cluster (a socket or port that is not this cluster's). */
+static void verify_server(ClusterSlot *s, const PgProcess *pm, const ActivitySnapshot *snap) {
+        unsigned connects = activity_conn_connects(s->conn);
+        if (connects == s->verified_connects)
+                return;
+        s->verified_connects = connects;
+        s->wrong_server[0] = 0;
+        if (in_other_pid_namespace(pm->rec.pid))
+                return; /* its backend pid is the container's: nothing to compare on the host */
+        ProcStat st;
+        int r = proc_stat_read(NULL, snap->own_pid, &st);
+        if (r < 0)
+                snprintf(s->wrong_server, sizeof s->wrong_server,
+                         "the server reached is not this cluster (its backend pid %d is not a process of this host: %s)",
+                         (int) snap->own_pid, strerror(-r));
+        else if (st.ppid != pm->rec.pid)
+                snprintf(s->wrong_server, sizeof s->wrong_server,
+                         "the server reached is not this cluster (its backend %d is a child of %d, not of postmaster %d)",
+                         (int) snap->own_pid, (int) st.ppid, (int) pm->rec.pid);
+}
+
 int engine_finish_cycle(Engine *e, FindingEvents *events) {
         PgTree *t = &e->tree;
         for (size_t i = 0; i < t->n_clusters; i++) {
                 PgCluster *c = &t->clusters[i];
                 ClusterSlot *s = slot_of_cluster(e, c);
                 const ActivitySnapshot *snap = s && s->conn ? activity_conn_snapshot(s->conn) : NULL;
+                if (snap) {
+                        verify_server(s, &t->procs[c->postmaster], snap);
+                        if (s->wrong_server[0]) {
+                                snprintf(c->activity, sizeof c->activity, "unavailable: %s", s->wrong_server);
+                                continue;
+                        }
+                }
                 if (s && s->conn)
                         snprintf(c->activity, sizeof c->activity, "%s",
                                  snap ? "ok" : activity_conn_busy(s->conn) ? "unavailable: no answer in time"

@@ -24,6 +24,8 @@ typedef struct ClusterSlot {
         bool reachable;         /* the last cycle had a snapshot */
         bool reported;          /* reachability was reported at least once */
         int server_major;       /* the version the server told, for when PG_VERSION is unreadable */
+        unsigned verified_connects;     /* the connection (by count) whose backend was checked */
+        char wrong_server[256]; /* why its server is not this cluster's, "" if it is */
 } ClusterSlot;
 
 typedef struct Known_gone {

@@ -5,6 +5,21 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+/* What tells whether a process really is PostgreSQL (read once per process by the scanner; a
+ * tree built from literal records has none of it: every fact unknown). */
+typedef struct ProcIdentity {
+        bool ids_valid;         /* /proc/PID/status Uid: read */
+        uid_t ruid, euid;       /* real and effective uid */
+        bool exe_valid;         /* /proc/PID/exe could be read (root or the owner) */
+        bool exe_trusted;       /* a PostgreSQL server binary of the host (see proc-scan.c) */
+        uint64_t exe_dev, exe_ino;
+        int exe_error;          /* errno when !exe_valid */
+        bool dir_valid;         /* /proc/PID/cwd could be read */
+        bool dir_pg;            /* it holds PG_VERSION: a data directory */
+        uid_t dir_uid;          /* its owner */
+        int dir_error;          /* errno when !dir_valid */
+} ProcIdentity;
+
 /* One process as seen in /proc, as plain data. The scanner fills it from libproc2; tests build
  * literal arrays of it. title is only set for processes that can be PostgreSQL. */
 typedef struct ProcRecord {
@@ -22,6 +37,7 @@ typedef struct ProcRecord {
         bool io_valid;          /* /proc/PID/io was readable (root or the owner) */
         bool from_cache;        /* not read this time: an idle process known alive through its pidfd */
         uint64_t read_bytes, write_bytes;
+        ProcIdentity ident;
 } ProcRecord;
 
 static inline bool proc_state_is_dead(char state) {

@@ -64,7 +64,14 @@ struct ProcScan {
         StatFd *fds;            /* sorted by pid */
         size_t n_fds, fds_allocated, max_fds;
         uint64_t generation;
+        ProcIdentityLookup ident_lookup;
+        void *ident_userdata;
 };
+
+void proc_scan_set_identity_lookup(ProcScan *s, ProcIdentityLookup lookup, void *userdata) {
+        s->ident_lookup = lookup;
+        s->ident_userdata = userdata;
+}
 
 int proc_scan_new(ProcScan **ret) {
         _cleanup_free_ ProcScan *s = calloc(1, sizeof *s);
@@ -240,6 +247,8 @@ int proc_read_stat_record(ProcScan *s, pid_t pid, ProcRecord *r) {
         return 0;
 }
 
+static void read_identity(ProcScan *s, pid_t pid, ProcIdentity *id);
+
 int proc_read_details(ProcScan *s, ProcRecord *r, unsigned what) {
         char path[64], buf[TITLE_READ_MAX + 1];
         ssize_t k;
@@ -273,6 +282,8 @@ int proc_read_details(ProcScan *s, ProcRecord *r, unsigned what) {
                         }
                 }
         }
+        if (what & PROC_DETAIL_IDENTITY)
+                read_identity(s, pid, &r->ident);
         if (what & PROC_DETAIL_TITLE) {
                 free(r->title);
                 r->title = NULL;
@@ -297,6 +308,69 @@ int proc_read_details(ProcScan *s, ProcRecord *r, unsigned what) {
         return 0;
 }
 
+bool proc_exe_trusted(const char *path, const struct stat *st, uid_t uid) {
+        if (!path || path[0] != '/' || !S_ISREG(st->st_mode))
+                return false;
+        if ((st->st_uid != 0 && st->st_uid != uid) || (st->st_mode & 022))
+                return false;
+        const char *base = strrchr(path, '/') + 1;
+        if (strcmp(base, "postgres") != 0 && strcmp(base, "postmaster") != 0)
+                return false;
+        char dir[PATH_MAX];
+        size_t len = (size_t) (base - path);
+        if (len >= sizeof dir)
+                return false;
+        memcpy(dir, path, len);
+        dir[len] = 0;
+        struct stat ds;
+        if (stat(dir, &ds) < 0 || !S_ISDIR(ds.st_mode))
+                return false;
+        return (ds.st_uid == 0 || ds.st_uid == uid) && !(ds.st_mode & 022);
+}
+
+/* Real and effective uid, the executable, and whether the working directory is a data directory. */
+static void read_identity(ProcScan *s, pid_t pid, ProcIdentity *id) {
+        char path[64], buf[2048];
+        *id = (ProcIdentity){};
+        snprintf(path, sizeof path, "%d/status", (int) pid);
+        ssize_t k = read_at(s->proc_fd, path, buf, sizeof buf - 1);
+        if (k > 0) {
+                buf[k] = 0;
+                const char *u = strstr(buf, "\nUid:");
+                unsigned long r, e;
+                if (u && sscanf(u + 5, "%lu %lu", &r, &e) == 2) {
+                        id->ids_valid = true;
+                        id->ruid = (uid_t) r;
+                        id->euid = (uid_t) e;
+                }
+        }
+        struct stat st;
+        char target[PATH_MAX];
+        snprintf(path, sizeof path, "%d/exe", (int) pid);
+        ssize_t l = readlinkat(s->proc_fd, path, target, sizeof target - 1);
+        if (l < 0 || fstatat(s->proc_fd, path, &st, 0) < 0)
+                id->exe_error = errno;
+        else {
+                target[l] = 0;
+                /* a binary replaced by an upgrade since: the running one is still its inode */
+                if ((size_t) l > 10 && strcmp(target + l - 10, " (deleted)") == 0)
+                        target[l - 10] = 0;
+                id->exe_valid = true;
+                id->exe_dev = (uint64_t) st.st_dev;
+                id->exe_ino = (uint64_t) st.st_ino;
+                id->exe_trusted = proc_exe_trusted(target, &st, id->ids_valid ? id->euid : (uid_t) -1);
+        }
+        snprintf(path, sizeof path, "%d/cwd", (int) pid);
+        if (fstatat(s->proc_fd, path, &st, 0) < 0)
+                id->dir_error = errno;
+        else {
+                id->dir_valid = true;
+                id->dir_uid = st.st_uid;
+                snprintf(path, sizeof path, "%d/cwd/PG_VERSION", (int) pid);
+                id->dir_pg = fstatat(s->proc_fd, path, &st, 0) == 0 && S_ISREG(st.st_mode);
+        }
+}
+
 /* One process's record, read directly: stat (through the pure parser), the owner of /proc/PID,
  * statm, io and cmdline. Cheaper per process than libproc2's pids_select, which also reads
  * status. Returns -ESRCH if gone. */
@@ -304,7 +378,10 @@ static int read_record(ProcScan *s, pid_t pid, ProcRecord *r) {
         int k = proc_read_stat_record(s, pid, r);
         if (k < 0)
                 return k;
-        return proc_read_details(s, r, PROC_DETAIL_ALL);
+        unsigned what = PROC_DETAIL_ALL;
+        if (s->ident_lookup && s->ident_lookup(s->ident_userdata, r->pid, r->start_ticks, r->comm, &r->ident))
+                what &= ~(unsigned) PROC_DETAIL_IDENTITY;
+        return proc_read_details(s, r, what);
 }
 
 int proc_scan_pids(ProcScan *s, const pid_t *pids, size_t n, ProcRecord **ret, size_t *n_ret) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <stddef.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "proc-record.h"
@@ -27,8 +28,14 @@ enum {
         PROC_DETAIL_STATM = 1 << 1,     /* private memory */
         PROC_DETAIL_IO = 1 << 2,        /* read/write bytes (root or owner) */
         PROC_DETAIL_TITLE = 1 << 3,     /* cmdline */
-        PROC_DETAIL_ALL = 0xf,
+        PROC_DETAIL_IDENTITY = 1 << 4,  /* real/effective uid, executable, working directory */
+        PROC_DETAIL_ALL = 0x1f,
 };
+
+/* Facts already known of a process (pid, start time, comm) spare reading them again: a scan asks
+ * this before reading a process's identity. Returns true and fills *ret if known. */
+typedef bool (*ProcIdentityLookup)(void *userdata, pid_t pid, uint64_t start_ticks, const char *comm, ProcIdentity *ret);
+void proc_scan_set_identity_lookup(ProcScan *s, ProcIdentityLookup lookup, void *userdata);
 
 /* Brackets one refresh: descriptors kept for processes not read in between are closed. */
 void proc_scan_begin(ProcScan *s);
@@ -40,6 +47,13 @@ void proc_scan_touch(ProcScan *s, pid_t pid);
 int proc_read_stat_record(ProcScan *s, pid_t pid, ProcRecord *r);
 /* Adds the chosen details to a record read by proc_read_stat_record. */
 int proc_read_details(ProcScan *s, ProcRecord *r, unsigned what);
+
+/* Is this executable a PostgreSQL server binary of the host? Its name is postgres or postmaster
+ * (the link /proc/PID/exe resolved: a symlink named postgres does not count), and neither the file
+ * nor its directory can be changed by anyone but root or uid (the process's own user: a build in
+ * its home). An unprivileged user cannot make such a file of another program. Pure but for the
+ * stat of the directory. */
+bool proc_exe_trusted(const char *path, const struct stat *st, uid_t uid);
 
 /* The children of a (single-threaded) process, from /proc/PID/task/PID/children. That file can
  * miss or add children that fork or exit while it is read: callers cross-check ppid. */

@@ -111,6 +111,14 @@ json_object *render_process_json(const PgTree *t, const PgProcess *p) {
         }
         if (p->server_major > 0)
                 json_object_object_add(o, "server_major", json_object_new_int(p->server_major));
+        char ident[256];
+        if (pg_process_is_remote(t, p))
+                snprintf(ident, sizeof ident, "remote: pid and backend_start are checked by the server when acting");
+        else
+                snprintf(ident, sizeof ident, "%s%s%s",
+                         p->identity == PG_IDENTITY_VERIFIED ? "verified" : p->identity == PG_IDENTITY_FOREIGN ? "foreign" : "unverified",
+                         p->identity_why[0] ? ": " : "", p->identity_why);
+        json_object_object_add(o, "identity", json_object_new_string(ident));
         return o;
 }
 
@@ -188,6 +196,21 @@ json_object *render_json(const PgTree *t, const Findings *f) {
                 if (pg_process_is_orphan(&t->procs[i]))
                         json_object_array_add(orphans, render_process_json(t, &t->procs[i]));
         json_object_object_add(root, "orphans", orphans);
+
+        /* looked like PostgreSQL, is not: never a finding, never signalled */
+        json_object *fakes = json_object_new_array();
+        for (size_t i = 0; i < t->n_lookalikes; i++) {
+                const PgLookalike *l = &t->lookalikes[i];
+                json_object *o = json_object_new_object();
+                json_object_object_add(o, "pid", json_object_new_int(l->rec.pid));
+                json_object_object_add(o, "ppid", json_object_new_int(l->rec.ppid));
+                json_object_object_add(o, "uid", json_object_new_int64(l->rec.ident.ids_valid ? l->rec.ident.euid : l->rec.uid));
+                json_object_object_add(o, "comm", json_object_new_string(l->rec.comm));
+                json_object_object_add(o, "title", str_or_null(l->rec.title));
+                json_object_object_add(o, "reason", json_object_new_string(l->why));
+                json_object_array_add(fakes, o);
+        }
+        json_object_object_add(root, "not_postgresql", fakes);
 
         json_object *fa = json_object_new_array();
         for (size_t i = 0; f && i < f->n; i++)
@@ -512,6 +535,20 @@ void render_text(FILE *out, const PgTree *t, const Findings *f, const RenderOpti
                 process_line(out, t, p, graph, o);
         }
         if (any)
+                fputc('\n', out);
+
+        for (size_t i = 0; i < t->n_lookalikes; i++) {
+                const PgLookalike *l = &t->lookalikes[i];
+                if (i == 0)
+                        fputs("NOT POSTGRESQL — processes that look like it (never signalled)\n", out);
+                fprintf(out, "  pid %-7d uid %-6u ", (int) l->rec.pid,
+                         (unsigned) (l->rec.ident.ids_valid ? l->rec.ident.euid : l->rec.uid));
+                put_safe(out, l->rec.title ? l->rec.title : l->rec.comm);
+                fputs("  — ", out);
+                put_safe(out, l->why);
+                fputc('\n', out);
+        }
+        if (t->n_lookalikes > 0)
                 fputc('\n', out);
 
         if (f && f->n > 0) {

@@ -17,6 +17,15 @@
 
 #define USEC_PER_SEC 1000000ULL
 #define DEFAULT_DISCOVERY_USEC (30 * USEC_PER_SEC)
+/* After a postmaster is gone, every refresh discovers until one runs again in its data directory
+ * (a restart), for at most this long. */
+#define EAGER_USEC (120 * USEC_PER_SEC)
+
+typedef struct PmDir {
+        pid_t pid;
+        uint64_t start_ticks;
+        char *data_directory;   /* NULL if unknown */
+} PmDir;
 
 typedef struct Known {
         pid_t pid;
@@ -41,6 +50,7 @@ typedef struct Cached {
         uint64_t rss_kb;
         int pidfd;              /* −1 if none */
         uid_t uid;
+        ProcIdentity ident;     /* read once: a process's uids, program and data directory stay */
         char *title;
         uint64_t rss_anon_kb;
         bool io_valid;
@@ -73,12 +83,31 @@ struct Scanner {
         uint64_t cache_at;      /* monotonic µs */
         uint64_t refreshes;
         unsigned long hz;
+        PmDir *pm_dirs;         /* the clusters of the last full scan */
+        size_t n_pm_dirs;
+        char **awaited;         /* data directories whose postmaster went away */
+        size_t n_awaited;
+        bool awaited_unknown;   /* a postmaster whose data directory is unknown went away */
+        uint64_t eager_until;   /* monotonic µs: discover at every refresh until then */
 };
 
 static uint64_t now_usec(clockid_t clock) {
         struct timespec ts;
         clock_gettime(clock, &ts);
         return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
+}
+
+static int cmp_known_cached(const void *a, const void *b);
+
+/* A discovery scan re-reads every candidate, but not what is known of a process already seen. */
+static bool cached_identity(void *userdata, pid_t pid, uint64_t start_ticks, const char *comm, ProcIdentity *ret) {
+        Scanner *s = userdata;
+        Cached key = { .pid = pid };
+        Cached *c = s->n_cache ? bsearch(&key, s->cache, s->n_cache, sizeof key, cmp_known_cached) : NULL;
+        if (!c || c->start_ticks != start_ticks || strcmp(c->comm, comm) != 0)
+                return false;
+        *ret = c->ident;
+        return true;
 }
 
 int scanner_new(Scanner **ret) {
@@ -89,6 +118,7 @@ int scanner_new(Scanner **ret) {
         if (r < 0)
                 return r;
         s->discovery_usec = DEFAULT_DISCOVERY_USEC;
+        proc_scan_set_identity_lookup(s->ps, cached_identity, s);
         struct rlimit rl;
         s->max_pidfds = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 256 ? (rl.rlim_cur - 128) / 3 : 0;
         long hz = sysconf(_SC_CLK_TCK);
@@ -110,6 +140,12 @@ Scanner *scanner_free(Scanner *s) {
                         close(s->cache[i].pidfd);
         }
         free(s->cache);
+        for (size_t i = 0; i < s->n_pm_dirs; i++)
+                free(s->pm_dirs[i].data_directory);
+        free(s->pm_dirs);
+        for (size_t i = 0; i < s->n_awaited; i++)
+                free(s->awaited[i]);
+        free(s->awaited);
         free(s);
         return NULL;
 }
@@ -223,6 +259,7 @@ static int refresh_known(Scanner *s, ProcRecord **ret, size_t *n_ret, const char
                                 .start_ticks = c0->start_ticks, .cpu_ticks = c0->cpu_ticks, .rss_kb = c0->rss_kb,
                                 .rss_anon_kb = c0->rss_anon_kb, .cpu_percent = c0->cpu_percent, .io_valid = c0->io_valid,
                                 .read_bytes = c0->read_bytes, .write_bytes = c0->write_bytes, .from_cache = true,
+                                .ident = c0->ident,
                         };
                         memcpy(rec->comm, c0->comm, sizeof rec->comm);
                         if (!(rec->title = strdup(c0->title))) {
@@ -242,6 +279,9 @@ static int refresh_known(Scanner *s, ProcRecord **ret, size_t *n_ret, const char
                 if (c && c->start_ticks == rec->start_ticks) {
                         what = 0;
                         rec->uid = c->uid;
+                        rec->ident = c->ident;
+                        if (strcmp(c->comm, rec->comm) != 0) /* it exec'd another program */
+                                what |= PROC_DETAIL_IDENTITY;
                         if (c->title_stable && c->title) {
                                 if (!(rec->title = strdup(c->title))) {
                                         proc_records_free(recs, n_recs + 1);
@@ -379,7 +419,7 @@ static int update_cache(Scanner *s, PgTree *t, uint64_t mono_now, double uptime,
                         .pid = r->pid, .ppid = r->ppid, .state = r->state, .start_ticks = r->start_ticks,
                         .cpu_ticks = r->cpu_ticks, .cpu_at = cpu_at, .cpu_percent = r->cpu_percent, .rss_kb = r->rss_kb,
                         .uid = r->uid, .rss_anon_kb = r->rss_anon_kb, .io_valid = r->io_valid,
-                        .read_bytes = r->read_bytes, .write_bytes = r->write_bytes, .pidfd = -1,
+                        .read_bytes = r->read_bytes, .write_bytes = r->write_bytes, .pidfd = -1, .ident = r->ident,
                         /* a postmaster's title is its command line: it never changes */
                         .title_stable = p->depth == 0 && p->cluster >= 0,
                 };
@@ -459,19 +499,29 @@ static void data_dir_from_cmdline(const char *cmdline, char *buf, size_t size) {
         }
 }
 
-void cluster_identify(const char *proc_root, PgCluster *c, const PgProcess *pm) {
-        if (proc_read_cwd(proc_root, pm->rec.pid, c->data_directory, sizeof c->data_directory) < 0) {
+void cluster_identify(const char *proc_root, PgCluster *c, const PgProcess *pm, double pm_start) {
+        int r = proc_read_cwd(proc_root, pm->rec.pid, c->data_directory, sizeof c->data_directory);
+        if (r < 0) {
                 c->data_directory[0] = 0;
                 data_dir_from_cmdline(pm->rec.title, c->data_directory, sizeof c->data_directory);
         }
+        c->pmfile_valid = false;
         if (c->data_directory[0]) {
                 char path[PATH_MAX + 32], buf[4096];
                 size_t len;
                 snprintf(path, sizeof path, "%s/postmaster.pid", c->data_directory);
-                if (read_small_file(path, buf, sizeof buf, &len) == 0 &&
-                    pmfile_parse(buf, len, &c->pmfile) == 0 && c->pmfile.pid == pm->rec.pid)
-                        c->pmfile_valid = true;
-        }
+                int k = read_small_file(path, buf, sizeof buf, &len);
+                if (k < 0)
+                        snprintf(c->pmfile_why, sizeof c->pmfile_why, "postmaster.pid not readable: %s", strerror(-k));
+                else if (pmfile_parse(buf, len, &c->pmfile) < 0)
+                        snprintf(c->pmfile_why, sizeof c->pmfile_why, "postmaster.pid is malformed (or still being written)");
+                else
+                        c->pmfile_valid = pmfile_matches(&c->pmfile, pm->rec.pid, pm_start, c->pmfile_why, sizeof c->pmfile_why);
+        } else
+                snprintf(c->pmfile_why, sizeof c->pmfile_why, "data directory unknown (/proc/%d/cwd: %s)", (int) pm->rec.pid,
+                         strerror(-r));
+        if (c->pmfile_valid)
+                c->pmfile_why[0] = 0;
         cluster_derive_name(c, pm->rec.pid);
 }
 
@@ -510,6 +560,85 @@ static int set_versions(Scanner *s, PgTree *t) {
         return 0;
 }
 
+static bool have_cluster_in(const PgTree *t, const char *dir) {
+        for (size_t i = 0; i < t->n_clusters; i++)
+                if (strcmp(t->clusters[i].data_directory, dir) == 0)
+                        return true;
+        return false;
+}
+
+/* Follows postmasters across restarts: one that is gone makes its data directory awaited, and
+ * refreshes discover until a postmaster runs there again (or EAGER_USEC passed). */
+static int track_restarts(Scanner *s, const PgTree *t, bool full, uint64_t now) {
+        if (full) {
+                for (size_t i = 0; i < s->n_pm_dirs; i++) {
+                        const PmDir *d = &s->pm_dirs[i];
+                        bool alive = false;
+                        for (size_t c = 0; c < t->n_clusters && !alive; c++) {
+                                const PgProcess *pm = &t->procs[t->clusters[c].postmaster];
+                                alive = pm->rec.pid == d->pid && pm->rec.start_ticks == d->start_ticks;
+                        }
+                        if (alive)
+                                continue;
+                        s->eager_until = now + EAGER_USEC;
+                        if (!d->data_directory) {
+                                s->awaited_unknown = true;
+                                continue;
+                        }
+                        bool have = false;
+                        for (size_t k = 0; k < s->n_awaited && !have; k++)
+                                have = strcmp(s->awaited[k], d->data_directory) == 0;
+                        if (have)
+                                continue;
+                        char **v = realloc(s->awaited, (s->n_awaited + 1) * sizeof *v);
+                        if (!v)
+                                return -ENOMEM;
+                        s->awaited = v;
+                        if (!(v[s->n_awaited] = strdup(d->data_directory)))
+                                return -ENOMEM;
+                        s->n_awaited++;
+                }
+                PmDir *n = calloc(t->n_clusters ? t->n_clusters : 1, sizeof *n);
+                if (!n)
+                        return -ENOMEM;
+                for (size_t c = 0; c < t->n_clusters; c++) {
+                        const PgCluster *cl = &t->clusters[c];
+                        const PgProcess *pm = &t->procs[cl->postmaster];
+                        n[c] = (PmDir){ .pid = pm->rec.pid, .start_ticks = pm->rec.start_ticks };
+                        if (cl->data_directory[0] && !(n[c].data_directory = strdup(cl->data_directory))) {
+                                for (size_t k = 0; k < c; k++)
+                                        free(n[k].data_directory);
+                                free(n);
+                                return -ENOMEM;
+                        }
+                }
+                for (size_t i = 0; i < s->n_pm_dirs; i++)
+                        free(s->pm_dirs[i].data_directory);
+                free(s->pm_dirs);
+                s->pm_dirs = n;
+                s->n_pm_dirs = t->n_clusters;
+        }
+        for (size_t k = 0; k < s->n_awaited;) {
+                if (have_cluster_in(t, s->awaited[k])) {
+                        free(s->awaited[k]);
+                        s->awaited[k] = s->awaited[--s->n_awaited];
+                } else
+                        k++;
+        }
+        if (now >= s->eager_until || (s->n_awaited == 0 && !s->awaited_unknown)) {
+                for (size_t k = 0; k < s->n_awaited; k++)
+                        free(s->awaited[k]);
+                s->n_awaited = 0;
+                s->awaited_unknown = false;
+                s->eager_until = 0;
+        }
+        return 0;
+}
+
+bool scanner_discovering(const Scanner *s) {
+        return s->eager_until != 0;
+}
+
 int scanner_refresh(Scanner *s, bool force_full, PgTree *ret, ScanStats *stats) {
         uint64_t t0 = now_usec(CLOCK_MONOTONIC);
         ScanStats st = {};
@@ -518,8 +647,9 @@ int scanner_refresh(Scanner *s, bool force_full, PgTree *ret, ScanStats *stats) 
         int r;
 
         proc_scan_begin(s->ps);
-        bool full = force_full || s->last_full == 0 || t0 - s->last_full >= s->discovery_usec;
-        st.full_reason = force_full ? "forced" : s->last_full == 0 ? "first" : "interval";
+        bool eager = s->eager_until != 0 && t0 < s->eager_until;
+        bool full = force_full || s->last_full == 0 || t0 - s->last_full >= s->discovery_usec || eager;
+        st.full_reason = force_full ? "forced" : s->last_full == 0 ? "first" : eager ? "awaiting a restarted postmaster" : "interval";
         if (!full) {
                 r = refresh_known(s, &recs, &n, &st.full_reason);
                 if (r < 0)
@@ -551,7 +681,9 @@ int scanner_refresh(Scanner *s, bool force_full, PgTree *ret, ScanStats *stats) 
         t.hz = s->hz;
 
         for (size_t i = 0; i < t.n_clusters; i++)
-                cluster_identify(NULL, &t.clusters[i], &t.procs[t.clusters[i].postmaster]);
+                cluster_identify(NULL, &t.clusters[i], &t.procs[t.clusters[i].postmaster],
+                                 pg_process_start_time(&t, &t.procs[t.clusters[i].postmaster]));
+        tree_unique_names(&t);
         for (size_t i = 0; i < t.n_procs; i++) {
                 PgProcess *p = &t.procs[i];
                 char cwd[PATH_MAX];
@@ -566,7 +698,8 @@ int scanner_refresh(Scanner *s, bool force_full, PgTree *ret, ScanStats *stats) 
                 return r;
         }
 
-        if ((r = update_cache(s, &t, now_usec(CLOCK_MONOTONIC), uptime, full)) < 0 ||
+        if ((r = track_restarts(s, &t, full, t0)) < 0 ||
+            (r = update_cache(s, &t, now_usec(CLOCK_MONOTONIC), uptime, full)) < 0 ||
             (full && ((r = remember(&s->pms, &s->n_pms, &t, true)) < 0 ||
                       (r = remember(&s->orphans, &s->n_orphans, &t, false)) < 0))) {
                 tree_free(&t);

@@ -25,6 +25,9 @@ Scanner *scanner_free(Scanner *s);
 /* How often a full discovery scan runs (default 30 s). */
 void scanner_set_discovery_interval(Scanner *s, uint64_t usec);
 
+/* Is it discovering at every refresh, waiting for a postmaster that went away to run again? */
+bool scanner_discovering(const Scanner *s);
+
 /* One refresh into *ret (which the caller frees with tree_free). force_full: discover now. */
 int scanner_refresh(Scanner *s, bool force_full, PgTree *ret, ScanStats *stats);
 
@@ -33,8 +36,9 @@ int scanner_refresh(Scanner *s, bool force_full, PgTree *ret, ScanStats *stats);
 void scanner_title_stable(Scanner *s, pid_t pid, uint64_t start_ticks);
 
 /* Reads what identifies a cluster: its data directory (/proc/PM/cwd, else -D on the command
- * line) and postmaster.pid there. Missing pieces stay empty. */
-void cluster_identify(const char *proc_root, PgCluster *c, const PgProcess *pm);
+ * line) and postmaster.pid there, valid only if its pid and start time are the postmaster's
+ * (pm_start: epoch seconds, 0 unknown); else pmfile_why says why. Missing pieces stay empty. */
+void cluster_identify(const char *proc_root, PgCluster *c, const PgProcess *pm, double pm_start);
 
 /* The major version in DIR/PG_VERSION (12, …), or −errno. */
 int pg_version_read(const char *data_directory);

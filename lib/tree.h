@@ -9,6 +9,13 @@
 #include "proc-record.h"
 #include "title.h"
 
+/* Is it PostgreSQL? Only a verified process is ever signalled. */
+typedef enum PgIdentity {
+        PG_IDENTITY_UNVERIFIED, /* a fact could not be read (pgtree unprivileged, or no /proc): shown */
+        PG_IDENTITY_VERIFIED,   /* its uid, program and data directory agree with PostgreSQL's */
+        PG_IDENTITY_FOREIGN,    /* below a postmaster, but another uid or program: not PostgreSQL's */
+} PgIdentity;
+
 typedef struct PgProcess {
         ProcRecord rec;         /* rec.title is owned by the tree */
         TitleInfo title;
@@ -21,7 +28,17 @@ typedef struct PgProcess {
         bool act_mismatch;      /* a row has its pid but belongs to an earlier process (pid reused) */
         bool own;               /* pgtree's own connection */
         int server_major;       /* its server's major version (12, …), 0 unknown: names its type */
+        PgIdentity identity;
+        char identity_why[192]; /* why it is not verified, "" if it is */
 } PgProcess;
+
+/* A process that looks like PostgreSQL (comm postgres, a postmaster's command line or a
+ * "postgres: …" title, no postmaster above it) but whose identity says otherwise: root, a setuid
+ * program, another program, no data directory of its own. Shown as such; never a finding. */
+typedef struct PgLookalike {
+        ProcRecord rec;         /* rec.title is owned by the tree */
+        char why[192];
+} PgLookalike;
 
 /* What postmaster.pid says (PostgreSQL 10+ has 8 lines, 9.6 has 7). */
 typedef struct PmFile {
@@ -39,9 +56,12 @@ typedef struct PgCluster {
         char name[PATH_MAX];    /* cluster_name, else data directory, else "port N", else "pid N" */
         char cluster_name[TITLE_NAME_MAX];
         bool cluster_name_known;
+        bool children_titled;   /* a child set its "postgres: …" title: cluster_name is decided */
+        bool name_shared;       /* another cluster derived the same name: name was made unique */
         char data_directory[PATH_MAX];  /* "" if unknown */
         PmFile pmfile;
-        bool pmfile_valid;      /* postmaster.pid read and its pid matches */
+        bool pmfile_valid;      /* postmaster.pid read, and its pid and start time match */
+        char pmfile_why[256];   /* why it is not valid */
         char activity[512];     /* "ok" or "unavailable: <reason>" */
         const struct ActivitySnapshot *snapshot; /* joined rows, or NULL */
         char config_name[128];  /* the [cluster NAME] that selects it, or "" */
@@ -61,6 +81,8 @@ typedef struct PgTree {
         PgCluster *clusters;
         size_t n_clusters;
         size_t n_dead;          /* zombies that were left out */
+        PgLookalike *lookalikes;
+        size_t n_lookalikes;
         /* Clock, set by whoever took the snapshot (0 in a tree built from literal records). */
         double now;             /* seconds since the epoch */
         double boot_time;       /* seconds since the epoch at boot */
@@ -74,7 +96,11 @@ double pg_process_start_time(const PgTree *t, const PgProcess *p);
  * PostgreSQL process (comm postgres/postmaster) whose title is its own command line and whose
  * parent is not a postmaster; its children are every live process whose parent it is (and their
  * children); an orphan is a live PostgreSQL process titled "postgres: …" with no live postmaster
- * among its ancestors, wherever it was re-parented. Zombies are dead and left out. */
+ * among its ancestors, wherever it was re-parented. Zombies are dead and left out.
+ * Identity (rec.ident, when known): a postmaster never runs as root or setuid, runs a PostgreSQL
+ * binary, in a data directory of its own uid; a child runs as its postmaster's uid and program; an
+ * orphan as the owner of the data directory it runs in, with a PostgreSQL binary (or a live
+ * postmaster's). A candidate that contradicts this is a lookalike, not a postmaster or orphan. */
 int tree_build(const ProcRecord *recs, size_t n, PgTree *ret);
 void tree_free(PgTree *t);
 
@@ -94,6 +120,15 @@ int pg_version_parse(const char *buf, size_t len);
 
 /* Sets the cluster's name from what is known of it (cluster_name, data directory, port, pid). */
 void cluster_derive_name(PgCluster *c, pid_t pm_pid);
+
+/* Makes the clusters' names unique: a name two clusters share (Debian names every cluster
+ * "main") gets ":PORT" appended (postmaster.pid's port), else ":DATA_DIRECTORY", else ":pid N". */
+void tree_unique_names(PgTree *t);
+
+/* Does postmaster.pid belong to this process: its pid, and its start time within a few seconds
+ * of the process's (proc_start: epoch seconds; 0 unknown, then the pid alone decides)? Else
+ * why not, in why. */
+bool pmfile_matches(const PmFile *f, pid_t pid, double proc_start, char *why, size_t why_size);
 
 static inline bool pg_process_is_orphan(const PgProcess *p) {
         return p->cluster < 0;

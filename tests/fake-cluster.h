@@ -2,7 +2,11 @@
 /* A fake PostgreSQL cluster made of real processes, for tests of the /proc side: a bash named
  * "postgres" plays the postmaster (its title is its own command line, its cwd the "data
  * directory"), and sleeps named "postgres" with PostgreSQL titles (bash's exec -a) play its
- * children. SIGUSR1 makes the postmaster fork one more client backend. */
+ * children. SIGUSR1 makes the postmaster fork one more client backend.
+ * It passes pgtree's identity checks as PostgreSQL does: the programs are copies named postgres
+ * (owned by root, in directories only root can change), the data directory holds PG_VERSION and
+ * belongs to the uid they run as (nobody when the test runs as root: PostgreSQL never runs as
+ * root), and postmaster.pid carries the postmaster's real start time. */
 #pragma once
 
 #include <errno.h>
@@ -12,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -21,6 +26,9 @@ typedef struct FakeCluster {
         char dir[256];
         char data[300];
         pid_t pm;
+        int port;
+        uid_t uid;              /* what its processes run as */
+        gid_t gid;
 } FakeCluster;
 
 static inline int fake_children(pid_t pm, pid_t *out, int max) {
@@ -63,6 +71,34 @@ static inline int fake_wait_children(const FakeCluster *c, int n) {
         return -ETIMEDOUT;
 }
 
+/* (Re)starts the fake postmaster in the cluster's data directory, as a restart would. */
+static inline int fake_postmaster_start(FakeCluster *c) {
+        char script[8192];
+        snprintf(script, sizeof script,
+                 "cd '%s' || exit 1\n"
+                 "started=$(( $(awk '/^btime/ {print $2}' /proc/stat) + $(cut -d' ' -f22 /proc/$$/stat) / $(getconf CLK_TCK) ))\n"
+                 "printf '%%s\\n%%s\\n%%s\\n%%s\\n%%s\\n%%s\\n%%s\\n%%s\\n' $$ '%s' $started %d /tmp '*' '1 2' ready > postmaster.pid\n"
+                 "spawn() { (exec -a \"postgres: fake: $1\" '%s/kid/postgres' 600) & }\n"
+                 "trap 'spawn \"bob shop 10.1.2.3(4567) idle\"' USR1\n"
+                 "spawn 'checkpointer '\n"
+                 "spawn 'alice shop [local] SELECT'\n"
+                 "while :; do wait; done\n",
+                 c->data, c->data, c->port, c->dir);
+        pid_t pid = fork();
+        if (pid < 0)
+                return -errno;
+        if (pid == 0) {
+                if (geteuid() == 0 && (setgroups(0, NULL) < 0 || setgid(c->gid) < 0 || setuid(c->uid) < 0))
+                        _exit(126);
+                char exe[PATH_MAX + 32];
+                snprintf(exe, sizeof exe, "%s/pm/postgres", c->dir);
+                execl(exe, exe, "-c", script, (char *) NULL);
+                _exit(127);
+        }
+        c->pm = pid;
+        return fake_wait_children(c, 2);
+}
+
 static inline int fake_cluster_start(FakeCluster *c, int port) {
         snprintf(c->dir, sizeof c->dir, "/tmp/pgtree-fake-XXXXXX");
         if (!mkdtemp(c->dir))
@@ -71,36 +107,24 @@ static inline int fake_cluster_start(FakeCluster *c, int port) {
         snprintf(pm_dir, sizeof pm_dir, "%s/pm", c->dir);
         snprintf(kid_dir, sizeof kid_dir, "%s/kid", c->dir);
         snprintf(c->data, sizeof c->data, "%s/data", c->dir);
-        if (mkdir(pm_dir, 0755) < 0 || mkdir(kid_dir, 0755) < 0 || mkdir(c->data, 0700) < 0)
+        if (chmod(c->dir, 0755) < 0 || mkdir(pm_dir, 0755) < 0 || mkdir(kid_dir, 0755) < 0 || mkdir(c->data, 0700) < 0)
                 return -errno;
-        snprintf(link, sizeof link, "%s/postgres", pm_dir);
-        if (symlink("/bin/bash", link) < 0)
-                return -errno;
-        snprintf(link, sizeof link, "%s/postgres", kid_dir);
-        if (symlink("/bin/sleep", link) < 0)
+        char cmd[3 * PATH_MAX];
+        snprintf(cmd, sizeof cmd, "cp /bin/bash '%s/postgres' && cp /bin/sleep '%s/postgres' && echo 15 > '%s/PG_VERSION'",
+                 pm_dir, kid_dir, c->data);
+        if (system(cmd) != 0)
+                return -EIO;
+        (void) link;
+        uid_t run_as = geteuid() == 0 ? 65534 : geteuid();
+        gid_t run_gid = geteuid() == 0 ? 65534 : getegid();
+        snprintf(cmd, sizeof cmd, "%s/PG_VERSION", c->data);
+        if (chown(c->data, run_as, run_gid) < 0 || chown(cmd, run_as, run_gid) < 0)
                 return -errno;
 
-        char script[8192];
-        snprintf(script, sizeof script,
-                 "cd '%s' || exit 1\n"
-                 "printf '%%s\\n%%s\\n%%s\\n%%s\\n%%s\\n%%s\\n%%s\\n%%s\\n' $$ '%s' 1700000000 %d /tmp '*' '1 2' ready > postmaster.pid\n"
-                 "spawn() { (exec -a \"postgres: fake: $1\" '%s/postgres' 600) & }\n"
-                 "trap 'spawn \"bob shop 10.1.2.3(4567) idle\"' USR1\n"
-                 "spawn 'checkpointer '\n"
-                 "spawn 'alice shop [local] SELECT'\n"
-                 "while :; do wait; done\n",
-                 c->data, c->data, port, kid_dir);
-        pid_t pid = fork();
-        if (pid < 0)
-                return -errno;
-        if (pid == 0) {
-                char exe[PATH_MAX + 32];
-                snprintf(exe, sizeof exe, "%s/postgres", pm_dir);
-                execl(exe, exe, "-c", script, (char *) NULL);
-                _exit(127);
-        }
-        c->pm = pid;
-        return fake_wait_children(c, 2);
+        c->port = port;
+        c->uid = run_as;
+        c->gid = run_gid;
+        return fake_postmaster_start(c);
 }
 
 /* Ends every process of the fake cluster (ours) by pid, and removes its files. */

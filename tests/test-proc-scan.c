@@ -49,6 +49,22 @@ static void test_scan_all(void **state) {
         assert_non_null(strstr(pm->title, "/pm/postgres -c cd "));
         assert_true(pm->rss_anon_kb > 0);
         assert_true(pm->rss_anon_kb <= pm->rss_kb);
+        /* its identity: uids, a server binary (a root-owned copy named postgres), its data directory */
+        assert_true(pm->ident.ids_valid);
+        assert_int_equal(pm->ident.euid, fc.uid);
+        assert_int_equal(pm->ident.ruid, fc.uid);
+        assert_true(pm->ident.exe_valid);
+        assert_true(pm->ident.exe_trusted);
+        assert_true(pm->ident.dir_valid);
+        assert_true(pm->ident.dir_pg);
+        assert_int_equal(pm->ident.dir_uid, fc.uid);
+        /* ourselves: not a PostgreSQL binary, not in a data directory */
+        ProcRecord self = {};
+        assert_int_equal(proc_read_stat_record(s, getpid(), &self), 0);
+        assert_int_equal(proc_read_details(s, &self, PROC_DETAIL_IDENTITY), 0);
+        assert_true(self.ident.ids_valid && self.ident.exe_valid && self.ident.dir_valid);
+        assert_false(self.ident.exe_trusted);
+        proc_record_clear(&self);
         pid_t kids[8];
         int k = fake_children(fc.pm, kids, 8);
         assert_int_equal(k, 2);
@@ -138,9 +154,50 @@ static void test_many_pids(void **state) {
         proc_scan_free(s);
 }
 
+/* What makes an executable a PostgreSQL server binary of the host. */
+static void test_exe_trusted(void **state) {
+        char dir[] = "/tmp/pgtree-exe-XXXXXX", path[128], cmd[300];
+        assert_non_null(mkdtemp(dir));
+        assert_int_equal(chmod(dir, 0755), 0);
+        snprintf(path, sizeof path, "%s/postgres", dir);
+        snprintf(cmd, sizeof cmd, "cp /bin/true '%s' && chmod 755 '%s'", path, path);
+        assert_int_equal(system(cmd), 0);
+        struct stat st;
+        assert_int_equal(stat(path, &st), 0);
+        uid_t me = geteuid();
+        assert_true(proc_exe_trusted(path, &st, me));
+        /* named otherwise (a symlink named postgres resolves to its target's name) */
+        assert_int_equal(stat("/bin/true", &st), 0);
+        assert_false(proc_exe_trusted("/bin/true", &st, me));
+        assert_int_equal(stat(path, &st), 0);
+        assert_false(proc_exe_trusted("relative/postgres", &st, me));
+        /* writable by others: anyone could have put any program there */
+        assert_int_equal(chmod(path, 0777), 0);
+        assert_int_equal(stat(path, &st), 0);
+        assert_false(proc_exe_trusted(path, &st, me));
+        assert_int_equal(chmod(path, 0755), 0);
+        assert_int_equal(stat(path, &st), 0);
+        assert_int_equal(chmod(dir, 0777), 0);
+        assert_false(proc_exe_trusted(path, &st, me));
+        assert_int_equal(chmod(dir, 01777), 0); /* like /tmp */
+        assert_false(proc_exe_trusted(path, &st, me));
+        assert_int_equal(chmod(dir, 0755), 0);
+        /* owned by neither root nor the process's user */
+        if (me == 0) {
+                assert_true(proc_exe_trusted(path, &st, 1000));
+                assert_int_equal(chown(path, 1234, 1234), 0);
+                assert_int_equal(stat(path, &st), 0);
+                assert_false(proc_exe_trusted(path, &st, 1000));
+                assert_true(proc_exe_trusted(path, &st, 1234)); /* a user's own build, run by that user */
+        }
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+        assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_scan_all),
+                cmocka_unit_test(test_exe_trusted),
                 cmocka_unit_test(test_scan_pids),
                 cmocka_unit_test(test_children_cwd_cmdline),
                 cmocka_unit_test(test_many_pids),

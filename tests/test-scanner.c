@@ -98,10 +98,30 @@ static void test_discover_refresh_orphan(void **state) {
                 assert_int_equal(t.procs[k].rec.ppid, getpid());
                 assert_non_null(t.procs[k].cwd);
                 assert_string_equal(t.procs[k].cwd, fc.data);
+                /* its uid, program and data directory agree: it may be acted on */
+                assert_int_equal(t.procs[k].identity, PG_IDENTITY_VERIFIED);
         }
         tree_free(&t);
 
-        /* 5. orphans are followed by the cheap refresh too, and forgotten when they end */
+        /* 5. until a postmaster runs in that data directory again, every refresh discovers (a
+         * restart is seen within one refresh, not one discovery interval later) */
+        assert_true(scanner_discovering(s));
+        assert_int_equal(scanner_refresh(s, false, &t, &st), 0);
+        assert_true(st.full);
+        assert_string_equal(st.full_reason, "awaiting a restarted postmaster");
+        assert_true(tree_find(&t, kids[0]) >= 0);
+        tree_free(&t);
+        assert_int_equal(fake_postmaster_start(&fc), 0);
+        assert_int_equal(scanner_refresh(s, false, &t, &st), 0);
+        assert_true(st.full);
+        c = find_cluster(&t, fc.pm);
+        assert_non_null(c);
+        assert_string_equal(c->data_directory, fc.data);
+        assert_true(c->pmfile_valid);
+        assert_false(scanner_discovering(s));
+        tree_free(&t);
+
+        /* orphans are followed by the cheap refresh too, and forgotten when they end */
         assert_int_equal(scanner_refresh(s, false, &t, &st), 0);
         assert_false(st.full);
         assert_true(tree_find(&t, kids[0]) >= 0);

@@ -291,6 +291,201 @@ static void test_pg_version(void **state) {
         rmdir(dir);
 }
 
+/* Identity facts as the scanner reads them: a real PostgreSQL process of uid 105 in a data
+ * directory of its own, running /usr/lib/postgresql/15/bin/postgres (dev 8, inode 77). */
+#define PG_IDENT(u) { .ids_valid = true, .ruid = (u), .euid = (u), .exe_valid = true, .exe_trusted = true, \
+                      .exe_dev = 8, .exe_ino = 77, .dir_valid = true, .dir_pg = true, .dir_uid = (u) }
+#define IREC(p, pp, cm, ti, id) { .pid = (p), .ppid = (pp), .state = 'S', .comm = cm, .title = (char *) (ti), \
+                                  .start_ticks = 1000 + (p), .uid = (id).euid, .ident = id }
+
+static const PgLookalike *lookalike(const PgTree *t, pid_t pid) {
+        for (size_t i = 0; i < t->n_lookalikes; i++)
+                if (t->lookalikes[i].rec.pid == pid)
+                        return &t->lookalikes[i];
+        return NULL;
+}
+
+static void test_identity_orphans(void **state) {
+        ProcIdentity pg = PG_IDENT(105);
+        /* a symlink named postgres to another program, run by alice (uid 1000) in her own dir */
+        ProcIdentity alice = { .ids_valid = true, .ruid = 1000, .euid = 1000, .exe_valid = true, .exe_dev = 8,
+                               .exe_ino = 12, .dir_valid = true, .dir_pg = false, .dir_uid = 1000 };
+        /* a setuid-root program run by alice */
+        ProcIdentity setuid = { .ids_valid = true, .ruid = 1000, .euid = 0, .exe_valid = true, .exe_dev = 8,
+                                .exe_ino = 13, .dir_valid = true, .dir_pg = false, .dir_uid = 1000 };
+        /* root running something titled like a backend */
+        ProcIdentity root = { .ids_valid = true, .ruid = 0, .euid = 0, .exe_valid = true, .exe_trusted = true,
+                              .exe_dev = 8, .exe_ino = 77, .dir_valid = true, .dir_pg = true, .dir_uid = 0 };
+        /* the postgres binary, run by alice inside postgres's data directory (she cannot, but say so) */
+        ProcIdentity other_uid = PG_IDENT(1000);
+        other_uid.dir_uid = 105;
+        /* alice's own program with PG_VERSION in her own directory: not a PostgreSQL binary */
+        ProcIdentity own_prog = { .ids_valid = true, .ruid = 1000, .euid = 1000, .exe_valid = true, .exe_dev = 8,
+                                  .exe_ino = 14, .dir_valid = true, .dir_pg = true, .dir_uid = 1000 };
+        /* pgtree unprivileged: exe and cwd unreadable */
+        ProcIdentity unreadable = { .ids_valid = true, .ruid = 105, .euid = 105, .exe_error = EACCES, .dir_error = EACCES };
+        const ProcRecord recs[] = {
+                REC(1, 0, 'S', "systemd", "/sbin/init"),
+                IREC(10, 1, "postgres", "postgres: carol shop [local] SELECT", pg),
+                IREC(11, 1, "postgres", "postgres: alice shop [local] idle", alice),
+                IREC(12, 1, "postgres", "postgres: alice shop [local] idle", setuid),
+                IREC(13, 1, "postgres", "postgres: alice shop [local] idle", root),
+                IREC(14, 1, "postgres", "postgres: alice shop [local] idle", other_uid),
+                IREC(15, 1, "postgres", "postgres: alice shop [local] idle", own_prog),
+                IREC(16, 1, "postgres", "postgres: carol shop [local] idle", unreadable),
+        };
+        PgTree t;
+        assert_int_equal(tree_build(recs, sizeof recs / sizeof recs[0], &t), 0);
+        assert_int_equal(t.n_clusters, 0);
+        int k = tree_find(&t, 10);
+        assert_true(k >= 0 && pg_process_is_orphan(&t.procs[k]));
+        assert_int_equal(t.procs[k].identity, PG_IDENTITY_VERIFIED);
+        assert_string_equal(t.procs[k].identity_why, "");
+        k = tree_find(&t, 16);
+        assert_true(k >= 0 && pg_process_is_orphan(&t.procs[k])); /* shown, but never signalled */
+        assert_int_equal(t.procs[k].identity, PG_IDENTITY_UNVERIFIED);
+        assert_non_null(strstr(t.procs[k].identity_why, "cannot read /proc/16/exe"));
+        struct {
+                pid_t pid;
+                const char *why;
+        } fakes[] = {
+                { 11, "no PG_VERSION" },
+                { 12, "real uid 1000 differs from its effective uid 0" },
+                { 13, "runs as root" },
+                { 14, "runs as uid 1000 but its data directory belongs to uid 105" },
+                { 15, "not a PostgreSQL server binary" },
+        };
+        for (size_t i = 0; i < sizeof fakes / sizeof fakes[0]; i++) {
+                assert_int_equal(tree_find(&t, fakes[i].pid), -1);
+                const PgLookalike *l = lookalike(&t, fakes[i].pid);
+                assert_non_null(l);
+                if (!strstr(l->why, fakes[i].why))
+                        fail_msg("pid %d: «%s» does not say «%s»", (int) fakes[i].pid, l->why, fakes[i].why);
+                assert_non_null(l->rec.title);
+        }
+        assert_int_equal(t.n_lookalikes, 5);
+        tree_free(&t);
+}
+
+static void test_identity_postmaster_and_children(void **state) {
+        ProcIdentity pg = PG_IDENT(105), root = PG_IDENT(0);
+        ProcIdentity sh = PG_IDENT(105); /* archive_command's shell: another program */
+        sh.exe_trusted = false;
+        sh.exe_ino = 99;
+        ProcIdentity sudo = PG_IDENT(105); /* a setuid program run from COPY … PROGRAM */
+        sudo.euid = 0;
+        ProcIdentity other = PG_IDENT(106);
+        ProcIdentity self_built = PG_IDENT(105); /* a copy of the server binary */
+        self_built.exe_ino = 78;
+        ProcIdentity unreadable = PG_IDENT(105);
+        unreadable.exe_valid = false;
+        unreadable.exe_error = EACCES;
+        const ProcRecord recs[] = {
+                REC(1, 0, 'S', "systemd", "/sbin/init"),
+                IREC(100, 1, "postgres", "/usr/lib/postgresql/15/bin/postgres -D /srv/a", pg),
+                IREC(101, 100, "postgres", "postgres: checkpointer ", pg),
+                IREC(102, 100, "postgres", "postgres: alice shop [local] idle", pg),
+                IREC(103, 100, "sh", "sh -c cp x y", sh),
+                IREC(104, 100, "postgres", "postgres: alice shop [local] idle", sudo),
+                IREC(105, 100, "postgres", "postgres: alice shop [local] idle", other),
+                IREC(106, 100, "postgres", "postgres: alice shop [local] idle", self_built),
+                IREC(107, 100, "postgres", "postgres: alice shop [local] idle", unreadable),
+                /* root's "postmaster": PostgreSQL refuses to run as root */
+                IREC(200, 1, "postgres", "/usr/lib/postgresql/15/bin/postgres -D /srv/b", root),
+                IREC(201, 200, "postgres", "postgres: bob shop [local] idle", root),
+        };
+        PgTree t;
+        assert_int_equal(tree_build(recs, sizeof recs / sizeof recs[0], &t), 0);
+        assert_int_equal(t.n_clusters, 1);
+        assert_int_equal(t.procs[t.clusters[0].postmaster].rec.pid, 100);
+        assert_int_equal(t.procs[t.clusters[0].postmaster].identity, PG_IDENTITY_VERIFIED);
+        assert_int_equal(t.procs[tree_find(&t, 101)].identity, PG_IDENTITY_VERIFIED);
+        assert_int_equal(t.procs[tree_find(&t, 102)].identity, PG_IDENTITY_VERIFIED);
+        assert_int_equal(t.procs[tree_find(&t, 102)].title.backend_type, BACKEND_CLIENT);
+        assert_int_equal(t.procs[tree_find(&t, 106)].identity, PG_IDENTITY_VERIFIED); /* a server binary too */
+        int k = tree_find(&t, 103);
+        assert_int_equal(t.procs[k].identity, PG_IDENTITY_FOREIGN);
+        assert_non_null(strstr(t.procs[k].identity_why, "another program than its postmaster"));
+        k = tree_find(&t, 104);
+        assert_int_equal(t.procs[k].identity, PG_IDENTITY_FOREIGN);
+        assert_int_equal(t.procs[k].title.backend_type, BACKEND_UNKNOWN); /* whatever its title says */
+        k = tree_find(&t, 105);
+        assert_int_equal(t.procs[k].identity, PG_IDENTITY_FOREIGN);
+        assert_non_null(strstr(t.procs[k].identity_why, "uid 106, not as its postmaster's uid 105"));
+        k = tree_find(&t, 107);
+        assert_int_equal(t.procs[k].identity, PG_IDENTITY_UNVERIFIED);
+        /* root's process is no postmaster, and its "backend" no orphan */
+        assert_int_equal(tree_find(&t, 200), -1);
+        assert_int_equal(tree_find(&t, 201), -1);
+        assert_non_null(strstr(lookalike(&t, 200)->why, "runs as root"));
+        assert_non_null(strstr(lookalike(&t, 201)->why, "runs as root"));
+        tree_free(&t);
+
+        /* a tree from records without facts (no /proc): the same shape, nothing verified */
+        assert_int_equal(tree_build(host, sizeof host / sizeof host[0], &t), 0);
+        for (size_t i = 0; i < t.n_procs; i++)
+                assert_int_equal(t.procs[i].identity, PG_IDENTITY_UNVERIFIED);
+        assert_int_equal(t.n_lookalikes, 0);
+        tree_free(&t);
+}
+
+static void test_pmfile_matches(void **state) {
+        PmFile f = { .pid = 1234, .start_time = 1700000000 };
+        char why[256] = "";
+        assert_true(pmfile_matches(&f, 1234, 1699999999.6, why, sizeof why));
+        assert_true(pmfile_matches(&f, 1234, 0, why, sizeof why)); /* no clock: the pid decides */
+        assert_false(pmfile_matches(&f, 4321, 1699999999.6, why, sizeof why));
+        assert_string_equal(why, "postmaster.pid belongs to pid 1234");
+        /* the same pid, but the file of an earlier postmaster (pid reused after a crash) */
+        assert_false(pmfile_matches(&f, 1234, 1700000100.0, why, sizeof why));
+        assert_non_null(strstr(why, "earlier pid 1234"));
+        f.start_time = 0; /* still being written */
+        assert_false(pmfile_matches(&f, 1234, 1700000000.0, why, sizeof why));
+        assert_string_equal(why, "postmaster.pid has no start time yet");
+        f.pid = -1234;
+        assert_false(pmfile_matches(&f, 1234, 0, why, sizeof why));
+        assert_non_null(strstr(why, "single-user"));
+}
+
+static void test_unique_names(void **state) {
+        PgProcess procs[4] = {};
+        for (int i = 0; i < 4; i++)
+                procs[i].rec.pid = 100 + i;
+        PgCluster c[4] = {};
+        for (int i = 0; i < 4; i++) {
+                c[i].postmaster = (size_t) i;
+                c[i].cluster_name_known = i < 3;
+                strcpy(c[i].cluster_name, i < 3 ? "main" : "");
+                snprintf(c[i].data_directory, sizeof c[i].data_directory, "/var/lib/postgresql/1%d/main", i);
+                c[i].pmfile_valid = i != 1;
+                c[i].pmfile.port = 5432 + i;
+                cluster_derive_name(&c[i], 100 + i);
+        }
+        strcpy(c[3].cluster_name, "");
+        c[3].cluster_name_known = false;
+        strcpy(c[3].data_directory, "/srv/other");
+        cluster_derive_name(&c[3], 103);
+        PgTree t = { .procs = procs, .n_procs = 4, .clusters = c, .n_clusters = 4 };
+        tree_unique_names(&t);
+        assert_string_equal(c[0].name, "main:5432");
+        assert_string_equal(c[1].name, "main:/var/lib/postgresql/11/main"); /* no valid postmaster.pid */
+        assert_string_equal(c[2].name, "main:5434");
+        assert_string_equal(c[3].name, "/srv/other"); /* unique: unchanged */
+        assert_false(c[3].name_shared);
+        /* the same port twice (containers): the data directory decides */
+        c[0].pmfile.port = c[2].pmfile.port = 5432;
+        for (int i = 0; i < 3; i++)
+                cluster_derive_name(&c[i], 100 + i);
+        tree_unique_names(&t);
+        assert_string_equal(c[0].name, "main:/var/lib/postgresql/10/main");
+        assert_string_equal(c[2].name, "main:/var/lib/postgresql/12/main");
+        /* one "main" alone stays "main" */
+        t.n_clusters = 1;
+        cluster_derive_name(&c[0], 100);
+        tree_unique_names(&t);
+        assert_string_equal(c[0].name, "main");
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_two_clusters),
@@ -303,6 +498,10 @@ int main(void) {
                 cmocka_unit_test(test_derive_name),
                 cmocka_unit_test(test_types_by_server_version),
                 cmocka_unit_test(test_pg_version),
+                cmocka_unit_test(test_identity_orphans),
+                cmocka_unit_test(test_identity_postmaster_and_children),
+                cmocka_unit_test(test_pmfile_matches),
+                cmocka_unit_test(test_unique_names),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
