@@ -88,6 +88,8 @@ Manager *manager_free(Manager *m) {
                 term_watch_free(m->terms[i]);
         free(m->terms);
         free(m->actions);
+        for (size_t i = 0; i < m->n_rates; i++)
+                rate_window_done(&m->rates[i].window);
         free(m->rates);
         alert_runner_clear(&m->alerts);
         engine_free(m->engine);

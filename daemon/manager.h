@@ -10,6 +10,7 @@
 #include "engine.h"
 #include "metrics.h"
 #include "pidref.h"
+#include "ratelimit.h"
 
 typedef struct ControlServer ControlServer;
 
@@ -66,11 +67,11 @@ typedef struct Manager {
         size_t n_actions, actions_allocated;
         TermWatch **terms;
         size_t n_terms, terms_allocated;
-        /* per-cluster rate limit: times (µs) of the actions of the last minute */
+        /* per-cluster rate limit: times (µs) of the actions of the last minute, a window sized
+         * to max_actions_per_minute */
         struct RateEntry {
                 char cluster[256];
-                uint64_t at[256];
-                size_t n;
+                RateWindow window;
         } *rates;
         size_t n_rates, rates_allocated;
         ControlServer *control;
