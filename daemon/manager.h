@@ -74,6 +74,9 @@ typedef struct Manager {
                 RateWindow window;
         } *rates;
         size_t n_rates, rates_allocated;
+        /* per-cluster alert rate limit (max_alerts_per_minute) */
+        struct RateEntry *alert_rates;
+        size_t n_alert_rates, alert_rates_allocated;
         ControlServer *control;
         ActionCounters counters;
         bool metrics_failed;    /* the metrics file could not be written (said once) */

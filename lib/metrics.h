@@ -20,6 +20,10 @@ const char *action_result_to_string(ActionResult r);
 typedef struct ActionCounters {
         uint64_t n[_ACTION_MAX][_RESULT_MAX];
         uint64_t alerts_ok, alerts_failed;
+        uint64_t alerts_stuck;                  /* given up on after SIGTERM and another timeout */
+        uint64_t alerts_dropped_busy;           /* not run: max_concurrent_alerts were running */
+        uint64_t alerts_dropped_rate;           /* not run: max_alerts_per_minute of the cluster */
+        uint64_t alert_output_discarded;        /* bytes of alert output past what is kept */
 } ActionCounters;
 
 /* Prometheus text exposition format: HELP/TYPE lines, base units, bounded labels (cluster,
