@@ -2,6 +2,7 @@
 /* pgtreed's one sd-event loop: the scan timer, libpq sockets, postmaster pidfds, alert
  * children, signals, watchdog, and the control socket. */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -22,6 +23,9 @@
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
 #endif
 
 static void start_cycle(Manager *m);
@@ -240,10 +244,10 @@ static void add_alert_output(LogEntry *e, const char *name, const AlertOutput *o
         }
         size_t used = strlen(suffix);
         if (o->dropped > 0)
-                snprintf(suffix + used, size - used, "; %s \"%s\" (%llu more bytes discarded)", name[4] == 'O' ? "stdout" : "stderr",
+                snprintf(suffix + used, size - used, "; %s \"%s\" (%llu more bytes discarded)", !strcmp(name, "STDOUT") ? "stdout" : "stderr",
                          text, (unsigned long long) o->dropped);
         else
-                snprintf(suffix + used, size - used, "; %s \"%s\"", name[4] == 'O' ? "stdout" : "stderr", text);
+                snprintf(suffix + used, size - used, "; %s \"%s\"", !strcmp(name, "STDOUT") ? "stdout" : "stderr", text);
 }
 
 static void on_alert_done(const AlertRun *run, AlertOutcome o, int status, void *userdata) {
@@ -665,6 +669,48 @@ static int on_test_stall(sd_event_source *s, const struct signalfd_siginfo *si, 
         return 0;
 }
 
+/* Test hook, same gate: SIGUSR1 makes pgtreed itself try to SIGKILL the process named by
+ * PGTREED_TEST_KILL_TARGET (a sacrificial process of the test — never a PostgreSQL one: refused
+ * by comm) by three routes, and log what each returned. Under the seccomp filter each must fail
+ * with EPERM and the target live; a test reads that from the log and /proc. */
+static int on_test_kill(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        const char *v = getenv("PGTREED_TEST_KILL_TARGET");
+        char *end = NULL;
+        long pid = v ? strtol(v, &end, 10) : 0;
+        if (!v || end == v || *end || pid <= 1 || pid == getpid()) {
+                log_plain(LOG_WARNING, "test hook: PGTREED_TEST_KILL_TARGET is not a usable pid");
+                return 0;
+        }
+        char path[64], comm[64] = "";
+        snprintf(path, sizeof path, "/proc/%ld/comm", pid);
+        FILE *f = fopen(path, "re");
+        if (f) {
+                if (!fgets(comm, sizeof comm, f))
+                        comm[0] = 0;
+                fclose(f);
+        }
+        if (!strncmp(comm, "postgres", 8) || !strncmp(comm, "postmaster", 10)) {
+                log_plain(LOG_WARNING, "test hook: pid %ld is a PostgreSQL process: refused", pid);
+                return 0;
+        }
+        int r = kill((pid_t) pid, SIGKILL);
+        log_plain(LOG_WARNING, "test hook: kill(%ld, SIGKILL): %s", pid, r < 0 ? strerror(errno) : "sent");
+        int fd = (int) syscall(SYS_pidfd_open, (pid_t) pid, 0);
+        r = fd < 0 ? -1 : (int) syscall(SYS_pidfd_send_signal, fd, SIGKILL, NULL, 0);
+        log_plain(LOG_WARNING, "test hook: pidfd_send_signal(%ld, SIGKILL): %s", pid, r < 0 ? strerror(errno) : "sent");
+        if (fd >= 0)
+                close(fd);
+        int p[2];
+        if (pipe2(p, O_CLOEXEC) == 0) {
+                r = fcntl(p[0], F_SETOWN, (pid_t) pid) < 0 ? -1 : fcntl(p[0], F_SETSIG, SIGKILL);
+                log_plain(LOG_WARNING, "test hook: fcntl(F_SETSIG, SIGKILL) owned by %ld: %s", pid,
+                          r < 0 ? strerror(errno) : "accepted");
+                close(p[0]);
+                close(p[1]);
+        }
+        return 0;
+}
+
 int manager_run(Manager *m) {
         sigset_t mask;
         sigemptyset(&mask);
@@ -672,14 +718,17 @@ int manager_run(Manager *m) {
         sigaddset(&mask, SIGINT);
         sigaddset(&mask, SIGHUP);
         bool hooks = getenv("PGTREED_TEST_HOOKS") && !strcmp(getenv("PGTREED_TEST_HOOKS"), "1");
-        if (hooks)
+        if (hooks) {
                 sigaddset(&mask, SIGUSR2);
+                sigaddset(&mask, SIGUSR1);
+        }
         sigprocmask(SIG_BLOCK, &mask, NULL);
         int r;
         if ((r = sd_event_add_signal(m->event, NULL, SIGTERM, on_sigterm, m)) < 0 ||
             (r = sd_event_add_signal(m->event, NULL, SIGINT, on_sigterm, m)) < 0 ||
             (r = sd_event_add_signal(m->event, NULL, SIGHUP, on_sighup, m)) < 0 ||
-            (hooks && (r = sd_event_add_signal(m->event, NULL, SIGUSR2, on_test_stall, m)) < 0))
+            (hooks && (r = sd_event_add_signal(m->event, NULL, SIGUSR2, on_test_stall, m)) < 0) ||
+            (hooks && (r = sd_event_add_signal(m->event, NULL, SIGUSR1, on_test_kill, m)) < 0))
                 return r;
         /* SIGCHLD of alert commands is handled through their pidfds; keep it from interrupting */
         signal(SIGPIPE, SIG_IGN);
