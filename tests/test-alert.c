@@ -118,6 +118,12 @@ static void test_missing_command(void **state) {
         Finding f = finding();
         assert_int_equal(alert_spawn(&ar, "/nonexistent/page-oncall", &f, now_monotonic_usec(), NULL), -ENOENT);
         assert_int_equal(ar.n, 0);
+        /* not executable: the exec error comes back from the child, nothing is left running */
+        const char *cmd = script("noexec.sh", "exit 0");
+        chmod(cmd, 0644);
+        assert_int_equal(alert_spawn(&ar, cmd, &f, now_monotonic_usec(), NULL), -EACCES);
+        assert_int_equal(ar.n, 0);
+        alert_runner_clear(&ar);
 }
 
 static pid_t runner_pid(const AlertRunner *ar, size_t i) {
