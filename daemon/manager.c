@@ -267,7 +267,7 @@ static void on_alert_done(const AlertRun *run, AlertOutcome o, int status, void 
         log_add(&e, "PGTREE_ALERT_COMMAND", "%s", run->command);
         log_add(&e, "PGTREE_ALERT_PID", "%d", (int) run->pid);
         char out[2 * (ALERT_OUTPUT_MAX * 4 + 80)] = "";
-        if (o == ALERT_EXITED || o == ALERT_KILLED) {
+        if (o != ALERT_TIMED_OUT) { /* ended, or given up on: what it wrote until then */
                 m->counters.alert_output_discarded += run->out.dropped + run->err.dropped;
                 add_alert_output(&e, "STDOUT", &run->out, out, sizeof out);
                 add_alert_output(&e, "STDERR", &run->err, out, sizeof out);
@@ -294,8 +294,8 @@ static void on_alert_done(const AlertRun *run, AlertOutcome o, int status, void 
         case ALERT_STUCK:
                 log_send(&e, LOG_ERR, MSGID_ALERT_FAILED,
                          "alert %s (pid %d) does not exit after SIGTERM; no longer tracked (pgtreed never sends SIGKILL): "
-                         "look at it by hand",
-                         run->command, (int) run->pid);
+                         "look at it by hand%s",
+                         run->command, (int) run->pid, out);
                 break;
         }
 }

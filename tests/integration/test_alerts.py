@@ -119,7 +119,7 @@ def test_stuck_alert_reported_once_then_untracked(cluster, daemon_factory, tmp_p
     (no pidfd of it left in pgtreed) nor SIGKILLed; pgtreed reaps it when it ends."""
     os.chmod(tmp_path, 0o755)
     pidfile = tmp_path / "alert.pid"
-    alert = script(tmp_path / "stubborn", f"trap '' TERM\necho $$ > {pidfile}\nexec sleep 120\n")
+    alert = script(tmp_path / "stubborn", f"trap '' TERM\necho $$ > {pidfile}\necho waiting\nexec sleep 120\n")
     sessions(cluster, "stuck-alert", 1)
     d = daemon_factory(f"""[daemon]
 interval = 300ms
@@ -134,7 +134,7 @@ alert_command = {alert}
     apid = None
     try:
         d.wait_log(r"stubborn for long_query pid \d+ timed out; sent SIGTERM to it")
-        d.wait_log(r"stubborn \(pid \d+\) does not exit after SIGTERM; no longer tracked")
+        d.wait_log(r"stubborn \(pid \d+\) does not exit after SIGTERM; no longer tracked.*; stdout \"waiting\\n\"")
         apid = int(pidfile.read_text())
         time.sleep(2.5)  # more than two alert_timeouts: still said once
         assert len([l for l in d.lines if "does not exit after SIGTERM" in l]) == 1
