@@ -43,15 +43,14 @@ static bool rate_allows(Manager *m, const char *cluster, uint64_t now, bool reco
                 *r = (struct RateEntry){};
                 snprintf(r->cluster, sizeof r->cluster, "%s", cluster);
         }
-        size_t k = 0;
-        for (size_t i = 0; i < r->n; i++)
-                if (now - r->at[i] < 60 * USEC_PER_SEC)
-                        r->at[k++] = r->at[i];
-        r->n = k;
-        if (max > 0 && r->n >= max)
+        /* sized to the configured maximum (resized after a reload): every limit up to the
+         * config's 10,000 holds */
+        if (rate_window_configure(&r->window, max, 60 * USEC_PER_SEC) < 0)
                 return false;
-        if (record && r->n < ELEMENTSOF(r->at))
-                r->at[r->n++] = now;
+        if (!rate_window_allows(&r->window, now))
+                return false;
+        if (record)
+                rate_window_record(&r->window, now);
         return true;
 }
 

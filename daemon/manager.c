@@ -2,6 +2,7 @@
 /* pgtreed's one sd-event loop: the scan timer, libpq sockets, postmaster pidfds, alert
  * children, signals, watchdog, and the control socket. */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -24,6 +25,9 @@
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
 #endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
 
 static void start_cycle(Manager *m);
 static void arm_connections(Manager *m);
@@ -38,6 +42,7 @@ int manager_new(const char *config_path, Config *config, Manager **ret) {
         if (config_path && !(m->config_path = strdup(config_path)))
                 return -ENOMEM;
         m->alerts.timeout_usec = config->alert_timeout_usec;
+        m->alerts.max_running = config->max_concurrent_alerts;
         int r = engine_new(config, &m->engine);
         if (r < 0) {
                 free(m->config_path);
@@ -89,8 +94,13 @@ Manager *manager_free(Manager *m) {
                 term_watch_free(m->terms[i]);
         free(m->terms);
         free(m->actions);
+        for (size_t i = 0; i < m->n_rates; i++)
+                rate_window_done(&m->rates[i].window);
         free(m->rates);
         metrics_counters_done(&m->counters);
+        for (size_t i = 0; i < m->n_alert_rates; i++)
+                rate_window_done(&m->alert_rates[i].window);
+        free(m->alert_rates);
         alert_runner_clear(&m->alerts);
         engine_free(m->engine);
         config_free(m->config);
@@ -227,40 +237,73 @@ static void sync_pm_watches(Manager *m) {
 
 /* ---- alerts ---- */
 
+/* The output an alert wrote, as journal fields and as a suffix of its message. */
+static void add_alert_output(LogEntry *e, const char *name, const AlertOutput *o, char *suffix, size_t size) {
+        if (o->len == 0 && o->dropped == 0)
+                return;
+        char text[ALERT_OUTPUT_MAX * 4 + 8];
+        alert_output_escape(o, text, sizeof text);
+        char field[64];
+        snprintf(field, sizeof field, "PGTREE_ALERT_%s", name);
+        log_add(e, field, "%s", text);
+        if (o->dropped > 0) {
+                snprintf(field, sizeof field, "PGTREE_ALERT_%s_DISCARDED", name);
+                log_add(e, field, "%llu", (unsigned long long) o->dropped);
+        }
+        size_t used = strlen(suffix);
+        if (o->dropped > 0)
+                snprintf(suffix + used, size - used, "; %s \"%s\" (%llu more bytes discarded)", !strcmp(name, "STDOUT") ? "stdout" : "stderr",
+                         text, (unsigned long long) o->dropped);
+        else
+                snprintf(suffix + used, size - used, "; %s \"%s\"", !strcmp(name, "STDOUT") ? "stdout" : "stderr", text);
+}
+
 static void on_alert_done(const AlertRun *run, AlertOutcome o, int status, void *userdata) {
         Manager *m = userdata;
         if (o == ALERT_EXITED && status == 0)
                 m->counters.alerts_ok++;
-        else if (o != ALERT_STUCK)
+        else if (o == ALERT_STUCK)
+                m->counters.alerts_stuck++;
+        else if (o != ALERT_TIMED_OUT) /* counted when it ends (or is given up on) */
                 m->counters.alerts_failed++;
         LogEntry e = {};
         log_add(&e, "PGTREE_KIND", "%s", finding_kind_to_string(run->kind));
         log_add(&e, "PGTREE_PID", "%d", (int) run->target);
         log_add(&e, "PGTREE_RULE", "%s", run->rule);
+        if (run->cluster[0])
+                log_add(&e, "PGTREE_CLUSTER", "%s", run->cluster);
         log_add(&e, "PGTREE_ALERT_COMMAND", "%s", run->command);
         log_add(&e, "PGTREE_ALERT_PID", "%d", (int) run->pid);
+        char out[2 * (ALERT_OUTPUT_MAX * 4 + 80)] = "";
+        if (o != ALERT_TIMED_OUT) { /* ended, or given up on: what it wrote until then */
+                m->counters.alert_output_discarded += run->out.dropped + run->err.dropped;
+                add_alert_output(&e, "STDOUT", &run->out, out, sizeof out);
+                add_alert_output(&e, "STDERR", &run->err, out, sizeof out);
+        }
         switch (o) {
         case ALERT_EXITED:
                 log_add(&e, "PGTREE_EXIT_STATUS", "%d", status);
                 if (status == 0)
-                        log_send(&e, LOG_INFO, MSGID_ALERT_RAN, "alert %s for %s pid %d ran", run->command,
-                                 finding_kind_to_string(run->kind), (int) run->target);
+                        log_send(&e, LOG_INFO, MSGID_ALERT_RAN, "alert %s for %s pid %d ran%s", run->command,
+                                 finding_kind_to_string(run->kind), (int) run->target, out);
                 else
-                        log_send(&e, LOG_ERR, MSGID_ALERT_FAILED, "alert %s for %s pid %d failed with exit status %d",
-                                 run->command, finding_kind_to_string(run->kind), (int) run->target, status);
+                        log_send(&e, LOG_ERR, MSGID_ALERT_FAILED, "alert %s for %s pid %d failed with exit status %d%s",
+                                 run->command, finding_kind_to_string(run->kind), (int) run->target, status, out);
                 break;
         case ALERT_KILLED:
                 log_add(&e, "PGTREE_SIGNAL", "%d", status);
-                log_send(&e, LOG_ERR, MSGID_ALERT_FAILED, "alert %s for %s pid %d was ended by signal %d", run->command,
-                         finding_kind_to_string(run->kind), (int) run->target, status);
+                log_send(&e, LOG_ERR, MSGID_ALERT_FAILED, "alert %s for %s pid %d was ended by signal %d%s", run->command,
+                         finding_kind_to_string(run->kind), (int) run->target, status, out);
                 break;
         case ALERT_TIMED_OUT:
                 log_send(&e, LOG_ERR, MSGID_ALERT_FAILED, "alert %s for %s pid %d timed out; sent SIGTERM to it", run->command,
                          finding_kind_to_string(run->kind), (int) run->target);
                 break;
         case ALERT_STUCK:
-                log_send(&e, LOG_ERR, MSGID_ALERT_FAILED, "alert %s (pid %d) does not exit after SIGTERM", run->command,
-                         (int) run->pid);
+                log_send(&e, LOG_ERR, MSGID_ALERT_FAILED,
+                         "alert %s (pid %d) does not exit after SIGTERM; no longer tracked (pgtreed never sends SIGKILL): "
+                         "look at it by hand%s",
+                         run->command, (int) run->pid, out);
                 break;
         }
 }
@@ -269,8 +312,6 @@ static void arm_alerts(Manager *m);
 
 static int on_alert_event(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         Manager *m = userdata;
-        uint64_t now;
-        sd_event_now(m->event, CLOCK_MONOTONIC, &now);
         alert_runner_check(&m->alerts, now_monotonic_usec(), on_alert_done, m);
         arm_alerts(m);
         return 0;
@@ -285,29 +326,68 @@ static void arm_alerts(Manager *m) {
                 sd_event_source_disable_unref(m->alert_sources[i]);
         m->n_alert_sources = 0;
         m->alert_timer = sd_event_source_disable_unref(m->alert_timer);
-        if (m->alerts.n == 0)
+        if (m->alerts.n == 0 && m->alerts.n_abandoned == 0)
                 return;
-        sd_event_source **v = realloc(m->alert_sources, m->alerts.n * sizeof *v);
+        /* the pidfd and both output pipes of each */
+        sd_event_source **v = realloc(m->alert_sources, (3 * m->alerts.n + 1) * sizeof *v);
         if (!v)
                 return;
         m->alert_sources = v;
-        for (size_t i = 0; i < m->alerts.n; i++)
-                if (m->alerts.items[i].pidfd >= 0 &&
-                    sd_event_add_io(m->event, &v[m->n_alert_sources], m->alerts.items[i].pidfd, EPOLLIN, on_alert_event, m) >= 0)
-                        m->n_alert_sources++;
+        for (size_t i = 0; i < m->alerts.n; i++) {
+                const AlertRun *run = m->alerts.items[i];
+                int fds[] = { run->pidfd, run->out.fd, run->err.fd };
+                for (size_t j = 0; j < ELEMENTSOF(fds); j++)
+                        if (fds[j] >= 0 && sd_event_add_io(m->event, &v[m->n_alert_sources], fds[j], EPOLLIN, on_alert_event, m) >= 0)
+                                m->n_alert_sources++;
+        }
         uint64_t d = alert_runner_next_deadline(&m->alerts);
-        /* also poll every second for alerts without a pidfd */
+        /* also poll every second for alerts without a pidfd, and to reap abandoned ones */
         uint64_t poll_at = now_monotonic_usec() + USEC_PER_SEC;
         sd_event_add_time(m->event, &m->alert_timer, CLOCK_MONOTONIC, d < poll_at ? d : poll_at, 10000, on_alert_timer, m);
 }
 
-static void run_alert(Manager *m, const Finding *f) {
+/* The per-cluster alert rate limit (max_alerts_per_minute): may one more alert run for this
+ * cluster now? Records it if so. */
+static bool alert_rate_allows(Manager *m, const char *cluster, uint64_t now) {
+        struct RateEntry *r = NULL;
+        for (size_t i = 0; i < m->n_alert_rates && !r; i++)
+                if (!strcmp(m->alert_rates[i].cluster, cluster))
+                        r = &m->alert_rates[i];
+        if (!r) {
+                if (GROW(m->alert_rates, m->alert_rates_allocated, m->n_alert_rates + 1) < 0)
+                        return false;
+                r = &m->alert_rates[m->n_alert_rates++];
+                *r = (struct RateEntry){};
+                snprintf(r->cluster, sizeof r->cluster, "%.*s", (int) sizeof r->cluster - 1, cluster);
+        }
+        if (rate_window_configure(&r->window, m->config->max_alerts_per_minute, 60 * USEC_PER_SEC) < 0)
+                return false;
+        return rate_window_record(&r->window, now);
+}
+
+typedef struct AlertDrops {
+        size_t busy, rate;
+} AlertDrops;
+
+static void run_alert(Manager *m, const Finding *f, AlertDrops *drops) {
         const Rule *rule = NULL;
         for (size_t i = 0; i < m->config->n_rules && !rule; i++)
                 if (!strcmp(m->config->rules[i].name, f->rule))
                         rule = &m->config->rules[i];
         if (!rule || !rule->alert_command)
                 return;
+        /* an alert per finding, not per attacker's wish: at most max_concurrent_alerts at once,
+         * max_alerts_per_minute per cluster; the rest are dropped (counted, summed up per cycle) */
+        if (!alert_runner_has_room(&m->alerts)) {
+                m->counters.alerts_dropped_busy++;
+                drops->busy++;
+                return;
+        }
+        if (!alert_rate_allows(m, f->cluster[0] ? f->cluster : "orphans", now_monotonic_usec())) {
+                m->counters.alerts_dropped_rate++;
+                drops->rate++;
+                return;
+        }
         const AlertRun *run;
         int r = alert_spawn(&m->alerts, rule->alert_command, f, now_monotonic_usec(), &run);
         if (r < 0) {
@@ -320,6 +400,21 @@ static void run_alert(Manager *m, const Finding *f) {
                 return;
         }
         arm_alerts(m);
+}
+
+static void log_alert_drops(Manager *m, const AlertDrops *d) {
+        if (d->busy == 0 && d->rate == 0)
+                return;
+        LogEntry e = {};
+        log_add(&e, "PGTREE_ALERTS_DROPPED_CONCURRENCY", "%zu", d->busy);
+        log_add(&e, "PGTREE_ALERTS_DROPPED_RATE", "%zu", d->rate);
+        log_add(&e, "PGTREE_ALERTS_RUNNING", "%zu", m->alerts.n);
+        log_send(&e, LOG_WARNING, MSGID_ALERT_DROPPED,
+                 "%zu alert%s not run: %zu with %zu running (max_concurrent_alerts = %u), %zu over max_alerts_per_minute = %u "
+                 "of their cluster; the findings are in the journal (dropped so far: %llu, %llu)",
+                 d->busy + d->rate, d->busy + d->rate == 1 ? "" : "s", d->busy, m->alerts.n, m->config->max_concurrent_alerts,
+                 d->rate, m->config->max_alerts_per_minute, (unsigned long long) m->counters.alerts_dropped_busy,
+                 (unsigned long long) m->counters.alerts_dropped_rate);
 }
 
 /* ---- rule actions ---- */
@@ -339,6 +434,7 @@ static void apply_rule_actions(Manager *m) {
         for (size_t i = 0; i < m->n_actions; i++)
                 m->actions[i].seen = false;
         Findings *open = &m->engine->open;
+        AlertDrops drops = {};
         for (size_t i = 0; i < open->n; i++) {
                 Finding *f = &open->items[i];
                 ActionState *a = action_state(m, f);
@@ -350,7 +446,7 @@ static void apply_rule_actions(Manager *m) {
                 char by[160], why[256];
                 snprintf(by, sizeof by, "rule %s", f->rule);
                 if (f->action == ACTION_ALERT) {
-                        run_alert(m, f);
+                        run_alert(m, f, &drops);
                         a->done = ACTION_ALERT;
                         continue;
                 }
@@ -362,6 +458,7 @@ static void apply_rule_actions(Manager *m) {
                 a->done = f->action;
                 f->dry_run = !strcmp(result, "dry-run");
         }
+        log_alert_drops(m, &drops);
         for (size_t i = 0; i < m->n_actions;) {
                 if (!m->actions[i].seen)
                         m->actions[i] = m->actions[--m->n_actions];
@@ -543,6 +640,7 @@ int manager_reload(Manager *m, char ***errors) {
         m->config = c;
         engine_set_config(m->engine, c);
         m->alerts.timeout_usec = c->alert_timeout_usec;
+        m->alerts.max_running = c->max_concurrent_alerts;
         control_config_changed(m->control);
         config_free(old);
         LogEntry e = {};
@@ -580,6 +678,48 @@ static int on_test_stall(sd_event_source *s, const struct signalfd_siginfo *si, 
         return 0;
 }
 
+/* Test hook, same gate: SIGUSR1 makes pgtreed itself try to SIGKILL the process named by
+ * PGTREED_TEST_KILL_TARGET (a sacrificial process of the test — never a PostgreSQL one: refused
+ * by comm) by three routes, and log what each returned. Under the seccomp filter each must fail
+ * with EPERM and the target live; a test reads that from the log and /proc. */
+static int on_test_kill(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        const char *v = getenv("PGTREED_TEST_KILL_TARGET");
+        char *end = NULL;
+        long pid = v ? strtol(v, &end, 10) : 0;
+        if (!v || end == v || *end || pid <= 1 || pid == getpid()) {
+                log_plain(LOG_WARNING, "test hook: PGTREED_TEST_KILL_TARGET is not a usable pid");
+                return 0;
+        }
+        char path[64], comm[64] = "";
+        snprintf(path, sizeof path, "/proc/%ld/comm", pid);
+        FILE *f = fopen(path, "re");
+        if (f) {
+                if (!fgets(comm, sizeof comm, f))
+                        comm[0] = 0;
+                fclose(f);
+        }
+        if (!strncmp(comm, "postgres", 8) || !strncmp(comm, "postmaster", 10)) {
+                log_plain(LOG_WARNING, "test hook: pid %ld is a PostgreSQL process: refused", pid);
+                return 0;
+        }
+        int r = kill((pid_t) pid, SIGKILL);
+        log_plain(LOG_WARNING, "test hook: kill(%ld, SIGKILL): %s", pid, r < 0 ? strerror(errno) : "sent");
+        int fd = (int) syscall(SYS_pidfd_open, (pid_t) pid, 0);
+        r = fd < 0 ? -1 : (int) syscall(SYS_pidfd_send_signal, fd, SIGKILL, NULL, 0);
+        log_plain(LOG_WARNING, "test hook: pidfd_send_signal(%ld, SIGKILL): %s", pid, r < 0 ? strerror(errno) : "sent");
+        if (fd >= 0)
+                close(fd);
+        int p[2];
+        if (pipe2(p, O_CLOEXEC) == 0) {
+                r = fcntl(p[0], F_SETOWN, (pid_t) pid) < 0 ? -1 : fcntl(p[0], F_SETSIG, SIGKILL);
+                log_plain(LOG_WARNING, "test hook: fcntl(F_SETSIG, SIGKILL) owned by %ld: %s", pid,
+                          r < 0 ? strerror(errno) : "accepted");
+                close(p[0]);
+                close(p[1]);
+        }
+        return 0;
+}
+
 int manager_run(Manager *m) {
         sigset_t mask;
         sigemptyset(&mask);
@@ -587,14 +727,17 @@ int manager_run(Manager *m) {
         sigaddset(&mask, SIGINT);
         sigaddset(&mask, SIGHUP);
         bool hooks = getenv("PGTREED_TEST_HOOKS") && !strcmp(getenv("PGTREED_TEST_HOOKS"), "1");
-        if (hooks)
+        if (hooks) {
                 sigaddset(&mask, SIGUSR2);
+                sigaddset(&mask, SIGUSR1);
+        }
         sigprocmask(SIG_BLOCK, &mask, NULL);
         int r;
         if ((r = sd_event_add_signal(m->event, NULL, SIGTERM, on_sigterm, m)) < 0 ||
             (r = sd_event_add_signal(m->event, NULL, SIGINT, on_sigterm, m)) < 0 ||
             (r = sd_event_add_signal(m->event, NULL, SIGHUP, on_sighup, m)) < 0 ||
-            (hooks && (r = sd_event_add_signal(m->event, NULL, SIGUSR2, on_test_stall, m)) < 0))
+            (hooks && (r = sd_event_add_signal(m->event, NULL, SIGUSR2, on_test_stall, m)) < 0) ||
+            (hooks && (r = sd_event_add_signal(m->event, NULL, SIGUSR1, on_test_kill, m)) < 0))
                 return r;
         /* SIGCHLD of alert commands is handled through their pidfds; keep it from interrupting */
         signal(SIGPIPE, SIG_IGN);

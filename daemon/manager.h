@@ -11,6 +11,7 @@
 #include "engine.h"
 #include "metrics.h"
 #include "pidref.h"
+#include "ratelimit.h"
 
 typedef struct ControlServer ControlServer;
 
@@ -69,13 +70,16 @@ typedef struct Manager {
         size_t n_actions, actions_allocated;
         TermWatch **terms;
         size_t n_terms, terms_allocated;
-        /* per-cluster rate limit: times (µs) of the actions of the last minute */
+        /* per-cluster rate limit: times (µs) of the actions of the last minute, a window sized
+         * to max_actions_per_minute */
         struct RateEntry {
                 char cluster[256];
-                uint64_t at[256];
-                size_t n;
+                RateWindow window;
         } *rates;
         size_t n_rates, rates_allocated;
+        /* per-cluster alert rate limit (max_alerts_per_minute) */
+        struct RateEntry *alert_rates;
+        size_t n_alert_rates, alert_rates_allocated;
         ControlServer *control;
         ActionCounters counters;
         bool metrics_failed;    /* the metrics file could not be written (said once) */

@@ -87,6 +87,8 @@ typedef struct Config {
         char *admin_group;
         bool query_text_for_readers;    /* socket_group members see query text (else admins only) */
         unsigned max_actions_per_minute;
+        unsigned max_concurrent_alerts; /* alert commands running at once (≥ 1) */
+        unsigned max_alerts_per_minute; /* per cluster; 0: no limit */
         char *metrics_file;
         char *conninfo;                 /* defaults for every cluster's connection */
         unsigned query_max_length;      /* 0: query text not collected */

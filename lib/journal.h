@@ -29,6 +29,7 @@
 #define MSGID_ACTION_EXITED       "6d1ac0a3b3e04bcb9f1c2d62f7a9e026"
 #define MSGID_ALERT_RAN           "6d1ac0a3b3e04bcb9f1c2d62f7a9e030"
 #define MSGID_ALERT_FAILED        "6d1ac0a3b3e04bcb9f1c2d62f7a9e031"
+#define MSGID_ALERT_DROPPED       "6d1ac0a3b3e04bcb9f1c2d62f7a9e032"
 #define MSGID_SCAN_FAILED         "6d1ac0a3b3e04bcb9f1c2d62f7a9e040"
 #define MSGID_POSTMASTER_EXITED   "6d1ac0a3b3e04bcb9f1c2d62f7a9e007"
 #define MSGID_METRICS_FAILED      "6d1ac0a3b3e04bcb9f1c2d62f7a9e041"

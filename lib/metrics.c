@@ -324,6 +324,15 @@ static int write_all(FILE *out, const Engine *e, const ActionCounters *ac, doubl
         head(out, "pgtree_alerts_total", "counter", "Alert commands run, by result.");
         fprintf(out, "pgtree_alerts_total{result=\"ok\"} %llu\n", (unsigned long long) (ac ? ac->alerts_ok : 0));
         fprintf(out, "pgtree_alerts_total{result=\"failed\"} %llu\n", (unsigned long long) (ac ? ac->alerts_failed : 0));
+        fprintf(out, "pgtree_alerts_total{result=\"stuck\"} %llu\n", (unsigned long long) (ac ? ac->alerts_stuck : 0));
+        head(out, "pgtree_alerts_dropped_total", "counter", "Alerts not run, by the limit that held them back.");
+        fprintf(out, "pgtree_alerts_dropped_total{reason=\"max_concurrent_alerts\"} %llu\n",
+                (unsigned long long) (ac ? ac->alerts_dropped_busy : 0));
+        fprintf(out, "pgtree_alerts_dropped_total{reason=\"max_alerts_per_minute\"} %llu\n",
+                (unsigned long long) (ac ? ac->alerts_dropped_rate : 0));
+        head(out, "pgtree_alert_output_discarded_bytes_total", "counter",
+             "Bytes alert commands wrote past the 4 KiB of stdout and of stderr kept for the journal.");
+        fprintf(out, "pgtree_alert_output_discarded_bytes_total %llu\n", (unsigned long long) (ac ? ac->alert_output_discarded : 0));
         return ferror(out) ? -EIO : 0;
 }
 

@@ -49,6 +49,10 @@ typedef struct ActionCounters {
         size_t n_cpu_seen;
         CpuTotal *cpu_totals;
         size_t n_cpu_totals;
+        uint64_t alerts_stuck;                  /* given up on after SIGTERM and another timeout */
+        uint64_t alerts_dropped_busy;           /* not run: max_concurrent_alerts were running */
+        uint64_t alerts_dropped_rate;           /* not run: max_alerts_per_minute of the cluster */
+        uint64_t alert_output_discarded;        /* bytes of alert output past what is kept */
 } ActionCounters;
 
 /* After each completed cycle: the histogram, the last cycle's time, the cluster CPU counters. */

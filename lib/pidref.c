@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <seccomp.h>
 #include <signal.h>
@@ -89,6 +90,38 @@ bool signal_spelling_is_sigkill(const char *v) {
         return false;
 }
 
+/* Every way we know for this process, or a program it starts (alert commands inherit the
+ * filter), to have the kernel deliver SIGKILL to another process, and what stops each:
+ *
+ *  kill, tkill, tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo, pidfd_send_signal with SIGKILL:
+ *      EPERM here (any target, also process groups and -1).
+ *  fcntl(F_SETSIG, SIGKILL) after F_SETOWN/F_SETOWN_EX + O_ASYNC (reproduced: a pipe becoming
+ *      readable SIGKILLed the owner): EPERM here. F_SETOWN/F_SETOWN_EX only choose the target;
+ *      the signal is the one F_SETSIG set (SIGIO otherwise), which also covers leases (F_SETLEASE)
+ *      and dnotify (F_NOTIFY): they send the same owner signal.
+ *  prlimit64(pid ≠ 0, RLIMIT_CPU or RLIMIT_RTTIME, new limit): the kernel SIGKILLs a process past
+ *      its hard CPU/RT-time limit, so lowering another process's limit kills it. Setting limits of
+ *      another process is refused entirely (pid 0 — this process, what setrlimit() uses — stays).
+ *  ptrace: PTRACE_KILL sends SIGKILL, and an attached tracer can make the tracee call kill()
+ *      itself, outside this filter. Refused entirely; process_vm_writev likewise (it rewrites
+ *      another process's memory). pgtreed needs neither.
+ *  io_uring_setup/enter/register: its operations are not seen by seccomp at all. Refused with
+ *      ENOSYS (programs then fall back to plain system calls); pgtreed does not use it.
+ *  bpf: a BPF program can call bpf_send_signal(SIGKILL) in another process's context. Refused
+ *      with ENOSYS. init_module/finit_module (kernel code can do anything): refused as well.
+ *
+ * Evaluated and left open, because they can only reach the caller itself:
+ *  timer_create/timer_settime with SIGEV_SIGNAL SIGKILL: the signal goes to the caller's own
+ *      thread group (SIGEV_THREAD_ID must name one of its own threads: EINVAL otherwise).
+ *  mq_notify with SIGEV_SIGNAL: the signal goes to the process that registered.
+ *  prctl(PR_SET_PDEATHSIG, SIGKILL): sets the signal the *caller* gets when its parent dies.
+ *  clone()/clone3() exit_signal = SIGKILL: sent to the caller (the new child's parent) when the
+ *      child exits; with CLONE_PARENT the child inherits the caller's exit signal (SIGCHLD for
+ *      what pgtreed starts) instead, and the kernel falls back to SIGCHLD after an exec.
+ *  process_madvise, pidfd_getfd, kcmp: cannot send signals.
+ * Outside a system-call filter's reach, for the unit's sandbox (ProtectKernelTunables=,
+ * ProtectControlGroups=, ProtectProc=) and for the capabilities alerts run without:
+ * /proc/sysrq-trigger ('i': SIGKILL to every process), cgroup.kill, /proc/PID/oom_score_adj. */
 int nokill_install(void) {
         scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
         if (!ctx)
@@ -110,6 +143,39 @@ int nokill_install(void) {
                                             .datum_b = SIGKILL };
                 r = seccomp_rule_add_exact_array(ctx, SCMP_ACT_ERRNO(EPERM), calls[i].nr, 1, &cmp);
         }
+        /* fcntl(fd, F_SETSIG, SIGKILL) (fcntl64 exists on 32-bit architectures only: rule_add
+         * without _exact skips it where it does not exist) */
+        static const int fcntls[] = { SCMP_SYS(fcntl), SCMP_SYS(fcntl64) };
+        for (size_t i = 0; r == 0 && i < ELEMENTSOF(fcntls); i++) {
+                struct scmp_arg_cmp cmp[] = {
+                        { .arg = 1, .op = SCMP_CMP_MASKED_EQ, .datum_a = 0xffffffffu, .datum_b = F_SETSIG },
+                        { .arg = 2, .op = SCMP_CMP_MASKED_EQ, .datum_a = 0xffffffffu, .datum_b = SIGKILL },
+                };
+                r = seccomp_rule_add_array(ctx, SCMP_ACT_ERRNO(EPERM), fcntls[i], ELEMENTSOF(cmp), cmp);
+        }
+        /* prlimit64(pid ≠ 0, …, new ≠ NULL, …) */
+        if (r == 0) {
+                struct scmp_arg_cmp cmp[] = {
+                        { .arg = 0, .op = SCMP_CMP_NE, .datum_a = 0 },
+                        { .arg = 2, .op = SCMP_CMP_NE, .datum_a = 0 },
+                };
+                r = seccomp_rule_add_array(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(prlimit64), ELEMENTSOF(cmp), cmp);
+        }
+        static const struct {
+                int nr;
+                int err;
+        } denied[] = {
+                { SCMP_SYS(ptrace), EPERM },
+                { SCMP_SYS(process_vm_writev), EPERM },
+                { SCMP_SYS(io_uring_setup), ENOSYS },
+                { SCMP_SYS(io_uring_enter), ENOSYS },
+                { SCMP_SYS(io_uring_register), ENOSYS },
+                { SCMP_SYS(bpf), ENOSYS },
+                { SCMP_SYS(init_module), EPERM },
+                { SCMP_SYS(finit_module), EPERM },
+        };
+        for (size_t i = 0; r == 0 && i < ELEMENTSOF(denied); i++)
+                r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(denied[i].err), denied[i].nr, 0);
         if (r == 0)
                 r = seccomp_load(ctx);
         seccomp_release(ctx);

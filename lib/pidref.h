@@ -40,7 +40,9 @@ void pidref_done(PidRef *ref);
  * "signal 9", any case, with dashes and spaces ignored. */
 bool signal_spelling_is_sigkill(const char *s);
 
-/* Installs a seccomp filter on the calling process that makes kill, tkill, tgkill,
- * rt_sigqueueinfo, rt_tgsigqueueinfo and pidfd_send_signal fail with EPERM when the signal is
- * SIGKILL. Inherited by children. */
+/* Installs a seccomp filter on the calling process that makes every known route to SIGKILL
+ * another process fail: kill, tkill, tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo and
+ * pidfd_send_signal with SIGKILL, fcntl(F_SETSIG, SIGKILL), prlimit64 on another process, ptrace,
+ * process_vm_writev, io_uring, bpf, module loading (the list and the reasons: pidref.c).
+ * Inherited by children, alert commands included. */
 int nokill_install(void);

@@ -60,6 +60,11 @@ static const Bad bad_configs[] = {
         { "[cluster m]\ndata_directory = var/lib/pg\n", "t.ini:2: data_directory: must be an absolute path, got 'var/lib/pg'" },
         { "[cluster m]\nport = 70000\n", "t.ini:2: port: expected a whole number from 1 to 65535, got '70000'" },
         { "[daemon]\nmax_actions_per_minute = -1\n", "t.ini:2: max_actions_per_minute: expected a whole number from 0 to 10000, got '-1'" },
+        { "[daemon]\nmax_concurrent_alerts = 0\n", "t.ini:2: max_concurrent_alerts: expected a whole number from 1 to 1000, got '0'" },
+        { "[daemon]\nmax_concurrent_alerts = 1001\n", "t.ini:2: max_concurrent_alerts: expected a whole number from 1 to 1000, got '1001'" },
+        { "[daemon]\n\nmax_concurrent_alerts = many\n", "t.ini:3: max_concurrent_alerts: expected a whole number from 1 to 1000, got 'many'" },
+        { "[daemon]\nmax_alerts_per_minute = 10001\n", "t.ini:2: max_alerts_per_minute: expected a whole number from 0 to 10000, got '10001'" },
+        { "[daemon]\nmax_alerts_per_minute = 5/m\n", "t.ini:2: max_alerts_per_minute: expected a whole number from 0 to 10000, got '5/m'" },
         { "[daemon]\nsocket = pgtree.sock\n", "t.ini:2: socket: must be an absolute path, got 'pgtree.sock'" },
         { "[daemon]\nconninfo = host=x port\n", "t.ini:2: conninfo: invalid connection string: missing \"=\" after \"port\" in connection info string" },
         { "[daemon]\ninterval = 2s\ninterval = 3s\n", "t.ini:3: duplicate key 'interval' (first set at line 2)" },
@@ -120,6 +125,8 @@ static void test_good_config(void **state) {
                 "enforce = no\n"
                 "socket = /run/pgtree/test.sock\n"
                 "max_actions_per_minute = 3\n"
+                "max_concurrent_alerts = 2\n"
+                "max_alerts_per_minute = 0\n"
                 "metrics_file =\n"
                 "query_max_length = 0\n"
                 "[protected]\n"
@@ -152,6 +159,8 @@ static void test_good_config(void **state) {
         assert_false(c->enforce);
         assert_string_equal(c->socket_path, "/run/pgtree/test.sock");
         assert_int_equal(c->max_actions_per_minute, 3);
+        assert_int_equal(c->max_concurrent_alerts, 2);
+        assert_int_equal(c->max_alerts_per_minute, 0);
         assert_null(c->metrics_file);
         assert_int_equal(c->query_max_length, 0);
         assert_int_equal(c->protected_users.n, 2);
