@@ -41,6 +41,9 @@ struct ActivityConn {
         char status[512];
         ActivitySnapshot snap;
         bool have_snap;
+        /* The snapshot before snap: a tree published from it may still point into its rows
+         * until the engine publishes the next one (activity_conn_release_retired). */
+        ActivitySnapshot retired;
         PGresult *result;
 };
 
@@ -186,9 +189,17 @@ ActivityConn *activity_conn_free(ActivityConn *a) {
         if (a->conn)
                 PQfinish(a->conn);
         activity_snapshot_clear(&a->snap);
+        activity_snapshot_clear(&a->retired);
         free_params(a);
         free(a);
         return NULL;
+}
+
+void activity_conn_release_retired(ActivityConn *a) {
+        if (a) {
+                activity_snapshot_clear(&a->retired);
+                a->retired = (ActivitySnapshot){};
+        }
 }
 
 /* ---- state machine ---- */
@@ -364,7 +375,8 @@ static int take_rows(ActivityConn *a, const PGresult *res) {
                 s.taken_at = (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
         }
         qsort(s.rows, s.n, sizeof *s.rows, cmp_row);
-        activity_snapshot_clear(&a->snap);
+        activity_snapshot_clear(&a->retired);
+        a->retired = a->snap;
         a->snap = s;
         a->have_snap = true;
         return 0;

@@ -69,6 +69,9 @@ bool activity_conn_busy(const ActivityConn *a);
 
 /* The snapshot of the last refresh that succeeded in the current cycle, or NULL. */
 const ActivitySnapshot *activity_conn_snapshot(const ActivityConn *a);
+/* A new result retires the snapshot before it instead of freeing it (a published tree may point
+ * into it); the owner of that tree frees it with this once the tree is replaced. */
+void activity_conn_release_retired(ActivityConn *a);
 /* "ok", or why there is no snapshot: "unavailable: <reason>". */
 const char *activity_conn_status(const ActivityConn *a);
 /* How many times it connected (1 on the first success; more after reconnects). */

@@ -28,8 +28,19 @@ int engine_new(const Config *c, Engine **ret) {
         return 0;
 }
 
-static void slot_free(ClusterSlot *s) {
-        activity_conn_free(s->conn);
+/* A connection out of use: freed at once if nothing published can point into it. */
+static void drop_conn(Engine *e, ActivityConn *a) {
+        if (!a)
+                return;
+        if (!e->have_tree || GROW(e->dropped, e->dropped_allocated, e->n_dropped + 1) < 0) {
+                activity_conn_free(a);
+                return;
+        }
+        e->dropped[e->n_dropped++] = a;
+}
+
+static void slot_free(Engine *e, ClusterSlot *s) {
+        drop_conn(e, s->conn);
         free(s->conninfo);
         *s = (ClusterSlot){};
 }
@@ -37,11 +48,17 @@ static void slot_free(ClusterSlot *s) {
 Engine *engine_free(Engine *e) {
         if (!e)
                 return NULL;
-        for (size_t i = 0; i < e->n_slots; i++)
-                slot_free(&e->slots[i]);
-        free(e->slots);
         if (e->have_tree)
                 tree_free(&e->tree);
+        if (e->have_next)
+                tree_free(&e->next);
+        e->have_tree = e->have_next = false;
+        for (size_t i = 0; i < e->n_slots; i++)
+                slot_free(e, &e->slots[i]);
+        free(e->slots);
+        for (size_t i = 0; i < e->n_dropped; i++)
+                activity_conn_free(e->dropped[i]);
+        free(e->dropped);
         finding_store_clear(&e->store);
         findings_free(&e->open);
         scanner_free(e->scanner);
@@ -83,8 +100,9 @@ static bool conninfo_names_host(const char *conninfo) {
         return yes;
 }
 
-static void slot_drop_conn(ClusterSlot *s) {
-        s->conn = activity_conn_free(s->conn);
+static void slot_drop_conn(Engine *e, ClusterSlot *s) {
+        drop_conn(e, s->conn);
+        s->conn = NULL;
         free(s->conninfo);
         s->conninfo = NULL;
 }
@@ -105,7 +123,7 @@ static int prepare_cluster(Engine *e, PgCluster *c, const PgProcess *pm, uint64_
          * naming a host says where it is. */
         bool configured = cc && cc->conninfo && conninfo_names_host(cc->conninfo);
         if (!c->pmfile_valid && !configured) {
-                slot_drop_conn(s);
+                slot_drop_conn(e, s);
                 snprintf(c->activity, sizeof c->activity, "unavailable: %s", c->pmfile_why[0] ? c->pmfile_why : "postmaster.pid not verified");
                 return 0;
         }
@@ -113,7 +131,7 @@ static int prepare_cluster(Engine *e, PgCluster *c, const PgProcess *pm, uint64_
          * fails and backs off: wait for postmaster.pid to say ready. 9.6 writes no status. */
         if (c->pmfile_valid && c->pmfile.status[0] && strcmp(c->pmfile.status, "ready") != 0 &&
             strcmp(c->pmfile.status, "standby") != 0 && !configured) {
-                slot_drop_conn(s);
+                slot_drop_conn(e, s);
                 snprintf(c->activity, sizeof c->activity, "unavailable: the server is not ready (postmaster.pid says %s)",
                          c->pmfile.status);
                 return 0;
@@ -121,7 +139,7 @@ static int prepare_cluster(Engine *e, PgCluster *c, const PgProcess *pm, uint64_
         /* Nor before its children carry their titles: the cluster's name (cluster_name, in their
          * titles) is not known before, and the first word about it would name the data directory. */
         if (!c->children_titled && !configured) {
-                slot_drop_conn(s);
+                slot_drop_conn(e, s);
                 snprintf(c->activity, sizeof c->activity, "unavailable: the server is starting (no child process has its title yet)");
                 return 0;
         }
@@ -134,7 +152,7 @@ static int prepare_cluster(Engine *e, PgCluster *c, const PgProcess *pm, uint64_
                 /* no Unix socket: its TCP address, never the default socket (another cluster's) */
                 snprintf(listen, sizeof listen, "%.*s", (int) strcspn(c->pmfile.listen_addr, ", "), c->pmfile.listen_addr);
                 if (!listen[0]) {
-                        slot_drop_conn(s);
+                        slot_drop_conn(e, s);
                         snprintf(c->activity, sizeof c->activity, "unavailable: the server has neither a Unix socket nor a TCP address");
                         return 0;
                 }
@@ -146,7 +164,7 @@ static int prepare_cluster(Engine *e, PgCluster *c, const PgProcess *pm, uint64_
                      (unsigned long long) cfg->connect_timeout_usec, (unsigned long long) cfg->query_timeout_usec) < 0)
                 return -ENOMEM;
         if (!s->conn || !s->conninfo || strcmp(s->conninfo, key) != 0) {
-                slot_drop_conn(s);
+                slot_drop_conn(e, s);
                 s->conninfo = TAKE_PTR(key);
                 s->verified_connects = 0;
                 s->wrong_server[0] = 0;
@@ -165,30 +183,30 @@ static int prepare_cluster(Engine *e, PgCluster *c, const PgProcess *pm, uint64_
 
 int engine_begin_cycle(Engine *e, bool force_full) {
         e->cycle_started = now_monotonic_usec();
-        if (e->have_tree) {
-                tree_free(&e->tree);
-                e->have_tree = false;
-                remote_set_tree_gone(e->remote);
+        if (e->have_next) { /* a cycle that did not finish */
+                tree_free(&e->next);
+                e->have_next = false;
         }
-        int r = scanner_refresh(e->scanner, force_full, &e->tree, &e->scan);
+        remote_set_tree_gone(e->remote); /* the new tree has no managed servers in it yet */
+        int r = scanner_refresh(e->scanner, force_full, &e->next, &e->scan);
         if (r < 0)
                 return r;
-        e->have_tree = true;
+        e->have_next = true;
         for (size_t i = 0; i < e->n_slots; i++)
                 e->slots[i].seen = false;
         uint64_t now = now_monotonic_usec();
-        for (size_t i = 0; i < e->tree.n_clusters; i++) {
-                PgCluster *c = &e->tree.clusters[i];
-                if ((r = prepare_cluster(e, c, &e->tree.procs[c->postmaster], now)) < 0)
+        for (size_t i = 0; i < e->next.n_clusters; i++) {
+                PgCluster *c = &e->next.clusters[i];
+                if ((r = prepare_cluster(e, c, &e->next.procs[c->postmaster], now)) < 0)
                         return r;
         }
         if ((r = remote_set_begin(&e->remote, e->config, now)) < 0 ||
-            (r = remote_set_add_to_tree(e->remote, e->config, &e->tree, false)) < 0)
+            (r = remote_set_add_to_tree(e->remote, e->config, &e->next, false)) < 0)
                 return r;
         /* connections of clusters that are gone */
         for (size_t i = 0; i < e->n_slots;) {
                 if (!e->slots[i].seen) {
-                        slot_free(&e->slots[i]);
+                        slot_free(e, &e->slots[i]);
                         e->slots[i] = e->slots[--e->n_slots];
                 } else
                         i++;
@@ -196,8 +214,36 @@ int engine_begin_cycle(Engine *e, bool force_full) {
         return 0;
 }
 
-static ClusterSlot *slot_of_cluster(Engine *e, const PgCluster *c) {
-        const PgProcess *pm = &e->tree.procs[c->postmaster];
+/* The finished tree becomes what readers see; what the old one pointed into can go. */
+static void publish(Engine *e) {
+        if (e->have_tree)
+                tree_free(&e->tree);
+        e->tree = e->next;
+        e->have_tree = e->have_next;
+        e->next = (PgTree){};
+        e->have_next = false;
+        for (size_t i = 0; i < e->n_dropped; i++)
+                activity_conn_free(e->dropped[i]);
+        e->n_dropped = 0;
+        for (size_t i = 0; i < e->n_slots; i++)
+                activity_conn_release_retired(e->slots[i].conn);
+}
+
+/* A cycle failed after its results came in: the published tree may point into snapshots that
+ * are being replaced, so it is withdrawn (readers see no tree until the next cycle). */
+static void unpublish(Engine *e) {
+        if (e->have_tree)
+                tree_free(&e->tree);
+        e->have_tree = false;
+        for (size_t i = 0; i < e->n_dropped; i++)
+                activity_conn_free(e->dropped[i]);
+        e->n_dropped = 0;
+        for (size_t i = 0; i < e->n_slots; i++)
+                activity_conn_release_retired(e->slots[i].conn);
+}
+
+static ClusterSlot *slot_of_cluster(Engine *e, const PgTree *t, const PgCluster *c) {
+        const PgProcess *pm = &t->procs[c->postmaster];
         for (size_t i = 0; i < e->n_slots; i++)
                 if (e->slots[i].pm_pid == pm->rec.pid && e->slots[i].pm_start_ticks == pm->rec.start_ticks)
                         return &e->slots[i];
@@ -268,11 +314,24 @@ static void verify_server(ClusterSlot *s, const PgProcess *pm, const ActivitySna
                          (int) snap->own_pid, (int) st.ppid, (int) pm->rec.pid);
 }
 
+static int finish_cycle(Engine *e, FindingEvents *events);
+
 int engine_finish_cycle(Engine *e, FindingEvents *events) {
-        PgTree *t = &e->tree;
+        if (!e->have_next)
+                return -ESTALE;
+        int r = finish_cycle(e, events);
+        if (r < 0)
+                unpublish(e);
+        else
+                publish(e);
+        return r;
+}
+
+static int finish_cycle(Engine *e, FindingEvents *events) {
+        PgTree *t = &e->next;
         for (size_t i = 0; i < t->n_clusters; i++) {
                 PgCluster *c = &t->clusters[i];
-                ClusterSlot *s = slot_of_cluster(e, c);
+                ClusterSlot *s = slot_of_cluster(e, t, c);
                 const ActivitySnapshot *snap = s && s->conn ? activity_conn_snapshot(s->conn) : NULL;
                 if (snap) {
                         verify_server(s, &t->procs[c->postmaster], snap);
@@ -380,7 +439,7 @@ int engine_run_cycle_blocking(Engine *e, bool force_full, FindingEvents *events)
 void engine_report_reachability(Engine *e, ReachabilityChanged cb, void *userdata) {
         for (size_t i = 0; i < e->tree.n_clusters; i++) {
                 PgCluster *c = &e->tree.clusters[i];
-                ClusterSlot *s = slot_of_cluster(e, c);
+                ClusterSlot *s = slot_of_cluster(e, &e->tree, c);
                 if (!s)
                         continue;
                 bool reachable = c->snapshot != NULL;

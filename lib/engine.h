@@ -43,8 +43,17 @@ typedef struct Engine {
         ClusterSlot *slots;
         size_t n_slots, slots_allocated;
         FindingStore store;
+        /* What readers see: the last finished cycle's tree, joined. A cycle builds `next` and
+         * publishes it when it is done, so a control call answered while a cycle waits for
+         * PostgreSQL never sees a rescanned but unjoined tree. */
         PgTree tree;
         bool have_tree;
+        PgTree next;
+        bool have_next;
+        /* Connections dropped during a cycle: the published tree may point into their
+         * snapshots, so they are freed when the next tree is published. */
+        ActivityConn **dropped;
+        size_t n_dropped, dropped_allocated;
         ScanStats scan;
         Findings open;          /* the open findings after the last cycle */
         uint64_t cycles;

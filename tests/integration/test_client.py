@@ -274,3 +274,45 @@ def test_daemon_not_running(pgtree_client, tmp_path):
     assert p.returncode == 5 and "pgtreed is not running" in p.stderr
     p = subprocess.run([pgtree_client, "frobnicate"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 2
+
+
+def test_replies_come_from_the_last_finished_cycle(pgtreed, pgtree_client, cluster):
+    """While a cycle waits for a slow server (here a managed server that never answers), a
+    control call gets the last finished cycle: joined with pg_stat_activity, never the
+    rescanned but not yet joined tree of the cycle in progress."""
+    import socket as socketmod
+    from conftest import Daemon
+    hung = socketmod.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(4)  # accepts (in the kernel) and never answers
+    d = Daemon(pgtreed, pgtree_client, f"""[daemon]
+interval = 1s
+connect_timeout = 5s
+query_timeout = 5s
+[cluster it]
+data_directory = {cluster.data}
+[cluster hung]
+host = remote
+conninfo = host=127.0.0.1 port={hung.getsockname()[1]} dbname=postgres user=postgres sslmode=disable
+""")
+    d.start()
+    try:
+        app = f"joined-{os.getpid()}"
+        pid = sessions(cluster, app, 1)[0]
+        wait_for(lambda: any(s["pid"] == pid and s["activity_joined"]
+                             for s in d.client_json("sessions", "--app", app)["sessions"]), 20, what="session joined")
+        unjoined, asked = 0, 0
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 5:  # five cycles, each waiting most of its interval
+            # sessions and show are rendered per call (Tree has a per-cycle cache)
+            listed = {s["pid"]: s for s in d.client_json("sessions", "--app", app)["sessions"]}
+            shown = d.client_json("show", str(pid))["process"]
+            asked += 1
+            if not listed.get(pid, {}).get("activity_joined") or not shown["activity_joined"]:
+                unjoined += 1
+            time.sleep(0.05)
+        assert asked >= 20 and unjoined == 0, f"{unjoined} of {asked} replies had an unjoined tree"
+        cluster.sql("SELECT pg_terminate_backend(%s)", (pid,))
+    finally:
+        d.stop()
+        hung.close()
