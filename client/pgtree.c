@@ -1199,7 +1199,8 @@ int main(int argc, char **argv) {
                                    : !strcmp(a, "-o") || !strcmp(a, "--output") ? &columns_opt : NULL;
                 if (value) {
                         if (i + 1 >= argc || !argv[i + 1][0]) {
-                                fprintf(stderr, "pgtree: %s needs a value (see --help)\n", a);
+                                fprintf(stderr, "pgtree: %s needs %s (see --help)\n", a,
+                                        value == &socket_path ? "a path" : value == &cluster_opt ? "a cluster name" : "column names");
                                 return EXIT_USAGE;
                         }
                         *value = argv[++i];
