@@ -3,6 +3,7 @@ transaction, B waits for A while holding another row lock, C waits for B. pgtree
 chain, the lock_wait findings name A as root blocker, and a target = blocker rule terminates A
 (exactly A: B and C then proceed) when enforcing, and only says so in a dry run."""
 import os
+import re
 import threading
 
 import psycopg2
@@ -169,3 +170,22 @@ def test_target_blocker_terminates_exactly_the_root(pgtreed, pgtree_client, clus
         sent = [l for l in d.lines if "sent SIGTERM" in l]
         assert len(sent) == 1 and f"pid {a} " in sent[0], sent
     assert cluster.sql(f"SELECT v FROM {TAG} ORDER BY id") == [(10,), (101,)]
+
+
+def test_top_shows_the_chain(pgtreed, pgtree_client, cluster, chain):
+    from tmuxterm import Tmux
+    a, b, c = chain.pids["a"], chain.pids["b"], chain.pids["c"]
+    with Daemon(pgtreed, pgtree_client, config(cluster, "no")) as d:
+        name = wait_for(lambda: d.client_json("tree", "--cluster", "c")["clusters"][0]["name"], 30, what="the cluster")
+        t = Tmux([d.client_path, "--socket", d.socket, "top", "--cluster", name], width=200, height=60)
+        try:
+            s = t.wait(r"lock chains \(root blocker", 30)
+            lines = s.splitlines()
+            start = next(i for i, l in enumerate(lines) if "lock chains (root blocker" in l)
+            chain_lines = lines[start + 1:]
+            pos = {p: next((i for i, l in enumerate(chain_lines) if re.match(rf"\s*{p} ", l)), None) for p in (a, b, c)}
+            assert None not in pos.values() and pos[a] < pos[b] < pos[c], s
+            assert f"[blocked by {a}]" in chain_lines[pos[b]] and f"[blocked by {b}]" in chain_lines[pos[c]], s
+            t.save("top-lock-chain")
+        finally:
+            t.close()
