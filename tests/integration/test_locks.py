@@ -2,6 +2,7 @@
 transaction, B waits for A while holding another row lock, C waits for B. pgtree locks shows the
 chain, the lock_wait findings name A as root blocker, and a target = blocker rule terminates A
 (exactly A: B and C then proceed) when enforcing, and only says so in a dry run."""
+import json
 import os
 import re
 import threading
@@ -189,3 +190,30 @@ def test_top_shows_the_chain(pgtreed, pgtree_client, cluster, chain):
             t.save("top-lock-chain")
         finally:
             t.close()
+
+
+def test_readers_get_no_query_text_of_blockers(pgtreed, pgtree_client, cluster, chain):
+    from osusers import os_users
+    a, b, c = chain.pids["a"], chain.pids["b"], chain.pids["c"]
+    group = f"{TAG}g"
+    with os_users(TAG, [group], {"r": [group]}) as users:
+        text = config(cluster, "no").replace("[daemon]\n", f"[daemon]\nsocket_group = {group}\n", 1)
+        d = Daemon(pgtreed, pgtree_client, text)
+        d.start()
+        try:
+            os.chmod(d.dir, 0o755)
+            reader = users["r"]
+            f = wait_for(lambda: (x := lock_findings(d, {c})) and x[c].get("blocker") and x, 30, what="C's finding")
+            assert "the root blocker's query" in f[c]["blocker"]["query"]          # admin (root)
+            rf = json.loads(d.client("--json", "long", user=reader).stdout)["findings"]
+            mine = next(x for x in rf if x["pid"] == c and x["kind"] == "lock_wait")
+            assert mine["blocker"]["pid"] == a and mine["blocker"].get("query") is None and mine["blocker"]["query_hidden"]
+            locks = d.client("locks", "--cluster", "c", user=reader).stdout
+            assert str(a) in locks and "the root blocker's query" not in locks and "UPDATE" not in locks, locks
+            lj = json.dumps(json.loads(d.client("--json", "locks", user=reader).stdout))
+            tj = json.dumps(json.loads(d.client("--json", "tree", user=reader).stdout))
+            sj = json.dumps(json.loads(d.client("--json", "show", str(b), user=reader).stdout))
+            for j in (lj, tj, sj):
+                assert "the root blocker's query" not in j
+        finally:
+            d.stop()
