@@ -44,40 +44,105 @@ static const char sigkill_refusal[] =
         "session, lose their open transactions and run crash recovery. Use 'pgtree terminate PID'\n"
         "(SIGTERM, like pg_terminate_backend) or 'pgtree cancel PID' (SIGINT) instead.\n";
 
+/* Options that every command takes, wherever they are on the line. */
+static const char *cluster_opt = NULL;  /* --cluster NAME */
+static const char *columns_opt = NULL;  /* -o/--output COLUMNS */
+static bool no_headings = false, raw_out = false;
+
+typedef struct Command {
+        const char *name;
+        const char *args;       /* after the name, for the usage line */
+        const char *summary;
+        const char *options;    /* the command's own options, one per line, or NULL */
+} Command;
+
+static const Command commands[] = {
+        { "status", "", "the daemon, in short (--cluster: that cluster's line)", NULL },
+        { "tree", "[--group]", "the process forest of every cluster, lock chains under each",
+          "  --group                      client backends under their application_name\n" },
+        { "sessions", "[--user U] [--database D] [--app A] [--state S] [--sort KEY] [--all]",
+          "client backends as a table (filters are shell globs)",
+          "  --user, --database, --app, --state GLOB   only the sessions that match\n"
+          "  --sort pid|age|duration|cpu|memory|user   the order (largest first, names A-Z)\n"
+          "  --all                        also pgtreed's own connections (application_name pgtreed)\n"
+          "  -o, --output COLUMNS         columns (comma-separated; +COL adds to the default):\n"
+          "                               pid cluster user database application client state for xact wait\n"
+          "                               blocked_by blocking cpu priv type query\n"
+          "  --no-headings                no heading line\n"
+          "  --raw                        one space between columns, blanks in values as \\x20\n" },
+        { "clusters", "", "the clusters pgtreed watches, as a table",
+          "  -o, --output COLUMNS         name pid port data_directory status activity enforce sessions\n"
+          "  --no-headings, --raw         as for sessions\n" },
+        { "locks", "", "lock chains: each root blocker and the sessions waiting behind it", NULL },
+        { "top", "[--flat] [--sort cpu|duration|memory|pid] [--filter EXPR] [--no-idle]",
+          "the live view, one refresh per scan cycle (keys: ? inside)",
+          "  --flat                       the sessions table instead of the tree\n"
+          "  --sort KEY                   cpu, duration, memory or pid\n"
+          "  --filter EXPR                user=GLOB db=GLOB app=GLOB state=GLOB cluster=GLOB, or a word\n"
+          "  --no-idle                    hide idle sessions\n" },
+        { "show", "PID", "everything known about one process, and the lock chains it is in", NULL },
+        { "orphans", "", "PostgreSQL processes with no live postmaster, and orphan findings", NULL },
+        { "long", "", "long runners (queries, idle in transaction, transactions, lock waits with their root blocker)", NULL },
+        { "events", "[--since WHEN] [--follow] [-n N] [--directory DIR | --file FILE...] [--host NAME]",
+          "pgtreed's journal entries",
+          "  --since WHEN                 '2026-11-21 10:00:00', or a duration ago such as 1h\n"
+          "  --follow, -f                 keep printing new entries\n"
+          "  -n N                         the last N entries (default 50)\n"
+          "  --directory DIR, --file FILE a central journal (systemd-journal-remote)\n"
+          "  --host NAME                  only entries of that host\n"
+          "  with --json: a JSON array ([] when empty); with --follow one object per line\n" },
+        { "cancel", "PID | --app NAME [--yes] [--dry-run]", "SIGINT to a client backend (like pg_cancel_backend)",
+          "  --app NAME                   every session of an application_name group (asks first)\n"
+          "  --yes, -y                    do not ask\n"
+          "  --dry-run                    say what would be done\n" },
+        { "terminate", "PID | --app NAME [--yes] [--dry-run]", "SIGTERM to a client backend (like pg_terminate_backend)",
+          "  --app NAME                   every session of an application_name group (asks first)\n"
+          "  --yes, -y                    do not ask\n"
+          "  --dry-run                    say what would be done\n" },
+        { "reload", "", "make pgtreed re-read its configuration", NULL },
+        { "metrics", "", "Prometheus metrics (--cluster: that cluster's series)", NULL },
+        { "help", "[COMMAND]", "this text, or one command's", NULL },
+};
+
+static const Command *find_command(const char *name) {
+        for (size_t i = 0; name && i < ELEMENTSOF(commands); i++)
+                if (!strcmp(commands[i].name, name))
+                        return &commands[i];
+        return NULL;
+}
+
+static const char global_options[] =
+        "  --socket PATH                pgtreed's control socket (default /run/pgtree/pgtree.sock, or $PGTREE_SOCKET)\n"
+        "  --cluster NAME               only that cluster (its name, [cluster] section or data directory)\n"
+        "  --json                       the daemon's reply as JSON\n"
+        "  -h --help                    this text (pgtree COMMAND --help: that command's)\n"
+        "  --version                    the version\n";
+
 static void help(void) {
-        printf("Usage: pgtree [--socket PATH] [--json] COMMAND [ARGS]\n"
-               "\n"
-               "Commands:\n"
-               "  status                       the daemon, in short\n"
-               "  tree [--group]               the process forest of every cluster (--group: by application_name)\n"
-               "  sessions [--user U] [--database D] [--app A] [--state S] [--sort pid|age|duration|cpu|memory|user]\n"
-               "                               client backends as a table (filters are shell globs)\n"
-               "  top [--flat] [--sort cpu|duration|memory|pid] [--filter EXPR] [--no-idle]\n"
-               "                               the live view, one refresh per scan cycle (keys: ? inside)\n"
-               "  show PID                     everything known about one process\n"
-               "  orphans                      PostgreSQL processes with no live postmaster, and orphan findings\n"
-               "  long                         long runners (queries, idle in transaction, transactions, lock waits)\n"
-               "  events [--since WHEN] [--follow] [-n N] [--directory DIR | --file FILE...] [--host NAME]\n"
-               "                               pgtreed's journal entries (WHEN: '2026-11-21 10:00:00' or '1h' ago);\n"
-               "                               --directory/--file read a central journal (systemd-journal-remote)\n"
-               "  cancel PID [--cluster NAME]  SIGINT to a client backend (like pg_cancel_backend)\n"
-               "  terminate PID [--cluster NAME]\n"
-               "                               SIGTERM to a client backend (like pg_terminate_backend); on a\n"
-               "                               managed server (host = remote) the SQL function itself\n"
-               "  terminate --app NAME [--yes] [--dry-run]\n"
-               "                               SIGTERM to every session of an application_name group\n"
-               "  reload                       make pgtreed re-read its configuration\n"
-               "  metrics                      Prometheus metrics\n"
-               "\n"
-               "Options:\n"
-               "  --socket PATH                pgtreed's control socket (default /run/pgtree/pgtree.sock, or $PGTREE_SOCKET)\n"
-               "  --json                       the daemon's reply as JSON\n"
-               "  -h --help                    this text\n"
-               "  --version                    the version\n"
-               "\n"
+        printf("Usage: pgtree [OPTIONS] COMMAND [ARGS]   (options go before or after the command)\n\nCommands:\n");
+        for (size_t i = 0; i < ELEMENTSOF(commands); i++) {
+                char head[160];
+                snprintf(head, sizeof head, "%s%s%s", commands[i].name, commands[i].args[0] ? " " : "", commands[i].args);
+                if (strlen(head) <= 28)
+                        printf("  %-28s %s\n", head, commands[i].summary);
+                else
+                        printf("  %s\n  %-28s %s\n", head, "", commands[i].summary);
+                if (commands[i].options)
+                        fputs(commands[i].options, stdout);
+        }
+        printf("\nOptions:\n%s", global_options);
+        printf("\n"
                "pgtree never sends SIGKILL; asking for it (kill -9, --signal 9, ...) is refused.\n"
                "Exit codes: 0 ok, 1 failed/refused, 2 usage, 3 SIGKILL refused, 4 permission denied,\n"
                "5 daemon not running, 6 no such process.\n");
+}
+
+static void help_command(const Command *c) {
+        printf("Usage: pgtree [OPTIONS] %s%s%s\n\n%s\n", c->name, c->args[0] ? " " : "", c->args, c->summary);
+        if (c->options)
+                printf("\nOptions:\n%s", c->options);
+        printf("\nOptions of every command:\n%s", global_options);
+        printf("\nSee pgtree(1).\n");
 }
 
 /* ---- talking to the daemon ---- */
@@ -339,77 +404,248 @@ static double parse_iso(const char *s) {
         return (double) timegm(&tm);
 }
 
+/* ---- tables (sessions, clusters): chosen columns, headings or not, aligned, tab or raw ---- */
+
+typedef struct TableColumn {
+        const char *name;       /* for -o, lower case */
+        const char *heading;
+        bool in_default;
+} TableColumn;
+
+/* Parses -o against the columns: "a,b,c" (those), "+a,b" (the default ones and these). Fills
+ * chosen with indexes; returns how many, or -1 after saying what is wrong. */
+static int choose_columns(const TableColumn *cols, size_t n, const char *spec, size_t *chosen, size_t max) {
+        size_t k = 0;
+        if (!spec || *spec == '+') {
+                for (size_t i = 0; i < n && k < max; i++)
+                        if (cols[i].in_default)
+                                chosen[k++] = i;
+                if (!spec)
+                        return (int) k;
+                spec++;
+        }
+        _cleanup_free_ char *copy = strdup(spec);
+        if (!copy)
+                return -1;
+        char *save = NULL;
+        for (char *w = strtok_r(copy, ",", &save); w; w = strtok_r(NULL, ",", &save)) {
+                size_t i;
+                for (i = 0; i < n; i++)
+                        if (!strcasecmp(w, cols[i].name) || !strcasecmp(w, cols[i].heading))
+                                break;
+                if (i == n) {
+                        fprintf(stderr, "pgtree: unknown column '%s'; the columns are:", w);
+                        for (size_t j = 0; j < n; j++)
+                                fprintf(stderr, " %s", cols[j].name);
+                        fprintf(stderr, "\n");
+                        return -1;
+                }
+                if (k >= max) {
+                        fprintf(stderr, "pgtree: too many columns in -o\n");
+                        return -1;
+                }
+                chosen[k++] = i;
+        }
+        if (k == 0) {
+                fprintf(stderr, "pgtree: -o names no column\n");
+                return -1;
+        }
+        return (int) k;
+}
+
+/* Prints cells[row][chosen column]: aligned on a terminal (a last QUERY column fills what is left
+ * of the line, cut), tab-separated otherwise, or with --raw one space apart with blanks, '\\' and
+ * control characters escaped as \\xNN (like lsblk --raw). Frees the cells. */
+static void print_table(const TableColumn *cols, const size_t *chosen, size_t ncol, char ***cells, size_t nrows,
+                        const char *fill_column) {
+        size_t *width = calloc(ncol ? ncol : 1, sizeof(size_t));
+        if (!width)
+                return;
+        for (size_t c = 0; c < ncol; c++) {
+                width[c] = strlen(cols[chosen[c]].heading);
+                for (size_t i = 0; i < nrows; i++)
+                        if (cells[i] && cells[i][c] && strlen(cells[i][c]) > width[c])
+                                width[c] = strlen(cells[i][c]);
+        }
+        bool tty = isatty(STDOUT_FILENO) && !raw_out;
+        for (size_t i = 0; i <= nrows; i++) {
+                bool head = i == 0;
+                if (head && no_headings)
+                        continue;
+                char **row = head ? NULL : cells[i - 1];
+                if (!head && !row)
+                        continue;
+                for (size_t c = 0; c < ncol; c++) {
+                        const char *v = head ? cols[chosen[c]].heading : row[c] ? row[c] : "-";
+                        bool last = c + 1 == ncol;
+                        if (raw_out) {
+                                if (c)
+                                        putchar(' ');
+                                for (const unsigned char *x = (const unsigned char *) v; *x; x++)
+                                        if (*x <= ' ' || *x == '\\' || *x == 0x7f)
+                                                printf("\\x%02x", *x);
+                                        else
+                                                putchar(*x);
+                        } else if (!tty) {
+                                printf("%s", c ? "\t" : "");
+                                safe(stdout, v);
+                        } else if (last && fill_column && !strcmp(cols[chosen[c]].name, fill_column)) {
+                                size_t used = 0, tw = term_width();
+                                for (size_t k = 0; k < c; k++)
+                                        used += width[k] + 2;
+                                _cleanup_free_ char *cut = one_line(v, tw > used + 1 ? tw - used : tw ? 1 : 0);
+                                printf("%s", c ? "  " : "");
+                                safe(stdout, cut ?: "");
+                        } else {
+                                printf("%s", c ? "  " : "");
+                                safe(stdout, v);
+                                if (!last)
+                                        for (size_t k = strlen(v); k < width[c]; k++)
+                                                putchar(' ');
+                        }
+                }
+                printf("\n");
+        }
+        for (size_t i = 0; i < nrows; i++) {
+                for (size_t c = 0; cells[i] && c < ncol; c++)
+                        free(cells[i][c]);
+                free(cells[i]);
+        }
+        free(cells);
+        free(width);
+}
+
+static const TableColumn session_columns[] = {
+        { "pid", "PID", true },         { "cluster", "CLUSTER", true },     { "user", "USER", true },
+        { "database", "DATABASE", true }, { "application", "APPLICATION", true }, { "client", "CLIENT", true },
+        { "state", "STATE", true },     { "for", "FOR", true },             { "xact", "XACT", true },
+        { "wait", "WAIT", true },       { "cpu", "CPU%", true },            { "priv", "PRIV", true },
+        { "blocked_by", "BLOCKED_BY", false }, { "blocking", "BLOCKING", false }, { "type", "TYPE", false },
+        { "query", "QUERY", true },
+};
+
+static char *join_pids(json_object *arr) {
+        char buf[256] = "";
+        for (size_t i = 0; arr && json_object_is_type(arr, json_type_array) && i < json_object_array_length(arr); i++) {
+                size_t l = strlen(buf);
+                snprintf(buf + l, sizeof buf - l, "%s%d", i ? "," : "", json_object_get_int(json_object_array_get_idx(arr, i)));
+        }
+        return strdup(buf);
+}
+
+static char *session_cell(json_object *s, const char *col, time_t now) {
+        char buf[128] = "";
+        const char *state = get_str(s, "state");
+        if (!strcmp(col, "for")) {
+                double since = parse_iso(get_str(s, state && !strcmp(state, "active") ? "query_start" : "state_change"));
+                if (since > 0)
+                        duration((double) now - since, buf, sizeof buf);
+        } else if (!strcmp(col, "xact")) {
+                double xact = parse_iso(get_str(s, "xact_start"));
+                if (xact > 0)
+                        duration((double) now - xact, buf, sizeof buf);
+        } else if (!strcmp(col, "wait")) {
+                if (get_str(s, "wait_event_type"))
+                        snprintf(buf, sizeof buf, "%s:%s", get_str(s, "wait_event_type"), get_str(s, "wait_event") ?: "");
+        } else if (!strcmp(col, "cpu"))
+                snprintf(buf, sizeof buf, "%.1f", atof(get_str(s, "cpu_percent") ?: "0"));
+        else if (!strcmp(col, "priv"))
+                snprintf(buf, sizeof buf, "%.1fM", atof(get_str(s, "rss_anon_kb") ?: "0") / 1024);
+        else if (!strcmp(col, "blocked_by")) {
+                json_object *v;
+                return json_object_object_get_ex(s, "blocked_by", &v) && v ? join_pids(v) : strdup("");
+        } else if (!strcmp(col, "query"))
+                return one_line(get_str(s, "query"), 0);
+        else {
+                const char *key = !strcmp(col, "application") ? "application_name" : !strcmp(col, "type") ? "backend_type" : col;
+                return strdup(get_str(s, key) ?: "");
+        }
+        return strdup(buf);
+}
+
 static int show_sessions(json_object *o) {
         json_object *arr;
         if (!json_object_object_get_ex(o, "sessions", &arr))
                 return EXIT_FAILED;
+        size_t chosen[64];
+        int ncol = choose_columns(session_columns, ELEMENTSOF(session_columns), columns_opt, chosen, ELEMENTSOF(chosen));
+        if (ncol < 0)
+                return EXIT_USAGE;
         time_t now = time(NULL);
-        const char *cols[] = { "PID", "CLUSTER", "USER", "DATABASE", "APPLICATION", "CLIENT", "STATE", "FOR", "XACT", "WAIT", "CPU%", "PRIV", "QUERY" };
-        enum { NCOL = 13 };
         size_t n = json_object_array_length(arr);
         char ***cells = calloc(n + 1, sizeof(char **));
-        size_t width[NCOL];
-        for (int c = 0; c < NCOL; c++)
-                width[c] = strlen(cols[c]);
         for (size_t i = 0; cells && i < n; i++) {
                 json_object *s = json_object_array_get_idx(arr, i);
-                cells[i] = calloc(NCOL, sizeof(char *));
-                if (!cells[i])
+                if (!(cells[i] = calloc((size_t) ncol, sizeof(char *))))
                         continue;
-                const char *state = get_str(s, "state");
-                double since = parse_iso(get_str(s, state && !strcmp(state, "active") ? "query_start" : "state_change"));
-                double xact = parse_iso(get_str(s, "xact_start"));
-                char d1[32] = "", d2[32] = "", wait[96] = "", cpu[16], priv[32];
-                if (since > 0)
-                        duration((double) now - since, d1, sizeof d1);
-                if (xact > 0)
-                        duration((double) now - xact, d2, sizeof d2);
-                if (get_str(s, "wait_event_type"))
-                        snprintf(wait, sizeof wait, "%s:%s", get_str(s, "wait_event_type"), get_str(s, "wait_event") ?: "");
-                snprintf(cpu, sizeof cpu, "%.1f", atof(get_str(s, "cpu_percent") ?: "0"));
-                snprintf(priv, sizeof priv, "%.1fM", atof(get_str(s, "rss_anon_kb") ?: "0") / 1024);
-                _cleanup_free_ char *query = one_line(get_str(s, "query"), 0);
-                const char *v[NCOL] = { get_str(s, "pid"), get_str(s, "cluster"), get_str(s, "user"), get_str(s, "database"),
-                                        get_str(s, "application_name"), get_str(s, "client"), state, d1, d2, wait, cpu, priv,
-                                        query };
-                for (int c = 0; c < NCOL; c++) {
-                        cells[i][c] = strdup(v[c] && *v[c] ? v[c] : "-");
-                        if (cells[i][c] && strlen(cells[i][c]) > width[c])
-                                width[c] = strlen(cells[i][c]);
-                }
-        }
-        bool tty = isatty(STDOUT_FILENO);
-        for (int c = 0; c < NCOL; c++)
-                if (tty)
-                        printf("%s%-*s", c ? "  " : "", c == NCOL - 1 ? 0 : (int) width[c], cols[c]);
-                else
-                        printf("%s%s", c ? "\t" : "", cols[c]);
-        printf("\n");
-        for (size_t i = 0; cells && i < n; i++) {
-                for (int c = 0; cells[i] && c < NCOL; c++) {
-                        if (tty && c == NCOL - 1) {
-                                /* the query: what is left of the line */
-                                size_t used = 0, tw = term_width();
-                                for (int k = 0; k < NCOL - 1; k++)
-                                        used += width[k] + 2;
-                                _cleanup_free_ char *cut = one_line(cells[i][c], tw > used + 1 ? tw - used : tw ? 1 : 0);
-                                printf("  ");
-                                safe(stdout, cut ?: "");
-                        } else if (tty) {
-                                printf("%s", c ? "  " : "");
-                                safe(stdout, cells[i][c]);
-                                for (size_t k = strlen(cells[i][c] ?: ""); k < width[c]; k++)
-                                        putchar(' ');
-                        } else {
-                                printf("%s", c ? "\t" : "");
-                                safe(stdout, cells[i][c]);
+                for (int c = 0; c < ncol; c++) {
+                        char *v = session_cell(s, session_columns[chosen[c]].name, now);
+                        if (v && !*v && !raw_out) {
+                                free(v);
+                                v = strdup("-");
                         }
-                        free(cells[i][c]);
+                        cells[i][c] = v;
                 }
-                printf("\n");
-                free(cells[i]);
         }
-        free(cells);
+        if (cells)
+                print_table(session_columns, chosen, (size_t) ncol, cells, n, "query");
+        return EXIT_OK;
+}
+
+static const TableColumn cluster_columns[] = {
+        { "name", "NAME", true },       { "pid", "PID", true },         { "port", "PORT", true },
+        { "data_directory", "DATA_DIRECTORY", true }, { "status", "STATUS", true }, { "sessions", "SESSIONS", true },
+        { "enforce", "ENFORCE", true }, { "activity", "ACTIVITY", true },
+};
+
+static int show_clusters(json_object *o) {
+        json_object *arr;
+        if (!json_object_object_get_ex(o, "clusters", &arr))
+                return EXIT_FAILED;
+        size_t chosen[16];
+        int ncol = choose_columns(cluster_columns, ELEMENTSOF(cluster_columns), columns_opt, chosen, ELEMENTSOF(chosen));
+        if (ncol < 0)
+                return EXIT_USAGE;
+        size_t n = json_object_array_length(arr);
+        char ***cells = calloc(n + 1, sizeof(char **));
+        for (size_t i = 0; cells && i < n; i++) {
+                json_object *c = json_object_array_get_idx(arr, i), *pm = NULL, *procs = NULL;
+                json_object_object_get_ex(c, "postmaster", &pm);
+                json_object_object_get_ex(c, "processes", &procs);
+                size_t sessions = 0;
+                for (size_t k = 0; procs && k < json_object_array_length(procs); k++) {
+                        json_object *p = json_object_array_get_idx(procs, k), *own;
+                        const char *bt = get_str(p, "backend_type");
+                        if (bt && !strcmp(bt, "client backend") &&
+                            !(json_object_object_get_ex(p, "pgtree_connection", &own) && json_object_get_boolean(own)))
+                                sessions++;
+                }
+                if (!(cells[i] = calloc((size_t) ncol, sizeof(char *))))
+                        continue;
+                for (int k = 0; k < ncol; k++) {
+                        const char *col = cluster_columns[chosen[k]].name;
+                        char buf[32];
+                        const char *v = !strcmp(col, "name") ? get_str(c, "name")
+                                      : !strcmp(col, "pid") ? get_str(pm, "pid")
+                                      : !strcmp(col, "port") ? get_str(pm, "port")
+                                      : !strcmp(col, "data_directory") ? get_str(pm, "data_directory")
+                                      : !strcmp(col, "status") ? get_str(pm, "status")
+                                      : !strcmp(col, "enforce") ? (!strcmp(get_str(c, "enforce") ?: "", "true") ? "yes" : "no")
+                                      : !strcmp(col, "activity") ? get_str(c, "activity")
+                                      : (snprintf(buf, sizeof buf, "%zu", sessions), buf);
+                        cells[i][k] = strdup(v && *v ? v : raw_out ? "" : "-");
+                }
+        }
+        if (cells)
+                print_table(cluster_columns, chosen, (size_t) ncol, cells, n, NULL);
+        return EXIT_OK;
+}
+
+static int show_locks(json_object *o) {
+        const char *text = get_str(o, "text");
+        if (!text)
+                return EXIT_FAILED;
+        fputs(text, stdout);
         return EXIT_OK;
 }
 
@@ -451,6 +687,13 @@ static void print_findings(json_object *fa) {
                 int used = printf("  → %s%s%s%s", get_str(f, "rule") ? "rule " : "", get_str(f, "rule") ?: "",
                                   get_str(f, "rule") ? ": " : "", get_str(f, "action"));
                 (void) used;
+                json_object *b;
+                if (json_object_object_get_ex(f, "blocker", &b) && b && get_str(b, "query")) {
+                        size_t tw = term_width();
+                        _cleanup_free_ char *q = one_line(get_str(b, "query"), tw > 30 ? tw - 24 : 0);
+                        printf("\n    root blocker %s runs: ", get_str(b, "pid"));
+                        safe(stdout, q ?: "");
+                }
                 if (get_str(f, "query")) {
                         /* one line, cut to the terminal's width: the full text is in show and --json */
                         size_t tw = term_width();
@@ -462,12 +705,63 @@ static void print_findings(json_object *fa) {
         }
 }
 
+/* One node of a blocking tree (Locks, Show) and what it blocks. */
+static void print_chain(json_object *n, unsigned depth, pid_t mark) {
+        printf("  ");
+        for (unsigned d = 1; d < depth; d++)
+                printf("   ");
+        int pid = json_object_get_int(json_object_object_get_ex(n, "pid", NULL) ? json_object_object_get(n, "pid") : NULL);
+        printf("%s%d", depth ? "└─ " : "", pid);
+        if (get_str(n, "user")) {
+                printf("  ");
+                safe(stdout, get_str(n, "user"));
+                if (get_str(n, "database")) {
+                        printf("@");
+                        safe(stdout, get_str(n, "database"));
+                }
+        }
+        if (get_str(n, "state")) {
+                char d[32] = "";
+                if (get_str(n, "state_s"))
+                        duration(atof(get_str(n, "state_s")), d, sizeof d);
+                printf("  ");
+                safe(stdout, get_str(n, "state"));
+                if (*d)
+                        printf(" %s", d);
+        }
+        if (get_str(n, "wait_event_type") && !strcmp(get_str(n, "wait_event_type"), "Lock"))
+                printf("  waits for %s", get_str(n, "wait_event") ?: "a lock");
+        json_object *v;
+        if (depth == 0)
+                printf(json_object_object_get_ex(n, "cycle", &v) ? "  [cycle of waiting sessions]" : "  [root blocker]");
+        if (pid == mark)
+                printf("  ← this one");
+        if (get_str(n, "query")) {
+                size_t tw = term_width();
+                _cleanup_free_ char *q = one_line(get_str(n, "query"), tw > 12 ? tw - 8 - 3 * depth : 0);
+                printf("\n  ");
+                for (unsigned d = 0; d < depth; d++)
+                        printf("   ");
+                printf("    ");
+                safe(stdout, q ?: "");
+        }
+        printf("\n");
+        if (json_object_object_get_ex(n, "blocks", &v))
+                for (size_t i = 0; i < json_object_array_length(v); i++)
+                        print_chain(json_object_array_get_idx(v, i), depth + 1, mark);
+}
+
 static int show_show(json_object *o) {
-        json_object *p, *fa;
+        json_object *p, *fa, *chains;
         if (!json_object_object_get_ex(o, "process", &p))
                 return EXIT_FAILED;
         printf("cluster            %s\n", get_str(o, "cluster") ?: "(orphan: no live postmaster)");
         print_object(p, "");
+        if (json_object_object_get_ex(o, "lock_chains", &chains) && json_object_array_length(chains) > 0) {
+                printf("\nlock chains (root blocker → the sessions it blocks):\n");
+                for (size_t i = 0; i < json_object_array_length(chains); i++)
+                        print_chain(json_object_array_get_idx(chains, i), 0, (pid_t) atoi(get_str(p, "pid") ?: "0"));
+        }
         if (json_object_object_get_ex(o, "findings", &fa) && json_object_array_length(fa) > 0) {
                 printf("\nfindings:\n");
                 print_findings(fa);
@@ -559,6 +853,8 @@ typedef struct EventSource {
 } EventSource;
 
 static bool show_host = false;
+/* --json without --follow: the entries as one array ([] when there are none) */
+static json_object *events_array = NULL;
 
 static void print_entry(sd_journal *j) {
         uint64_t usec;
@@ -581,6 +877,10 @@ static void print_entry(sd_journal *j) {
                         memcpy(key, data, kl);
                         key[kl] = 0;
                         json_object_object_add(o, key, json_object_new_string_len(eq + 1, (int) (len - kl - 1)));
+                }
+                if (events_array) {
+                        json_object_array_add(events_array, o);
+                        return;
                 }
                 puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
                 json_object_put(o);
@@ -655,6 +955,15 @@ static int cmd_events(const EventSource *src, const char *since, bool follow, in
                 snprintf(m, sizeof m, "MESSAGE_ID=%s", message_ids[i]);
                 sd_journal_add_match(j, m, 0);
         }
+        if (cluster_opt) {
+                _cleanup_free_ char *m = NULL;
+                if (asprintf(&m, "PGTREE_CLUSTER=%s", cluster_opt) < 0) {
+                        sd_journal_close(j);
+                        return EXIT_FAILED;
+                }
+                sd_journal_add_conjunction(j);
+                sd_journal_add_match(j, m, 0);
+        }
         if (src->host) {
                 _cleanup_free_ char *m = NULL;
                 if (asprintf(&m, "_HOSTNAME=%s", src->host) < 0) {
@@ -687,9 +996,16 @@ static int cmd_events(const EventSource *src, const char *since, bool follow, in
                 sd_journal_previous_skip(j, (uint64_t) count + 1);
         }
         int n = 0;
+        if (json_out && !follow)
+                events_array = json_object_new_array();
         while (sd_journal_next(j) > 0) {
                 print_entry(j);
                 n++;
+        }
+        if (events_array) {
+                puts(json_object_to_json_string_ext(events_array, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+                json_object_put(events_array);
+                events_array = NULL;
         }
         fflush(stdout);
         while (follow) {
@@ -726,8 +1042,17 @@ static int parse_pid(const char *s, json_object **params) {
         return 0;
 }
 
+/* Adds --cluster to a call's parameters. */
+static json_object *with_cluster(json_object *p) {
+        if (!p)
+                p = json_object_new_object();
+        if (cluster_opt)
+                json_object_object_add(p, "cluster", json_object_new_string(cluster_opt));
+        return p;
+}
+
 static int cmd_signal(const char *action, int argc, char **argv) {
-        const char *app = NULL, *cluster = NULL;
+        const char *app = NULL;
         bool yes = false, dry = false;
         const char *pid = NULL;
         for (int i = 0; i < argc; i++) {
@@ -742,9 +1067,9 @@ static int cmd_signal(const char *action, int argc, char **argv) {
                 else if (!strncmp(argv[i], "--app=", 6))
                         app = argv[i] + 6;
                 else if (!strcmp(argv[i], "--cluster") && i + 1 < argc)
-                        cluster = argv[++i];
+                        cluster_opt = argv[++i];
                 else if (!strncmp(argv[i], "--cluster=", 10))
-                        cluster = argv[i] + 10;
+                        cluster_opt = argv[i] + 10;
                 else if (!strcmp(argv[i], "--yes") || !strcmp(argv[i], "-y"))
                         yes = true;
                 else if (!strcmp(argv[i], "--dry-run"))
@@ -752,7 +1077,7 @@ static int cmd_signal(const char *action, int argc, char **argv) {
                 else if (argv[i][0] != '-' && !pid)
                         pid = argv[i];
                 else {
-                        fprintf(stderr, "pgtree %s: unexpected argument '%s'\n", action, argv[i]);
+                        fprintf(stderr, "pgtree %s: unexpected argument '%s' (see pgtree %s --help)\n", action, argv[i], action);
                         return EXIT_USAGE;
                 }
         }
@@ -769,8 +1094,7 @@ static int cmd_signal(const char *action, int argc, char **argv) {
                 json_object_object_add(params, "application_name", json_object_new_string(app));
         }
         json_object_object_add(params, "action", json_object_new_string(action));
-        if (cluster)
-                json_object_object_add(params, "cluster", json_object_new_string(cluster));
+        with_cluster(params);
         if (app && !dry && !yes) {
                 /* show what would be ended, and ask */
                 json_object *preview = json_object_get(params);
@@ -824,44 +1148,137 @@ static int cmd_signal(const char *action, int argc, char **argv) {
         return run(VARLINK_INTERFACE ".Signal", params, show_signal);
 }
 
+static int usage_error(const char *cmd, const char *what) {
+        fprintf(stderr, "pgtree %s: %s (see pgtree %s --help)\n", cmd, what, cmd);
+        return EXIT_USAGE;
+}
+
+static int unexpected(const char *cmd, const char *arg) {
+        fprintf(stderr, "pgtree %s: unexpected argument '%s' (see pgtree %s --help)\n", cmd, arg, cmd);
+        return EXIT_USAGE;
+}
+
+/* status --cluster NAME: that cluster's line, from the tree. */
+static int show_cluster_status(json_object *o) {
+        json_object *arr;
+        if (!json_object_object_get_ex(o, "clusters", &arr) || json_object_array_length(arr) == 0) {
+                fprintf(stderr, "pgtree: no cluster named %s\n", cluster_opt);
+                return EXIT_FAILED;
+        }
+        columns_opt = NULL;
+        return show_clusters(o);
+}
+
+/* metrics --cluster NAME: the series of that cluster (and the comments). */
+static int show_metrics_of_cluster(json_object *o) {
+        const char *text = get_str(o, "text") ?: "";
+        _cleanup_free_ char *want = NULL;
+        if (asprintf(&want, "cluster=\"%s\"", cluster_opt) < 0)
+                return EXIT_FAILED;
+        for (const char *line = text; *line;) {
+                const char *nl = strchr(line, '\n');
+                size_t l = nl ? (size_t) (nl - line) + 1 : strlen(line);
+                _cleanup_free_ char *copy = strndup(line, l);
+                if (copy && (line[0] == '#' || strstr(copy, want)))
+                        fputs(copy, stdout);
+                line += l;
+        }
+        return EXIT_OK;
+}
+
 int main(int argc, char **argv) {
         const char *env = getenv("PGTREE_SOCKET");
         if (env && *env)
                 socket_path = env;
-        int i = 1;
-        for (; i < argc && argv[i][0] == '-'; i++) {
-                if (!strcmp(argv[i], "--json"))
+        /* options of every command, before or after it: taken out of the line; what is left is the
+         * command and its own arguments */
+        char **rest_argv = calloc((size_t) argc + 1, sizeof(char *));
+        if (!rest_argv)
+                return EXIT_FAILED;
+        int n_rest = 0;
+        bool want_help = false, want_version = false, after_dashdash = false;
+        for (int i = 1; i < argc; i++) {
+                const char *a = argv[i];
+                if (after_dashdash || a[0] != '-') {
+                        rest_argv[n_rest++] = argv[i];
+                        continue;
+                }
+                if (!strcmp(a, "--")) {
+                        after_dashdash = true;
+                        continue;
+                }
+                const char **value = !strcmp(a, "--socket") ? &socket_path
+                                   : !strcmp(a, "--cluster") ? &cluster_opt
+                                   : !strcmp(a, "-o") || !strcmp(a, "--output") ? &columns_opt : NULL;
+                if (value) {
+                        if (i + 1 >= argc || !argv[i + 1][0]) {
+                                fprintf(stderr, "pgtree: %s needs %s (see --help)\n", a,
+                                        value == &socket_path ? "a path" : value == &cluster_opt ? "a cluster name" : "column names");
+                                return EXIT_USAGE;
+                        }
+                        *value = argv[++i];
+                } else if (!strncmp(a, "--socket=", 9))
+                        socket_path = a + 9;
+                else if (!strncmp(a, "--cluster=", 10) && a[10])
+                        cluster_opt = a + 10;
+                else if (!strncmp(a, "--output=", 9) && a[9])
+                        columns_opt = a + 9;
+                else if (!strncmp(a, "-o", 2) && a[2])
+                        columns_opt = a + 2;
+                else if (!strcmp(a, "--json"))
                         json_out = true;
-                else if (!strcmp(argv[i], "--socket") && i + 1 < argc)
-                        socket_path = argv[++i];
-                else if (!strncmp(argv[i], "--socket=", 9))
-                        socket_path = argv[i] + 9;
-                else if (!strcmp(argv[i], "--socket")) {
-                        fprintf(stderr, "pgtree: --socket needs a path (see --help)\n");
-                        return EXIT_USAGE;
-                }
-                else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-                        help();
-                        return EXIT_OK;
-                } else if (!strcmp(argv[i], "--version")) {
-                        printf("pgtree %s\n", PGTREE_VERSION);
-                        return EXIT_OK;
-                } else if (is_kill_word(argv[i])) {
-                        fputs(sigkill_refusal, stderr);
-                        return EXIT_SIGKILL;
-                } else {
-                        fprintf(stderr, "pgtree: unknown option '%s' (see --help)\n", argv[i]);
-                        return EXIT_USAGE;
-                }
+                else if (!strcmp(a, "--no-headings") || !strcmp(a, "--noheadings"))
+                        no_headings = true;
+                else if (!strcmp(a, "--raw"))
+                        raw_out = true;
+                else if (!strcmp(a, "-h") || !strcmp(a, "--help"))
+                        want_help = true;
+                else if (!strcmp(a, "--version"))
+                        want_version = true;
+                else
+                        rest_argv[n_rest++] = argv[i]; /* the command's own option */
         }
-        if (i >= argc) {
-                help();
+        if (cluster_opt && (strlen(cluster_opt) > 4096 || strchr(cluster_opt, '\n'))) {
+                fprintf(stderr, "pgtree: --cluster: not a cluster name\n");
                 return EXIT_USAGE;
         }
+        const char *cmd = NULL;
+        int first = 0;
+        /* the command is the first word that is not an option */
+        for (int k = 0; k < n_rest && !cmd; k++)
+                if (rest_argv[k][0] != '-') {
+                        cmd = rest_argv[k];
+                        first = k;
+                }
+        if (want_version && !cmd) {
+                printf("pgtree %s\n", PGTREE_VERSION);
+                return EXIT_OK;
+        }
+        if (!cmd) {
+                for (int k = 0; k < n_rest; k++)
+                        if (is_kill_word(rest_argv[k])) {
+                                fputs(sigkill_refusal, stderr);
+                                return EXIT_SIGKILL;
+                        }
+                if (n_rest > 0) {
+                        fprintf(stderr, "pgtree: unknown option '%s' (see --help)\n", rest_argv[0]);
+                        return EXIT_USAGE;
+                }
+                help();
+                return want_help ? EXIT_OK : EXIT_USAGE;
+        }
+        /* options of the command must follow it */
+        for (int k = 0; k < first; k++) {
+                if (is_kill_word(rest_argv[k])) {
+                        fputs(sigkill_refusal, stderr);
+                        return EXIT_SIGKILL;
+                }
+                fprintf(stderr, "pgtree: unknown option '%s' (see --help)\n", rest_argv[k]);
+                return EXIT_USAGE;
+        }
+        int rest = n_rest - first - 1;
+        char **args = rest_argv + first + 1;
         color = !json_out && isatty(STDOUT_FILENO) && !getenv("NO_COLOR");
-        const char *cmd = argv[i++];
-        int rest = argc - i;
-        char **args = argv + i;
         if (is_kill_word(cmd) || !strcmp(cmd, "signal")) {
                 for (int k = 0; k < rest; k++)
                         if (!strcmp(args[k], "-15") || !strcmp(args[k], "-TERM"))
@@ -872,19 +1289,47 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "pgtree: use 'pgtree terminate PID' for SIGTERM\n");
                 return EXIT_USAGE;
         }
-        if (!strcmp(cmd, "status") && rest == 0)
+        if (!strcmp(cmd, "help")) {
+                if (rest == 0) {
+                        help();
+                        return EXIT_OK;
+                }
+                const Command *c = find_command(args[0]);
+                if (!c || rest > 1) {
+                        fprintf(stderr, "pgtree help: no command '%s' (see pgtree --help)\n", args[0]);
+                        return EXIT_USAGE;
+                }
+                help_command(c);
+                return EXIT_OK;
+        }
+        const Command *command = find_command(cmd);
+        if (!command) {
+                fprintf(stderr, "pgtree: unknown command '%s' (see --help)\n", cmd);
+                return EXIT_USAGE;
+        }
+        if (want_help) {
+                help_command(command);
+                return EXIT_OK;
+        }
+        if ((columns_opt || no_headings || raw_out) && strcmp(cmd, "sessions") && strcmp(cmd, "clusters") &&
+            strcmp(cmd, "status"))
+                return usage_error(cmd, "-o, --no-headings and --raw are for tables (sessions, clusters)");
+        if (!strcmp(cmd, "status")) {
+                if (rest > 0)
+                        return unexpected(cmd, args[0]);
+                if (cluster_opt)
+                        return run(VARLINK_INTERFACE ".Tree", with_cluster(NULL), show_cluster_status);
                 return run(VARLINK_INTERFACE ".Status", NULL, show_status);
+        }
         if (!strcmp(cmd, "tree")) {
                 bool group = false;
                 for (int k = 0; k < rest; k++) {
                         if (!strcmp(args[k], "--group"))
                                 group = true;
-                        else {
-                                fprintf(stderr, "pgtree tree: unexpected argument '%s'\n", args[k]);
-                                return EXIT_USAGE;
-                        }
+                        else
+                                return unexpected(cmd, args[k]);
                 }
-                json_object *p = json_object_new_object();
+                json_object *p = with_cluster(NULL);
                 if (!json_out)
                         json_object_object_add(p, "text", json_object_new_boolean(true));
                 json_object_object_add(p, "group_by_application", json_object_new_boolean(group));
@@ -892,34 +1337,84 @@ int main(int argc, char **argv) {
                         json_object_object_add(p, "width", json_object_new_int((int) term_width()));
                 return run(VARLINK_INTERFACE ".Tree", p, show_text);
         }
+        if (!strcmp(cmd, "locks")) {
+                if (rest > 0)
+                        return unexpected(cmd, args[0]);
+                json_object *p = with_cluster(NULL);
+                if (!json_out)
+                        json_object_object_add(p, "text", json_object_new_boolean(true));
+                if (!json_out && term_width() > 0)
+                        json_object_object_add(p, "width", json_object_new_int((int) term_width()));
+                return run(VARLINK_INTERFACE ".Locks", p, show_locks);
+        }
+        if (!strcmp(cmd, "clusters")) {
+                if (rest > 0)
+                        return unexpected(cmd, args[0]);
+                return run(VARLINK_INTERFACE ".Tree", with_cluster(NULL), show_clusters);
+        }
         if (!strcmp(cmd, "sessions")) {
-                json_object *p = json_object_new_object();
+                json_object *p = with_cluster(NULL);
                 static const struct {
                         const char *opt, *param;
                 } opts[] = { { "--user", "user" }, { "--database", "database" }, { "--app", "application_name" },
                              { "--state", "state" }, { "--sort", "sort" } };
                 for (int k = 0; k < rest; k++) {
+                        if (!strcmp(args[k], "--all")) {
+                                json_object_object_add(p, "all", json_object_new_boolean(true));
+                                continue;
+                        }
                         size_t o;
                         for (o = 0; o < ELEMENTSOF(opts); o++)
                                 if (!strcmp(args[k], opts[o].opt) && k + 1 < rest)
                                         break;
                         if (o == ELEMENTSOF(opts)) {
-                                fprintf(stderr, "pgtree sessions: unexpected argument '%s'\n", args[k]);
                                 json_object_put(p);
-                                return EXIT_USAGE;
+                                return unexpected(cmd, args[k]);
                         }
                         json_object_object_add(p, opts[o].param, json_object_new_string(args[++k]));
                 }
                 return run(VARLINK_INTERFACE ".Sessions", p, show_sessions);
         }
-        if (!strcmp(cmd, "show") && rest == 1) {
+        if (!strcmp(cmd, "show")) {
+                if (rest != 1)
+                        return usage_error(cmd, rest ? "give one PID" : "give a PID");
                 json_object *p;
                 if (parse_pid(args[0], &p) < 0)
                         return EXIT_USAGE;
+                if (cluster_opt) {
+                        /* the pid must be a process of that cluster */
+                        json_object *s = NULL;
+                        char *error = NULL;
+                        int r = call(VARLINK_INTERFACE ".Show", json_object_get(p), &s, &error);
+                        if (r >= 0 && !error) {
+                                const char *c = get_str(s, "cluster");
+                                json_object *tp = NULL;
+                                char *terr = NULL;
+                                bool ok = false;
+                                if (c && call(VARLINK_INTERFACE ".Tree", with_cluster(NULL), &tp, &terr) >= 0 && !terr) {
+                                        json_object *arr;
+                                        if (json_object_object_get_ex(tp, "clusters", &arr))
+                                                for (size_t i = 0; i < json_object_array_length(arr) && !ok; i++)
+                                                        ok = !strcmp(get_str(json_object_array_get_idx(arr, i), "name") ?: "", c);
+                                }
+                                free(terr);
+                                json_object_put(tp);
+                                json_object_put(s);
+                                if (!ok) {
+                                        json_object_put(p);
+                                        fprintf(stderr, "pgtree: pid %s is not a process of cluster %s\n", args[0], cluster_opt);
+                                        return EXIT_NO_PROCESS;
+                                }
+                        }
+                        free(error);
+                        if (r < 0 || error)
+                                json_object_put(s);
+                }
                 return run(VARLINK_INTERFACE ".Show", p, show_show);
         }
         if (!strcmp(cmd, "top")) {
                 TopOptions o = {};
+                char filter[4200];
                 for (int k = 0; k < rest; k++) {
                         if (!strcmp(args[k], "--flat"))
                                 o.flat = true;
@@ -929,50 +1424,59 @@ int main(int argc, char **argv) {
                                 o.sort = args[++k];
                         else if (!strcmp(args[k], "--filter") && k + 1 < rest)
                                 o.filter = args[++k];
-                        else {
-                                fprintf(stderr, "pgtree top: unexpected argument '%s'\n", args[k]);
-                                return EXIT_USAGE;
-                        }
+                        else
+                                return unexpected(cmd, args[k]);
+                }
+                if (cluster_opt) {
+                        snprintf(filter, sizeof filter, "%s%scluster=%s", o.filter ? o.filter : "", o.filter ? " " : "",
+                                 cluster_opt);
+                        o.filter = filter;
                 }
                 return top_run(socket_path, &o);
         }
-        if (!strcmp(cmd, "orphans") && rest == 0)
-                return run(VARLINK_INTERFACE ".Orphans", NULL, show_orphans);
-        if (!strcmp(cmd, "long") && rest == 0)
-                return run(VARLINK_INTERFACE ".LongRunners", NULL, show_long);
+        if (!strcmp(cmd, "orphans") || !strcmp(cmd, "long")) {
+                if (rest > 0)
+                        return unexpected(cmd, args[0]);
+                if (!strcmp(cmd, "orphans"))
+                        return run(VARLINK_INTERFACE ".Orphans", with_cluster(NULL), show_orphans);
+                return run(VARLINK_INTERFACE ".LongRunners", with_cluster(NULL), show_long);
+        }
         if (!strcmp(cmd, "cancel") || !strcmp(cmd, "terminate"))
                 return cmd_signal(cmd, rest, args);
-        if (!strcmp(cmd, "reload") && rest == 0)
+        if (!strcmp(cmd, "reload")) {
+                if (rest > 0)
+                        return unexpected(cmd, args[0]);
+                if (cluster_opt)
+                        return usage_error(cmd, "--cluster: pgtreed reloads its whole configuration, for every cluster");
                 return run(VARLINK_INTERFACE ".Reload", NULL, show_reload);
-        if (!strcmp(cmd, "metrics") && rest == 0)
-                return run(VARLINK_INTERFACE ".Metrics", NULL, show_metrics);
-        if (!strcmp(cmd, "events")) {
-                EventSource src = {};
-                const char *since = NULL;
-                bool follow = false;
-                int count = 50;
-                for (int k = 0; k < rest; k++) {
-                        if (!strcmp(args[k], "--since") && k + 1 < rest)
-                                since = args[++k];
-                        else if (!strcmp(args[k], "--follow") || !strcmp(args[k], "-f"))
-                                follow = true;
-                        else if (!strcmp(args[k], "-n") && k + 1 < rest && atoi(args[k + 1]) > 0)
-                                count = atoi(args[++k]);
-                        else if (!strcmp(args[k], "--directory") && k + 1 < rest && !src.directory && !src.n_files)
-                                src.directory = args[++k];
-                        else if (!strcmp(args[k], "--file") && k + 1 < rest && !src.directory &&
-                                 src.n_files < ELEMENTSOF(src.files) - 1)
-                                src.files[src.n_files++] = args[++k];
-                        else if (!strcmp(args[k], "--host") && k + 1 < rest && args[k + 1][0] && strlen(args[k + 1]) < 256 &&
-                                 !strchr(args[k + 1], '\n'))
-                                src.host = args[++k];
-                        else {
-                                fprintf(stderr, "pgtree events: unexpected argument '%s'\n", args[k]);
-                                return EXIT_USAGE;
-                        }
-                }
-                return cmd_events(&src, since, follow, count);
         }
-        fprintf(stderr, "pgtree: unknown command or wrong arguments: '%s' (see --help)\n", cmd);
-        return EXIT_USAGE;
+        if (!strcmp(cmd, "metrics")) {
+                if (rest > 0)
+                        return unexpected(cmd, args[0]);
+                return run(VARLINK_INTERFACE ".Metrics", NULL, cluster_opt && !json_out ? show_metrics_of_cluster : show_metrics);
+        }
+        /* events */
+        EventSource src = {};
+        const char *since = NULL;
+        bool follow = false;
+        int count = 50;
+        for (int k = 0; k < rest; k++) {
+                if (!strcmp(args[k], "--since") && k + 1 < rest)
+                        since = args[++k];
+                else if (!strcmp(args[k], "--follow") || !strcmp(args[k], "-f"))
+                        follow = true;
+                else if (!strcmp(args[k], "-n") && k + 1 < rest && atoi(args[k + 1]) > 0)
+                        count = atoi(args[++k]);
+                else if (!strcmp(args[k], "--directory") && k + 1 < rest && !src.directory && !src.n_files)
+                        src.directory = args[++k];
+                else if (!strcmp(args[k], "--file") && k + 1 < rest && !src.directory &&
+                         src.n_files < ELEMENTSOF(src.files) - 1)
+                        src.files[src.n_files++] = args[++k];
+                else if (!strcmp(args[k], "--host") && k + 1 < rest && args[k + 1][0] && strlen(args[k + 1]) < 256 &&
+                         !strchr(args[k + 1], '\n'))
+                        src.host = args[++k];
+                else
+                        return unexpected(cmd, args[k]);
+        }
+        return cmd_events(&src, since, follow, count);
 }

@@ -45,6 +45,7 @@ typedef struct Proc {
         const char *finding;            /* the first open finding's kind, or NULL */
         int parent;                     /* index of the parent in the view's forest, or -1 */
         int blocked_by;                 /* the first pid that blocks it, or 0 */
+        int blocking;                   /* how many sessions wait for it */
 } Proc;
 
 typedef struct Row {
@@ -281,6 +282,7 @@ static void add_proc(Top *t, json_object *o, const char *cluster, bool orphan, s
         if (json_object_object_get_ex(o, "blocked_by", &v) && v && json_object_is_type(v, json_type_array) &&
             json_object_array_length(v) > 0)
                 p->blocked_by = json_object_get_int(json_object_array_get_idx(v, 0));
+        p->blocking = (int) jint(o, "blocking", 0);
         double since = parse_iso(jstr(o, p->state && !strcmp(p->state, "active") ? "query_start" : "state_change"));
         if (!since)
                 since = parse_iso(jstr(o, "start_time"));
@@ -509,6 +511,49 @@ static void add_subtree(Top *t, int i, const char *indent, bool last, int depth)
         free(kids);
 }
 
+/* A lock chain: what proc i blocks (the sessions whose first blocker it is), depth first; each
+ * process once (a cycle of waiters ends), at most 16 deep. */
+static void add_lock_subtree(Top *t, int i, const char *indent, bool last, int depth, bool *seen) {
+        Row *r = add_row(t);
+        if (!r)
+                return;
+        seen[i] = true;
+        r->proc = i;
+        const char *branch = t->ascii ? (last ? "`- " : "|- ") : (last ? "└─ " : "├─ ");
+        if (depth > 0)
+                snprintf(r->graph, sizeof r->graph, "%s%s", indent, branch);
+        size_t n = 0;
+        int kids[64];
+        for (size_t k = 0; k < t->n_procs && n < ELEMENTSOF(kids) && depth < 16; k++)
+                if (!seen[k] && t->procs[k].blocked_by == t->procs[i].pid && t->procs[k].cluster && t->procs[i].cluster &&
+                    !strcmp(t->procs[k].cluster, t->procs[i].cluster))
+                        kids[n++] = (int) k;
+        char next[96];
+        snprintf(next, sizeof next, "%s%s", depth > 0 ? indent : "", depth > 0 ? (last ? "   " : t->ascii ? "|  " : "│  ") : "");
+        for (size_t k = 0; k < n; k++)
+                if (!seen[kids[k]])
+                        add_lock_subtree(t, kids[k], next, k + 1 == n, depth + 1, seen);
+}
+
+/* Under a cluster's tree: its lock chains, root blocker → the sessions waiting behind it. */
+static void add_lock_chains(Top *t, const char *cluster) {
+        bool *seen = calloc(t->n_procs + 1, sizeof(bool));
+        bool any = false;
+        for (size_t i = 0; seen && i < t->n_procs; i++) {
+                const Proc *p = &t->procs[i];
+                if (p->blocking <= 0 || p->blocked_by || !p->cluster || strcmp(p->cluster, cluster) != 0)
+                        continue;
+                if (!any) {
+                        Row *h = add_row(t);
+                        if (h)
+                                snprintf(h->heading, sizeof h->heading, "lock chains (root blocker -> the sessions waiting behind it)");
+                }
+                any = true;
+                add_lock_subtree(t, (int) i, "", true, 0, seen);
+        }
+        free(seen);
+}
+
 static void build_rows(Top *t) {
         t->n_rows = 0;
         if (!t->snap)
@@ -554,6 +599,8 @@ static void build_rows(Top *t) {
                         int root = find_proc(t, (pid_t) jint(pm, "pid", 0));
                         if (root >= 0)
                                 add_subtree(t, root, "", true, 0);
+                        if (name)
+                                add_lock_chains(t, name);
                 }
         bool any = false;
         for (size_t i = 0; i < t->n_procs; i++) {

@@ -165,7 +165,24 @@ const char *manager_act(Manager *m, const Finding *f, Action action, const char 
                 RESULT("gone", MSGID_ACTION_REFUSED, LOG_INFO, "the process is gone already");
         }
         const PgProcess *p = &t->procs[idx];
-        char target_note[96] = "";
+        char target_note[160] = "";
+        if (f->act_on_blocker) {
+                /* the rule acts on the root of the chain that blocks this session: the same checks
+                 * follow, on that process */
+                if (f->blocker_pid <= 0) {
+                        m->counters.n[action][RESULT_REFUSED]++;
+                        RESULT("refused", MSGID_ACTION_REFUSED, LOG_WARNING, "%s",
+                               f->lock_cycle ? "the session waits in a cycle of waiting sessions: there is no root blocker to act on"
+                                             : "no root blocker of this session is known");
+                }
+                int bi = tree_find(t, f->blocker_pid);
+                if (bi < 0 || t->procs[bi].rec.start_ticks != f->blocker_start_ticks || t->procs[bi].cluster != p->cluster)
+                        RESULT("gone", MSGID_ACTION_REFUSED, LOG_INFO, "its root blocker %d is gone already", (int) f->blocker_pid);
+                p = &t->procs[bi];
+                snprintf(target_note, sizeof target_note, " (root blocker of lock-waiting pid %d)", (int) f->pid);
+                log_add(&e, "PGTREE_TARGET_PID", "%d", (int) p->rec.pid);
+                log_add(&e, "PGTREE_TARGET", "blocker");
+        }
         if (p->title.backend_type == BACKEND_PARALLEL_WORKER) {
                 if (p->leader < 0) {
                         m->counters.n[action][RESULT_REFUSED]++;
@@ -173,7 +190,8 @@ const char *manager_act(Manager *m, const Finding *f, Action action, const char 
                                "a parallel worker is only acted on through its leader, and its leader %d is gone",
                                (int) p->title.leader_pid);
                 }
-                snprintf(target_note, sizeof target_note, " (through leader %d of parallel worker %d)",
+                size_t l = strlen(target_note);
+                snprintf(target_note + l, sizeof target_note - l, " (through leader %d of parallel worker %d)",
                          (int) t->procs[p->leader].rec.pid, (int) p->rec.pid);
                 p = &t->procs[p->leader];
                 log_add(&e, "PGTREE_TARGET_PID", "%d", (int) p->rec.pid);
@@ -225,6 +243,17 @@ const char *manager_act(Manager *m, const Finding *f, Action action, const char 
                        "dry run: would send %s to pid %d%s; enforcement is off for %s", action == ACTION_CANCEL ? "SIGINT" : "SIGTERM",
                        (int) p->rec.pid, target_note, cluster_key(t, p));
         }
+        if (action == ACTION_TERMINATE)
+                for (size_t i = 0; i < m->n_terms; i++)
+                        if (m->terms[i]->ref.pid == p->rec.pid && m->terms[i]->finding.start_ticks == p->rec.start_ticks) {
+                                /* several waiters of one root blocker: it is signalled once */
+                                snprintf(why, why_size, "SIGTERM was sent to pid %d already%s; waiting for it to exit",
+                                         (int) p->rec.pid, target_note);
+                                log_add(&e, "PGTREE_RESULT", "pending");
+                                log_send(&e, LOG_INFO, NULL, "%s pid %d (%s): %s", action_to_string(action), (int) f->pid,
+                                         requested_by, why);
+                                return "pending";
+                        }
         uint64_t now = now_monotonic_usec();
         if (!rate_allows(m, cluster_key(t, p), now, false)) {
                 m->counters.n[action][RESULT_HELD]++;

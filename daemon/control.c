@@ -255,21 +255,21 @@ static void redact_process(json_object *o) {
         }
 }
 
-static void redact_array(json_object *arr) {
-        for (size_t i = 0; arr && json_object_is_type(arr, json_type_array) && i < json_object_array_length(arr); i++)
-                redact_process(json_object_array_get_idx(arr, i));
-}
-
+/* Every query text in a reply: processes, findings, their root blockers, lock chains. */
 static void redact_tree(json_object *o) {
-        json_object *v;
-        if (json_object_object_get_ex(o, "clusters", &v))
-                for (size_t i = 0; i < json_object_array_length(v); i++) {
-                        json_object *procs;
-                        if (json_object_object_get_ex(json_object_array_get_idx(v, i), "processes", &procs))
-                                redact_array(procs);
-                }
-        if (json_object_object_get_ex(o, "orphans", &v))
-                redact_array(v);
+        if (json_object_is_type(o, json_type_array)) {
+                for (size_t i = 0; i < json_object_array_length(o); i++)
+                        redact_tree(json_object_array_get_idx(o, i));
+                return;
+        }
+        if (!json_object_is_type(o, json_type_object))
+                return;
+        redact_process(o);
+        json_object_object_foreach(o, key, v) {
+                (void) key;
+                if (json_object_is_type(v, json_type_object) || json_object_is_type(v, json_type_array))
+                        redact_tree(v);
+        }
 }
 
 /* ---- methods ---- */
@@ -315,8 +315,8 @@ static void method_status(Client *c) {
         json_object_object_add(o, "enforce", json_object_new_boolean(m->config->enforce));
         json_object_object_add(o, "config", m->config_path ? json_object_new_string(m->config_path) : NULL);
         json_object_object_add(o, "cycles", json_object_new_int64((int64_t) m->engine->cycles));
-        json_object_object_add(o, "last_cycle_s", json_object_new_double(m->engine->cycle_seconds));
-        json_object_object_add(o, "interval_s", json_object_new_double((double) m->config->interval_usec / 1e6));
+        json_object_object_add(o, "last_cycle_s", json_number(m->engine->cycle_seconds));
+        json_object_object_add(o, "interval_s", json_number((double) m->config->interval_usec / 1e6));
         json_object_object_add(o, "unreachable", un);
         json_object_object_add(o, "enforcing", en);
         reply(c, o);
@@ -336,14 +336,19 @@ static void method_tree(Client *c, json_object *p) {
                         return;
                 }
         }
-        if (!text && s->tree_cache[k]) {
+        const char *want = param_string(p, "cluster");
+        if (want && !*want) {
+                invalid_parameter(c, "cluster");
+                return;
+        }
+        if (!text && !want && s->tree_cache[k]) {
                 char *copy = malloc(s->tree_cache_len[k]);
                 if (copy)
                         memcpy(copy, s->tree_cache[k], s->tree_cache_len[k]);
                 queue(c, copy, s->tree_cache_len[k]);
                 return;
         }
-        json_object *o = render_json(&m->engine->tree, &m->engine->open);
+        json_object *o = render_json_for(&m->engine->tree, &m->engine->open, want);
         if (k == 1)
                 redact_tree(o);
         if (text) {
@@ -352,7 +357,7 @@ static void method_tree(Client *c, json_object *p) {
                 FILE *f = open_memstream(&buf, &len);
                 if (f) {
                         RenderOptions ro = { .group_by_application = param_bool(p, "group_by_application"),
-                                             .query_text = k == 0, .width = (size_t) width };
+                                             .query_text = k == 0, .width = (size_t) width, .cluster = want };
                         render_text(f, &m->engine->tree, &m->engine->open, &ro);
                         fclose(f);
                         json_object_object_add(o, "text", json_object_new_string(buf ? buf : ""));
@@ -363,7 +368,7 @@ static void method_tree(Client *c, json_object *p) {
         }
         size_t len = 0;
         char *msg = varlink_reply(o, &len);
-        if (msg && (s->tree_cache[k] = malloc(len))) {
+        if (msg && !want && (s->tree_cache[k] = malloc(len))) {
                 memcpy(s->tree_cache[k], msg, len);
                 s->tree_cache_len[k] = len;
         }
@@ -393,7 +398,8 @@ static void method_sessions(Client *c, json_object *p) {
         const PgTree *t = &m->engine->tree;
         const char *user = param_string(p, "user"), *db = param_string(p, "database"),
                    *app = param_string(p, "application_name"), *state = param_string(p, "state"),
-                   *sort = param_string(p, "sort");
+                   *sort = param_string(p, "sort"), *want = param_string(p, "cluster");
+        bool all = param_bool(p, "all");
         static const char *const sorts[] = { "pid", "age", "duration", "cpu", "memory", "user", NULL };
         if (sort) {
                 bool ok = false;
@@ -413,6 +419,11 @@ static void method_sessions(Client *c, json_object *p) {
         for (size_t i = 0; i < t->n_procs; i++) {
                 const PgProcess *q = &t->procs[i];
                 if (q->title.backend_type != BACKEND_CLIENT || q->own)
+                        continue;
+                /* pgtreed's connections are not the operator's sessions */
+                if (!all && pg_process_is_pgtree(q))
+                        continue;
+                if (want && (q->cluster < 0 || !render_cluster_matches(&t->clusters[q->cluster], want)))
                         continue;
                 if (!glob_ok(user, proc_user(q)) || !glob_ok(db, proc_database(q)) || !glob_ok(app, proc_application(q)) ||
                     !glob_ok(state, proc_state(q)))
@@ -463,6 +474,78 @@ static bool get_pid(json_object *p, pid_t *pid) {
         return true;
 }
 
+static bool chain_has(json_object *node, pid_t pid) {
+        json_object *v;
+        if (json_object_object_get_ex(node, "pid", &v) && json_object_get_int(v) == pid)
+                return true;
+        if (json_object_object_get_ex(node, "blocks", &v))
+                for (size_t i = 0; i < json_object_array_length(v); i++)
+                        if (chain_has(json_object_array_get_idx(v, i), pid))
+                                return true;
+        return false;
+}
+
+/* The blocking forest of every cluster (or the one asked for): root blockers → waiters. */
+static void method_locks(Client *c, json_object *p) {
+        Manager *m = c->server->manager;
+        const PgTree *t = &m->engine->tree;
+        const char *want = param_string(p, "cluster");
+        if (want && !*want) {
+                invalid_parameter(c, "cluster");
+                return;
+        }
+        json_object *o = json_object_new_object(), *arr = json_object_new_array();
+        for (size_t i = 0; i < t->n_clusters; i++) {
+                const PgCluster *cl = &t->clusters[i];
+                if (!render_cluster_matches(cl, want))
+                        continue;
+                json_object *co = json_object_new_object();
+                json_object_object_add(co, "name", json_object_new_string(cl->name));
+                json_object_object_add(co, "activity", json_object_new_string(cl->activity[0] ? cl->activity : "unavailable: not queried"));
+                json_object_object_add(co, "chains", render_lock_chains_json(t, i));
+                json_object_array_add(arr, co);
+        }
+        json_object_object_add(o, "clusters", arr);
+        if (param_bool(p, "text")) {
+                char *buf = NULL;
+                size_t len = 0;
+                FILE *f = open_memstream(&buf, &len);
+                if (f) {
+                        json_object *wv;
+                        int64_t width = json_object_object_get_ex(p, "width", &wv) && wv && json_object_is_type(wv, json_type_int)
+                                                ? json_object_get_int64(wv) : 0;
+                        RenderOptions ro = { .query_text = sees_query_text(c),
+                                             .width = width > 0 && width < 100000 ? (size_t) width : 0 };
+                        size_t shown = 0, chains = 0;
+                        for (size_t i = 0; i < t->n_clusters; i++) {
+                                const PgCluster *cl = &t->clusters[i];
+                                if (!render_cluster_matches(cl, want))
+                                        continue;
+                                shown++;
+                                fprintf(f, "cluster %s%s%s\n", cl->name, cl->snapshot ? "" : "  activity ",
+                                        cl->snapshot ? "" : cl->activity);
+                                json_object *ch = render_lock_chains_json(t, i);
+                                size_t n = json_object_array_length(ch);
+                                json_object_put(ch);
+                                chains += n;
+                                if (n == 0)
+                                        fprintf(f, "  no session waits for another\n");
+                                else
+                                        render_lock_chains_text(f, t, i, "  ", &ro);
+                        }
+                        if (shown == 0 && want)
+                                fprintf(f, "no cluster named %s\n", want);
+                        (void) chains;
+                        fclose(f);
+                        json_object_object_add(o, "text", json_object_new_string(buf ? buf : ""));
+                        free(buf);
+                }
+        }
+        if (!sees_query_text(c))
+                redact_tree(o);
+        reply(c, o);
+}
+
 static void method_show(Client *c, json_object *p) {
         Manager *m = c->server->manager;
         const PgTree *t = &m->engine->tree;
@@ -484,20 +567,43 @@ static void method_show(Client *c, json_object *p) {
         json_object_object_add(o, "process", po);
         json_object_object_add(o, "cluster", q->cluster >= 0 ? json_object_new_string(t->clusters[q->cluster].name) : NULL);
         for (size_t k = 0; k < m->engine->open.n; k++)
-                if (m->engine->open.items[k].pid == pid)
-                        json_object_array_add(fa, render_finding_json(&m->engine->open.items[k]));
+                if (m->engine->open.items[k].pid == pid) {
+                        json_object *fo = render_finding_json(&m->engine->open.items[k]);
+                        render_finding_blocker_query(fo, t, &m->engine->open.items[k]);
+                        json_object_array_add(fa, fo);
+                }
         json_object_object_add(o, "findings", fa);
+        /* the lock chains it is part of (as a blocker or as a waiter) */
+        json_object *chains = json_object_new_array();
+        if (q->cluster >= 0) {
+                json_object *all = render_lock_chains_json(t, (size_t) q->cluster);
+                for (size_t k = 0; k < json_object_array_length(all); k++) {
+                        json_object *root = json_object_array_get_idx(all, k);
+                        if (chain_has(root, pid))
+                                json_object_array_add(chains, json_object_get(root));
+                }
+                json_object_put(all);
+        }
+        json_object_object_add(o, "lock_chains", chains);
+        if (!sees_query_text(c))
+                redact_tree(o);
         reply(c, o);
 }
 
-static void method_findings(Client *c, bool orphans) {
+static void method_findings(Client *c, json_object *p, bool orphans) {
         Manager *m = c->server->manager;
         const PgTree *t = &m->engine->tree;
+        const char *want = param_string(p, "cluster");
         json_object *o = json_object_new_object(), *fa = json_object_new_array();
         for (size_t k = 0; k < m->engine->open.n; k++) {
                 const Finding *f = &m->engine->open.items[k];
+                if (!render_finding_matches(t, f, want))
+                        continue;
                 if ((f->kind <= FINDING_CLIENT_GONE) == orphans) {
                         json_object *fo = render_finding_json(f);
+                        render_finding_blocker_query(fo, t, f);
+                        if (!sees_query_text(c))
+                                redact_tree(fo);
                         /* what the session runs, where the operator looks (the policy applies) */
                         int i = tree_find(t, f->pid);
                         const PgProcess *q = i >= 0 ? &t->procs[i] : NULL;
@@ -512,10 +618,10 @@ static void method_findings(Client *c, bool orphans) {
         if (orphans) {
                 json_object *oa = json_object_new_array();
                 for (size_t i = 0; i < t->n_procs; i++)
-                        if (pg_process_is_orphan(&t->procs[i]))
+                        if (pg_process_is_orphan(&t->procs[i]) && (!want || (t->procs[i].cwd && !strcmp(t->procs[i].cwd, want))))
                                 json_object_array_add(oa, render_process_json(t, &t->procs[i]));
                 if (!sees_query_text(c))
-                        redact_array(oa);
+                        redact_tree(oa);
                 json_object_object_add(o, "orphans", oa);
         }
         json_object_object_add(o, "findings", fa);
@@ -600,13 +706,15 @@ static void method_signal(Client *c, json_object *p) {
                          (int) pid, by);
         json_object *results = json_object_new_array();
         size_t matched = 0;
+        const char *want = only;
         for (size_t i = 0; i < t->n_procs; i++) {
                 const PgProcess *q = &t->procs[i];
                 if (app ? !(q->title.backend_type == BACKEND_CLIENT && !q->own && proc_application(q) &&
                              !strcmp(proc_application(q), app))
                         : q->rec.pid != pid)
                         continue;
-                if (only && strcmp(only, q->cluster >= 0 ? t->clusters[q->cluster].name : "(orphan)") != 0)
+                if (want && (q->cluster < 0 ? !q->cwd || strcmp(q->cwd, want) != 0
+                                            : !render_cluster_matches(&t->clusters[q->cluster], want)))
                         continue;
                 matched++;
                 json_object *r = json_object_new_object();
@@ -693,7 +801,7 @@ static json_object *watch_params(ControlServer *s, size_t k) {
                 strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
         json_object_object_add(o, "cycle", json_object_new_int64((int64_t) m->engine->cycles));
         json_object_object_add(o, "time", json_object_new_string(when));
-        json_object_object_add(o, "interval_s", json_object_new_double((double) m->config->interval_usec / 1e6));
+        json_object_object_add(o, "interval_s", json_number((double) m->config->interval_usec / 1e6));
         s->watch_renders++;
         return o;
 }
@@ -789,7 +897,7 @@ static void dispatch(Client *c, VarlinkCall *call) {
                 const char *name = m + strlen(VARLINK_INTERFACE) + 1;
                 bool admin_only = !strcmp(name, "Signal") || !strcmp(name, "Reload");
                 static const char *const known[] = { "Status", "Tree", "Sessions", "Show", "Orphans", "LongRunners",
-                                                     "Signal", "Reload", "Metrics", "Watch", NULL };
+                                                     "Signal", "Reload", "Metrics", "Watch", "Locks", NULL };
                 bool is_known = false;
                 for (const char *const *k = known; *k && !is_known; k++)
                         is_known = !strcmp(*k, name);
@@ -812,13 +920,15 @@ static void dispatch(Client *c, VarlinkCall *call) {
                 else if (!strcmp(name, "Show"))
                         method_show(c, call->parameters);
                 else if (!strcmp(name, "Orphans"))
-                        method_findings(c, true);
+                        method_findings(c, call->parameters, true);
                 else if (!strcmp(name, "LongRunners"))
-                        method_findings(c, false);
+                        method_findings(c, call->parameters, false);
                 else if (!strcmp(name, "Signal"))
                         method_signal(c, call->parameters);
                 else if (!strcmp(name, "Reload"))
                         method_reload(c);
+                else if (!strcmp(name, "Locks"))
+                        method_locks(c, call->parameters);
                 else if (!strcmp(name, "Watch"))
                         method_watch(c, call->more);
                 else

@@ -193,7 +193,7 @@ static int run_once(const Args *args) {
                 json_object *o = render_json(&e->tree, &e->open);
                 json_object *scan = json_object_new_object();
                 json_object_object_add(scan, "processes_examined", json_object_new_int64((int64_t) e->scan.examined));
-                json_object_object_add(scan, "seconds", json_object_new_double(e->cycle_seconds));
+                json_object_object_add(scan, "seconds", json_number(e->cycle_seconds));
                 json_object_object_add(scan, "config", config->path ? json_object_new_string(config->path) : NULL);
                 json_object_object_add(o, "scan", scan);
                 puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));

@@ -71,6 +71,7 @@ void activity_snapshot_clear(ActivitySnapshot *s) {
                 free(r->wait_event_type);
                 free(r->wait_event);
                 free(r->query);
+                free(r->blocked_by);
         }
         if (s) {
                 free(s->rows);
@@ -99,7 +100,10 @@ int activity_query_sql(int v, unsigned qmax, char **ret) {
                          "extract(epoch FROM backend_start)::float8, extract(epoch FROM xact_start)::float8, "
                          "extract(epoch FROM query_start)::float8, extract(epoch FROM state_change)::float8, "
                          "wait_event_type, wait_event, %s, age(backend_xmin)::int8, %s, "
-                         "extract(epoch FROM clock_timestamp())::float8 "
+                         "extract(epoch FROM clock_timestamp())::float8, "
+                         /* who blocks it: asked only of sessions waiting for a lock, so the cost
+                          * follows the number of waiters, not of sessions */
+                         "CASE WHEN wait_event_type = 'Lock' THEN pg_catalog.pg_blocking_pids(pid) END "
                          "FROM pg_catalog.pg_stat_activity",
                          v >= 100000 ? "backend_type" : "NULL::text", v >= 130000 ? "leader_pid" : "NULL::int",
                          query);
@@ -334,9 +338,34 @@ static long long int_value(const PGresult *res, int row, int col, long long null
         return PQgetisnull(res, row, col) ? null_value : strtoll(PQgetvalue(res, row, col), NULL, 10);
 }
 
+int activity_parse_pid_array(const char *text, pid_t *pids, size_t max) {
+        if (!text || *text != '{')
+                return -EINVAL;
+        const char *c = text + 1;
+        size_t n = 0;
+        if (*c == '}')
+                return c[1] ? -EINVAL : 0;
+        for (;;) {
+                char *e;
+                errno = 0;
+                long long v = strtoll(c, &e, 10);
+                if (e == c || errno || v < INT32_MIN || v > INT32_MAX)
+                        return -EINVAL;
+                if (v > 0 && n < max)
+                        pids[n++] = (pid_t) v;
+                if (*e == '}')
+                        return e[1] ? -EINVAL : (int) n;
+                if (*e != ',')
+                        return -EINVAL;
+                c = e + 1;
+        }
+}
+
+#define MAX_BLOCKERS 64
+
 static int take_rows(ActivityConn *a, const PGresult *res) {
         int n = PQntuples(res);
-        if (PQnfields(res) != 19)
+        if (PQnfields(res) != 20)
                 return -EBADMSG;
         ActivitySnapshot s = { .server_version = PQserverVersion(a->conn), .own_pid = PQbackendPID(a->conn) };
         s.rows = calloc(n > 0 ? (size_t) n : 1, sizeof *s.rows);
@@ -366,6 +395,14 @@ static int take_rows(ActivityConn *a, const PGresult *res) {
                         .xmin_age = int_value(res, i, 16, -1),
                         .query = dup_value(res, i, 17),
                 };
+                if (!PQgetisnull(res, i, 19)) {
+                        pid_t pids[MAX_BLOCKERS];
+                        int k = activity_parse_pid_array(PQgetvalue(res, i, 19), pids, ELEMENTSOF(pids));
+                        if (k > 0 && (r->blocked_by = malloc((size_t) k * sizeof(pid_t)))) {
+                                memcpy(r->blocked_by, pids, (size_t) k * sizeof(pid_t));
+                                r->n_blocked_by = (size_t) k;
+                        }
+                }
                 s.taken_at = float_value(res, i, 18);
                 s.n++;
         }

@@ -27,6 +27,8 @@ typedef struct ActivityRow {
         pid_t leader_pid;       /* 0 if none */
         long long xmin_age;     /* age(backend_xmin) in transactions, −1 if none */
         char *query;            /* cut to query_max_length, NULL if not collected */
+        pid_t *blocked_by;      /* pg_blocking_pids(), asked only while it waits for a Lock; owned */
+        size_t n_blocked_by;
 } ActivityRow;
 
 typedef struct ActivitySnapshot {
@@ -39,6 +41,10 @@ typedef struct ActivitySnapshot {
 
 void activity_snapshot_clear(ActivitySnapshot *s);
 const ActivityRow *activity_snapshot_find(const ActivitySnapshot *s, pid_t pid);
+
+/* Parses pg_blocking_pids()'s text form ("{123,456}") into at most max pids; pids ≤ 0 (a
+ * prepared transaction) are left out. Returns how many, or -EINVAL on anything else. */
+int activity_parse_pid_array(const char *text, pid_t *pids, size_t max);
 
 /* The pg_stat_activity query for a server version (≥ 9.6), with the columns it has. */
 int activity_query_sql(int server_version, unsigned query_max_length, char **ret);

@@ -501,6 +501,10 @@ static void end_section(Parser *p) {
                         error_at(p, r->line, "rule '%s' covers long runners and needs 'after' (a threshold such as 5m)", r->name);
                 if (r->action == ACTION_ALERT && !r->alert_command)
                         error_at(p, r->line, "rule '%s' has action = alert but no alert_command", r->name);
+                if (r->target == RULE_TARGET_BLOCKER && r->kinds != 0 && r->kinds != 1u << FINDING_LOCK_WAIT)
+                        error_at(p, r->target_line,
+                                 "target = blocker: rule '%s' must cover kind = lock_wait only (only a lock wait has a blocker)",
+                                 r->name);
         }
         if (p->section == SECTION_CLUSTER)
                 end_cluster_section(p);
@@ -831,6 +835,17 @@ static void rule_key(Parser *p, const char *key, const char *v) {
         }
         if (!strcmp(key, "alert_command")) {
                 value_absolute_path(p, key, v, &r->alert_command, false);
+                return;
+        }
+        if (!strcmp(key, "target")) {
+                r->target_line = p->line;
+                if (!strcmp(v, "session"))
+                        r->target = RULE_TARGET_SESSION;
+                else if (!strcmp(v, "blocker"))
+                        r->target = RULE_TARGET_BLOCKER;
+                else
+                        error(p, "target: unknown target '%s' (expected session, or blocker: the root of the lock chain "
+                                 "that blocks a lock_wait session)", v);
                 return;
         }
         if (!strcmp(base, "client")) {

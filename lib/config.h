@@ -39,6 +39,13 @@ typedef struct Filter {
         PatternList include, exclude;
 } Filter;
 
+/* Whom a rule's action is for: the session of the finding, or (lock_wait) the root of the
+ * chain of sessions that blocks it. */
+typedef enum RuleTarget {
+        RULE_TARGET_SESSION,
+        RULE_TARGET_BLOCKER,
+} RuleTarget;
+
 typedef struct Rule {
         char *name;
         unsigned line;
@@ -48,6 +55,8 @@ typedef struct Rule {
         ClientList client, exclude_client;
         Action action;
         char *alert_command;
+        RuleTarget target;      /* BLOCKER: filters match the root blocker, the action is for it */
+        unsigned target_line;
 } Rule;
 
 typedef struct ClusterConf {

@@ -7,6 +7,8 @@
 #include "activity.h"
 #include "findings.h"
 #include "join.h"
+#include "locks.h"
+#include "render.h"
 #include "macro.h"
 
 static const char *const kind_names[_FINDING_KIND_MAX] = {
@@ -92,6 +94,47 @@ static Finding *add_for_process(Findings *out, const PgTree *t, size_t i, Findin
         return x;
 }
 
+/* The root of the chain that blocks a lock_wait session, if it is a live process of its cluster
+ * with its own pg_stat_activity row. */
+static void add_blocker(Finding *x, const PgTree *t, const PgProcess *p, const ActivitySnapshot *snap) {
+        pid_t root;
+        unsigned depth = 0;
+        int r = lock_root_blocker(snap, p->rec.pid, &root, &depth);
+        size_t l = strlen(x->detail);
+        if (r == -ELOOP) {
+                x->lock_cycle = true;
+                snprintf(x->detail + l, sizeof x->detail - l, "%sin a cycle of waiting sessions (a deadlock not detected yet)",
+                         l ? "; " : "");
+                return;
+        }
+        if (r < 0)
+                return;
+        int bi = tree_find(t, root);
+        const PgProcess *b = bi >= 0 ? &t->procs[bi] : NULL;
+        if (!b || b->cluster != p->cluster || !b->act) {
+                snprintf(x->detail + l, sizeof x->detail - l, "%sblocked by pid %d (not a session of this cluster's tree)",
+                         l ? "; " : "", (int) root);
+                return;
+        }
+        x->blocker_pid = root;
+        x->blocker_start_ticks = b->rec.start_ticks;
+        x->blocker_depth = depth;
+        COPY(x->blocker_user, proc_user(b));
+        COPY(x->blocker_database, proc_database(b));
+        COPY(x->blocker_application_name, proc_application(b));
+        proc_client(b, x->blocker_client, sizeof x->blocker_client);
+        COPY(x->blocker_backend_type, proc_backend_type(b));
+        COPY(x->blocker_state, proc_state(b));
+        x->blocker_state_change = b->act->state_change;
+        x->blocker_xact_start = b->act->xact_start;
+        char age[32] = "";
+        if (b->act->state_change > 0 && t->now > 0)
+                format_duration(t->now - b->act->state_change, age, sizeof age);
+        snprintf(x->detail + l, sizeof x->detail - l, "%sroot blocker pid %d (%s%s%s%s)", l ? "; " : "", (int) root,
+                 x->blocker_state[0] ? x->blocker_state : "state unknown", age[0] ? " for " : "", age,
+                 depth > 1 ? ", through a chain" : "");
+}
+
 static bool pid_listed(const pid_t *pids, size_t n, pid_t pid) {
         for (size_t i = 0; i < n; i++)
                 if (pids[i] == pid)
@@ -175,6 +218,8 @@ static int detect_process(const PgTree *t, size_t i, const pid_t *gone, size_t n
                 x->since = a ? a->query_start : 0;
                 if (a && a->wait_event)
                         snprintf(x->detail, sizeof x->detail, "waiting for a %s lock", a->wait_event);
+                if (a && c->snapshot)
+                        add_blocker(x, t, p, c->snapshot);
         }
         return 0;
 }

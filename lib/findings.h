@@ -58,6 +58,21 @@ typedef struct Finding {
         Action action;
         bool dry_run;
         char detail[256];
+        /* lock_wait: the root of the chain of sessions that blocks it (blocker_pid 0: not known, or
+         * a cycle of waiters with no root: lock_cycle) */
+        pid_t blocker_pid;
+        uint64_t blocker_start_ticks;
+        unsigned blocker_depth;         /* 1: it blocks the waiter directly */
+        bool lock_cycle;
+        char blocker_user[128];
+        char blocker_database[128];
+        char blocker_application_name[128];
+        char blocker_client[128];
+        char blocker_backend_type[64];
+        char blocker_state[64];
+        double blocker_state_change;    /* epoch s, 0 unknown */
+        double blocker_xact_start;
+        bool act_on_blocker;            /* the deciding rule has target = blocker */
 } Finding;
 
 typedef struct Findings {

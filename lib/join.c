@@ -85,3 +85,8 @@ bool proc_is_client_backend(const PgProcess *p) {
         const char *bt = proc_backend_type(p);
         return !p->own && bt && strcmp(bt, "client backend") == 0;
 }
+
+bool pg_process_is_pgtree(const PgProcess *p) {
+        const char *app = proc_application(p);
+        return p->own || (p->title.backend_type == BACKEND_CLIENT && app && strcmp(app, "pgtreed") == 0);
+}

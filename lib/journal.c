@@ -87,6 +87,11 @@ void log_add_finding(LogEntry *e, const Finding *f) {
         if (f->rule[0])
                 log_add(e, "PGTREE_RULE", "%s", f->rule);
         log_add(e, "PGTREE_ACTION", "%s", action_to_string(f->action));
+        if (f->blocker_pid > 0) {
+                log_add(e, "PGTREE_BLOCKER_PID", "%d", (int) f->blocker_pid);
+                if (f->blocker_state[0])
+                        log_add(e, "PGTREE_BLOCKER_STATE", "%s", f->blocker_state);
+        }
 }
 
 static void emit(LogEntry *e, int priority, const char *message) {

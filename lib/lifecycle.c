@@ -71,6 +71,19 @@ static int decide(Tracked *t, const Config *c, double now, FindingEvents *events
                 .state = f->state[0] ? f->state : NULL,
                 .cluster = f->cluster[0] ? f->cluster : NULL,
         };
+        Subject blocker = {
+                .kind = f->kind,
+                .duration_usec = s.duration_usec,
+                .user = f->blocker_user[0] ? f->blocker_user : NULL,
+                .database = f->blocker_database[0] ? f->blocker_database : NULL,
+                .application_name = f->blocker_application_name[0] ? f->blocker_application_name : NULL,
+                .client = f->blocker_client[0] ? f->blocker_client : NULL,
+                .backend_type = f->blocker_backend_type[0] ? f->blocker_backend_type : NULL,
+                .state = f->blocker_state[0] ? f->blocker_state : NULL,
+                .cluster = s.cluster,
+        };
+        if (f->blocker_pid > 0)
+                s.blocker = &blocker;
         const Rule *r = rules_decide(c, &s);
         if (!r && !is_orphan_kind(f->kind))
                 return 0; /* a long runner below every threshold */
@@ -79,12 +92,14 @@ static int decide(Tracked *t, const Config *c, double now, FindingEvents *events
                 t->open = true;
                 snprintf(f->rule, sizeof f->rule, "%s", r ? r->name : "");
                 f->action = action;
+                f->act_on_blocker = r && r->target == RULE_TARGET_BLOCKER;
                 return emit(events, FINDING_OPENED, f, ACTION_LOG);
         }
         if (action > f->action) {
                 Action before = f->action;
                 snprintf(f->rule, sizeof f->rule, "%s", r->name);
                 f->action = action;
+                f->act_on_blocker = r->target == RULE_TARGET_BLOCKER;
                 return emit(events, FINDING_ESCALATED, f, before);
         }
         return 0;
@@ -126,6 +141,7 @@ int finding_store_update(FindingStore *s, const Findings *candidates, const Conf
                         memcpy(t.f.rule, keep.rule, sizeof t.f.rule);
                         t.f.action = keep.action;
                         t.f.dry_run = keep.dry_run;
+                        t.f.act_on_blocker = keep.act_on_blocker;
                         t.cycles++;
                 } else { /* new */
                         t = (Tracked){ .f = cand[j++], .cycles = 1 };

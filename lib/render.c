@@ -7,6 +7,7 @@
 
 #include "activity.h"
 #include "join.h"
+#include "locks.h"
 #include "macro.h"
 #include "remote.h"
 #include "render.h"
@@ -27,8 +28,23 @@ static json_object *iso_time(double epoch) {
         return json_object_new_string(buf);
 }
 
+json_object *json_number(double v) {
+        if (!isfinite(v))
+                return NULL;
+        char buf[40];
+        for (int prec = 1; prec <= 17; prec++) {
+                snprintf(buf, sizeof buf, "%.*g", prec, v);
+                if (strtod(buf, NULL) == v)
+                        break;
+        }
+        /* keep it a JSON number that reads back as a double */
+        if (!strpbrk(buf, ".eEn"))
+                strncat(buf, ".0", sizeof buf - strlen(buf) - 1);
+        return json_object_new_double_s(v, buf);
+}
+
 static json_object *round1(double v) {
-        return json_object_new_double(round(v * 10.0) / 10.0);
+        return json_number(round(v * 10.0) / 10.0);
 }
 
 json_object *render_process_json(const PgTree *t, const PgProcess *p) {
@@ -64,10 +80,30 @@ json_object *render_process_json(const PgTree *t, const PgProcess *p) {
         json_object_object_add(o, "wait_event", str_or_null(a ? a->wait_event : NULL));
         json_object_object_add(o, "backend_xmin_age", a && a->xmin_age >= 0 ? json_object_new_int64(a->xmin_age) : NULL);
         json_object_object_add(o, "query", str_or_null(a ? a->query : NULL));
+        if (a && a->n_blocked_by > 0) {
+                json_object *b = json_object_new_array();
+                for (size_t i = 0; i < a->n_blocked_by; i++)
+                        json_object_array_add(b, json_object_new_int(a->blocked_by[i]));
+                json_object_object_add(o, "blocked_by", b);
+                const PgCluster *c = p->cluster >= 0 ? &t->clusters[p->cluster] : NULL;
+                pid_t root;
+                if (c && c->snapshot) {
+                        int r = lock_root_blocker(c->snapshot, p->rec.pid, &root, NULL);
+                        if (r == 0)
+                                json_object_object_add(o, "root_blocker", json_object_new_int(root));
+                        else if (r == -ELOOP)
+                                json_object_object_add(o, "lock_cycle", json_object_new_boolean(true));
+                }
+        }
+        if (a && p->cluster >= 0 && t->clusters[p->cluster].snapshot) {
+                size_t n = lock_count_blocked(t->clusters[p->cluster].snapshot, p->rec.pid);
+                if (n > 0)
+                        json_object_object_add(o, "blocking", json_object_new_int((int) n));
+        }
         json_object_object_add(o, "activity_joined", json_object_new_boolean(a != NULL));
         if (p->act_mismatch)
                 json_object_object_add(o, "pid_reused", json_object_new_boolean(true));
-        if (p->own)
+        if (p->own || pg_process_is_pgtree(p))
                 json_object_object_add(o, "pgtree_connection", json_object_new_boolean(true));
         if (pg_process_is_remote(t, p)) {
                 /* a managed server's session: nothing of it is in this host's /proc */
@@ -142,6 +178,28 @@ json_object *render_finding_json(const Finding *x) {
         json_object_object_add(o, "since", iso_time(x->since));
         json_object_object_add(o, "first_seen", iso_time(x->first_seen));
         json_object_object_add(o, "detail", str_or_null(x->detail));
+        if (x->kind == FINDING_LOCK_WAIT) {
+                json_object *b = NULL;
+                if (x->blocker_pid > 0) {
+                        b = json_object_new_object();
+                        json_object_object_add(b, "pid", json_object_new_int(x->blocker_pid));
+                        json_object_object_add(b, "start_ticks", json_object_new_uint64(x->blocker_start_ticks));
+                        json_object_object_add(b, "depth", json_object_new_int((int) x->blocker_depth));
+                        json_object_object_add(b, "user", str_or_null(x->blocker_user));
+                        json_object_object_add(b, "database", str_or_null(x->blocker_database));
+                        json_object_object_add(b, "application_name", str_or_null(x->blocker_application_name));
+                        json_object_object_add(b, "client", str_or_null(x->blocker_client));
+                        json_object_object_add(b, "backend_type", str_or_null(x->blocker_backend_type));
+                        json_object_object_add(b, "state", str_or_null(x->blocker_state));
+                        json_object_object_add(b, "state_change", iso_time(x->blocker_state_change));
+                        json_object_object_add(b, "xact_start", iso_time(x->blocker_xact_start));
+                }
+                json_object_object_add(o, "blocker", b);
+                if (x->lock_cycle)
+                        json_object_object_add(o, "lock_cycle", json_object_new_boolean(true));
+                if (x->act_on_blocker)
+                        json_object_object_add(o, "target", json_object_new_string("blocker"));
+        }
         return o;
 }
 
@@ -157,11 +215,113 @@ static void render_remote_cluster_json(json_object *o, const PgCluster *cl) {
         json_object_object_add(o, "unavailable", u);
 }
 
+void render_finding_blocker_query(json_object *fo, const PgTree *t, const Finding *x) {
+        json_object *b;
+        if (x->kind != FINDING_LOCK_WAIT || x->blocker_pid <= 0 || !json_object_object_get_ex(fo, "blocker", &b) || !b)
+                return;
+        int i = tree_find(t, x->blocker_pid);
+        const PgProcess *p = i >= 0 ? &t->procs[i] : NULL;
+        if (!p || p->rec.start_ticks != x->blocker_start_ticks)
+                return;
+        if (t->now > 0 && x->blocker_state_change > 0)
+                json_object_object_add(b, "state_s", json_object_new_int64((int64_t) (t->now - x->blocker_state_change)));
+        if (t->now > 0 && x->blocker_xact_start > 0)
+                json_object_object_add(b, "xact_age_s", json_object_new_int64((int64_t) (t->now - x->blocker_xact_start)));
+        json_object_object_add(b, "query", str_or_null(p->act ? p->act->query : NULL));
+}
+
+/* The process of a lock line, if it is in the cluster's tree. */
+static const PgProcess *lock_line_process(const PgTree *t, size_t c, const LockLine *l) {
+        int i = tree_find(t, l->pid);
+        return i >= 0 && t->procs[i].cluster == (int) c ? &t->procs[i] : NULL;
+}
+
+static json_object *lock_node_json(const PgTree *t, size_t c, const LockLine *l) {
+        const PgProcess *p = lock_line_process(t, c, l);
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "pid", json_object_new_int(l->pid));
+        const ActivityRow *a = l->row;
+        json_object_object_add(o, "user", str_or_null(p ? proc_user(p) : a ? a->usename : NULL));
+        json_object_object_add(o, "database", str_or_null(p ? proc_database(p) : a ? a->datname : NULL));
+        json_object_object_add(o, "application_name", str_or_null(a ? a->application_name : NULL));
+        json_object_object_add(o, "backend_type", str_or_null(p ? proc_backend_type(p) : a ? a->backend_type : NULL));
+        json_object_object_add(o, "state", str_or_null(a ? a->state : NULL));
+        json_object_object_add(o, "state_s", a && a->state_change > 0 && t->now > 0
+                                                     ? json_object_new_int64((int64_t) (t->now - a->state_change)) : NULL);
+        json_object_object_add(o, "xact_age_s", a && a->xact_start > 0 && t->now > 0
+                                                        ? json_object_new_int64((int64_t) (t->now - a->xact_start)) : NULL);
+        json_object_object_add(o, "wait_event_type", str_or_null(a ? a->wait_event_type : NULL));
+        json_object_object_add(o, "wait_event", str_or_null(a ? a->wait_event : NULL));
+        json_object *bb = json_object_new_array();
+        for (size_t i = 0; a && i < a->n_blocked_by; i++)
+                json_object_array_add(bb, json_object_new_int(a->blocked_by[i]));
+        json_object_object_add(o, "blocked_by", bb);
+        json_object_object_add(o, "query", str_or_null(a ? a->query : NULL));
+        if (!a)
+                json_object_object_add(o, "listed", json_object_new_boolean(false));
+        if (l->repeat)
+                json_object_object_add(o, "repeat", json_object_new_boolean(true));
+        if (l->cycle)
+                json_object_object_add(o, "cycle", json_object_new_boolean(true));
+        json_object_object_add(o, "blocks", json_object_new_array());
+        return o;
+}
+
+json_object *render_lock_chains_json(const PgTree *t, size_t c) {
+        json_object *roots = json_object_new_array();
+        const ActivitySnapshot *s = t->clusters[c].snapshot;
+        LockLine *lines = NULL;
+        size_t n = 0;
+        if (!s || lock_forest(s, &lines, &n) < 0)
+                return roots;
+        /* parents by depth: lines come depth first */
+        json_object **stack = calloc(n + 1, sizeof *stack);
+        for (size_t i = 0; stack && i < n; i++) {
+                json_object *o = lock_node_json(t, c, &lines[i]);
+                unsigned d = lines[i].depth;
+                if (d == 0 || !stack[d - 1])
+                        json_object_array_add(roots, o);
+                else {
+                        json_object *kids;
+                        json_object_object_get_ex(stack[d - 1], "blocks", &kids);
+                        json_object_array_add(kids, o);
+                }
+                stack[d] = o;
+        }
+        free(stack);
+        free(lines);
+        return roots;
+}
+
+bool render_cluster_matches(const PgCluster *c, const char *want) {
+        return !want || !strcmp(c->name, want) || (c->config_name[0] && !strcmp(c->config_name, want)) ||
+               (c->data_directory[0] && !strcmp(c->data_directory, want));
+}
+
+static bool orphan_matches(const PgProcess *p, const char *want) {
+        return !want || (p->cwd && !strcmp(p->cwd, want));
+}
+
+bool render_finding_matches(const PgTree *t, const Finding *x, const char *want) {
+        if (!want || !strcmp(x->cluster, want))
+                return true;
+        for (size_t c = 0; c < t->n_clusters; c++)
+                if (!strcmp(t->clusters[c].name, x->cluster) && render_cluster_matches(&t->clusters[c], want))
+                        return true;
+        return false;
+}
+
 json_object *render_json(const PgTree *t, const Findings *f) {
+        return render_json_for(t, f, NULL);
+}
+
+json_object *render_json_for(const PgTree *t, const Findings *f, const char *want) {
         json_object *root = json_object_new_object();
         json_object *clusters = json_object_new_array();
         for (size_t c = 0; c < t->n_clusters; c++) {
                 const PgCluster *cl = &t->clusters[c];
+                if (!render_cluster_matches(cl, want))
+                        continue;
                 const PgProcess *pm = &t->procs[cl->postmaster];
                 json_object *o = json_object_new_object(), *pmo = json_object_new_object();
                 json_object_object_add(o, "name", json_object_new_string(cl->name));
@@ -193,7 +353,7 @@ json_object *render_json(const PgTree *t, const Findings *f) {
 
         json_object *orphans = json_object_new_array();
         for (size_t i = 0; i < t->n_procs; i++)
-                if (pg_process_is_orphan(&t->procs[i]))
+                if (pg_process_is_orphan(&t->procs[i]) && orphan_matches(&t->procs[i], want))
                         json_object_array_add(orphans, render_process_json(t, &t->procs[i]));
         json_object_object_add(root, "orphans", orphans);
 
@@ -213,8 +373,13 @@ json_object *render_json(const PgTree *t, const Findings *f) {
         json_object_object_add(root, "not_postgresql", fakes);
 
         json_object *fa = json_object_new_array();
-        for (size_t i = 0; f && i < f->n; i++)
-                json_object_array_add(fa, render_finding_json(&f->items[i]));
+        for (size_t i = 0; f && i < f->n; i++) {
+                if (!render_finding_matches(t, &f->items[i], want))
+                        continue;
+                json_object *fo = render_finding_json(&f->items[i]);
+                render_finding_blocker_query(fo, t, &f->items[i]);
+                json_object_array_add(fa, fo);
+        }
         json_object_object_add(root, "findings", fa);
         return root;
 }
@@ -338,7 +503,13 @@ static void process_fields(FILE *out, const PgTree *t, const PgProcess *p, const
                 put_field(out, p->rec.title);
         if (p->act_mismatch)
                 fputs("  [pid reused: activity row is another session's]", out);
-        if (p->own)
+        if (a && a->n_blocked_by > 0) {
+                fprintf(out, "  [blocked by %d", (int) a->blocked_by[0]);
+                for (size_t i = 1; i < a->n_blocked_by && i < 4; i++)
+                        fprintf(out, ",%d", (int) a->blocked_by[i]);
+                fputs(a->n_blocked_by > 4 ? ",…]" : "]", out);
+        }
+        if (p->own || pg_process_is_pgtree(p))
                 fputs("  (pgtree)", out);
         if (proc_state_is_dead(p->rec.state) || p->rec.state == 'T' || p->rec.state == 'D')
                 fprintf(out, "  [state %c]", p->rec.state);
@@ -390,6 +561,101 @@ static void process_line(FILE *out, const PgTree *t, const PgProcess *p, const c
         }
         fputc('\n', out);
         free(buf);
+}
+
+/* One line of query text, at most room characters (SIZE_MAX: all). */
+static void put_query(FILE *out, const char *q, size_t room) {
+        bool blank = false;
+        size_t n = 0;
+        for (const unsigned char *c = (const unsigned char *) q; *c; c++) {
+                bool sp = *c == ' ' || *c == '\n' || *c == '\t' || *c == '\r';
+                if (sp && blank)
+                        continue;
+                blank = sp;
+                if ((*c & 0xc0) != 0x80 && ++n > room)
+                        break;
+                fputc(sp ? ' ' : *c < 0x20 || *c == 0x7f ? '?' : *c, out);
+        }
+}
+
+static void lock_line_text(FILE *out, const PgTree *t, size_t c, const LockLine *l, const char *indent,
+                           const RenderOptions *o) {
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+        if (!f)
+                return;
+        fputs(indent, f);
+        for (unsigned d = 1; d < l->depth; d++)
+                fputs("   ", f);
+        fprintf(f, "%s%d", l->depth > 0 ? "└─ " : "", (int) l->pid);
+        const ActivityRow *a = l->row;
+        const PgProcess *p = lock_line_process(t, c, l);
+        if (!a)
+                fputs("  (not in pg_stat_activity: a prepared transaction or another database's session)", f);
+        else {
+                const char *user = p ? proc_user(p) : a->usename, *db = p ? proc_database(p) : a->datname;
+                if (user || db) {
+                        fputs("  ", f);
+                        put_safe(f, user ? user : "?");
+                        if (db) {
+                                fputc('@', f);
+                                put_safe(f, db);
+                        }
+                }
+                if (a->application_name && *a->application_name) {
+                        fputs("  [", f);
+                        put_safe(f, a->application_name);
+                        fputc(']', f);
+                }
+                if (a->state) {
+                        put_field(f, a->state);
+                        double since = !strcmp(a->state, "active") ? a->query_start : a->state_change;
+                        if (since > 0 && t->now > 0) {
+                                char d[32];
+                                format_duration(t->now - since, d, sizeof d);
+                                fprintf(f, " %s", d);
+                        }
+                }
+                if (a->wait_event_type && !strcmp(a->wait_event_type, "Lock")) {
+                        fputs("  waits for ", f);
+                        put_safe(f, a->wait_event ? a->wait_event : "a lock");
+                }
+                if (a->xact_start > 0 && t->now > 0) {
+                        char d[32];
+                        format_duration(t->now - a->xact_start, d, sizeof d);
+                        fprintf(f, "  xact %s", d);
+                }
+        }
+        if (l->depth == 0)
+                fputs(l->cycle ? "  [cycle of waiting sessions: no root blocker]" : "  [root blocker]", f);
+        if (l->repeat)
+                fputs("  (blocked by several: shown above)", f);
+        fclose(f);
+        fputs(buf, out);
+        const char *q = a && a->query && *a->query && o && o->query_text && !l->repeat ? a->query : NULL;
+        if (q) {
+                size_t used = columns(buf) + 2, room = o->width ? (o->width > used ? o->width - used : 0) : SIZE_MAX;
+                if (room >= 8) {
+                        fputs("  ", out);
+                        put_query(out, q, room);
+                }
+        }
+        fputc('\n', out);
+        free(buf);
+}
+
+void render_lock_chains_text(FILE *out, const PgTree *t, size_t c, const char *indent, const RenderOptions *o) {
+        const ActivitySnapshot *s = t->clusters[c].snapshot;
+        LockLine *lines = NULL;
+        size_t n = 0;
+        if (!s || lock_forest(s, &lines, &n) < 0 || n == 0) {
+                free(lines);
+                return;
+        }
+        for (size_t i = 0; i < n; i++)
+                lock_line_text(out, t, c, &lines[i], indent, o);
+        free(lines);
 }
 
 static bool is_nested_worker(const PgProcess *p) {
@@ -448,9 +714,14 @@ void render_text(FILE *out, const PgTree *t, const Findings *f, const RenderOpti
                 return;
         }
         fprintf(out, "%8s %7s %5s %7s  %s\n", "PID", "AGE", "CPU%", "PRIV", "PROCESS");
+        const char *want = o ? o->cluster : NULL;
+        size_t shown = 0;
         for (size_t c = 0; c < t->n_clusters; c++) {
                 const PgCluster *cl = &t->clusters[c];
                 const PgProcess *pm = &t->procs[cl->postmaster];
+                if (!render_cluster_matches(cl, want))
+                        continue;
+                shown++;
                 fputs("cluster ", out);
                 put_safe(out, cl->name);
                 if (cl->data_directory[0] && strcmp(cl->name, cl->data_directory) != 0) {
@@ -514,15 +785,30 @@ void render_text(FILE *out, const PgTree *t, const Findings *f, const RenderOpti
                         fprintf(out, " (%zu session%s)\n", m, m == 1 ? "" : "s");
                         print_children(out, t, c, order, m, "   ", o);
                 }
+                if (cl->snapshot) {
+                        LockLine *ll = NULL;
+                        size_t nl = 0;
+                        if (lock_forest(cl->snapshot, &ll, &nl) >= 0 && nl > 0) {
+                                fprintf(out, "%8s %7s %5s %7s  ", "", "", "", "");
+                                fputs("LOCK CHAINS (root blocker → the sessions it blocks)\n", out);
+                                render_lock_chains_text(out, t, c, "                                ", o);
+                        }
+                        free(ll);
+                }
                 fputc('\n', out);
         }
         if (t->n_clusters == 0)
                 fputs("no PostgreSQL server running on this host\n\n", out);
+        else if (shown == 0) {
+                fputs("no cluster named ", out);
+                put_safe(out, want);
+                fputs(" (a name, [cluster] section or data directory of `pgtree tree`)\n\n", out);
+        }
 
         bool any = false;
         for (size_t i = 0; i < t->n_procs; i++) {
                 const PgProcess *p = &t->procs[i];
-                if (!pg_process_is_orphan(p))
+                if (!pg_process_is_orphan(p) || !orphan_matches(p, want))
                         continue;
                 if (!any)
                         fputs("ORPHANS — PostgreSQL processes with no live postmaster (!! blocks its restart)\n", out);
@@ -551,10 +837,15 @@ void render_text(FILE *out, const PgTree *t, const Findings *f, const RenderOpti
         if (t->n_lookalikes > 0)
                 fputc('\n', out);
 
-        if (f && f->n > 0) {
+        size_t n_findings = 0;
+        for (size_t i = 0; f && i < f->n; i++)
+                n_findings += render_finding_matches(t, &f->items[i], want);
+        if (n_findings > 0) {
                 fputs("FINDINGS\n", out);
                 for (size_t i = 0; i < f->n; i++) {
                         const Finding *x = &f->items[i];
+                        if (!render_finding_matches(t, x, want))
+                                continue;
                         char d[32];
                         format_duration(x->duration_s, d, sizeof d);
                         fprintf(out, "  %-22s pid %-7d %7s  ", finding_kind_to_string(x->kind), (int) x->pid, d);

@@ -34,15 +34,30 @@ static bool is_long_runner(FindingKind k) {
                k == FINDING_LOCK_WAIT;
 }
 
+static bool filters_match(const Rule *r, const Subject *s);
+
 bool rule_matches(const Rule *r, const Subject *s) {
         if (!(r->kinds & (1u << s->kind)))
                 return false;
         if (r->after_usec > 0 && s->duration_usec < r->after_usec)
                 return false;
+        if (r->target == RULE_TARGET_BLOCKER) {
+                if (s->kind != FINDING_LOCK_WAIT || !s->blocker)
+                        return false;
+                /* a blocker is acted on only if it is a client backend: never an auxiliary process,
+                 * whatever backend_type the rule names */
+                if (!s->blocker->backend_type || strcmp(s->blocker->backend_type, "client backend") != 0)
+                        return false;
+                return filters_match(r, s->blocker);
+        }
         /* walsenders are always "active": long-runner rules mean client backends unless told */
         if (is_long_runner(s->kind) && r->backend_type.include.n == 0 &&
             (!s->backend_type || strcmp(s->backend_type, "client backend") != 0))
                 return false;
+        return filters_match(r, s);
+}
+
+static bool filters_match(const Rule *r, const Subject *s) {
         if (!filter_matches(&r->user, s->user) || !filter_matches(&r->database, s->database) ||
             !filter_matches(&r->application_name, s->application_name) ||
             !filter_matches(&r->backend_type, s->backend_type) || !filter_matches(&r->state, s->state) ||

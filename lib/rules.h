@@ -7,7 +7,8 @@
 #include "config.h"
 
 /* What a rule is matched against: one finding on one process. NULL fields are unknown. */
-typedef struct Subject {
+typedef struct Subject Subject;
+struct Subject {
         FindingKind kind;
         uint64_t duration_usec;
         const char *user;
@@ -17,7 +18,8 @@ typedef struct Subject {
         const char *backend_type;
         const char *state;
         const char *cluster;
-} Subject;
+        const struct Subject *blocker;  /* lock_wait: the root of the chain that blocks it, or NULL */
+};
 
 /* The rule that decides for this subject, or NULL: among the rules that cover its kind, match
  * every filter and whose threshold ('after') is reached, the one with the strongest action
@@ -29,7 +31,9 @@ const Rule *rules_decide(const Config *c, const Subject *s);
  * never cancelled or terminated, whatever a rule says. why names the list that matched. */
 bool rules_protected(const Config *c, const Subject *s, const char **why);
 
-/* Does one rule match (filters and threshold)? */
+/* Does one rule match (filters and threshold)? A rule with target = blocker matches a lock_wait
+ * subject whose root blocker is known: kind and threshold are the waiter's (how long it has been
+ * blocked), every filter is the blocker's (the session it acts on). */
 bool rule_matches(const Rule *r, const Subject *s);
 
 /* The rules used when the file has no [rule] at all: log every orphan kind, and long runners

@@ -77,6 +77,10 @@ static const Bad bad_configs[] = {
           "t.ini:3: line too long (at most 198 characters)" },
         { "[daemon]\nquery_max_length = lots\n", "t.ini:2: query_max_length: expected a whole number from 0 to 100000, got 'lots'" },
         { "[rule r*]\nkind = orphan_backend\n", "t.ini:1: rule name 'r*' must be at most 100 characters, without glob characters" },
+        { "[rule r]\nkind = lock_wait\nafter = 1m\ntarget = root\n",
+          "t.ini:4: target: unknown target 'root' (expected session, or blocker: the root of the lock chain that blocks a lock_wait session)" },
+        { "[rule r]\nkind = lock_wait, long_query\nafter = 1m\ntarget = blocker\naction = terminate\n",
+          "t.ini:4: target = blocker: rule 'r' must cover kind = lock_wait only (only a lock wait has a blocker)" },
 };
 
 static void test_bad_corpus(void **state) {

@@ -37,6 +37,37 @@ static void test_threshold_and_globs(void **state) {
         config_free(c);
 }
 
+/* target = blocker: kind and threshold are the waiter's, the filters are the root blocker's, and a
+ * blocker that is not a client backend is never matched. */
+static void test_target_blocker(void **state) {
+        Config *c = parse_config("[rule waits]\nkind = lock_wait\nafter = 1m\naction = log\n"
+                                 "[rule blocker]\nkind = lock_wait\nafter = 2m\ntarget = blocker\n"
+                                 "state = idle in transaction\nuser = batch\naction = terminate\n");
+        assert_int_equal(c->rules[1].target, RULE_TARGET_BLOCKER);
+        assert_int_equal(c->rules[0].target, RULE_TARGET_SESSION);
+        Subject s = session(FINDING_LOCK_WAIT, MIN(3));
+        s.state = "active";
+        assert_string_equal(rules_decide(c, &s)->name, "waits"); /* no blocker known */
+        Subject b = { .kind = FINDING_LOCK_WAIT, .user = "batch", .database = "shop", .backend_type = "client backend",
+                      .state = "idle in transaction", .cluster = "main" };
+        s.blocker = &b;
+        assert_string_equal(rules_decide(c, &s)->name, "blocker");
+        s.duration_usec = MIN(1); /* blocked for less than 2m */
+        assert_string_equal(rules_decide(c, &s)->name, "waits");
+        s.duration_usec = MIN(3);
+        b.state = "active"; /* the filters are the blocker's */
+        assert_string_equal(rules_decide(c, &s)->name, "waits");
+        b.state = "idle in transaction";
+        s.user = "someone_else"; /* the waiter's user does not matter */
+        assert_string_equal(rules_decide(c, &s)->name, "blocker");
+        b.backend_type = "autovacuum worker"; /* never a non-client backend */
+        assert_string_equal(rules_decide(c, &s)->name, "waits");
+        b.backend_type = "client backend";
+        s.kind = FINDING_LONG_QUERY;
+        assert_null(rules_decide(c, &s));
+        config_free(c);
+}
+
 static void test_include_exclude(void **state) {
         Config *c = parse_config("[rule r]\nkind = long_runners\nafter = 1m\nuser = report_*, etl\nexclude_user = report_admin\n"
                           "database = sh?p\nexclude_application_name = psql*\n");
@@ -147,6 +178,7 @@ static void test_builtin_rules(void **state) {
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_threshold_and_globs),
+                cmocka_unit_test(test_target_blocker),
                 cmocka_unit_test(test_include_exclude),
                 cmocka_unit_test(test_cidr_filters),
                 cmocka_unit_test(test_long_runners_mean_client_backends),

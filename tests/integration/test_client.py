@@ -256,7 +256,7 @@ def test_promtool_accepts_metrics(daemon):
 
 def test_bad_command_lines(daemon):
     for args, msg in ((["frobnicate"], "unknown command"), (["tree", "extra"], "unexpected argument 'extra'"),
-                      (["sessions", "--bogus"], "unexpected argument '--bogus'"), (["show"], "unknown command"),
+                      (["sessions", "--bogus"], "unexpected argument '--bogus'"), (["show"], "give a PID"),
                       (["show", "12x"], "'12x' is not a process id"), (["terminate"], "give a PID or --app NAME"),
                       (["terminate", "1", "--app", "x"], "give a PID or --app NAME"),
                       (["events", "--since", "last tuesday"], "--since: 'last tuesday' is neither"),

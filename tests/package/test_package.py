@@ -28,7 +28,8 @@ def test_contents_and_scripts(deb):
                  "/usr/lib/tmpfiles.d/pgtree.conf", "/usr/lib/systemd/catalog/pgtree.catalog",
                  "/usr/share/man/man8/pgtreed.8.gz", "/usr/share/man/man1/pgtree.1.gz",
                  "/usr/share/man/man5/pgtree.ini.5.gz", "/usr/share/doc/pgtree/copyright",
-                 "/usr/share/doc/pgtree/NEWS.gz", "/usr/share/doc/pgtree/changelog.gz"):
+                 "/usr/share/doc/pgtree/NEWS.gz", "/usr/share/doc/pgtree/changelog.gz",
+                 "/usr/share/bash-completion/completions/pgtree"):
         assert path in files, (path, listing)
     assert not any("/test" in f or f.endswith(".a") for f in files), files
     with tempfile.TemporaryDirectory() as d:
