@@ -110,7 +110,13 @@ static void slot_drop_conn(Engine *e, ClusterSlot *s) {
 static int prepare_cluster(Engine *e, PgCluster *c, const PgProcess *pm, uint64_t now) {
         const Config *cfg = e->config;
         int port = c->pmfile_valid ? c->pmfile.port : 0;
-        const ClusterConf *cc = config_find_cluster(cfg, c->name, c->data_directory[0] ? c->data_directory : NULL, port);
+        const char *dd = c->data_directory[0] ? c->data_directory : NULL;
+        const ClusterConf *cc = config_find_cluster(cfg, c->name, dd, port);
+        /* Renamed NAME:PORT because another cluster took its cluster_name (any local user can
+         * start one): a section that selects by name still means every cluster of that name,
+         * else that user would switch this cluster's section (enforce, conninfo) off. */
+        if (!cc && c->name_shared && c->cluster_name_known && c->cluster_name[0])
+                cc = config_find_cluster(cfg, c->cluster_name, dd, port);
         snprintf(c->config_name, sizeof c->config_name, "%s", cc ? cc->name : "");
         c->enforce = config_cluster_enforce(cfg, cc);
         ClusterSlot *s = slot_for(e, pm);

@@ -311,3 +311,54 @@ action = terminate
         if new is not None:
             new.close()
         admin.close()
+
+
+def test_section_by_name_survives_a_lookalike_of_that_name(pgtreed, os_user):
+    """A [cluster NAME] section without data_directory/port selects the cluster by its name. An
+    unprivileged user who starts a cluster of the same cluster_name (here: a copy of bash named
+    postgres, whose child has the title of NAME's checkpointer) makes both be renamed NAME:PORT /
+    NAME:DATA_DIRECTORY; the real cluster must keep its section (here: enforce = no while
+    [daemon] enforce = yes), not fall back to [daemon] — else any local user flips the production
+    cluster's enforcement (seen: a dry-run-only cluster's query cancelled)."""
+    name = f"pgtree_sect_{os.getpid()}"
+    real = Cluster(name=name)
+    real.start()
+    fake = tempfile.mkdtemp(prefix="pgtree-lookalike-", dir=os.environ.get("PGTREE_TEST_TMP"))
+    pm = None
+    try:
+        pw = pwd.getpwnam(os_user)
+        for d in ("pm", "kid", "data"):
+            os.mkdir(os.path.join(fake, d))
+        subprocess.run(["cp", "/bin/bash", f"{fake}/pm/postgres"], check=True)
+        subprocess.run(["cp", "/bin/sleep", f"{fake}/kid/postgres"], check=True)
+        with open(f"{fake}/data/PG_VERSION", "w") as f:
+            f.write("15\n")
+        for root, dirs, files in os.walk(fake):
+            for n in dirs + files:
+                os.chown(os.path.join(root, n), pw.pw_uid, pw.pw_gid)
+        os.chown(fake, pw.pw_uid, pw.pw_gid)
+        os.chmod(fake, 0o755)
+        script = f"(exec -a 'postgres: {name}: checkpointer ' {fake}/kid/postgres 120) & wait"
+        pm = subprocess.Popen(["runuser", "-u", os_user, "--", "bash", "-c",
+                               f'exec -a "postgres -D {fake}/data" {fake}/pm/postgres -c "{script}"'],
+                              cwd=f"{fake}/data")
+        # runuser → the lookalike postmaster → its "checkpointer"
+        wait_for(lambda: any(children(k) for k in children(pm.pid)), 30, what="the lookalike's child")
+        conf = f"[daemon]\nenforce = yes\n[cluster {name}]\nenforce = no\n"
+        data = once(pgtreed, conf)
+        names = [c["name"] for c in data["clusters"] if c.get("cluster_name") == name]
+        assert len(names) == 2, names  # the lookalike is there, under the same cluster_name
+        c = cluster_of(data, real.pm_pid)
+        assert c["name"] == f"{name}:{real.port}"
+        assert c["config_section"] == name, c
+        assert c["enforce"] is False, c
+    finally:
+        if pm:
+            for k in children(pm.pid):
+                for g in children(k) + [k]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(g, signal.SIGTERM)
+            pm.terminate()
+            pm.wait(10)
+        real.stop()
+        subprocess.run(["rm", "-rf", fake])
