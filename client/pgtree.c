@@ -310,13 +310,13 @@ static int show_status(json_object *o) {
         if (json_object_object_get_ex(o, "enforcing", &en) && json_object_array_length(en) > 0) {
                 printf("enforcing on:");
                 for (size_t i = 0; i < json_object_array_length(en); i++)
-                        printf(" %s", json_object_get_string(json_object_array_get_idx(en, i)));
+                        fputc(' ', stdout), safe(stdout, json_object_get_string(json_object_array_get_idx(en, i)));
                 printf("\n");
         }
         if (json_object_object_get_ex(o, "unreachable", &un) && json_object_array_length(un) > 0) {
                 printf("pg_stat_activity unavailable on:");
                 for (size_t i = 0; i < json_object_array_length(un); i++)
-                        printf(" %s", json_object_get_string(json_object_array_get_idx(un, i)));
+                        fputc(' ', stdout), safe(stdout, json_object_get_string(json_object_array_get_idx(un, i)));
                 printf("\n");
         }
         return EXIT_OK;
