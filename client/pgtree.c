@@ -856,6 +856,11 @@ static bool show_host = false;
 /* --json without --follow: the entries as one array ([] when there are none) */
 static json_object *events_array = NULL;
 
+static void put_text(FILE *out, const char *s, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                fputc((unsigned char) s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i], out);
+}
+
 static void print_entry(sd_journal *j) {
         uint64_t usec;
         sd_journal_get_realtime_usec(j, &usec);
@@ -898,10 +903,12 @@ static void print_entry(sd_journal *j) {
                 const void *host;
                 size_t hl;
                 if (show_host && sd_journal_get_data(j, "_HOSTNAME", &host, &hl) >= 0 && hl > 10) {
-                        fwrite((const char *) host + 10, 1, hl - 10, stdout);
+                        put_text(stdout, (const char *) host + 10, hl - 10);
                         printf(" ");
                 }
-                fwrite((const char *) data + 8, 1, len - 8, stdout);
+                /* messages carry names anyone can choose (application_name, a lookalike's
+                 * cluster_name): no control character reaches the terminal */
+                put_text(stdout, (const char *) data + 8, len - 8);
                 printf("\n");
         }
 }

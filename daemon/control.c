@@ -113,6 +113,7 @@ struct ControlServer {
         bool activated;
         char *path;             /* bound by us: removed on exit */
         sd_event_source *accept_source;
+        sd_event_source *accept_retry;  /* out of descriptors: accepting again in a second */
         Client **clients;
         size_t n_clients, allocated;
         /* the groups of the configuration, resolved at start and on reload */
@@ -1118,11 +1119,28 @@ static bool admit(const ControlServer *srv, const Client *c, char *why, size_t s
         return true;
 }
 
+static int on_accept_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        ControlServer *srv = userdata;
+        srv->accept_retry = sd_event_source_disable_unref(srv->accept_retry);
+        sd_event_source_set_enabled(srv->accept_source, SD_EVENT_ON);
+        return 0;
+}
+
 static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         ControlServer *srv = userdata;
         int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (cfd < 0)
+        if (cfd < 0) {
+                /* out of descriptors, the connection stays queued and the socket ready: without
+                 * a pause the loop would spin on it and starve the scan */
+                if ((errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) && !srv->accept_retry) {
+                        log_plain(LOG_WARNING, "control socket: cannot accept a connection: %m; trying again in 1s");
+                        sd_event_source_set_enabled(srv->accept_source, SD_EVENT_OFF);
+                        if (sd_event_add_time_relative(srv->manager->event, &srv->accept_retry, CLOCK_MONOTONIC, USEC_PER_SEC,
+                                                       USEC_PER_SEC / 10, on_accept_retry, srv) < 0)
+                                sd_event_source_set_enabled(srv->accept_source, SD_EVENT_ON);
+                }
                 return 0;
+        }
         Client *c = calloc(1, sizeof *c);
         if (!c || GROW(srv->clients, srv->allocated, srv->n_clients + 1) < 0) {
                 free(c);
@@ -1280,6 +1298,7 @@ ControlServer *control_free(ControlServer *s) {
                 client_free(s->clients[i]);
         free(s->clients);
         sd_event_source_disable_unref(s->accept_source);
+        sd_event_source_disable_unref(s->accept_retry);
         if (s->fd >= 0 && !s->activated)
                 close(s->fd);
         if (s->path)

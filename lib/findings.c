@@ -79,9 +79,12 @@ static Finding *add_for_process(Findings *out, const PgTree *t, size_t i, Findin
         x->pid = p->rec.pid;
         x->start_ticks = p->rec.start_ticks;
         x->proc = (int) i;
-        if (p->cluster >= 0)
-                COPY(x->cluster, t->clusters[p->cluster].name);
-        else
+        if (p->cluster >= 0) {
+                const PgCluster *cl = &t->clusters[p->cluster];
+                COPY(x->cluster, cl->name);
+                if (cl->cluster_name_known && strcmp(cl->cluster_name, cl->name) != 0)
+                        COPY(x->cluster_name, cl->cluster_name);
+        } else
                 COPY(x->cluster, p->cwd);
         COPY(x->user, proc_user(p));
         COPY(x->database, proc_database(p));
@@ -250,6 +253,8 @@ static int detect_stale_rows(const PgTree *t, size_t ci, Findings *out) {
                 x->pid = r->pid;
                 x->start_ticks = (uint64_t) (r->backend_start * 100.0);
                 COPY(x->cluster, c->name);
+                if (c->cluster_name_known && strcmp(c->cluster_name, c->name) != 0)
+                        COPY(x->cluster_name, c->cluster_name);
                 COPY(x->user, r->usename);
                 COPY(x->database, r->datname);
                 COPY(x->application_name, r->application_name);

@@ -42,6 +42,9 @@ typedef struct Finding {
                                  * backend_start in centiseconds) */
         int proc;               /* index in the tree it was found in, −1 if none */
         char cluster[PATH_MAX]; /* cluster name, or the orphan's data directory */
+        /* its cluster_name when the name above was made unique (main:5432): rules that name the
+         * cluster match either, so a lookalike cluster of the same name cannot switch them off */
+        char cluster_name[256];
         /* who it is about, for rules and logs ("" unknown) */
         char user[128];
         char database[128];

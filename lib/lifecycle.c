@@ -70,6 +70,7 @@ static int decide(Tracked *t, const Config *c, double now, FindingEvents *events
                 .backend_type = f->backend_type[0] ? f->backend_type : NULL,
                 .state = f->state[0] ? f->state : NULL,
                 .cluster = f->cluster[0] ? f->cluster : NULL,
+                .cluster_name = f->cluster_name[0] ? f->cluster_name : NULL,
         };
         Subject blocker = {
                 .kind = f->kind,
@@ -81,6 +82,7 @@ static int decide(Tracked *t, const Config *c, double now, FindingEvents *events
                 .backend_type = f->blocker_backend_type[0] ? f->blocker_backend_type : NULL,
                 .state = f->blocker_state[0] ? f->blocker_state : NULL,
                 .cluster = s.cluster,
+                .cluster_name = s.cluster_name,
         };
         if (f->blocker_pid > 0)
                 s.blocker = &blocker;

@@ -57,11 +57,24 @@ bool rule_matches(const Rule *r, const Subject *s) {
         return filters_match(r, s);
 }
 
+/* A cluster whose name was made unique (main:5432, because a second "main" runs, perhaps a
+ * lookalike started by any user) still answers to its cluster_name: included if either name is
+ * included, excluded if either is excluded. */
+static bool cluster_matches(const Filter *f, const char *name, const char *cluster_name) {
+        if (!cluster_name || !*cluster_name || (name && !strcmp(name, cluster_name)))
+                return filter_matches(f, name);
+        if (f->include.n > 0 && !(name && any_pattern(&f->include, name)) && !any_pattern(&f->include, cluster_name))
+                return false;
+        if (f->exclude.n > 0 && ((name && any_pattern(&f->exclude, name)) || any_pattern(&f->exclude, cluster_name)))
+                return false;
+        return true;
+}
+
 static bool filters_match(const Rule *r, const Subject *s) {
         if (!filter_matches(&r->user, s->user) || !filter_matches(&r->database, s->database) ||
             !filter_matches(&r->application_name, s->application_name) ||
             !filter_matches(&r->backend_type, s->backend_type) || !filter_matches(&r->state, s->state) ||
-            !filter_matches(&r->cluster, s->cluster))
+            !cluster_matches(&r->cluster, s->cluster, s->cluster_name))
                 return false;
         if (r->client.n > 0 && !any_client(&r->client, s->client))
                 return false;

@@ -18,6 +18,7 @@ struct Subject {
         const char *backend_type;
         const char *state;
         const char *cluster;
+        const char *cluster_name;       /* its cluster_name if the cluster's name was made unique, or NULL */
         const struct Subject *blocker;  /* lock_wait: the root of the chain that blocks it, or NULL */
 };
 

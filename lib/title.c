@@ -149,9 +149,13 @@ static Span span_trim(Span s) {
         return s;
 }
 
+/* Copies a piece of a title. Control characters become '?': a title is anyone's text (a user
+ * may name a lookalike cluster "\e]0;…\a"), and what is copied here reaches terminals, logs
+ * and journal fields. */
 static void span_copy(Span s, char *dst, size_t size) {
         size_t k = s.n < size - 1 ? s.n : size - 1;
-        memcpy(dst, s.p, k);
+        for (size_t i = 0; i < k; i++)
+                dst[i] = (unsigned char) s.p[i] < 0x20 || s.p[i] == 0x7f ? '?' : s.p[i];
         dst[k] = 0;
 }
 

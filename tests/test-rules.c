@@ -88,6 +88,37 @@ static void test_include_exclude(void **state) {
         config_free(c);
 }
 
+/* Two clusters named main (a second one may be any user's lookalike) become main:5432 and
+ * main:/home/x: rules that name "main" keep applying to the real one, and excludes keep
+ * excluding it. */
+static void test_cluster_renamed(void **state) {
+        Config *c = parse_config("[rule only-main]\nkind = long_query\nafter = 1m\ncluster = main\naction = cancel\n"
+                                 "[rule not-main]\nkind = idle_in_transaction\nafter = 1m\nexclude_cluster = main\naction = terminate\n");
+        Subject s = session(FINDING_LONG_QUERY, MIN(2));
+        s.cluster = "main";
+        assert_non_null(rules_decide(c, &s));
+        s.cluster = "main:5432";
+        assert_null(rules_decide(c, &s)); /* without its cluster_name: another cluster */
+        s.cluster_name = "main";
+        assert_string_equal(rules_decide(c, &s)->name, "only-main");
+        s.cluster = "other";
+        s.cluster_name = NULL;
+        assert_null(rules_decide(c, &s));
+
+        s = session(FINDING_IDLE_IN_TRANSACTION, MIN(2));
+        s.cluster = "main:5432";
+        assert_string_equal(rules_decide(c, &s)->name, "not-main"); /* name unknown: not excluded */
+        s.cluster_name = "main";
+        assert_null(rules_decide(c, &s));                           /* excluded by its cluster_name */
+        s.cluster = "main";
+        s.cluster_name = "main";
+        assert_null(rules_decide(c, &s));
+        s.cluster = "reporting";
+        s.cluster_name = NULL;
+        assert_string_equal(rules_decide(c, &s)->name, "not-main");
+        config_free(c);
+}
+
 static void test_cidr_filters(void **state) {
         Config *c = parse_config("[rule r]\nkind = long_query\nafter = 1m\nclient = 10.0.0.0/8, local\nexclude_client = 10.9.0.0/16\n");
         Subject s = session(FINDING_LONG_QUERY, MIN(2));
@@ -180,6 +211,7 @@ int main(void) {
                 cmocka_unit_test(test_threshold_and_globs),
                 cmocka_unit_test(test_target_blocker),
                 cmocka_unit_test(test_include_exclude),
+                cmocka_unit_test(test_cluster_renamed),
                 cmocka_unit_test(test_cidr_filters),
                 cmocka_unit_test(test_long_runners_mean_client_backends),
                 cmocka_unit_test(test_strongest_action_wins),

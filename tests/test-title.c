@@ -251,6 +251,15 @@ static void test_cluster_name_from_aux(void **state) {
         assert_false(title_cluster_name(t4, strlen(t4), name));
         const char *t5 = "/usr/lib/postgresql/15/bin/postgres -D /x";
         assert_false(title_cluster_name(t5, strlen(t5), name));
+        /* anyone can title a lookalike: no control character comes out (terminals, logs) */
+        const char *t6 = "postgres: \x1b]0;pwned\x07\x1b[2J\nfake: checkpointer ";
+        assert_true(title_cluster_name(t6, strlen(t6), name));
+        for (const char *p = name; *p; p++)
+                assert_false((unsigned char) *p < 0x20 || *p == 0x7f);
+        TitleInfo ti;
+        const char *t7 = "postgres: al\x1bice shop [local] idle";
+        title_parse(t7, strlen(t7), NULL, &ti);
+        assert_string_equal(ti.user, "al?ice");
 }
 
 static void test_overlong_title(void **state) {

@@ -441,3 +441,38 @@ def test_strings_with_nul_are_invalid(authz_daemon, cluster):
     assert pid_alive(pid)
     assert d.client_json("status")["clusters"] >= 1  # the daemon is fine
     cluster.sql("SELECT pg_terminate_backend(%s)", (pid,))
+
+
+def proc_cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_out_of_descriptors_does_not_spin(authz_daemon):
+    """accept() failing with EMFILE leaves the connection queued and the socket ready: pgtreed
+    pauses accepting instead of spinning, and serves again once it can."""
+    d = authz_daemon
+    pid = d.proc.pid
+    used_fds = {int(x) for x in os.listdir(f"/proc/{pid}/fd")}
+    lowest_free = next(n for n in range(len(used_fds) + 1) if n not in used_fds)
+    soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    waiting = []
+    try:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (lowest_free, hard))
+        c0 = proc_cpu_seconds(pid)
+        for _ in range(3):  # queued: accept() fails for each with EMFILE
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(d.socket)
+            waiting.append(s)
+        time.sleep(3)
+        used = proc_cpu_seconds(pid) - c0
+        assert used < 1.0, f"pgtreed used {used:.2f}s of CPU in 3s: spinning on accept()"
+        d.wait_log(r"cannot accept a connection: Too many open files; trying again in 1s")
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+    r = call(waiting[0], "io.pgtree.Status")
+    assert r["parameters"]["clusters"] >= 1
+    for s in waiting:
+        s.close()
+    assert d.client_json("status")["clusters"] >= 1
