@@ -10,17 +10,20 @@ def _sh(*argv):
 
 @contextlib.contextmanager
 def os_users(tag, groups, users):
-    """groups: names to create; users: {key: [supplementary groups]}.
-    Yields {key: user name}; every user has a group of its own (useradd -U)."""
+    """groups: names to create; users: {key: [supplementary groups]} or {key: (primary group,
+    [supplementary groups])}. Yields {key: user name}; a user without a primary group given has
+    a group of its own (useradd -U)."""
     made_users, made_groups = [], []
     try:
         for g in groups:
             _sh("groupadd", g)
             made_groups.append(g)
         names = {}
-        for key, supp in users.items():
+        for key, spec in users.items():
+            primary, supp = spec if isinstance(spec, tuple) else (None, spec)
             name = f"{tag}{key}"[:31]
-            argv = ["useradd", "-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin", "-U"]
+            argv = ["useradd", "-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin"]
+            argv += ["-g", primary] if primary else ["-U"]
             if supp:
                 argv += ["-G", ",".join(supp)]
             _sh(*argv, name)

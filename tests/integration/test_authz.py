@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from osusers import connect_as, os_users
 from pgharness import pid_alive, wait_for
 
 TAG = f"pt{os.getpid() % 100000}"
@@ -35,35 +36,10 @@ USERS = {
 }
 
 
-def sh(*argv):
-    subprocess.run(argv, check=True, capture_output=True)
-
-
 @pytest.fixture(scope="module")
 def users():
-    made_users, made_groups = [], []
-    try:
-        for g in (READER, ADMIN):
-            sh("groupadd", g)
-            made_groups.append(g)
-        names = {}
-        for key, (primary, supp) in USERS.items():
-            name = f"{TAG}{key.replace('_', '')[:12]}"
-            argv = ["useradd", "-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin"]
-            argv += ["-g", primary] if primary else ["-U"]
-            if supp:
-                argv += ["-G", ",".join(supp)]
-            sh(*argv, name)
-            made_users.append(name)
-            names[key] = name
-        yield names
-    finally:
-        for u in made_users:
-            subprocess.run(["userdel", u], capture_output=True)
-            # -U made a group of the same name; userdel removes it (USERGROUPS_ENAB)
-            subprocess.run(["groupdel", u], capture_output=True)
-        for g in made_groups:
-            subprocess.run(["groupdel", g], capture_output=True)
+    with os_users(TAG, [READER, ADMIN], {k.replace("_", "")[:12]: v for k, v in USERS.items()}) as names:
+        yield {k: names[k.replace("_", "")[:12]] for k in USERS}
 
 
 def config(cluster, extra=""):
@@ -177,34 +153,6 @@ def test_root_and_daemon_user_are_admins(pgtreed, pgtree_client, cluster, users)
 
 
 # ---- limits ----
-
-def connect_as(path, user):
-    """A connected socket whose peer credentials are user's (the fork drops to that user,
-    connects, and hands the descriptor back over a socketpair)."""
-    pw = pwd.getpwnam(user)
-    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    pid = os.fork()
-    if pid == 0:
-        try:
-            parent.close()
-            os.setgroups(os.getgrouplist(user, pw.pw_gid))
-            os.setgid(pw.pw_gid)
-            os.setuid(pw.pw_uid)
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.connect(path)
-            socket.send_fds(child, [b"x"], [s.fileno()])
-            os._exit(0)
-        except BaseException:
-            os._exit(1)
-    child.close()
-    try:
-        _, fds, _, _ = socket.recv_fds(parent, 1, 1)
-    finally:
-        parent.close()
-        os.waitpid(pid, 0)
-    assert fds, "could not connect"
-    return socket.socket(fileno=fds[0])
-
 
 def call(s, method, params=None, oneway=False, timeout=10.0):
     msg = {"method": method, "parameters": params or {}}
@@ -368,12 +316,12 @@ def test_flood_of_calls_does_not_stall_the_scan(authz_daemon, users):
             worst = max(worst, time.monotonic() - t1)
             time.sleep(0.2)
         cycles = d.client_json("status")["cycles"] - c0
+        expected = (time.monotonic() - t0) / interval
     finally:
         stop.set()
         for s in conns:
             s.close()
         slots_free(d, users)
-    expected = (time.monotonic() - t0) / interval
     print(f"flood: {cycles} cycles of {expected:.1f} expected ({100 * cycles / expected:.0f}%), worst Status {worst:.3f}s")
     # 0.1.0 lost half its cycles and answered Status after 8 s; the bound leaves room for a
     # loaded 2-core machine without hiding a stall
