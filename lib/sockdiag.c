@@ -348,7 +348,8 @@ int client_gone_scan(const PgTree *t, unsigned what, pid_t **ret, size_t *n_ret)
                 free(pids);
                 return r;
         }
-        qsort(pids, n, sizeof *pids, cmp_pid);
+        if (n > 1) /* pids is NULL when nothing was found: qsort(NULL, 0) is undefined */
+                qsort(pids, n, sizeof *pids, cmp_pid);
         *ret = pids;
         *n_ret = n;
         return 0;

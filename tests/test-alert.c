@@ -108,6 +108,7 @@ static void test_timeout(void **state) {
         assert_int_equal(s.outcome[1], ALERT_KILLED);
         assert_int_equal(s.status[1], 15);
         assert_int_equal(ar.n, 0);
+        alert_runner_clear(&ar);
 }
 
 static void test_missing_command(void **state) {
@@ -115,6 +116,7 @@ static void test_missing_command(void **state) {
         Finding f = finding();
         assert_int_equal(alert_spawn(&ar, "/nonexistent/page-oncall", &f, now_monotonic_usec(), NULL), -ENOENT);
         assert_int_equal(ar.n, 0);
+        alert_runner_clear(&ar);
 }
 
 int main(void) {
