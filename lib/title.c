@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Parser for PostgreSQL process titles, 9.6 to 17 (see shared/TITLES.md). Pure: bytes in,
+/* Parser for PostgreSQL process titles, 9.6 to 17 (see tests/data/TITLES.md). Pure: bytes in,
  * TitleInfo out. */
 #include <ctype.h>
 #include <errno.h>

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* A corpus of PostgreSQL 9.6–17 process titles (shared/TITLES.md) and what they must parse to. */
+/* A corpus of PostgreSQL 9.6–17 process titles and what they must parse to. The reference data
+ * (title formats by version, titles seen on real servers) is tests/data/TITLES.md. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
