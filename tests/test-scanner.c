@@ -150,7 +150,12 @@ static void test_skipped_processes_leave_when_they_exit(void **state) {
                 tree_free(&t);
         }
         kill(kids[0], SIGTERM);
-        fake_sleep_ms(100); /* exited; the fake postmaster reaps it */
+        /* wait until the fake postmaster has reaped it (at most 10 s): gone from /proc */
+        char gone[64];
+        snprintf(gone, sizeof gone, "/proc/%d", (int) kids[0]);
+        for (int i = 0; i < 1000 && access(gone, F_OK) == 0; i++)
+                fake_sleep_ms(10);
+        assert_int_equal(access(gone, F_OK), -1);
         assert_int_equal(scanner_refresh(s, false, &t, &st), 0);
         assert_int_equal(tree_find(&t, kids[0]), -1);
         assert_true(tree_find(&t, kids[1]) >= 0);
