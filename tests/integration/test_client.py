@@ -16,8 +16,11 @@ from pgharness import pid_alive, wait_for
 @pytest.fixture(scope="module")
 def daemon(pgtreed, pgtree_client, cluster):
     from conftest import Daemon
-    d = Daemon(pgtreed, pgtree_client, f"""[daemon]
+    d = Daemon(pgtreed, pgtree_client, "")
+    d.metrics = os.path.join(d.dir, "pgtree.prom")
+    d.write_config(f"""[daemon]
 interval = 500ms
+metrics_file = {d.metrics}
 socket_group = nogroup
 admin_group = pgtree-test-no-such-group
 max_actions_per_minute = 100
@@ -212,39 +215,77 @@ def test_bad_messages(daemon):
     assert daemon.proc.poll() is None
 
 
-def test_many_clients(daemon):
-    """100 concurrent clients, 1,000 requests each, while the scan keeps its interval."""
-    before = daemon.client_json("status")["cycles"]
-    t0 = time.monotonic()
-    errors = []
+def metrics_cycles(path):
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("pgtree_cycles_total "):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
 
-    def worker():
+
+def test_many_clients(daemon):
+    """100 concurrent clients, 1,000 requests each: every request gets its own answer, and the
+    scan is not starved by them. The scan is watched from outside the control socket (the
+    metrics file it writes every cycle, read every 100 ms): the longest time without a
+    completed cycle while the clients ran must stay far below what a loop serving all queued
+    requests before its timer would give (the whole flood: tens of seconds), with a bound a
+    loaded 2-core machine still meets (10 intervals). A rate of cycles would be a benchmark."""
+    errors = []
+    advances = []  # monotonic times at which the cycle counter moved
+    done = threading.Event()
+
+    def watch():
+        last = metrics_cycles(daemon.metrics)
+        while not done.is_set():
+            c = metrics_cycles(daemon.metrics)
+            if c is not None and c != last:
+                advances.append(time.monotonic())
+                last = c
+            time.sleep(0.1)
+
+    def worker(i):
         try:
             s = socket.socket(socket.AF_UNIX)
-            s.settimeout(30)
+            s.settimeout(60)
             s.connect(daemon.socket)
-            req = json.dumps({"method": "io.pgtree.Status"}).encode() + b"\0"
             buf = b""
-            for _ in range(1000):
-                s.sendall(req)
+            for k in range(1000):
+                s.sendall(json.dumps({"method": "io.pgtree.Status"}).encode() + b"\0")
                 while b"\0" not in buf:
-                    buf += s.recv(65536)
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        raise ConnectionError(f"client {i}: connection closed after {k} replies")
+                    buf += chunk
                 msg, buf = buf.split(b"\0", 1)
-                if b'"cycles"' not in msg:
+                reply = json.loads(msg)
+                if "error" in reply or "cycles" not in reply.get("parameters", {}):
                     errors.append(msg[:200])
+            if buf:
+                errors.append(b"unasked-for bytes: " + buf[:200])
             s.close()
         except Exception as e:
             errors.append(repr(e))
-    threads = [threading.Thread(target=worker) for _ in range(100)]
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    wait_for(lambda: metrics_cycles(daemon.metrics) is not None, 10, what="metrics file")
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(100)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(300)
-    elapsed = time.monotonic() - t0
+        t.join(600)
+    t1 = time.monotonic()
+    done.set()
+    watcher.join(10)
     assert not errors, errors[:3]
-    cycles = daemon.client_json("status")["cycles"] - before
-    # interval 500 ms: at least 80 % of the cycles it owes
-    assert cycles >= int(0.8 * elapsed / 0.5) - 1, (cycles, elapsed)
+    assert not any(t.is_alive() for t in threads)
+    marks = [t0] + [a for a in advances if t0 < a < t1] + [t1]
+    gaps = [b - a for a, b in zip(marks, marks[1:])]
+    assert max(gaps) <= 5.0, (max(gaps), t1 - t0, len(marks) - 2)
+    assert daemon.proc.poll() is None
 
 
 def test_promtool_accepts_metrics(daemon):
