@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fnmatch.h>
 #include <ini.h>
 #include <libpq-fe.h>
 #include <limits.h>
@@ -393,6 +394,28 @@ static bool seen_once(Parser *p, const char *key) {
         return true;
 }
 
+/* pgtree cancels and terminates client backends only (a parallel worker through its leader):
+ * a cancel/terminate rule whose backend_type names anything else (the postmaster, the
+ * checkpointer, a walsender…) would never act as written. Refused here, at its line, rather
+ * than found out from refusals in the journal. */
+static void check_signalled_backend_types(Parser *p, const Rule *r) {
+        unsigned line = r->line;
+        for (size_t i = 0; i < p->n_seen; i++)
+                if (!strcmp(p->seen[i].key, "backend_type"))
+                        line = p->seen[i].line;
+        const char *client = backend_type_to_string(BACKEND_CLIENT);
+        const char *worker = backend_type_to_string(BACKEND_PARALLEL_WORKER);
+        for (size_t i = 0; i < r->backend_type.include.n; i++) {
+                const char *pat = r->backend_type.include.items[i];
+                if (fnmatch(pat, client, 0) == 0 || fnmatch(pat, worker, 0) == 0)
+                        continue;
+                error_at(p, line,
+                         "backend_type: '%s' with action = %s: pgtree signals only client backends (parallel workers "
+                         "through their leader), never the postmaster or auxiliary processes; use action = log or alert",
+                         pat, action_to_string(r->action));
+        }
+}
+
 static void end_section(Parser *p) {
         if (p->section == SECTION_RULE) {
                 Rule *r = &p->config->rules[p->current_index];
@@ -404,6 +427,8 @@ static void end_section(Parser *p) {
                         error_at(p, r->line, "rule '%s' covers long runners and needs 'after' (a threshold such as 5m)", r->name);
                 if (r->action == ACTION_ALERT && !r->alert_command)
                         error_at(p, r->line, "rule '%s' has action = alert but no alert_command", r->name);
+                if (r->action == ACTION_CANCEL || r->action == ACTION_TERMINATE)
+                        check_signalled_backend_types(p, r);
         }
         seen_reset(p);
         p->section = SECTION_NONE;

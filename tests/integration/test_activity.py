@@ -91,8 +91,10 @@ def scene(cluster):
         cluster.sql("SELECT pg_cancel_backend(%s)", (pid,))
 
 
-def findings(data, kind):
-    return {f["pid"]: f for f in data["findings"] if f["kind"] == kind}
+def findings(data, kind, cluster):
+    """The findings of one kind about this test's cluster: pgtreed --once sees the whole host,
+    where other clusters (another test suite running beside this one) have findings too."""
+    return {f["pid"]: f for f in data["findings"] if f["kind"] == kind and f["cluster"] == cluster.name}
 
 
 def test_long_runners_from_rules(pgtreed, cluster, scene):
@@ -101,7 +103,7 @@ def test_long_runners_from_rules(pgtreed, cluster, scene):
     assert cl["activity"] == "ok"
 
     # long_query: exactly the FakeParent:1001 group, as dry runs (--once never acts)
-    q = findings(data, "long_query")
+    q = findings(data, "long_query", cluster)
     assert set(q) == set(scene["sleepers"])
     for f in q.values():
         assert (f["rule"], f["action"], f["dry_run"]) == ("q", "terminate", True)
@@ -109,17 +111,17 @@ def test_long_runners_from_rules(pgtreed, cluster, scene):
         assert f["duration_s"] >= 1
 
     # idle in transaction, measured from state_change, with the xmin horizon it holds back
-    it = findings(data, "idle_in_transaction")
+    it = findings(data, "idle_in_transaction", cluster)
     assert scene["idle_tx"] in it and scene["holder"] in it
     assert it[scene["idle_tx"]]["backend_xmin_age"] is not None
     assert it[scene["idle_tx"]]["rule"] == "idle"
 
     # long transactions: from xact_start
-    lt = findings(data, "long_transaction")
+    lt = findings(data, "long_transaction", cluster)
     assert {scene["idle_tx"], scene["holder"], *scene["sleepers"]} <= set(lt)
 
     # the lock-wait chain
-    lw = findings(data, "lock_wait")
+    lw = findings(data, "lock_wait", cluster)
     assert set(lw) == set(scene["waiters"])
     for f in lw.values():
         assert (f["action"], f["dry_run"]) == ("cancel", True)
@@ -165,7 +167,7 @@ def client_gone_case(pgtreed, cluster, host, tag):
         pid = wait_for(lambda: (cluster.sql("SELECT pid FROM pg_stat_activity WHERE application_name = %s AND state = 'active'",
                                             (tag,)) or [[None]])[0][0], 10, what="client's backend")
         data = once_json(pgtreed)
-        assert pid not in findings(data, "client_gone")
+        assert pid not in findings(data, "client_gone", cluster)
         client.send_signal(signal.SIGKILL)
         client.wait()
         # the kernel tears the connection down after the client's exit: wait for it (10 s bound)
@@ -173,7 +175,7 @@ def client_gone_case(pgtreed, cluster, host, tag):
 
         def reported():
             seen["data"] = once_json(pgtreed)
-            return pid in findings(seen["data"], "client_gone")
+            return pid in findings(seen["data"], "client_gone", cluster)
         try:
             wait_for(reported, 10, interval=0.2, what="client_gone finding")
         except TimeoutError:
