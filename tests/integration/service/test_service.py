@@ -169,9 +169,8 @@ action = terminate
     assert len({e["PGTREE_PID"] for e in journal(MESSAGE_ID=MSG["ACTION_SENT"], PGTREE_RULE="safety")}) == 20
 
 
-def test_protected_and_auxiliaries_never_signalled(service, pg):
+def test_protected_users_never_signalled(service, pg):
     pg.sql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'keeper') THEN CREATE ROLE keeper LOGIN; END IF; END $$")
-    aux = dict(pg.sql("SELECT backend_type, pid FROM pg_stat_activity WHERE backend_type IN ('checkpointer', 'background writer', 'walwriter')"))
     service.configure(f"""[daemon]
 interval = 200ms
 [protected]
@@ -186,8 +185,6 @@ backend_type = *
 action = terminate
 """)
     systemctl("start", UNIT)
-    conn = pg.connect(application_name="protected-session")
-    conn.close()
     import psycopg2
     kc = psycopg2.connect(dbname="postgres", user="keeper", host=pg.base, port=pg.port, application_name="keeper-app")
     kc.autocommit = True
@@ -195,15 +192,125 @@ action = terminate
     threading.Thread(target=lambda: kc.cursor().execute("SELECT pg_sleep(5)"), daemon=True).start()
     refused = wait_journal(MESSAGE_ID=MSG["ACTION_REFUSED"], PGTREE_USER="keeper")
     assert "protected user (keeper)" in refused[0]["MESSAGE"]
-    time.sleep(1)
-    assert pid_alive(pg.pm_pid)
-    for pid in aux.values():
-        assert pid_alive(pid)
-    signalled = {e["PGTREE_PID"] for e in journal(MESSAGE_ID=MSG["ACTION_SENT"])}
-    assert str(pg.pm_pid) not in signalled and not ({str(p) for p in aux.values()} & signalled)
     for e in journal(MESSAGE_ID=MSG["ACTION_SENT"], PGTREE_RULE="everything"):
         assert e.get("PGTREE_USER") != "keeper"
     kc.close()
+
+
+NEVER_SIGNALLED = ["postmaster", "checkpointer", "background writer", "walwriter", "autovacuum launcher",
+                   "autovacuum worker", "logical replication launcher", "walsender", "logger", "archiver"]
+
+
+def line_of(path, key):
+    with open(path) as f:
+        return next(i for i, l in enumerate(f, 1) if l.startswith(key))
+
+
+def test_rules_naming_auxiliaries_refused_by_config(service, pg):
+    """A cancel/terminate rule that names a backend type pgtree never signals is a config error
+    at its line: the unit's ExecStartPre (--check-config) keeps the daemon from starting, and a
+    reload keeps the running configuration."""
+    sbin = os.path.join(service.inst, "usr", "sbin", "pgtreed")
+    for bt in NEVER_SIGNALLED:
+        for action in ("cancel", "terminate"):
+            service.configure(f"[daemon]\ninterval = 1s\n[rule aux]\nkind = long_runners, orphans\nafter = 1s\n"
+                              f"backend_type = {bt}\naction = {action}\n")
+            p = sh(sbin, "--check-config", service.config, check=False)
+            assert p.returncode != 0, (bt, action)
+            line = line_of(service.config, "backend_type")
+            assert f"{service.config}:{line}: backend_type: '{bt}' with action = {action}: pgtree signals only client " \
+                   "backends" in p.stderr, p.stderr
+        for action in ("log", "alert"):  # watching them is fine
+            extra = "alert_command = /bin/true\n" if action == "alert" else ""
+            service.configure(f"[daemon]\ninterval = 1s\n[rule aux]\nkind = long_runners\nafter = 1s\n"
+                              f"backend_type = {bt}\naction = {action}\n{extra}")
+            assert sh(sbin, "--check-config", service.config, check=False).returncode == 0, (bt, action)
+
+    service.configure("[daemon]\ninterval = 1s\n[rule aux]\nkind = long_query\nafter = 1s\n"
+                      "backend_type = checkpointer\naction = terminate\n")
+    assert systemctl("start", UNIT, check=False).returncode != 0
+    assert prop("ActiveState") != "active"
+    line = line_of(service.config, "backend_type")
+    wait_for(lambda: any(f"{service.config}:{line}: backend_type: 'checkpointer' with action = terminate" in e.get("MESSAGE", "")
+                         for e in journal(SYSLOG_IDENTIFIER="pgtreed")), 20, what="the config error in the journal")
+    systemctl("reset-failed", UNIT, check=False)
+
+    service.configure("[daemon]\ninterval = 1s\n")
+    systemctl("start", UNIT)
+    n = len(journal(MESSAGE_ID=MSG["CONFIG_INVALID"]))
+    with open(service.config, "a") as f:
+        f.write("[rule aux]\nkind = long_query\nafter = 1s\nbackend_type = walwriter\naction = cancel\n")
+    systemctl("reload", UNIT)
+    bad = wait_journal(MESSAGE_ID=MSG["CONFIG_INVALID"], count=n + 1)
+    assert any("backend_type: 'walwriter' with action = cancel" in e["MESSAGE"] for e in bad[n:])
+    assert prop("ActiveState") == "active"
+
+
+def stat_identity(pid):
+    """(pid, start time in ticks) of a live process, None if it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] in ("Z", "X") else (pid, int(fields[19]))
+
+
+def test_rules_matching_everything_never_touch_postmaster_or_auxiliaries(service, pg):
+    """Two enforcing terminate rules that match everything they can (one without a backend_type
+    filter, one with backend_type = *; every finding kind, long runners after 300 ms), with a
+    walsender streaming (always 'active': a long_query for the backend_type = * rule): over many
+    cycles the postmaster and every non-client process stays the same live process, the
+    walsender's termination is refused at action time and logged, and no signal is sent to any
+    of them."""
+    import pwd
+    import tempfile
+    wal = tempfile.mkdtemp(prefix="receivewal-", dir=SANDBOX)
+    pw = pwd.getpwnam(pg.os_user)
+    os.chown(wal, pw.pw_uid, pw.pw_gid)
+    recv = subprocess.Popen(["runuser", "-u", pg.os_user, "--", f"{pg.bindir}/pg_receivewal", "-D", wal,
+                             "-h", pg.base, "-p", str(pg.port), "-U", "postgres", "--no-loop"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        def streaming():
+            assert recv.poll() is None, recv.stderr.read().decode(errors="replace")
+            return (pg.sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'walsender'") or [[None]])[0][0]
+        walsender = wait_for(streaming, 20, what="a walsender")
+        clients = {r[0] for r in pg.sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend'")}
+        others = [p for p in pg.backend_pids() if p not in clients] + [pg.pm_pid]
+        before = {p: stat_identity(p) for p in others}
+        assert walsender in before and len(before) >= 6, before  # checkpointer, writers, launchers, logger...
+        service.configure(f"""[daemon]
+interval = 200ms
+max_actions_per_minute = 1000
+[cluster svc]
+data_directory = {pg.data}
+enforce = yes
+[rule everything]
+kind = long_runners, orphans
+after = 300ms
+action = terminate
+[rule everything-typed]
+kind = long_runners, orphans
+after = 300ms
+backend_type = *
+action = terminate
+""")
+        systemctl("start", UNIT)
+        refused = wait_journal(MESSAGE_ID=MSG["ACTION_REFUSED"], PGTREE_PID=walsender)
+        assert "it is a walsender: pgtree signals only client backends" in refused[0]["MESSAGE"], refused[0]
+        start = service.client_json("status")["cycles"]
+        wait_for(lambda: service.client_json("status")["cycles"] >= start + 20, 60, what="20 more cycles")
+        after = {p: stat_identity(p) for p in others}
+        assert after == before  # the same processes, alive
+        assert recv.poll() is None  # the walsender's client still streams
+        signalled = {e["PGTREE_PID"] for e in journal(MESSAGE_ID=MSG["ACTION_SENT"])}
+        assert not ({str(p) for p in others} & signalled)
+        log = pg.server_log()
+        assert "terminated by signal" not in log and "reinitializing" not in log
+    finally:
+        recv.terminate()  # our pg_receivewal (a client program), by its pid
+        recv.wait(30)
 
 
 def test_dry_run_then_rate_limit(service, pg):
