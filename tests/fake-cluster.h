@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -90,10 +91,15 @@ static inline int fake_cluster_start(FakeCluster *c, int port) {
                  "spawn 'alice shop [local] SELECT'\n"
                  "while :; do wait; done\n",
                  c->data, c->data, port, kid_dir);
+        pid_t parent = getpid();
         pid_t pid = fork();
         if (pid < 0)
                 return -errno;
         if (pid == 0) {
+                /* a test that dies (a failed assertion skips fake_cluster_stop) takes its fake
+                 * postmaster with it: without children its `wait` loop would spin forever */
+                if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
+                        _exit(1);
                 /* not the test's stdout/stderr: if the test dies, its leftover children must
                  * not keep meson waiting for the pipes until their sleep ends */
                 int null = open("/dev/null", O_RDWR | O_CLOEXEC);
