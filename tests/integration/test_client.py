@@ -2,6 +2,7 @@
 real cluster."""
 import json
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -30,6 +31,11 @@ enforce = yes
 [rule q]
 kind = long_query
 after = 1h
+[rule cmd]
+kind = long_query
+after = 1s
+application_name = cmd
+action = log
 """)
     d.start()
     wait_for(lambda: d.client_json("status")["cycles"] >= 2, 10, what="two cycles")
@@ -41,20 +47,125 @@ def sessions(cluster, app, n, query="SELECT pg_sleep(120)"):
     return [cluster.run_async(query, application_name=app)[1] for _ in range(n)]
 
 
+ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+# DESIGN.md's JSON contract, plus what pgtree documents beside it: field -> allowed types
+PROCESS_FIELDS = {
+    "pid": int, "ppid": int, "backend_type": str, "title": str, "user": (str, type(None)),
+    "database": (str, type(None)), "client": (str, type(None)), "state": (str, type(None)),
+    "leader_pid": (int, type(None)), "application_name": (str, type(None)), "query_start": (str, type(None)),
+    "xact_start": (str, type(None)), "wait_event_type": (str, type(None)), "wait_event": (str, type(None)),
+    "cpu_percent": (float, int), "rss_anon_kb": int, "backend_xmin_age": (int, type(None)),
+    "state_change": (str, type(None)), "start_time": str, "activity_joined": bool,
+}
+FINDING_FIELDS = {
+    "kind": str, "pid": int, "cluster": str, "rule": (str, type(None)), "duration_s": (int, float), "action": str,
+    "dry_run": bool, "user": (str, type(None)), "database": (str, type(None)),
+    "application_name": (str, type(None)), "backend_type": (str, type(None)),
+}
+KINDS = {"orphan_backend", "stale_activity", "unlisted_process", "orphan_parallel_worker", "client_gone",
+         "foreign_process", "long_query", "idle_in_transaction", "long_transaction", "lock_wait"}
+
+
+def has_fields(obj, fields, what):
+    for k, t in fields.items():
+        assert k in obj, (what, k, obj)
+        assert isinstance(obj[k], t), (what, k, obj[k])
+
+
+def check_process(p):
+    has_fields(p, PROCESS_FIELDS, "process")
+    for k in ("query_start", "xact_start", "state_change", "start_time"):
+        assert p[k] is None or ISO.match(p[k]), (k, p[k])
+    assert p["cpu_percent"] >= 0 and p["rss_anon_kb"] >= 0
+
+
+def check_finding(f):
+    has_fields(f, FINDING_FIELDS, "finding")
+    assert f["kind"] in KINDS and f["action"] in ("log", "alert", "cancel", "terminate"), f
+    assert f["duration_s"] >= 0
+
+
 def test_every_command(daemon, cluster):
+    """Every command answers, in text and in JSON, and the JSON has the fields DESIGN.md's
+    contract promises, with their types and the values this cluster and session have."""
     pids = sessions(cluster, "cmd", 1)
-    wait_for(lambda: pids[0] in {s["pid"] for s in daemon.client_json("sessions")["sessions"]}, 10, what="session listed")
+    pid = pids[0]
+    wait_for(lambda: pid in {s["pid"] for s in daemon.client_json("sessions")["sessions"]}, 10, what="session listed")
+    wait_for(lambda: any(f["pid"] == pid for f in daemon.client_json("long")["findings"]), 20, what="long_query finding")
+    out = {}
     for args in (["status"], ["tree"], ["tree", "--group"], ["sessions"], ["sessions", "--sort", "cpu"],
-                 ["sessions", "--app", "cmd", "--state", "act*"], ["show", str(pids[0])], ["orphans"], ["long"],
+                 ["sessions", "--app", "cmd", "--state", "act*"], ["show", str(pid)], ["orphans"], ["long"],
                  ["metrics"], ["reload"]):
         human = daemon.client(*args)
         assert human.stdout.strip(), args
-        js = daemon.client("--json", *args)
-        json.loads(js.stdout)
-    st = daemon.client_json("status")
-    assert st["clusters"] >= 1 and st["cycles"] >= 2 and st["version"]
-    show = daemon.client_json("show", str(pids[0]))
-    assert show["process"]["application_name"] == "cmd" and show["cluster"] == cluster.name
+        out[" ".join(args)] = json.loads(daemon.client("--json", *args).stdout)
+
+    st = out["status"]
+    has_fields(st, {"version": str, "pid": int, "uptime_s": (int, float), "clusters": int, "client_backends": int,
+                    "orphans": int, "open_findings": int, "enforce": bool, "config": str, "cycles": int,
+                    "last_cycle_s": (int, float), "interval_s": (int, float), "unreachable": list,
+                    "enforcing": list}, "status")
+    assert st["pid"] == daemon.proc.pid and st["config"] == daemon.config and st["interval_s"] == 0.5
+    assert st["clusters"] >= 1 and st["cycles"] >= 2 and st["version"] and st["client_backends"] >= 1
+    assert st["open_findings"] >= 1 and st["enforcing"] == [cluster.name]  # [cluster it] enforce = yes
+
+    for key in ("tree", "tree --group"):
+        tree = out[key]
+        assert isinstance(tree["clusters"], list) and isinstance(tree["findings"], list), key
+        cl = cluster_of(tree, cluster.pm_pid)
+        assert cl["name"] == cluster.name
+        pm = cl["postmaster"]
+        assert pm["pid"] == cluster.pm_pid and pm["data_directory"] == cluster.data and pm["port"] == cluster.port
+        assert ISO.match(pm["start_time"]), pm
+        assert cl["activity"] == "ok"
+        procs = {p["pid"]: p for p in cl["processes"]}
+        for p in procs.values():
+            check_process(p)
+        assert procs[cluster.pm_pid]["backend_type"] == "postmaster"
+        assert "checkpointer" in {p["backend_type"] for p in procs.values()}
+        me = procs[pid]
+        assert (me["backend_type"], me["ppid"], me["user"], me["database"], me["client"], me["state"],
+                me["leader_pid"], me["application_name"]) == \
+            ("client backend", cluster.pm_pid, "postgres", "postgres", "local", "active", None, "cmd")
+        assert me["wait_event_type"] == "Timeout" and me["wait_event"] == "PgSleep"
+        assert me["title"].startswith(f"postgres: {cluster.name}: postgres postgres [local]")
+        for f in tree["findings"]:
+            check_finding(f)
+        mine = [f for f in tree["findings"] if f["pid"] == pid]
+        assert [(f["kind"], f["cluster"], f["rule"], f["action"], f["dry_run"]) for f in mine] == \
+            [("long_query", cluster.name, "cmd", "log", False)]
+
+    for key in ("sessions", "sessions --sort cpu", "sessions --app cmd --state act*"):
+        for sess in out[key]["sessions"]:
+            check_process(sess)
+            assert isinstance(sess["cluster"], str)
+    assert [s["pid"] for s in out["sessions --app cmd --state act*"]["sessions"]] == [pid]
+    assert pid in {s["pid"] for s in out["sessions"]["sessions"]}
+    cpu = [s["cpu_percent"] for s in out["sessions --sort cpu"]["sessions"]]
+    assert cpu == sorted(cpu, reverse=True)
+
+    show = out[f"show {pid}"]
+    check_process(show["process"])
+    assert show["process"]["pid"] == pid and show["process"]["application_name"] == "cmd"
+    assert show["cluster"] == cluster.name
+    assert [f["kind"] for f in show["findings"]] == ["long_query"]
+    check_finding(show["findings"][0])
+
+    orph = out["orphans"]
+    assert isinstance(orph["orphans"], list) and isinstance(orph["findings"], list)
+    for f in orph["findings"]:
+        check_finding(f)
+        assert f["kind"] in {"orphan_backend", "stale_activity", "unlisted_process", "orphan_parallel_worker",
+                             "client_gone", "foreign_process"}, f
+    long = out["long"]["findings"]
+    for f in long:
+        check_finding(f)
+        assert f["kind"] in {"long_query", "idle_in_transaction", "long_transaction", "lock_wait"}, f
+    assert pid in {f["pid"] for f in long}
+
+    assert "pgtree_cycles_total " in out["metrics"]["text"] and "pgtree_backends{cluster=" in out["metrics"]["text"]
+    assert out["reload"] == {}
+
     filtered = daemon.client_json("sessions", "--app", "cmd")["sessions"]
     assert [s["pid"] for s in filtered] == pids
     text = daemon.client("tree", "--group").stdout
@@ -63,7 +174,7 @@ def test_every_command(daemon, cluster):
     assert daemon.client("show", "notapid", check=False).returncode == 2
     p = daemon.client("show", "999999", check=False)
     assert p.returncode == 6 and "no PostgreSQL process with pid 999999" in p.stderr
-    cluster.sql("SELECT pg_cancel_backend(%s)", (pids[0],))
+    cluster.sql("SELECT pg_cancel_backend(%s)", (pid,))
 
 
 def test_tree_matches_ps_and_activity(daemon, cluster):
