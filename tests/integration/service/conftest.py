@@ -1,7 +1,9 @@
 """pgtreed as a systemd service: a real systemd user manager and a real journald, started by
 tests/integration/sandbox in a private mount namespace. The unit is the installed one, with a
 test drop-in (paths, a short watchdog, the test hook, and the few sandboxing options that a
-user manager in this sandbox cannot set up)."""
+user manager in this sandbox cannot set up). It runs as the unit's own User=pgtree with its
+AmbientCapabilities: the sandbox creates that user from systemd/pgtree.sysusers in its own
+view of /etc (a root user manager can switch users)."""
 import json
 import os
 import subprocess
@@ -87,8 +89,6 @@ class Service:
         sbin = os.path.join(self.inst, "usr", "sbin", "pgtreed")
         with open(self.dropin, "w") as f:
             f.write(f"""[Service]
-User=
-Group=
 ExecStartPre=
 ExecStartPre={sbin} --check-config {self.config}
 ExecStart=

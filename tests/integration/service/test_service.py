@@ -17,6 +17,7 @@ def test_ready_only_after_self_test(service, pg):
     os.makedirs(hung_dir, exist_ok=True)
     hung = socket.socket(socket.AF_UNIX)
     hung.bind(os.path.join(hung_dir, ".s.PGSQL.5432"))
+    os.chmod(os.path.join(hung_dir, ".s.PGSQL.5432"), 0o777)  # as PostgreSQL's: pgtreed runs as pgtree
     hung.listen(16)  # accepts nothing, answers nothing
     try:
         service.configure(f"[daemon]\nconnect_timeout = 3s\n[cluster svc]\ndata_directory = {pg.data}\n"
@@ -65,6 +66,27 @@ def test_reload_good_and_bad(service, pg):
     time.sleep(1)
     assert prop("ActiveState") == "active"
     assert service.client_json("status")["interval_s"] == 0.7
+
+
+def test_runs_as_its_own_user_with_three_capabilities(service, pg):
+    """The unit's own User=pgtree (systemd/pgtree.sysusers, created by the sandbox), with only
+    the capabilities the unit grants: and with them it reads the cluster (postmaster.pid in a
+    0700 data directory, /proc/PID/cwd) and joins pg_stat_activity."""
+    import pwd
+    service.configure(f"[daemon]\ninterval = 300ms\n[cluster svc]\ndata_directory = {pg.data}\n")
+    systemctl("start", UNIT)
+    pid = int(prop("MainPID"))
+    with open(f"/proc/{pid}/status") as f:
+        status = dict(l.split(":", 1) for l in f.read().splitlines() if ":" in l)
+    pw = pwd.getpwnam("pgtree")
+    assert status["Uid"].split() == [str(pw.pw_uid)] * 4, status["Uid"]
+    assert status["Gid"].split() == [str(pw.pw_gid)] * 4, status["Gid"]
+    # CAP_KILL (5), CAP_DAC_READ_SEARCH (2), CAP_SYS_PTRACE (19), nothing else
+    want = (1 << 5) | (1 << 2) | (1 << 19)
+    assert int(status["CapEff"], 16) == want and int(status["CapBnd"], 16) == want, status
+    assert status["NoNewPrivs"].strip() == "1"
+    wait_for(lambda: any(c.get("activity") == "ok" and c["postmaster"]["pid"] == pg.pm_pid
+                         for c in service.client_json("tree")["clusters"]), 20, what="the cluster joined")
 
 
 def test_stop_is_clean(service, pg):
