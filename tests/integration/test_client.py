@@ -278,7 +278,7 @@ def test_sigkill_refused_everywhere(daemon, cluster):
                    {"action": "SIGKILL", "pid": pid}):
         reply = raw_call(daemon.socket, {"method": "io.pgtree.Signal", "parameters": params})
         assert reply["error"] == "io.pgtree.SigkillRefused"
-    time.sleep(0.3)
+    daemon.wait_cycles(2)
     assert pid_alive(pid)
     assert "terminated by signal 9" not in cluster.server_log()
     cluster.sql("SELECT pg_cancel_backend(%s)", (pid,))

@@ -113,6 +113,12 @@ ProtectControlGroups=no
     def client_json(self, *args):
         return json.loads(self.client("--json", *args).stdout)
 
+    def wait_cycles(self, n, timeout=60):
+        """Waits for n more completed scan cycles (not a sleep: under load a second holds fewer)."""
+        start = self.client_json("status")["cycles"]
+        return wait_for(lambda: self.client_json("status")["cycles"] >= start + n, timeout, interval=0.1,
+                        what=f"{n} more cycles")
+
 
 @pytest.fixture
 def service(installed):

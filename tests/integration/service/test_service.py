@@ -63,7 +63,7 @@ def test_reload_good_and_bad(service, pg):
     assert any(re.search(re.escape(service.config) + r":\d+: after: invalid duration 'soon'", m) for m in messages)
     assert any("action: 'kill': SIGKILL is refused" in m for m in messages)
     assert any("the running configuration stays in force" in m for m in messages)
-    time.sleep(1)
+    service.wait_cycles(3)
     assert prop("ActiveState") == "active"
     assert service.client_json("status")["interval_s"] == 0.7
 
@@ -354,7 +354,7 @@ action = terminate
     entries = wait_journal(MESSAGE_ID=MSG["ACTION_DRY_RUN"], PGTREE_APPLICATION="dry", count=2)
     assert all(e["PGTREE_DRY_RUN"] == "yes" for e in entries)
     assert "enforcement is off" in entries[0]["MESSAGE"]
-    time.sleep(1)
+    service.wait_cycles(5)
     assert all(pid_alive(p) for p in dry)
     for p in dry:
         pg.sql("SELECT pg_cancel_backend(%s)", (p,))
@@ -366,7 +366,7 @@ action = terminate
     wait_journal(MESSAGE_ID=MSG["ACTION_SENT"], PGTREE_APPLICATION="burst", count=2)
     held = wait_journal(MESSAGE_ID=MSG["ACTION_HELD_BACK"], PGTREE_APPLICATION="burst", count=3)
     assert "max_actions_per_minute" in held[0]["MESSAGE"]
-    time.sleep(2)
+    service.wait_cycles(10)
     assert len(journal(MESSAGE_ID=MSG["ACTION_SENT"], PGTREE_APPLICATION="burst")) == 2
     assert sum(pid_alive(p) for p in burst) == 3
     # held back once per finding, not every cycle
