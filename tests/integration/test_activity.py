@@ -245,9 +245,9 @@ def test_no_stale_activity_under_churn(cluster, daemon_factory):
     connections = int(re.search(r"number of transactions actually processed: (\d+)", bench.stdout).group(1))
     assert connections >= 200, bench.stdout  # each one a backend that started and ended
     assert cycles >= 20, cycles  # cycles that ran while they did
-    log = d.log()
-    assert "stale_activity opened" not in log, log
-    assert "unlisted_process opened" not in log, log
+    # this cluster's: pgtreed sees the whole host, where other suites run clusters of their own
+    false = [l for l in d.lines if re.search(rf"(stale_activity|unlisted_process) opened: pid \d+ on {cluster.name} ", l)]
+    assert not false, false
 
 
 def test_reconnects_after_restart(pgtreed, pgtree_client, daemon_factory):
