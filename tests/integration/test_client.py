@@ -34,13 +34,19 @@ after = 1h
 [rule cmd]
 kind = long_query
 after = 1s
-application_name = cmd
+application_name = {CMD}
 action = log
 """)
     d.start()
     wait_for(lambda: d.client_json("status")["cycles"] >= 2, 10, what="two cycles")
     yield d
     d.stop()
+
+
+# Application names unique to this run: pgtreed sees every cluster of the host, and another test
+# suite running beside this one uses the same names (and `terminate --app` is host-wide).
+CMD = f"cmd-{os.getpid()}"
+FP = f"FakeParent{os.getpid()}"
 
 
 def sessions(cluster, app, n, query="SELECT pg_sleep(120)"):
@@ -88,13 +94,13 @@ def check_finding(f):
 def test_every_command(daemon, cluster):
     """Every command answers, in text and in JSON, and the JSON has the fields DESIGN.md's
     contract promises, with their types and the values this cluster and session have."""
-    pids = sessions(cluster, "cmd", 1)
+    pids = sessions(cluster, CMD, 1)
     pid = pids[0]
     wait_for(lambda: pid in {s["pid"] for s in daemon.client_json("sessions")["sessions"]}, 10, what="session listed")
     wait_for(lambda: any(f["pid"] == pid for f in daemon.client_json("long")["findings"]), 20, what="long_query finding")
     out = {}
     for args in (["status"], ["tree"], ["tree", "--group"], ["sessions"], ["sessions", "--sort", "cpu"],
-                 ["sessions", "--app", "cmd", "--state", "act*"], ["show", str(pid)], ["orphans"], ["long"],
+                 ["sessions", "--app", CMD, "--state", "act*"], ["show", str(pid)], ["orphans"], ["long"],
                  ["metrics"], ["reload"]):
         human = daemon.client(*args)
         assert human.stdout.strip(), args
@@ -126,7 +132,7 @@ def test_every_command(daemon, cluster):
         me = procs[pid]
         assert (me["backend_type"], me["ppid"], me["user"], me["database"], me["client"], me["state"],
                 me["leader_pid"], me["application_name"]) == \
-            ("client backend", cluster.pm_pid, "postgres", "postgres", "local", "active", None, "cmd")
+            ("client backend", cluster.pm_pid, "postgres", "postgres", "local", "active", None, CMD)
         assert me["wait_event_type"] == "Timeout" and me["wait_event"] == "PgSleep"
         assert me["title"].startswith(f"postgres: {cluster.name}: postgres postgres [local]")
         for f in tree["findings"]:
@@ -135,18 +141,18 @@ def test_every_command(daemon, cluster):
         assert [(f["kind"], f["cluster"], f["rule"], f["action"], f["dry_run"]) for f in mine] == \
             [("long_query", cluster.name, "cmd", "log", False)]
 
-    for key in ("sessions", "sessions --sort cpu", "sessions --app cmd --state act*"):
+    for key in ("sessions", "sessions --sort cpu", f"sessions --app {CMD} --state act*"):
         for sess in out[key]["sessions"]:
             check_process(sess)
             assert isinstance(sess["cluster"], str)
-    assert [s["pid"] for s in out["sessions --app cmd --state act*"]["sessions"]] == [pid]
+    assert [s["pid"] for s in out[f"sessions --app {CMD} --state act*"]["sessions"]] == [pid]
     assert pid in {s["pid"] for s in out["sessions"]["sessions"]}
     cpu = [s["cpu_percent"] for s in out["sessions --sort cpu"]["sessions"]]
     assert cpu == sorted(cpu, reverse=True)
 
     show = out[f"show {pid}"]
     check_process(show["process"])
-    assert show["process"]["pid"] == pid and show["process"]["application_name"] == "cmd"
+    assert show["process"]["pid"] == pid and show["process"]["application_name"] == CMD
     assert show["cluster"] == cluster.name
     assert [f["kind"] for f in show["findings"]] == ["long_query"]
     check_finding(show["findings"][0])
@@ -166,10 +172,10 @@ def test_every_command(daemon, cluster):
     assert "pgtree_cycles_total " in out["metrics"]["text"] and "pgtree_backends{cluster=" in out["metrics"]["text"]
     assert out["reload"] == {}
 
-    filtered = daemon.client_json("sessions", "--app", "cmd")["sessions"]
+    filtered = daemon.client_json("sessions", "--app", CMD)["sessions"]
     assert [s["pid"] for s in filtered] == pids
     text = daemon.client("tree", "--group").stdout
-    assert "◆ application cmd (1 session)" in text
+    assert f"◆ application {CMD} (1 session)" in text
     assert daemon.client("sessions", "--sort", "bogus", check=False).returncode == 1
     assert daemon.client("show", "notapid", check=False).returncode == 2
     p = daemon.client("show", "999999", check=False)
@@ -207,24 +213,24 @@ def test_read_only_user(daemon, cluster):
 
 
 def test_terminate_app_group_exactly(daemon, cluster):
-    g1 = sessions(cluster, "FakeParent:1001", 3)
-    g2 = sessions(cluster, "FakeParent:2002", 2)
-    near = sessions(cluster, "FakeParent:10011", 1)
-    wait_for(lambda: len(daemon.client_json("sessions", "--app", "FakeParent:*")["sessions"]) == 6, 10, what="6 sessions")
+    g1 = sessions(cluster, f"{FP}:1001", 3)
+    g2 = sessions(cluster, f"{FP}:2002", 2)
+    near = sessions(cluster, f"{FP}:10011", 1)
+    wait_for(lambda: len(daemon.client_json("sessions", "--app", f"{FP}:*")["sessions"]) == 6, 30, what="6 sessions")
 
-    dry = daemon.client("terminate", "--app", "FakeParent:1001", "--dry-run")
+    dry = daemon.client("terminate", "--app", f"{FP}:1001", "--dry-run")
     assert dry.stdout.count("would") == 3
-    p = daemon.client("terminate", "--app", "FakeParent:1001", check=False, input="")
+    p = daemon.client("terminate", "--app", f"{FP}:1001", check=False, input="")
     assert p.returncode == 2 and "add --yes" in p.stderr  # no terminal: no silent mass termination
     for pid in g1 + g2 + near:
         assert pid_alive(pid)
 
-    out = daemon.client("terminate", "--app", "FakeParent:1001", "--yes")
+    out = daemon.client("terminate", "--app", f"{FP}:1001", "--yes")
     assert out.stdout.count("sent SIGTERM") == 3
     wait_for(lambda: not any(pid_alive(p) for p in g1), 10, what="group 1001 gone")
     for pid in g2 + near:
         assert pid_alive(pid)
-    daemon.wait_log(r"terminate of application FakeParent:1001 requested by uid 0 pid \d+ \(pgtree\)")
+    daemon.wait_log(rf"terminate of application {FP}:1001 requested by uid 0 pid \d+ \(pgtree\)")
     for pid in g2 + near:
         cluster.sql("SELECT pg_cancel_backend(%s)", (pid,))
 
