@@ -299,12 +299,14 @@ metrics_file = {prom}
 kind = long_query
 after = 500ms
 application_name = alerted
+cluster = {cluster.name}
 action = alert
 alert_command = {ok}
 [rule page-broken]
 kind = idle_in_transaction
 after = 500ms
 application_name = alerted-tx
+cluster = {cluster.name}
 action = alert
 alert_command = {bad}
 """).start()

@@ -108,6 +108,7 @@ enforce = yes
 kind = long_query
 after = 1s
 application_name = par-rule
+cluster = {cluster.name}
 backend_type = parallel worker
 action = terminate
 [rule own]
@@ -115,6 +116,7 @@ kind = long_runners
 after = 1ms
 user = pgtree
 application_name = pgtreed
+cluster = {cluster.name}
 action = terminate
 """).start()
     own = own_backend(d, cluster)

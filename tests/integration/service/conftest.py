@@ -1,6 +1,6 @@
 """pgtreed as a systemd service: a real systemd user manager and a real journald, started by
 tests/integration/sandbox in a private mount namespace. The unit is the installed one, with a
-test drop-in (paths, a short watchdog, the test hook, and the few sandboxing options that a
+test drop-in (paths, the watchdog, the test hook, and the few sandboxing options that a
 user manager in this sandbox cannot set up). It runs as the unit's own User=pgtree with its
 AmbientCapabilities: the sandbox creates that user from systemd/pgtree.sysusers in its own
 view of /etc (a root user manager can switch users)."""
@@ -82,7 +82,9 @@ class Service:
         self.config = os.path.join(SANDBOX, "pgtree.ini")
         self.dropin = os.path.join(os.environ["HOME"], ".config", "systemd", "user", UNIT + ".d", "test.conf")
 
-    def configure(self, text, watchdog="3s"):
+    def configure(self, text, watchdog="30s"):
+        # the installed unit's WatchdogSec (a test of the watchdog itself sets a short one): a
+        # few seconds would restart a daemon that a loaded machine merely starved of CPU
         with open(self.config, "w") as f:
             f.write(text.replace("[daemon]\n", f"[daemon]\nsocket = {SOCKET}\n", 1) if "[daemon]" in text
                     else f"[daemon]\nsocket = {SOCKET}\n" + text)
