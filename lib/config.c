@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fnmatch.h>
 #include <ini.h>
 #include <libpq-fe.h>
 #include <limits.h>
@@ -490,6 +491,28 @@ size_t config_n_remote(const Config *c) {
         return n;
 }
 
+/* pgtree cancels and terminates client backends only (a parallel worker through its leader):
+ * a cancel/terminate rule whose backend_type names anything else (the postmaster, the
+ * checkpointer, a walsender…) would never act as written. Refused here, at its line, rather
+ * than found out from refusals in the journal. */
+static void check_signalled_backend_types(Parser *p, const Rule *r) {
+        unsigned line = r->line;
+        for (size_t i = 0; i < p->n_seen; i++)
+                if (!strcmp(p->seen[i].key, "backend_type"))
+                        line = p->seen[i].line;
+        const char *client = backend_type_to_string(BACKEND_CLIENT);
+        const char *worker = backend_type_to_string(BACKEND_PARALLEL_WORKER);
+        for (size_t i = 0; i < r->backend_type.include.n; i++) {
+                const char *pat = r->backend_type.include.items[i];
+                if (fnmatch(pat, client, 0) == 0 || fnmatch(pat, worker, 0) == 0)
+                        continue;
+                error_at(p, line,
+                         "backend_type: '%s' with action = %s: pgtree signals only client backends (parallel workers "
+                         "through their leader), never the postmaster or auxiliary processes; use action = log or alert",
+                         pat, action_to_string(r->action));
+        }
+}
+
 static void end_section(Parser *p) {
         if (p->section == SECTION_RULE) {
                 Rule *r = &p->config->rules[p->current_index];
@@ -505,6 +528,8 @@ static void end_section(Parser *p) {
                         error_at(p, r->target_line,
                                  "target = blocker: rule '%s' must cover kind = lock_wait only (only a lock wait has a blocker)",
                                  r->name);
+                if (r->action == ACTION_CANCEL || r->action == ACTION_TERMINATE)
+                        check_signalled_backend_types(p, r);
         }
         if (p->section == SECTION_CLUSTER)
                 end_cluster_section(p);

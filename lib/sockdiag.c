@@ -348,7 +348,7 @@ int client_gone_scan(const PgTree *t, unsigned what, pid_t **ret, size_t *n_ret)
                 free(pids);
                 return r;
         }
-        if (n > 0) /* qsort(NULL, 0, …) is undefined: pids is NULL when nothing matched */
+        if (n > 1) /* pids is NULL when nothing was found: qsort(NULL, 0) is undefined */
                 qsort(pids, n, sizeof *pids, cmp_pid);
         *ret = pids;
         *n_ret = n;

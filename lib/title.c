@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* Parser for PostgreSQL process titles, 9.6 to 19 (TITLES.md; tested against real servers of
- * 12–18 in tests/integration/test_versions.py, the rest from the corpus and the sources). Pure:
- * bytes in, TitleInfo out. */
+/* Parser for PostgreSQL process titles, 9.6 to 19 (tests/data/TITLES.md; tested against real
+ * servers of 12–18 in tests/integration/test_versions.py, the rest from the corpus and the
+ * sources). Pure: bytes in, TitleInfo out. */
 #include <ctype.h>
 #include <errno.h>
 #include <stdint.h>

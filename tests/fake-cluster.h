@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <grp.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -84,12 +85,23 @@ static inline int fake_postmaster_start(FakeCluster *c) {
                  "spawn 'alice shop [local] SELECT'\n"
                  "while :; do wait; done\n",
                  c->data, c->data, c->port, c->dir);
+        pid_t parent = getpid();
         pid_t pid = fork();
         if (pid < 0)
                 return -errno;
         if (pid == 0) {
                 if (geteuid() == 0 && (setgroups(0, NULL) < 0 || setgid(c->gid) < 0 || setuid(c->uid) < 0))
                         _exit(126);
+                /* a test that dies (a failed assertion skips fake_cluster_stop) takes its fake
+                 * postmaster with it (after setuid: changing credentials clears the setting) */
+                if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
+                        _exit(1);
+                /* not the test's stdout/stderr: leftover children must not keep meson waiting */
+                int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+                if (null >= 0) {
+                        dup2(null, STDOUT_FILENO);
+                        dup2(null, STDERR_FILENO);
+                }
                 char exe[PATH_MAX + 32];
                 snprintf(exe, sizeof exe, "%s/pm/postgres", c->dir);
                 execl(exe, exe, "-c", script, (char *) NULL);

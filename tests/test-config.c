@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "parse-config.h"
 #include "rules.h"
 
 typedef struct Bad {
@@ -81,7 +82,53 @@ static const Bad bad_configs[] = {
           "t.ini:4: target: unknown target 'root' (expected session, or blocker: the root of the lock chain that blocks a lock_wait session)" },
         { "[rule r]\nkind = lock_wait, long_query\nafter = 1m\ntarget = blocker\naction = terminate\n",
           "t.ini:4: target = blocker: rule 'r' must cover kind = lock_wait only (only a lock wait has a blocker)" },
+        /* cancel/terminate rules naming what pgtree never signals: refused at the backend_type line */
+        { "[rule r]\nkind = long_query\nafter = 1m\nbackend_type = checkpointer\naction = terminate\n",
+          "t.ini:4: backend_type: 'checkpointer' with action = terminate: pgtree signals only client backends (parallel workers "
+          "through their leader), never the postmaster or auxiliary processes; use action = log or alert" },
+        { "[rule r]\naction = cancel\nbackend_type = client backend, postmaster\nkind = orphans\n",
+          "t.ini:3: backend_type: 'postmaster' with action = cancel: pgtree signals only client backends (parallel workers "
+          "through their leader), never the postmaster or auxiliary processes; use action = log or alert" },
+        { "[rule r]\nkind = long_runners\nafter = 1m\naction = terminate\nbackend_type = auto*, walwriter\n",
+          "t.ini:5: backend_type: 'auto*' with action = terminate: pgtree signals only client backends (parallel workers "
+          "through their leader), never the postmaster or auxiliary processes; use action = log or alert" },
 };
+
+/* The backend types a cancel/terminate rule may name: what can be signalled (a glob that covers
+ * a client backend or a parallel worker); log and alert rules may name any. */
+static void test_signalled_backend_types(void **state) {
+        const char *ok[] = { "client backend", "parallel worker", "*", "client*", "*worker", "client backend, parallel worker" };
+        for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+                char text[256];
+                snprintf(text, sizeof text, "[rule r]\nkind = long_query\nafter = 1m\nbackend_type = %s\naction = terminate\n", ok[i]);
+                Config *c = parse_config(text);
+                config_free(c);
+        }
+        const char *never[] = { "postmaster", "checkpointer", "background writer", "walwriter", "autovacuum launcher",
+                                "autovacuum worker", "walsender", "logger", "startup" };
+        for (size_t i = 0; i < sizeof never / sizeof never[0]; i++)
+                for (int a = 0; a < 4; a++) {
+                        const char *action = (const char *[]){ "log", "alert", "cancel", "terminate" }[a];
+                        char text[256];
+                        snprintf(text, sizeof text, "[rule r]\nkind = long_query\nafter = 1m\nbackend_type = %s\naction = %s\n%s",
+                                 never[i], action, a == 1 ? "alert_command = /bin/true\n" : "");
+                        Config *c;
+                        ConfigErrors errs = {};
+                        int r = config_parse_string(text, "t.ini", &c, &errs);
+                        if (a < 2) {
+                                if (r < 0) {
+                                        config_errors_print(&errs, stderr);
+                                        fail_msg("%s rule on %s refused", action, never[i]);
+                                }
+                                config_free(c);
+                        } else {
+                                if (r != -EINVAL || errs.n != 1 || errs.items[0].line != 4 ||
+                                    !strstr(errs.items[0].message, "pgtree signals only client backends"))
+                                        fail_msg("%s rule on %s accepted", action, never[i]);
+                                config_errors_clear(&errs);
+                        }
+                }
+}
 
 static void test_bad_corpus(void **state) {
         assert_true(sizeof bad_configs / sizeof bad_configs[0] >= 30);
@@ -276,6 +323,7 @@ int main(void) {
                 cmocka_unit_test(test_example_file),
                 cmocka_unit_test(test_durations),
                 cmocka_unit_test(test_cidr),
+                cmocka_unit_test(test_signalled_backend_types),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

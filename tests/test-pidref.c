@@ -17,6 +17,7 @@
 #include <sys/uio.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <time.h>
 #include <cmocka.h>
@@ -30,8 +31,7 @@ static pid_t spawn_pause(void) {
                 for (;;)
                         pause();
         }
-        usleep(10000);
-        return p;
+        return p; /* its /proc entry exists from fork() on */
 }
 
 static void test_verified_signal(void **state) {
@@ -73,7 +73,10 @@ static void test_zombie_is_gone(void **state) {
         pid_t child = fork();
         if (child == 0)
                 _exit(0);
-        usleep(50000); /* exited, not reaped: a zombie */
+        /* wait until it has exited, without reaping it: a zombie from here on */
+        siginfo_t si = {};
+        assert_int_equal(waitid(P_PID, (id_t) child, &si, WEXITED | WNOWAIT), 0);
+        assert_int_equal(si.si_pid, child);
         ProcStat st;
         assert_int_equal(proc_stat_read(NULL, child, &st), 0);
         assert_int_equal(st.state, 'Z');
@@ -107,13 +110,22 @@ static void test_pid_reuse_refused(void **state) {
                                 pause();
                                 _exit(0);
                         }
-                        usleep(20000);
                         ProcStat old;
                         if (proc_stat_read(NULL, a, &old) < 0)
                                 _exit(13);
                         kill(a, SIGTERM);
                         waitpid(a, NULL, 0);
-                        usleep(20000); /* a later start time for the newcomer */
+                        /* a later start time for the newcomer: wait until the clock has
+                         * passed the old one's start tick (at most 10 s) */
+                        long hz = sysconf(_SC_CLK_TCK);
+                        for (int i = 0; i < 1000; i++) {
+                                struct timespec now;
+                                clock_gettime(CLOCK_BOOTTIME, &now);
+                                if ((uint64_t) now.tv_sec * (uint64_t) hz + (uint64_t) now.tv_nsec / (1000000000UL / (uint64_t) hz) >
+                                    old.start_ticks)
+                                        break;
+                                usleep(10000);
+                        }
                         int fd = open("/proc/sys/kernel/ns_last_pid", O_WRONLY);
                         char buf[32];
                         int n = snprintf(buf, sizeof buf, "%d", (int) a - 1);

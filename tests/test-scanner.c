@@ -25,6 +25,20 @@ static size_t members(const PgTree *t, const PgCluster *c) {
         return n;
 }
 
+/* A refresh of the known clusters only (not a discovery scan). The scanner watches every
+ * postmaster of the host, and another one exiting (another test suite's cluster) turns that
+ * refresh into a full scan: then refresh again (at most 20 times). */
+static void refresh_partial(Scanner *s, PgTree *t, ScanStats *st) {
+        for (int i = 0; i < 20; i++) {
+                assert_int_equal(scanner_refresh(s, false, t, st), 0);
+                if (!st->full)
+                        return;
+                print_message("a full scan (%s) where a refresh was expected: refreshing again\n", st->full_reason);
+                tree_free(t);
+        }
+        fail_msg("20 refreshes in a row were full scans");
+}
+
 static void test_discover_refresh_orphan(void **state) {
         /* Orphans of the fake postmaster are re-parented to us: a subreaper, as systemd is. */
         assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
@@ -51,8 +65,7 @@ static void test_discover_refresh_orphan(void **state) {
         tree_free(&t);
 
         /* 2. refresh of the known cluster: only its own processes are read */
-        assert_int_equal(scanner_refresh(s, false, &t, &st), 0);
-        assert_false(st.full);
+        refresh_partial(s, &t, &st);
         c = find_cluster(&t, fc.pm);
         assert_non_null(c);
         assert_int_equal(members(&t, c), 3);
@@ -64,8 +77,7 @@ static void test_discover_refresh_orphan(void **state) {
         /* 3. a new backend is picked up by the refresh */
         assert_int_equal(kill(fc.pm, SIGUSR1), 0);
         assert_int_equal(fake_wait_children(&fc, 3), 0);
-        assert_int_equal(scanner_refresh(s, false, &t, &st), 0);
-        assert_false(st.full);
+        refresh_partial(s, &t, &st);
         c = find_cluster(&t, fc.pm);
         assert_int_equal(members(&t, c), 4);
         int bob = -1;
@@ -138,8 +150,11 @@ static void test_discover_refresh_orphan(void **state) {
 }
 
 /* Idle sessions that pg_stat_activity covers are not read every time: their pidfds say they are
- * alive. One that exits must still leave the tree at the next refresh. */
-static void test_skipped_processes_leave_when_they_exit(void **state) {
+ * alive. One that exits must still leave the tree at the next refresh.
+ * The scanner watches every postmaster of the host: when another one (another test suite's
+ * cluster) exits, that refresh is a full scan, which is not the path under test. Such a round
+ * is started over (a few times); whatever the kind of refresh, the tree must be right. */
+static bool skipped_round(void) {
         FakeCluster fc = {};
         assert_int_equal(fake_cluster_start(&fc, 54997), 0);
         Scanner *s;
@@ -158,8 +173,7 @@ static void test_skipped_processes_leave_when_they_exit(void **state) {
         tree_free(&t);
         /* several refreshes: most of them read nothing of the two */
         for (int k = 0; k < 6; k++) {
-                assert_int_equal(scanner_refresh(s, false, &t, &st), 0);
-                assert_false(st.full);
+                refresh_partial(s, &t, &st);
                 for (int j = 0; j < n; j++) {
                         int x = tree_find(&t, kids[j]);
                         assert_true(x >= 0);
@@ -170,13 +184,29 @@ static void test_skipped_processes_leave_when_they_exit(void **state) {
                 tree_free(&t);
         }
         kill(kids[0], SIGTERM);
-        fake_sleep_ms(100); /* exited; the fake postmaster reaps it */
+        /* wait until the fake postmaster has reaped it (at most 10 s): gone from /proc */
+        char gone[64];
+        snprintf(gone, sizeof gone, "/proc/%d", (int) kids[0]);
+        for (int i = 0; i < 1000 && access(gone, F_OK) == 0; i++)
+                fake_sleep_ms(10);
+        assert_int_equal(access(gone, F_OK), -1);
         assert_int_equal(scanner_refresh(s, false, &t, &st), 0);
+        bool tested = !st.full;
+        if (st.full)
+                print_message("refresh after the exit was a full scan (%s); starting over\n", st.full_reason);
         assert_int_equal(tree_find(&t, kids[0]), -1);
         assert_true(tree_find(&t, kids[1]) >= 0);
         tree_free(&t);
         scanner_free(s);
         fake_cluster_stop(&fc, NULL, 0);
+        return tested;
+}
+
+static void test_skipped_processes_leave_when_they_exit(void **state) {
+        bool tested = false;
+        for (int round = 0; round < 10 && !tested; round++)
+                tested = skipped_round();
+        assert_true(tested);
 }
 
 int main(void) {

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <sys/resource.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -92,6 +93,31 @@ static void test_dead_unix(void **state) {
         free(inodes);
 }
 
+static void sleep_ms(int ms) {
+        struct timespec ts = { ms / 1000, (long) (ms % 1000) * 1000000L };
+        nanosleep(&ts, NULL);
+}
+
+/* The number of dead-peer sockets of the cluster once it is want (polled, at most 10 s), or the
+ * last count seen: no test relies on how fast the kernel drops a peer. */
+static size_t wait_dead_unix(const PgCluster *cl, size_t want) {
+        size_t ni = 0;
+        for (int tries = 0; tries < 1000; tries++) {
+                if (tries > 0)
+                        sleep_ms(10);
+                UnixSock *socks;
+                size_t n;
+                uint32_t *inodes;
+                assert_int_equal(sockdiag_unix(&socks, &n), 0);
+                assert_int_equal(client_gone_dead_unix(cl, socks, n, &inodes, &ni), 0);
+                free(socks);
+                free(inodes);
+                if (ni == want)
+                        break;
+        }
+        return ni;
+}
+
 /* The real kernel: a TCP connection whose client closed is in CLOSE_WAIT on the server side. */
 static void test_real_tcp_close_wait(void **state) {
         int l = socket(AF_INET, SOCK_STREAM, 0);
@@ -108,19 +134,24 @@ static void test_real_tcp_close_wait(void **state) {
         int s = accept(l, NULL, NULL);
         assert_true(s >= 0);
         close(c);
-        usleep(50000);
 
-        TcpSock *socks;
+        /* the FIN is processed by the kernel, not by us: wait for CLOSE_WAIT (at most 10 s) */
+        TcpSock *socks = NULL;
         size_t n;
-        assert_int_equal(sockdiag_tcp(1u << 8, &socks, &n), 0);
         bool found = false;
-        for (size_t i = 0; i < n; i++)
-                if (socks[i].sport == ntohs(a.sin_port) && socks[i].dport == ntohs(ca.sin_port)) {
-                        found = true;
-                        assert_int_equal(socks[i].state, 8);
-                        assert_int_equal(socks[i].family, AF_INET);
-                        assert_memory_equal(socks[i].dst, &ca.sin_addr, 4);
-                }
+        for (int tries = 0; tries < 1000 && !found; tries++) {
+                if (tries > 0)
+                        sleep_ms(10);
+                free(socks);
+                assert_int_equal(sockdiag_tcp(1u << 8, &socks, &n), 0);
+                for (size_t i = 0; i < n; i++)
+                        if (socks[i].sport == ntohs(a.sin_port) && socks[i].dport == ntohs(ca.sin_port)) {
+                                found = true;
+                                assert_int_equal(socks[i].state, 8);
+                                assert_int_equal(socks[i].family, AF_INET);
+                                assert_memory_equal(socks[i].dst, &ca.sin_addr, 4);
+                        }
+        }
         assert_true(found);
         free(socks);
         close(s);
@@ -155,12 +186,7 @@ static void test_real_unix_dead_peer(void **state) {
         free(inodes);
 
         close(c);
-        usleep(20000);
-        assert_int_equal(sockdiag_unix(&socks, &n), 0);
-        assert_int_equal(client_gone_dead_unix(&cl, socks, n, &inodes, &ni), 0);
-        assert_int_equal(ni, 1);
-        free(socks);
-        free(inodes);
+        assert_int_equal(wait_dead_unix(&cl, 1), 1);
         close(s);
         close(l);
         unlink(a.sun_path);
@@ -193,19 +219,14 @@ static void test_real_large_dump(void **state) {
                 assert_true(sv[i] >= 0);
         }
         close(cl[N - 1]);
-        usleep(20000);
         UnixSock *socks;
         size_t n;
         assert_int_equal(sockdiag_unix(&socks, &n), 0);
         assert_true(n >= N);
+        free(socks);
         PgCluster c = { .pmfile_valid = true, .pmfile = { .port = 5998 } };
         snprintf(c.pmfile.socket_dir, sizeof c.pmfile.socket_dir, "%s", dir);
-        uint32_t *inodes;
-        size_t ni;
-        assert_int_equal(client_gone_dead_unix(&c, socks, n, &inodes, &ni), 0);
-        assert_int_equal(ni, 1);
-        free(inodes);
-        free(socks);
+        assert_int_equal(wait_dead_unix(&c, 1), 1);
         for (int i = 0; i < N; i++) {
                 if (i < N - 1)
                         close(cl[i]);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* A corpus of PostgreSQL 9.6–19 process titles (shared/TITLES.md; 12–18 as seen on real servers
- * in tests/integration/test_versions.py, 19 from its sources) and what they must parse to. */
+/* A corpus of PostgreSQL 9.6–19 process titles (reference data: tests/data/TITLES.md; 12–18 as
+ * seen on real servers in tests/integration/test_versions.py, 19 from its sources) and what they
+ * must parse to. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

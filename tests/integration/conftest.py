@@ -124,6 +124,14 @@ class Daemon:
         shutil.rmtree(self.dir, ignore_errors=True)
         return self.proc.returncode
 
+    def wait_cycles(self, n, timeout=60):
+        """Waits until the daemon has completed n more scan cycles (not a sleep: under load a
+        second may hold fewer cycles)."""
+        from pgharness import wait_for
+        start = self.client_json("status")["cycles"]
+        return wait_for(lambda: self.client_json("status")["cycles"] >= start + n, timeout, interval=0.1,
+                        what=f"{n} more cycles")
+
     def log(self):
         return "\n".join(self.lines)
 

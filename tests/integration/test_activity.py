@@ -91,8 +91,10 @@ def scene(cluster):
         cluster.sql("SELECT pg_cancel_backend(%s)", (pid,))
 
 
-def findings(data, kind):
-    return {f["pid"]: f for f in data["findings"] if f["kind"] == kind}
+def findings(data, kind, cluster):
+    """The findings of one kind about this test's cluster: pgtreed --once sees the whole host,
+    where other clusters (another test suite running beside this one) have findings too."""
+    return {f["pid"]: f for f in data["findings"] if f["kind"] == kind and f["cluster"] == cluster.name}
 
 
 def test_long_runners_from_rules(pgtreed, cluster, scene):
@@ -101,7 +103,7 @@ def test_long_runners_from_rules(pgtreed, cluster, scene):
     assert cl["activity"] == "ok"
 
     # long_query: exactly the FakeParent:1001 group, as dry runs (--once never acts)
-    q = findings(data, "long_query")
+    q = findings(data, "long_query", cluster)
     assert set(q) == set(scene["sleepers"])
     for f in q.values():
         assert (f["rule"], f["action"], f["dry_run"]) == ("q", "terminate", True)
@@ -109,17 +111,17 @@ def test_long_runners_from_rules(pgtreed, cluster, scene):
         assert f["duration_s"] >= 1
 
     # idle in transaction, measured from state_change, with the xmin horizon it holds back
-    it = findings(data, "idle_in_transaction")
+    it = findings(data, "idle_in_transaction", cluster)
     assert scene["idle_tx"] in it and scene["holder"] in it
     assert it[scene["idle_tx"]]["backend_xmin_age"] is not None
     assert it[scene["idle_tx"]]["rule"] == "idle"
 
     # long transactions: from xact_start
-    lt = findings(data, "long_transaction")
+    lt = findings(data, "long_transaction", cluster)
     assert {scene["idle_tx"], scene["holder"], *scene["sleepers"]} <= set(lt)
 
     # the lock-wait chain
-    lw = findings(data, "lock_wait")
+    lw = findings(data, "lock_wait", cluster)
     assert set(lw) == set(scene["waiters"])
     for f in lw.values():
         assert (f["action"], f["dry_run"]) == ("cancel", True)
@@ -165,13 +167,19 @@ def client_gone_case(pgtreed, cluster, host, tag):
         pid = wait_for(lambda: (cluster.sql("SELECT pid FROM pg_stat_activity WHERE application_name = %s AND state = 'active'",
                                             (tag,)) or [[None]])[0][0], 10, what="client's backend")
         data = once_json(pgtreed)
-        assert pid not in findings(data, "client_gone")
+        assert pid not in findings(data, "client_gone", cluster)
         client.send_signal(signal.SIGKILL)
         client.wait()
-        time.sleep(0.3)
-        data = once_json(pgtreed)
-        gone = findings(data, "client_gone")
-        assert pid in gone, data["findings"]
+        # the kernel tears the connection down after the client's exit: wait for it (10 s bound)
+        seen = {}
+
+        def reported():
+            seen["data"] = once_json(pgtreed)
+            return pid in findings(seen["data"], "client_gone", cluster)
+        try:
+            wait_for(reported, 10, interval=0.2, what="client_gone finding")
+        except TimeoutError:
+            raise AssertionError(seen["data"]["findings"])
         assert pid_alive(pid)  # the backend keeps working: that is the finding
         return pid
     finally:
@@ -217,23 +225,29 @@ def test_check_config(pgtreed, tmp_path):
 
 
 def test_no_stale_activity_under_churn(cluster, daemon_factory):
-    """pgbench -C opens and closes a connection per transaction for 30 s: none of them may be
-    reported as stale_activity or unlisted_process."""
+    """pgbench -C opens and closes a connection per transaction for 20 s while pgtreed scans
+    every 200 ms: none of those short-lived backends may be reported as stale_activity or
+    unlisted_process. The property is "no false finding over N cycles that ran during M
+    connections", with N and M measured and both required to be more than a few (a rate would
+    be a benchmark: it depends on the machine's load)."""
     bindir = cluster.bindir
     subprocess.run(["runuser", "-u", "postgres", "--", f"{bindir}/pgbench", "-i", "-q", "-s", "1", "-h", cluster.base,
                     "-p", str(cluster.port), "postgres"], check=True, capture_output=True, timeout=120)
     d = daemon_factory("[daemon]\ninterval = 200ms\nunlisted_grace = 1s\n[rule o]\nkind = orphans\n").start()
+    d.wait_log(rf"cluster {cluster.name}: pg_stat_activity is available")
+    before = d.client_json("status")["cycles"]
     bench = subprocess.run(["runuser", "-u", "postgres", "--", f"{bindir}/pgbench", "-n", "-C", "-S", "-c", "4", "-j", "2",
-                            "-T", "30", "-h", cluster.base, "-p", str(cluster.port), "postgres"],
+                            "-T", "20", "-h", cluster.base, "-p", str(cluster.port), "postgres"],
                            capture_output=True, text=True, timeout=120)
     assert bench.returncode == 0, bench.stderr
-    tx = int(re.search(r"number of transactions actually processed: (\d+)", bench.stdout).group(1))
-    assert tx > 1000  # thousands of short-lived connections
-    status = d.client_json("status")
-    assert status["cycles"] >= 100  # it kept its 200 ms interval under the churn
-    log = d.log()
-    assert "stale_activity opened" not in log, log
-    assert "unlisted_process opened" not in log, log
+    cycles = d.client_json("status")["cycles"] - before
+    d.wait_cycles(6)  # a stale row must be seen in two consecutive cycles, an unlisted one for 1 s
+    connections = int(re.search(r"number of transactions actually processed: (\d+)", bench.stdout).group(1))
+    assert connections >= 200, bench.stdout  # each one a backend that started and ended
+    assert cycles >= 20, cycles  # cycles that ran while they did
+    # this cluster's: pgtreed sees the whole host, where other suites run clusters of their own
+    false = [l for l in d.lines if re.search(rf"(stale_activity|unlisted_process) opened: pid \d+ on {cluster.name} ", l)]
+    assert not false, false
 
 
 RESTART_INTERVAL = 0.3
@@ -279,7 +293,7 @@ def test_lifecycle_open_once_resolve(cluster, daemon_factory):
                        "application_name = lifecycle\n").start()
     _, pid, _ = cluster.run_async("SELECT pg_sleep(60)", application_name="lifecycle")
     d.wait_log(rf"long_query opened: pid {pid} ")
-    time.sleep(1.5)  # several cycles: still one "opened"
+    d.wait_cycles(5)  # several cycles: still one "opened"
     assert len([l for l in d.lines if f"long_query opened: pid {pid} " in l]) == 1
     cluster.sql("SELECT pg_cancel_backend(%s)", (pid,))
     d.wait_log(rf"long_query resolved: pid {pid} ")
@@ -305,12 +319,14 @@ metrics_file = {prom}
 kind = long_query
 after = 500ms
 application_name = alerted
+cluster = {cluster.name}
 action = alert
 alert_command = {ok}
 [rule page-broken]
 kind = idle_in_transaction
 after = 500ms
 application_name = alerted-tx
+cluster = {cluster.name}
 action = alert
 alert_command = {bad}
 """).start()
@@ -358,7 +374,7 @@ action = terminate
         d.wait_log(rf"terminate pid {pid} \(rule stuck\): sent SIGTERM to pid {pid}")
         d.wait_log(rf"pid {pid} did not exit within 1s of SIGTERM; pgtree never escalates to SIGKILL")
         assert pid_alive(pid)
-        time.sleep(1.5)
+        d.wait_cycles(5)
         assert len([l for l in d.lines if f"terminate pid {pid} " in l]) == 1  # sent once, not repeated
     finally:
         os.kill(pid, signal.SIGCONT)

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from conftest import cluster_of, once_json, run_once
-from pgharness import wait_for
+from pgharness import pid_alive, wait_for
 
 PARALLEL_QUERY = """
 SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0;
@@ -122,8 +122,11 @@ def test_session_fields(pgtreed, cluster, sessions):
     workers = [p for p in procs.values() if p["backend_type"] == "parallel worker"]
     assert workers and all(w["leader_pid"] == leader for w in workers)
     for p in procs.values():
-        assert p["rss_anon_kb"] > 0
         assert 0 <= p["cpu_percent"] <= 200
+        # a process that exited while it was read (autovacuum workers come and go every second
+        # here) has no memory left to count: only the ones still alive now must show some
+        if pid_alive(p["pid"]):
+            assert p["rss_anon_kb"] > 0, p
 
 
 def test_text_forest(pgtreed, cluster, sessions):

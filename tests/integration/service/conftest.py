@@ -1,7 +1,9 @@
 """pgtreed as a systemd service: a real systemd user manager and a real journald, started by
 tests/integration/sandbox in a private mount namespace. The unit is the installed one, with a
-test drop-in (paths, a short watchdog, the test hook, and the few sandboxing options that a
-user manager in this sandbox cannot set up)."""
+test drop-in (paths, the watchdog, the test hook, and the few sandboxing options that a
+user manager in this sandbox cannot set up). It runs as the unit's own User=pgtree with its
+AmbientCapabilities: the sandbox creates that user from systemd/pgtree.sysusers in its own
+view of /etc (a root user manager can switch users)."""
 import json
 import os
 import subprocess
@@ -80,15 +82,15 @@ class Service:
         self.config = os.path.join(SANDBOX, "pgtree.ini")
         self.dropin = os.path.join(os.environ["HOME"], ".config", "systemd", "user", UNIT + ".d", "test.conf")
 
-    def configure(self, text, watchdog="3s"):
+    def configure(self, text, watchdog="30s"):
+        # the installed unit's WatchdogSec (a test of the watchdog itself sets a short one): a
+        # few seconds would restart a daemon that a loaded machine merely starved of CPU
         with open(self.config, "w") as f:
             f.write(text.replace("[daemon]\n", f"[daemon]\nsocket = {SOCKET}\n", 1) if "[daemon]" in text
                     else f"[daemon]\nsocket = {SOCKET}\n" + text)
         sbin = os.path.join(self.inst, "usr", "sbin", "pgtreed")
         with open(self.dropin, "w") as f:
             f.write(f"""[Service]
-User=
-Group=
 ExecStartPre=
 ExecStartPre={sbin} --check-config {self.config}
 ExecStart=
@@ -112,6 +114,12 @@ ProtectControlGroups=no
 
     def client_json(self, *args):
         return json.loads(self.client("--json", *args).stdout)
+
+    def wait_cycles(self, n, timeout=60):
+        """Waits for n more completed scan cycles (not a sleep: under load a second holds fewer)."""
+        start = self.client_json("status")["cycles"]
+        return wait_for(lambda: self.client_json("status")["cycles"] >= start + n, timeout, interval=0.1,
+                        what=f"{n} more cycles")
 
 
 @pytest.fixture

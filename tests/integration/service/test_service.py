@@ -17,6 +17,7 @@ def test_ready_only_after_self_test(service, pg):
     os.makedirs(hung_dir, exist_ok=True)
     hung = socket.socket(socket.AF_UNIX)
     hung.bind(os.path.join(hung_dir, ".s.PGSQL.5432"))
+    os.chmod(os.path.join(hung_dir, ".s.PGSQL.5432"), 0o777)  # as PostgreSQL's: pgtreed runs as pgtree
     hung.listen(16)  # accepts nothing, answers nothing
     try:
         service.configure(f"[daemon]\nconnect_timeout = 3s\n[cluster svc]\ndata_directory = {pg.data}\n"
@@ -62,9 +63,30 @@ def test_reload_good_and_bad(service, pg):
     assert any(re.search(re.escape(service.config) + r":\d+: after: invalid duration 'soon'", m) for m in messages)
     assert any("action: 'kill': SIGKILL is refused" in m for m in messages)
     assert any("the running configuration stays in force" in m for m in messages)
-    time.sleep(1)
+    service.wait_cycles(3)
     assert prop("ActiveState") == "active"
     assert service.client_json("status")["interval_s"] == 0.7
+
+
+def test_runs_as_its_own_user_with_three_capabilities(service, pg):
+    """The unit's own User=pgtree (systemd/pgtree.sysusers, created by the sandbox), with only
+    the capabilities the unit grants: and with them it reads the cluster (postmaster.pid in a
+    0700 data directory, /proc/PID/cwd) and joins pg_stat_activity."""
+    import pwd
+    service.configure(f"[daemon]\ninterval = 300ms\n[cluster svc]\ndata_directory = {pg.data}\n")
+    systemctl("start", UNIT)
+    pid = int(prop("MainPID"))
+    with open(f"/proc/{pid}/status") as f:
+        status = dict(l.split(":", 1) for l in f.read().splitlines() if ":" in l)
+    pw = pwd.getpwnam("pgtree")
+    assert status["Uid"].split() == [str(pw.pw_uid)] * 4, status["Uid"]
+    assert status["Gid"].split() == [str(pw.pw_gid)] * 4, status["Gid"]
+    # CAP_KILL (5), CAP_DAC_READ_SEARCH (2), CAP_SYS_PTRACE (19), nothing else
+    want = (1 << 5) | (1 << 2) | (1 << 19)
+    assert int(status["CapEff"], 16) == want and int(status["CapBnd"], 16) == want, status
+    assert status["NoNewPrivs"].strip() == "1"
+    wait_for(lambda: any(c.get("activity") == "ok" and c["postmaster"]["pid"] == pg.pm_pid
+                         for c in service.client_json("tree")["clusters"]), 20, what="the cluster joined")
 
 
 def test_stop_is_clean(service, pg):
@@ -151,14 +173,16 @@ application_name = safety
 action = terminate
 """)
     systemctl("start", UNIT)
+    restarts = prop("NRestarts")
     pg.sql("CREATE TABLE IF NOT EXISTS keep (v int)")
     other = pg.connect(autocommit=False, application_name="unrelated")
     other.cursor().execute("INSERT INTO keep VALUES (42)")
     done = []
     for i in range(20):  # one after another
         pid = sessions(pg, "safety", 1)[0]
-        wait_journal(MESSAGE_ID=MSG["ACTION_EXITED"], PGTREE_PID=pid, timeout=20)
+        wait_journal(MESSAGE_ID=MSG["ACTION_EXITED"], PGTREE_PID=pid, timeout=60)
         done.append(pid)
+    assert prop("NRestarts") == restarts  # one daemon did all twenty
     other.commit()  # the unrelated transaction was not touched
     assert pg.sql("SELECT count(*) FROM keep WHERE v = 42")[0][0] >= 1
     other.close()
@@ -169,9 +193,8 @@ action = terminate
     assert len({e["PGTREE_PID"] for e in journal(MESSAGE_ID=MSG["ACTION_SENT"], PGTREE_RULE="safety")}) == 20
 
 
-def test_protected_and_auxiliaries_never_signalled(service, pg):
+def test_protected_users_never_signalled(service, pg):
     pg.sql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'keeper') THEN CREATE ROLE keeper LOGIN; END IF; END $$")
-    aux = dict(pg.sql("SELECT backend_type, pid FROM pg_stat_activity WHERE backend_type IN ('checkpointer', 'background writer', 'walwriter')"))
     service.configure(f"""[daemon]
 interval = 200ms
 [protected]
@@ -186,8 +209,6 @@ backend_type = *
 action = terminate
 """)
     systemctl("start", UNIT)
-    conn = pg.connect(application_name="protected-session")
-    conn.close()
     import psycopg2
     kc = psycopg2.connect(dbname="postgres", user="keeper", host=pg.base, port=pg.port, application_name="keeper-app")
     kc.autocommit = True
@@ -195,15 +216,132 @@ action = terminate
     threading.Thread(target=lambda: kc.cursor().execute("SELECT pg_sleep(5)"), daemon=True).start()
     refused = wait_journal(MESSAGE_ID=MSG["ACTION_REFUSED"], PGTREE_USER="keeper")
     assert "protected user (keeper)" in refused[0]["MESSAGE"]
-    time.sleep(1)
-    assert pid_alive(pg.pm_pid)
-    for pid in aux.values():
-        assert pid_alive(pid)
-    signalled = {e["PGTREE_PID"] for e in journal(MESSAGE_ID=MSG["ACTION_SENT"])}
-    assert str(pg.pm_pid) not in signalled and not ({str(p) for p in aux.values()} & signalled)
     for e in journal(MESSAGE_ID=MSG["ACTION_SENT"], PGTREE_RULE="everything"):
         assert e.get("PGTREE_USER") != "keeper"
     kc.close()
+
+
+NEVER_SIGNALLED = ["postmaster", "checkpointer", "background writer", "walwriter", "autovacuum launcher",
+                   "autovacuum worker", "logical replication launcher", "walsender", "logger", "archiver"]
+
+
+def line_of(path, key):
+    with open(path) as f:
+        return next(i for i, l in enumerate(f, 1) if l.startswith(key))
+
+
+def test_rules_naming_auxiliaries_refused_by_config(service, pg):
+    """A cancel/terminate rule that names a backend type pgtree never signals is a config error
+    at its line: the unit's ExecStartPre (--check-config) keeps the daemon from starting, and a
+    reload keeps the running configuration."""
+    sbin = os.path.join(service.inst, "usr", "sbin", "pgtreed")
+    for bt in NEVER_SIGNALLED:
+        for action in ("cancel", "terminate"):
+            service.configure(f"[daemon]\ninterval = 1s\n[rule aux]\nkind = long_runners, orphans\nafter = 1s\n"
+                              f"backend_type = {bt}\naction = {action}\n")
+            p = sh(sbin, "--check-config", service.config, check=False)
+            assert p.returncode != 0, (bt, action)
+            line = line_of(service.config, "backend_type")
+            assert f"{service.config}:{line}: backend_type: '{bt}' with action = {action}: pgtree signals only client " \
+                   "backends" in p.stderr, p.stderr
+        for action in ("log", "alert"):  # watching them is fine
+            extra = "alert_command = /bin/true\n" if action == "alert" else ""
+            service.configure(f"[daemon]\ninterval = 1s\n[rule aux]\nkind = long_runners\nafter = 1s\n"
+                              f"backend_type = {bt}\naction = {action}\n{extra}")
+            assert sh(sbin, "--check-config", service.config, check=False).returncode == 0, (bt, action)
+
+    service.configure("[daemon]\ninterval = 1s\n[rule aux]\nkind = long_query\nafter = 1s\n"
+                      "backend_type = checkpointer\naction = terminate\n")
+    assert systemctl("start", UNIT, check=False).returncode != 0
+    assert prop("ActiveState") != "active"
+    line = line_of(service.config, "backend_type")
+    wait_for(lambda: any(f"{service.config}:{line}: backend_type: 'checkpointer' with action = terminate" in e.get("MESSAGE", "")
+                         for e in journal(SYSLOG_IDENTIFIER="pgtreed")), 20, what="the config error in the journal")
+    systemctl("reset-failed", UNIT, check=False)
+
+    service.configure("[daemon]\ninterval = 1s\n")
+    systemctl("start", UNIT)
+    n = len(journal(MESSAGE_ID=MSG["CONFIG_INVALID"]))
+    with open(service.config, "a") as f:
+        f.write("[rule aux]\nkind = long_query\nafter = 1s\nbackend_type = walwriter\naction = cancel\n")
+    systemctl("reload", UNIT)
+    bad = wait_journal(MESSAGE_ID=MSG["CONFIG_INVALID"], count=n + 1)
+    assert any("backend_type: 'walwriter' with action = cancel" in e["MESSAGE"] for e in bad[n:])
+    assert prop("ActiveState") == "active"
+
+
+def stat_identity(pid):
+    """(pid, start time in ticks) of a live process, None if it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] in ("Z", "X") else (pid, int(fields[19]))
+
+
+def test_rules_matching_everything_never_touch_postmaster_or_auxiliaries(service, pg):
+    """Two enforcing terminate rules that match everything they can (one without a backend_type
+    filter, one with backend_type = *; every finding kind, long runners after 300 ms), with a
+    walsender streaming (always 'active': a long_query for the backend_type = * rule): over many
+    cycles the postmaster and every non-client process stays the same live process, the
+    walsender's termination is refused at action time and logged, and no signal is sent to any
+    of them."""
+    import pwd
+    import tempfile
+    wal = tempfile.mkdtemp(prefix="receivewal-", dir=SANDBOX)
+    pw = pwd.getpwnam(pg.os_user)
+    os.chown(wal, pw.pw_uid, pw.pw_gid)
+    recv = subprocess.Popen(["runuser", "-u", pg.os_user, "--", f"{pg.bindir}/pg_receivewal", "-D", wal,
+                             "-h", pg.base, "-p", str(pg.port), "-U", "postgres", "--no-loop"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        def streaming():
+            assert recv.poll() is None, recv.stderr.read().decode(errors="replace")
+            return (pg.sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'walsender'") or [[None]])[0][0]
+        walsender = wait_for(streaming, 20, what="a walsender")
+        # the long-lived ones (autovacuum and parallel workers come and go by themselves)
+        lasting = dict(pg.sql("SELECT pid, backend_type FROM pg_stat_activity WHERE backend_type IN "
+                              "('checkpointer', 'background writer', 'walwriter', 'autovacuum launcher', "
+                              "'logical replication launcher', 'walsender', 'archiver', 'startup')"))
+        assert {"checkpointer", "background writer", "walwriter", "autovacuum launcher", "walsender"} <= \
+            set(lasting.values()), lasting
+        others = list(lasting) + [pg.pm_pid]
+        before = {p: stat_identity(p) for p in others}
+        assert all(before.values()), before
+        service.configure(f"""[daemon]
+interval = 200ms
+max_actions_per_minute = 1000
+[cluster svc]
+data_directory = {pg.data}
+enforce = yes
+[rule everything]
+kind = long_runners, orphans
+after = 300ms
+action = terminate
+[rule everything-typed]
+kind = long_runners, orphans
+after = 300ms
+backend_type = *
+action = terminate
+""")
+        systemctl("start", UNIT)
+        restarts = prop("NRestarts")
+        refused = wait_journal(MESSAGE_ID=MSG["ACTION_REFUSED"], PGTREE_PID=walsender)
+        assert "it is a walsender: pgtree signals only client backends" in refused[0]["MESSAGE"], refused[0]
+        start = service.client_json("status")["cycles"]
+        wait_for(lambda: service.client_json("status")["cycles"] >= start + 20, 60, what="20 more cycles")
+        after = {p: stat_identity(p) for p in others}
+        assert after == before  # the same processes, alive
+        assert prop("NRestarts") == restarts
+        assert recv.poll() is None  # the walsender's client still streams
+        signalled = {e["PGTREE_PID"] for e in journal(MESSAGE_ID=MSG["ACTION_SENT"])}
+        assert not ({str(p) for p in others} & signalled)
+        log = pg.server_log()
+        assert "terminated by signal" not in log and "reinitializing" not in log
+    finally:
+        recv.terminate()  # our pg_receivewal (a client program), by its pid
+        recv.wait(30)
 
 
 def test_dry_run_then_rate_limit(service, pg):
@@ -225,7 +363,7 @@ action = terminate
     entries = wait_journal(MESSAGE_ID=MSG["ACTION_DRY_RUN"], PGTREE_APPLICATION="dry", count=2)
     assert all(e["PGTREE_DRY_RUN"] == "yes" for e in entries)
     assert "enforcement is off" in entries[0]["MESSAGE"]
-    time.sleep(1)
+    service.wait_cycles(5)
     assert all(pid_alive(p) for p in dry)
     for p in dry:
         pg.sql("SELECT pg_cancel_backend(%s)", (p,))
@@ -237,7 +375,7 @@ action = terminate
     wait_journal(MESSAGE_ID=MSG["ACTION_SENT"], PGTREE_APPLICATION="burst", count=2)
     held = wait_journal(MESSAGE_ID=MSG["ACTION_HELD_BACK"], PGTREE_APPLICATION="burst", count=3)
     assert "max_actions_per_minute" in held[0]["MESSAGE"]
-    time.sleep(2)
+    service.wait_cycles(10)
     assert len(journal(MESSAGE_ID=MSG["ACTION_SENT"], PGTREE_APPLICATION="burst")) == 2
     assert sum(pid_alive(p) for p in burst) == 3
     # held back once per finding, not every cycle
