@@ -208,7 +208,7 @@ const char *manager_act(Manager *m, const Finding *f, Action action, const char 
                 if (q == p)
                         break;
         }
-        if (p->own) {
+        if (engine_is_own_backend(m->engine, t, p)) {
                 m->counters.n[action][RESULT_REFUSED]++;
                 RESULT("refused", MSGID_ACTION_REFUSED, LOG_WARNING, "it is pgtree's own connection");
         }

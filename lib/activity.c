@@ -44,6 +44,9 @@ struct ActivityConn {
         /* The snapshot before snap: a tree published from it may still point into its rows
          * until the engine publishes the next one (activity_conn_release_retired). */
         ActivitySnapshot retired;
+        /* The backends that served pgtreed: the current connection's and the one before (it
+         * may still be exiting). Never a target, whether or not a snapshot came this cycle. */
+        pid_t backend_pids[2];
         PGresult *result;
 };
 
@@ -197,6 +200,10 @@ ActivityConn *activity_conn_free(ActivityConn *a) {
         free_params(a);
         free(a);
         return NULL;
+}
+
+bool activity_conn_is_own_backend(const ActivityConn *a, pid_t pid) {
+        return a && pid > 0 && (a->backend_pids[0] == pid || a->backend_pids[1] == pid);
 }
 
 void activity_conn_release_retired(ActivityConn *a) {
@@ -453,6 +460,11 @@ void activity_conn_process(ActivityConn *a, uint64_t now) {
                         return;
                 }
                 if (a->poll == PGRES_POLLING_OK) {
+                        pid_t own = PQbackendPID(a->conn);
+                        if (own > 0 && own != a->backend_pids[0]) {
+                                a->backend_pids[1] = a->backend_pids[0];
+                                a->backend_pids[0] = own;
+                        }
                         connected(a, now);
                         return;
                 }

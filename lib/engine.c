@@ -358,6 +358,13 @@ static int finish_cycle(Engine *e, FindingEvents *events) {
                         tree_set_server_major(t, i, s->server_major);
                 if (snap)
                         join_activity(t, i, snap, NULL);
+                /* pgtreed's own backends are its own in every cycle, joined or not: a cycle whose
+                 * query did not answer must not make them ordinary targets */
+                for (size_t k = 0; s && s->conn && k < t->n_procs; k++) {
+                        PgProcess *p = &t->procs[k];
+                        if (p->cluster == (int) i && p->depth == 1 && activity_conn_is_own_backend(s->conn, p->rec.pid))
+                                p->own = true;
+                }
         }
         /* pg_stat_activity tells the state of joined sessions: their titles need not be read
          * again until they turn active */
@@ -429,6 +436,18 @@ static int finish_cycle(Engine *e, FindingEvents *events) {
         e->cycles++;
         e->cycle_seconds = (double) (now_monotonic_usec() - e->cycle_started) / 1e6;
         return 0;
+}
+
+bool engine_is_own_backend(const Engine *e, const PgTree *t, const PgProcess *p) {
+        if (p->own)
+                return true;
+        if (p->cluster < 0 || p->cluster >= (int) t->n_clusters)
+                return false;
+        const PgProcess *pm = &t->procs[t->clusters[p->cluster].postmaster];
+        for (size_t i = 0; i < e->n_slots; i++)
+                if (e->slots[i].pm_pid == pm->rec.pid && e->slots[i].pm_start_ticks == pm->rec.start_ticks)
+                        return activity_conn_is_own_backend(e->slots[i].conn, p->rec.pid);
+        return false;
 }
 
 int engine_run_cycle_blocking(Engine *e, bool force_full, FindingEvents *events) {

@@ -79,6 +79,9 @@ bool engine_waiting(Engine *e, uint64_t now_usec);
 uint64_t engine_remote_deadline(Engine *e);
 /* Joins, detects and updates the findings; events gets what opened, escalated or resolved. */
 int engine_finish_cycle(Engine *e, FindingEvents *events);
+/* Is p one of pgtreed's own backends (marked so, or serving one of its connections now or
+ * just before)? */
+bool engine_is_own_backend(const Engine *e, const PgTree *t, const PgProcess *p);
 /* begin + wait for every query (up to the timeouts) + finish: for --once. */
 int engine_run_cycle_blocking(Engine *e, bool force_full, FindingEvents *events);
 
