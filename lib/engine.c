@@ -9,9 +9,11 @@
 
 #include <libpq-fe.h>
 
+#include "container.h"
 #include "engine.h"
 #include "join.h"
 #include "macro.h"
+#include "proc-scan.h"
 #include "proc-stat.h"
 #include "sockdiag.h"
 
@@ -30,6 +32,8 @@ int engine_new(const Config *c, Engine **ret) {
 
 static void slot_free(ClusterSlot *s) {
         activity_conn_free(s->conn);
+        if (s->have_sockdir)
+                close(s->sockdir_fd);
         free(s->conninfo);
         *s = (ClusterSlot){};
 }
@@ -129,7 +133,29 @@ static int prepare_cluster(Engine *e, PgCluster *c, const PgProcess *pm, uint64_
                 port = cc->port;
         const char *conninfo = cc && cc->conninfo ? cc->conninfo : cfg->conninfo;
         const char *host = c->pmfile_valid && c->pmfile.socket_dir[0] ? c->pmfile.socket_dir : NULL;
-        char listen[256];
+        char listen[256], in_root[64];
+        if (host && c->container.root[0] && !configured) {
+                /* a container's socket: in its mount namespace, reached through its root (a path
+                 * that can be longer than sun_path's 108 bytes: an fd of the directory is not) */
+                if (!s->have_sockdir) {
+                        char path[PATH_MAX + 80];
+                        int fd = container_path(c->container.root, host, path, sizeof path) < 0
+                                         ? -ENAMETOOLONG
+                                         : open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+                        if (fd < 0) {
+                                int err = fd == -ENAMETOOLONG ? ENAMETOOLONG : errno;
+                                slot_drop_conn(s);
+                                snprintf(c->activity, sizeof c->activity,
+                                         "unavailable: the container's socket directory %s%.300s cannot be opened: %s",
+                                         c->container.root, host, strerror(err));
+                                return 0;
+                        }
+                        s->sockdir_fd = fd;
+                        s->have_sockdir = true;
+                }
+                snprintf(in_root, sizeof in_root, "/proc/self/fd/%d", s->sockdir_fd);
+                host = in_root;
+        }
         if (!configured && !host) {
                 /* no Unix socket: its TCP address, never the default socket (another cluster's) */
                 snprintf(listen, sizeof listen, "%.*s", (int) strcspn(c->pmfile.listen_addr, ", "), c->pmfile.listen_addr);
@@ -223,27 +249,24 @@ uint64_t engine_remote_deadline(Engine *e) {
         return remote_set_deadline(e->remote);
 }
 
-/* Is the process in a PID namespace of its own (a container)? Its pids there are not ours. */
-static bool in_other_pid_namespace(pid_t pid) {
-        char path[64], buf[4096];
-        snprintf(path, sizeof path, "/proc/%d/status", (int) pid);
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return false;
-        ssize_t k = read(fd, buf, sizeof buf - 1);
-        if (k <= 0)
-                return false;
-        buf[k] = 0;
-        const char *ns = strstr(buf, "\nNSpid:");
-        if (!ns)
-                return false;
-        ns += 8;
-        size_t l = strcspn(ns, "\n");
-        int fields = 0;
-        for (size_t i = 0; i < l; i++)
-                if ((i == 0 || ns[i - 1] == '\t' || ns[i - 1] == ' ') && ns[i] >= '0' && ns[i] <= '9')
-                        fields++;
-        return fields > 1;
+/* The host pid of the child of pm whose pid in pm's PID namespace is ns_pid, or 0. */
+static pid_t child_with_ns_pid(const PgProcess *pm, pid_t ns_pid) {
+        _cleanup_free_ pid_t *children = NULL;
+        size_t n = 0;
+        if (proc_read_children(NULL, pm->rec.pid, &children, &n) < 0)
+                return 0;
+        for (size_t i = 0; i < n; i++) {
+                char path[64], buf[2048];
+                snprintf(path, sizeof path, "/proc/%d/status", (int) children[i]);
+                _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+                ssize_t k = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+                if (k <= 0)
+                        continue;
+                buf[k] = 0;
+                if (proc_status_ns_pid(buf, children[i]) == ns_pid)
+                        return children[i];
+        }
+        return 0;
 }
 
 /* Once per connection: the backend serving pgtreed must be a child of this very postmaster, or
@@ -254,8 +277,22 @@ static void verify_server(ClusterSlot *s, const PgProcess *pm, const ActivitySna
                 return;
         s->verified_connects = connects;
         s->wrong_server[0] = 0;
-        if (in_other_pid_namespace(pm->rec.pid))
-                return; /* its backend pid is the container's: nothing to compare on the host */
+        /* Over a Unix socket the listening process is the proof: it must be this postmaster. */
+        pid_t peer = activity_conn_peer_pid(s->conn);
+        if (peer > 0 && peer != pm->rec.pid) {
+                snprintf(s->wrong_server, sizeof s->wrong_server,
+                         "the server reached is not this cluster (its socket is held by pid %d, not by postmaster %d)",
+                         (int) peer, (int) pm->rec.pid);
+                return;
+        }
+        if (pm->rec.ident.ns_pid > 0) {
+                /* a container's: its backend pid is one of its PID namespace */
+                if (peer == 0 && child_with_ns_pid(pm, snap->own_pid) == 0)
+                        snprintf(s->wrong_server, sizeof s->wrong_server,
+                                 "the server reached is not this cluster (no child of postmaster %d has pid %d in its "
+                                 "container)", (int) pm->rec.pid, (int) snap->own_pid);
+                return;
+        }
         ProcStat st;
         int r = proc_stat_read(NULL, snap->own_pid, &st);
         if (r < 0)

@@ -39,6 +39,8 @@ json_object *render_process_json(const PgTree *t, const PgProcess *p) {
         proc_client(p, client, sizeof client);
         pid_t leader = a && a->leader_pid > 0 && a->leader_pid != p->rec.pid ? a->leader_pid : ti->leader_pid;
         json_object_object_add(o, "pid", json_object_new_int(p->rec.pid));
+        if (p->rec.ident.ns_pid > 0) /* what pg_stat_activity and the container show */
+                json_object_object_add(o, "ns_pid", json_object_new_int(p->rec.ident.ns_pid));
         json_object_object_add(o, "ppid", json_object_new_int(p->rec.ppid));
         json_object_object_add(o, "backend_type", json_object_new_string(proc_backend_type(p)));
         json_object_object_add(o, "title", str_or_null(p->rec.title));
@@ -169,6 +171,11 @@ json_object *render_json(const PgTree *t, const Findings *f) {
                 json_object_object_add(o, "config_section", str_or_null(cl->config_name));
                 json_object_object_add(o, "enforce", json_object_new_boolean(cl->enforce));
                 json_object_object_add(o, "view", json_object_new_string(cl->remote ? "remote" : "host"));
+                json_object_object_add(o, "container", str_or_null(cl->container.name));
+                if (cl->container.name[0]) {
+                        json_object_object_add(o, "container_hostname", str_or_null(cl->container.hostname));
+                        json_object_object_add(o, "container_root", str_or_null(cl->container.root));
+                }
                 if (cl->remote)
                         render_remote_cluster_json(o, cl);
                 json_object_object_add(pmo, "pid", cl->remote ? NULL : json_object_new_int(pm->rec.pid));
@@ -461,6 +468,15 @@ void render_text(FILE *out, const PgTree *t, const Findings *f, const RenderOpti
                         fprintf(out, "  port %d", cl->pmfile.port);
                 if (cl->pmfile_valid && cl->pmfile.status[0])
                         fprintf(out, "  %s", cl->pmfile.status);
+                if (cl->container.name[0]) {
+                        fputs("  container ", out);
+                        put_safe(out, cl->container.name);
+                        if (cl->container.hostname[0] && strcmp(cl->container.hostname, cl->container.name) != 0) {
+                                fputs(" (", out);
+                                put_safe(out, cl->container.hostname);
+                                fputs(")", out);
+                        }
+                }
                 if (cl->remote) {
                         fputs("  " REMOTE_VIEW_LABEL "  server ", out);
                         put_safe(out, cl->remote_server);

@@ -500,6 +500,8 @@ static void data_dir_from_cmdline(const char *cmdline, char *buf, size_t size) {
 }
 
 void cluster_identify(const char *proc_root, PgCluster *c, const PgProcess *pm, double pm_start) {
+        /* a container's postmaster: its files are where its mount namespace has them */
+        container_probe(proc_root, pm->rec.pid, pm->rec.ident.ns_pid, &c->container);
         int r = proc_read_cwd(proc_root, pm->rec.pid, c->data_directory, sizeof c->data_directory);
         if (r < 0) {
                 c->data_directory[0] = 0;
@@ -509,14 +511,19 @@ void cluster_identify(const char *proc_root, PgCluster *c, const PgProcess *pm, 
         if (c->data_directory[0]) {
                 char path[PATH_MAX + 32], buf[4096];
                 size_t len;
-                snprintf(path, sizeof path, "%s/postmaster.pid", c->data_directory);
-                int k = read_small_file(path, buf, sizeof buf, &len);
+                int k = snprintf(path, sizeof path, "%s%s/postmaster.pid", c->container.root, c->data_directory);
+                if (k < 0 || (size_t) k >= sizeof path)
+                        k = -ENAMETOOLONG;
+                else
+                        k = read_small_file(path, buf, sizeof buf, &len);
                 if (k < 0)
                         snprintf(c->pmfile_why, sizeof c->pmfile_why, "postmaster.pid not readable: %s", strerror(-k));
                 else if (pmfile_parse(buf, len, &c->pmfile) < 0)
                         snprintf(c->pmfile_why, sizeof c->pmfile_why, "postmaster.pid is malformed (or still being written)");
                 else
-                        c->pmfile_valid = pmfile_matches(&c->pmfile, pm->rec.pid, pm_start, c->pmfile_why, sizeof c->pmfile_why);
+                        /* a container's postmaster.pid holds its pid in the container */
+                        c->pmfile_valid = pmfile_matches(&c->pmfile, pg_process_ns_pid(pm), pm_start, c->pmfile_why,
+                                                         sizeof c->pmfile_why);
         } else
                 snprintf(c->pmfile_why, sizeof c->pmfile_why, "data directory unknown (/proc/%d/cwd: %s)", (int) pm->rec.pid,
                          strerror(-r));
@@ -526,11 +533,15 @@ void cluster_identify(const char *proc_root, PgCluster *c, const PgProcess *pm, 
 }
 
 int pg_version_read(const char *data_directory) {
-        char path[PATH_MAX + 16], buf[32];
+        return pg_version_read_in(NULL, data_directory);
+}
+
+int pg_version_read_in(const char *root, const char *data_directory) {
+        char path[PATH_MAX + 80], buf[32];
         size_t len;
         if (!data_directory || data_directory[0] != '/')
                 return -EINVAL;
-        snprintf(path, sizeof path, "%s/PG_VERSION", data_directory);
+        snprintf(path, sizeof path, "%s%s/PG_VERSION", root ? root : "", data_directory);
         int r = read_small_file(path, buf, sizeof buf, &len);
         return r < 0 ? r : pg_version_parse(buf, len);
 }
@@ -547,7 +558,7 @@ static int set_versions(Scanner *s, PgTree *t) {
                         if (s->versions[k].pid == pm->rec.pid && s->versions[k].start_ticks == pm->rec.start_ticks)
                                 major = s->versions[k].major;
                 if (major < 0) {
-                        major = pg_version_read(t->clusters[i].data_directory);
+                        major = pg_version_read_in(t->clusters[i].container.root, t->clusters[i].data_directory);
                         if (major < 0)
                                 major = 0;
                 }
@@ -689,7 +700,9 @@ int scanner_refresh(Scanner *s, bool force_full, PgTree *ret, ScanStats *stats) 
                 char cwd[PATH_MAX];
                 if (pg_process_is_orphan(p) && proc_read_cwd(NULL, p->rec.pid, cwd, sizeof cwd) == 0) {
                         p->cwd = strdup(cwd);
-                        int major = pg_version_read(cwd); /* its data directory */
+                        char link[64];
+                        snprintf(link, sizeof link, "/proc/%d/cwd", (int) p->rec.pid);
+                        int major = pg_version_read(link); /* its data directory, wherever its root is */
                         p->server_major = major > 0 ? major : 0;
                 }
         }

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "container.h"
 #include "proc-record.h"
 #include "title.h"
 
@@ -73,6 +74,9 @@ typedef struct PgCluster {
         char remote_server[256];        /* "host:port" as configured */
         char parent_tag[128];           /* glob on application_name: sessions grouped by tag */
         int server_major;       /* from PG_VERSION in the data directory (or the server), 0 unknown */
+        /* A cluster in a container: its paths (data_directory, pmfile) are as its processes see
+         * them, read through container.root; its processes carry their namespace pids. */
+        ContainerInfo container;
 } PgCluster;
 
 typedef struct PgTree {
@@ -88,6 +92,11 @@ typedef struct PgTree {
         double boot_time;       /* seconds since the epoch at boot */
         unsigned long hz;       /* clock ticks per second */
 } PgTree;
+
+/* The pid pg_stat_activity shows for it: its pid in its container's PID namespace, else its pid. */
+static inline pid_t pg_process_ns_pid(const PgProcess *p) {
+        return p->rec.ident.ns_pid > 0 ? p->rec.ident.ns_pid : p->rec.pid;
+}
 
 /* Seconds since the epoch when the process started, or 0 if the tree has no clock. */
 double pg_process_start_time(const PgTree *t, const PgProcess *p);
