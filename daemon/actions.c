@@ -205,7 +205,10 @@ const char *manager_act(Manager *m, const Finding *f, Action action, const char 
         proc_client(p, client, sizeof client);
         Subject s = { .kind = f->kind, .user = proc_user(p), .database = proc_database(p),
                       .application_name = proc_application(p), .client = client, .backend_type = bt,
-                      .state = proc_state(p), .cluster = cluster_key(t, p) };
+                      .state = proc_state(p), .cluster = cluster_key(t, p),
+                      .container = p->cluster >= 0 && t->clusters[p->cluster].container.name[0]
+                                           ? t->clusters[p->cluster].container.name
+                                           : NULL };
         const char *prot;
         if (rules_protected(m->config, &s, &prot)) {
                 m->counters.n[action][RESULT_REFUSED]++;

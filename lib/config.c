@@ -845,6 +845,8 @@ static void rule_key(Parser *p, const char *key, const char *v) {
                 filter = &r->application_name;
         else if (!strcmp(base, "cluster"))
                 filter = &r->cluster;
+        else if (!strcmp(base, "container"))
+                filter = &r->container;
         else if (!strcmp(base, "backend_type")) {
                 filter = &r->backend_type;
                 vocab = backend_type_vocabulary();
@@ -1025,6 +1027,7 @@ Config *config_free(Config *c) {
                 filter_free(&r->backend_type);
                 filter_free(&r->state);
                 filter_free(&r->cluster);
+                filter_free(&r->container);
                 free(r->client.items);
                 free(r->exclude_client.items);
         }

@@ -44,7 +44,7 @@ typedef struct Rule {
         unsigned line;
         unsigned kinds;         /* bit per FindingKind */
         uint64_t after_usec;    /* 0: not given */
-        Filter user, database, application_name, backend_type, state, cluster;
+        Filter user, database, application_name, backend_type, state, cluster, container;
         ClientList client, exclude_client;
         Action action;
         char *alert_command;

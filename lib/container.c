@@ -40,17 +40,23 @@ static bool name_chars(const char *s, size_t n) {
         return n > 0;
 }
 
-static bool component_name(const char *c, size_t l, const char *prev, size_t prev_l, char *buf, size_t size) {
+static bool component_name(const char *c, size_t l, const char *prev, size_t prev_l, bool in_kubepods, char *buf,
+                           size_t size) {
         if (id_after(c, l, "docker-", "docker", buf, size) || id_after(c, l, "libpod-", "podman", buf, size) ||
             id_after(c, l, "crio-", "cri-o", buf, size) || id_after(c, l, "cri-containerd-", "containerd", buf, size))
                 return true;
         /* cgroup v1 and cgroupfs drivers: /docker/ID, /libpod_parent/libpod-ID */
         if (prev && prev_l == 6 && strncmp(prev, "docker", 6) == 0 && id_after(c, l, "", "docker", buf, size))
                 return true;
-        /* Kubernetes: kubepods-besteffort-pod<UID>.slice or /kubepods/besteffort/pod<UID> */
-        const char *pod = l > 3 ? memmem(c, l, "pod", 3) : NULL;
-        if (pod && strncmp(c, "kubepods", 8) == 0 && pod + 3 < c + l) {
-                const char *u = pod + 3;
+        /* Kubernetes: kubepods-besteffort-pod<UID>.slice (systemd driver) or /kubepods/…/pod<UID> */
+        const char *u = NULL;
+        if (l > 8 && strncmp(c, "kubepods", 8) == 0)
+                for (const char *q = c; q + 4 <= c + l; q++)
+                        if (strncmp(q, "-pod", 4) == 0)
+                                u = q + 4;
+        if (!u && l > 3 && strncmp(c, "pod", 3) == 0 && in_kubepods)
+                u = c + 3;
+        if (u) {
                 size_t ul = (size_t) (c + l - u);
                 if (ul > 6 && strncmp(u + ul - 6, ".slice", 6) == 0)
                         ul -= 6;
@@ -88,6 +94,7 @@ bool container_name_from_cgroup(const char *text, char *buf, size_t size) {
                 const char *c2 = c1 ? memchr(c1 + 1, ':', (size_t) (line + ll - c1 - 1)) : NULL;
                 if (c2) {
                         const char *p = c2 + 1, *end = line + ll, *prev = NULL;
+                        bool in_kubepods = false;
                         size_t prev_l = 0;
                         while (p < end) {
                                 while (p < end && *p == '/')
@@ -95,7 +102,9 @@ bool container_name_from_cgroup(const char *text, char *buf, size_t size) {
                                 const char *e = p;
                                 while (e < end && *e != '/')
                                         e++;
-                                if (e > p && component_name(p, (size_t) (e - p), prev, prev_l, buf, size))
+                                                if (e - p >= 8 && strncmp(p, "kubepods", 8) == 0)
+                                        in_kubepods = true;
+                                if (e > p && component_name(p, (size_t) (e - p), prev, prev_l, in_kubepods, buf, size))
                                         return true;
                                 prev = p;
                                 prev_l = (size_t) (e - p);

@@ -77,8 +77,10 @@ static Finding *add_for_process(Findings *out, const PgTree *t, size_t i, Findin
         x->pid = p->rec.pid;
         x->start_ticks = p->rec.start_ticks;
         x->proc = (int) i;
-        if (p->cluster >= 0)
+        if (p->cluster >= 0) {
                 COPY(x->cluster, t->clusters[p->cluster].name);
+                COPY(x->container, t->clusters[p->cluster].container.name);
+        }
         else
                 COPY(x->cluster, p->cwd);
         COPY(x->user, proc_user(p));
@@ -205,6 +207,7 @@ static int detect_stale_rows(const PgTree *t, size_t ci, Findings *out) {
                 x->pid = r->pid;
                 x->start_ticks = (uint64_t) (r->backend_start * 100.0);
                 COPY(x->cluster, c->name);
+                COPY(x->container, c->container.name);
                 COPY(x->user, r->usename);
                 COPY(x->database, r->datname);
                 COPY(x->application_name, r->application_name);

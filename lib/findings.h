@@ -42,6 +42,7 @@ typedef struct Finding {
                                  * backend_start in centiseconds) */
         int proc;               /* index in the tree it was found in, −1 if none */
         char cluster[PATH_MAX]; /* cluster name, or the orphan's data directory */
+        char container[256];    /* the cluster's container (ContainerInfo.name), "" if none */
         /* who it is about, for rules and logs ("" unknown) */
         char user[128];
         char database[128];

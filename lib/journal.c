@@ -69,6 +69,8 @@ void log_add_finding(LogEntry *e, const Finding *f) {
         log_add(e, "PGTREE_START_TICKS", "%llu", (unsigned long long) f->start_ticks);
         if (f->cluster[0])
                 log_add(e, "PGTREE_CLUSTER", "%s", f->cluster);
+        if (f->container[0])
+                log_add(e, "PGTREE_CONTAINER", "%s", f->container);
         if (f->user[0])
                 log_add(e, "PGTREE_USER", "%s", f->user);
         if (f->database[0])

@@ -70,6 +70,7 @@ static int decide(Tracked *t, const Config *c, double now, FindingEvents *events
                 .backend_type = f->backend_type[0] ? f->backend_type : NULL,
                 .state = f->state[0] ? f->state : NULL,
                 .cluster = f->cluster[0] ? f->cluster : NULL,
+                .container = f->container[0] ? f->container : NULL,
         };
         const Rule *r = rules_decide(c, &s);
         if (!r && !is_orphan_kind(f->kind))

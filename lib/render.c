@@ -129,6 +129,8 @@ json_object *render_finding_json(const Finding *x) {
         json_object_object_add(o, "kind", json_object_new_string(finding_kind_to_string(x->kind)));
         json_object_object_add(o, "pid", json_object_new_int(x->pid));
         json_object_object_add(o, "cluster", str_or_null(x->cluster));
+        if (x->container[0])
+                json_object_object_add(o, "container", json_object_new_string(x->container));
         json_object_object_add(o, "rule", str_or_null(x->rule));
         json_object_object_add(o, "duration_s", json_object_new_int64((int64_t) x->duration_s));
         json_object_object_add(o, "action", json_object_new_string(action_to_string(x->action)));

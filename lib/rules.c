@@ -46,7 +46,7 @@ bool rule_matches(const Rule *r, const Subject *s) {
         if (!filter_matches(&r->user, s->user) || !filter_matches(&r->database, s->database) ||
             !filter_matches(&r->application_name, s->application_name) ||
             !filter_matches(&r->backend_type, s->backend_type) || !filter_matches(&r->state, s->state) ||
-            !filter_matches(&r->cluster, s->cluster))
+            !filter_matches(&r->cluster, s->cluster) || !filter_matches(&r->container, s->container))
                 return false;
         if (r->client.n > 0 && !any_client(&r->client, s->client))
                 return false;

@@ -17,6 +17,7 @@ typedef struct Subject {
         const char *backend_type;
         const char *state;
         const char *cluster;
+        const char *container;          /* NULL: not in a container */
 } Subject;
 
 /* The rule that decides for this subject, or NULL: among the rules that cover its kind, match

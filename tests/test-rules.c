@@ -37,6 +37,18 @@ static void test_threshold_and_globs(void **state) {
         config_free(c);
 }
 
+static void test_container_filter(void **state) {
+        Config *c = parse_config("[rule r]\nkind = long_query\nafter = 1m\ncontainer = docker:*\naction = terminate\n"
+                                 "[rule h]\nkind = long_query\nafter = 1m\nexclude_container = *\naction = cancel\n");
+        Subject s = session(FINDING_LONG_QUERY, MIN(2));
+        assert_string_equal(rules_decide(c, &s)->name, "h"); /* on the host: not in any container */
+        s.container = "docker:0123456789ab";
+        assert_string_equal(rules_decide(c, &s)->name, "r");
+        s.container = "pod:7f0c";
+        assert_null(rules_decide(c, &s));
+        config_free(c);
+}
+
 static void test_include_exclude(void **state) {
         Config *c = parse_config("[rule r]\nkind = long_runners\nafter = 1m\nuser = report_*, etl\nexclude_user = report_admin\n"
                           "database = sh?p\nexclude_application_name = psql*\n");
@@ -154,6 +166,7 @@ int main(void) {
                 cmocka_unit_test(test_groups_by_application_name),
                 cmocka_unit_test(test_protected_wins),
                 cmocka_unit_test(test_builtin_rules),
+                cmocka_unit_test(test_container_filter),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
