@@ -157,6 +157,23 @@ const char *manager_act(Manager *m, const Finding *f, Action action, const char 
                 RESULT("refused", MSGID_ACTION_REFUSED, LOG_WARNING, "only cancel (SIGINT) and terminate (SIGTERM) are carried out");
         }
         int idx = tree_find_finding(t, f); /* pids of managed servers repeat */
+        char target_note[96] = "";
+        if (f->kind == FINDING_FOREIGN_PROCESS) {
+                /* cancel/terminate act on the PostgreSQL process it descends from (the session that
+                 * runs it), with every check below; the foreign process itself is never signalled */
+                idx = -1;
+                for (size_t i = 0; i < t->n_procs && idx < 0 && f->via_pid > 0; i++)
+                        if (t->procs[i].rec.pid == f->via_pid && t->procs[i].rec.start_ticks == f->via_start_ticks &&
+                            t->procs[i].cluster >= 0)
+                                idx = (int) i;
+                if (idx < 0)
+                        RESULT("gone", MSGID_ACTION_REFUSED, LOG_INFO,
+                               "the PostgreSQL process foreign process %d descends from is gone (pgtree does not signal "
+                               "the foreign process itself)",
+                               (int) f->pid);
+                snprintf(target_note, sizeof target_note, " (the backend that runs foreign process %d)", (int) f->pid);
+                log_add(&e, "PGTREE_TARGET_PID", "%d", (int) t->procs[idx].rec.pid);
+        }
         if (idx < 0 || f->kind == FINDING_STALE_ACTIVITY) {
                 if (f->kind == FINDING_STALE_ACTIVITY) {
                         m->counters.n[action][RESULT_REFUSED]++;
@@ -165,7 +182,6 @@ const char *manager_act(Manager *m, const Finding *f, Action action, const char 
                 RESULT("gone", MSGID_ACTION_REFUSED, LOG_INFO, "the process is gone already");
         }
         const PgProcess *p = &t->procs[idx];
-        char target_note[96] = "";
         if (p->title.backend_type == BACKEND_PARALLEL_WORKER) {
                 if (p->leader < 0) {
                         m->counters.n[action][RESULT_REFUSED]++;

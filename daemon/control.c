@@ -270,6 +270,8 @@ static void redact_tree(json_object *o) {
                 }
         if (json_object_object_get_ex(o, "orphans", &v))
                 redact_array(v);
+        if (json_object_object_get_ex(o, "findings", &v))
+                redact_array(v);
 }
 
 /* ---- methods ---- */
@@ -496,8 +498,10 @@ static void method_findings(Client *c, bool orphans) {
         json_object *o = json_object_new_object(), *fa = json_object_new_array();
         for (size_t k = 0; k < m->engine->open.n; k++) {
                 const Finding *f = &m->engine->open.items[k];
-                if ((f->kind <= FINDING_CLIENT_GONE) == orphans) {
+                if (finding_kind_always_open(f->kind) == orphans) {
                         json_object *fo = render_finding_json(f);
+                        if (!sees_query_text(c)) /* a foreign process's backend query */
+                                redact_process(fo);
                         /* what the session runs, where the operator looks (the policy applies) */
                         int i = tree_find(t, f->pid);
                         const PgProcess *q = i >= 0 ? &t->procs[i] : NULL;

@@ -14,6 +14,7 @@
 #include "join.h"
 #include "macro.h"
 #include "proc-scan.h"
+#include "rules.h"
 #include "proc-stat.h"
 #include "sockdiag.h"
 
@@ -200,6 +201,9 @@ int engine_begin_cycle(Engine *e, bool force_full) {
         if (r < 0)
                 return r;
         e->have_tree = true;
+        for (size_t i = 0; i < e->tree.n_foreign; i++)
+                e->tree.foreign[i].allowed = config_foreign_allowed(e->config, e->tree.foreign[i].rec.title,
+                                                                    e->tree.foreign[i].exe);
         for (size_t i = 0; i < e->n_slots; i++)
                 e->slots[i].seen = false;
         uint64_t now = now_monotonic_usec();

@@ -89,6 +89,17 @@ void log_add_finding(LogEntry *e, const Finding *f) {
         if (f->rule[0])
                 log_add(e, "PGTREE_RULE", "%s", f->rule);
         log_add(e, "PGTREE_ACTION", "%s", action_to_string(f->action));
+        if (f->kind == FINDING_FOREIGN_PROCESS) {
+                log_add(e, "PGTREE_COMMAND", "%s", f->command);
+                if (f->exe[0])
+                        log_add(e, "PGTREE_EXE", "%s", f->exe);
+                if (f->uid >= 0)
+                        log_add(e, "PGTREE_UID", "%lld", f->uid);
+                if (f->via_pid > 0)
+                        log_add(e, "PGTREE_VIA_PID", "%d", (int) f->via_pid);
+                if (f->query[0]) /* the journal is root's and the adm group's */
+                        log_add(e, "PGTREE_QUERY", "%s", f->query);
+        }
 }
 
 static void emit(LogEntry *e, int priority, const char *message) {

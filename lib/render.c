@@ -146,6 +146,17 @@ json_object *render_finding_json(const Finding *x) {
         json_object_object_add(o, "since", iso_time(x->since));
         json_object_object_add(o, "first_seen", iso_time(x->first_seen));
         json_object_object_add(o, "detail", str_or_null(x->detail));
+        if (x->kind == FINDING_FOREIGN_PROCESS) {
+                json_object_object_add(o, "command", json_object_new_string(x->command));
+                json_object_object_add(o, "exe", str_or_null(x->exe));
+                json_object_object_add(o, "uid", x->uid >= 0 ? json_object_new_int64(x->uid) : NULL);
+                json_object_object_add(o, "cpu_percent", round1(x->cpu_percent));
+                json_object_object_add(o, "started", iso_time(x->since));
+                json_object_object_add(o, "detached", json_object_new_boolean(x->detached));
+                json_object_object_add(o, "backend_pid", x->via_pid > 0 ? json_object_new_int(x->via_pid) : NULL);
+                /* the backend's query (the socket hides it from readers unless allowed) */
+                json_object_object_add(o, "query", str_or_null(x->query));
+        }
         return o;
 }
 
@@ -220,6 +231,29 @@ json_object *render_json(const PgTree *t, const Findings *f) {
                 json_object_array_add(fakes, o);
         }
         json_object_object_add(root, "not_postgresql", fakes);
+
+        /* below the clusters' processes, not PostgreSQL (expected and allowed ones included) */
+        json_object *foreign = json_object_new_array();
+        for (size_t i = 0; i < t->n_foreign; i++) {
+                const PgForeign *g = &t->foreign[i];
+                json_object *o = json_object_new_object();
+                json_object_object_add(o, "pid", json_object_new_int(g->rec.pid));
+                json_object_object_add(o, "ppid", json_object_new_int(g->rec.ppid));
+                if (g->rec.ident.ns_pid > 0)
+                        json_object_object_add(o, "ns_pid", json_object_new_int(g->rec.ident.ns_pid));
+                json_object_object_add(o, "cluster", json_object_new_string(t->clusters[g->cluster].name));
+                json_object_object_add(o, "command", str_or_null(g->rec.title));
+                json_object_object_add(o, "exe", str_or_null(g->exe));
+                json_object_object_add(o, "uid", json_object_new_int64(g->rec.ident.ids_valid ? g->rec.ident.euid : g->rec.uid));
+                json_object_object_add(o, "backend_pid", g->via_pid > 0 ? json_object_new_int(g->via_pid) : NULL);
+                json_object_object_add(o, "depth", json_object_new_int(g->depth));
+                json_object_object_add(o, "detached", json_object_new_boolean(g->detached));
+                json_object_object_add(o, "expected", json_object_new_boolean(g->expected));
+                json_object_object_add(o, "allowed", json_object_new_boolean(g->allowed));
+                json_object_object_add(o, "found", json_object_new_string(g->why));
+                json_object_array_add(foreign, o);
+        }
+        json_object_object_add(root, "foreign_processes", foreign);
 
         json_object *fa = json_object_new_array();
         for (size_t i = 0; f && i < f->n; i++)
@@ -583,6 +617,10 @@ void render_text(FILE *out, const PgTree *t, const Findings *f, const RenderOpti
                                 fputc(']', out);
                         }
                         put_field(out, x->detail);
+                        if (x->kind == FINDING_FOREIGN_PROCESS) {
+                                fprintf(out, "  FOREIGN uid %lld: ", x->uid);
+                                put_safe(out, x->command);
+                        }
                         if (x->xmin_age >= 0 && (x->kind == FINDING_IDLE_IN_TRANSACTION || x->kind == FINDING_LONG_TRANSACTION))
                                 fprintf(out, "  holds xmin back %lld transactions", x->xmin_age);
                         fputs("  → ", out);

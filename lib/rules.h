@@ -18,6 +18,7 @@ typedef struct Subject {
         const char *state;
         const char *cluster;
         const char *container;          /* NULL: not in a container */
+        const char *command;            /* foreign_process: its command line */
 } Subject;
 
 /* The rule that decides for this subject, or NULL: among the rules that cover its kind, match
@@ -32,6 +33,10 @@ bool rules_protected(const Config *c, const Subject *s, const char **why);
 
 /* Does one rule match (filters and threshold)? */
 bool rule_matches(const Rule *r, const Subject *s);
+
+/* Does [daemon] allow_foreign allow this process below a backend (a glob on its command line or
+ * its executable)? An allowed process is no foreign_process finding. */
+bool config_foreign_allowed(const Config *c, const char *command, const char *exe);
 
 /* The rules used when the file has no [rule] at all: log every orphan kind, and long runners
  * at 5 min (query, idle in transaction), 30 min (transaction) and 1 min (lock wait). */
