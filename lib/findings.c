@@ -237,6 +237,7 @@ static int detect_foreign(const PgTree *t, const PgForeign *g, Findings *out) {
         COPY(x->command, g->rec.title);
         COPY(x->exe, g->exe);
         x->uid = g->rec.ident.ids_valid ? (long long) g->rec.ident.euid : (long long) g->rec.uid;
+        x->ppid = g->rec.ppid;
         x->via_pid = g->via_pid;
         x->via_start_ticks = g->via_start_ticks;
         x->detached = g->detached;

@@ -71,6 +71,7 @@ typedef struct Finding {
         char exe[256];          /* its executable, "" unknown */
         long long uid;          /* its effective uid, −1 unknown */
         double cpu_percent;
+        pid_t ppid;             /* its parent when found (checked again before it is signalled) */
         pid_t via_pid;          /* 0 unknown */
         uint64_t via_start_ticks;
         bool detached;          /* it left the backend's tree (daemonized) */
