@@ -158,7 +158,7 @@ static ssize_t read_file(const char *path, char *buf, size_t size) {
 void container_probe(const char *proc_root, pid_t pid, pid_t ns_pid, ContainerInfo *ret) {
         const char *proc = proc_root ? proc_root : "/proc";
         char path[PATH_MAX];
-        *ret = (ContainerInfo){};
+        *ret = (ContainerInfo){ .probed = true };
 
         snprintf(path, sizeof path, "%s/%d/ns/pid", proc, (int) pid);
         uint64_t pid_ns = ns_inode(path);

@@ -8,6 +8,7 @@
 
 /* Where a process lives, seen from pgtreed's namespaces (a container's postmaster). */
 typedef struct ContainerInfo {
+        bool probed;            /* filled by container_probe (a postmaster's stays: probe it once) */
         bool own_pid_ns;        /* in another PID namespace than pgtreed's */
         bool own_mnt_ns;        /* in another mount namespace: its paths are read through root */
         uint64_t pid_ns;        /* inode of its PID namespace, 0 unknown */

@@ -67,6 +67,7 @@ typedef struct KnownVersion {
         pid_t pid;
         uint64_t start_ticks;
         int major;              /* 0: unreadable */
+        ContainerInfo container;        /* where it runs (probed once) */
 } KnownVersion;
 
 /* A foreign process of the last refresh: found again even once it left the tree (daemonized). */
@@ -516,8 +517,10 @@ static void data_dir_from_cmdline(const char *cmdline, char *buf, size_t size) {
 }
 
 void cluster_identify(const char *proc_root, PgCluster *c, const PgProcess *pm, double pm_start) {
-        /* a container's postmaster: its files are where its mount namespace has them */
-        container_probe(proc_root, pm->rec.pid, pm->rec.ident.ns_pid, &c->container);
+        /* a container's postmaster: its files are where its mount namespace has them (known
+         * already when the caller kept what it probed for this postmaster) */
+        if (!c->container.probed)
+                container_probe(proc_root, pm->rec.pid, pm->rec.ident.ns_pid, &c->container);
         int r = proc_read_cwd(proc_root, pm->rec.pid, c->data_directory, sizeof c->data_directory);
         if (r < 0) {
                 c->data_directory[0] = 0;
@@ -578,7 +581,8 @@ static int set_versions(Scanner *s, PgTree *t) {
                         if (major < 0)
                                 major = 0;
                 }
-                next[i] = (KnownVersion){ .pid = pm->rec.pid, .start_ticks = pm->rec.start_ticks, .major = major };
+                next[i] = (KnownVersion){ .pid = pm->rec.pid, .start_ticks = pm->rec.start_ticks, .major = major,
+                                          .container = t->clusters[i].container };
                 tree_set_server_major(t, i, major);
         }
         free(s->versions);
@@ -892,10 +896,20 @@ static int foreign_remember(Scanner *s, const PgTree *t) {
         return 0;
 }
 
+/* Did pg_stat_activity show this process not running a query (an idle session, an auxiliary
+ * process) at the last cycle? Only a process that runs something forks a program: the children of
+ * the others are not read (what an idle session started earlier was found then, or by the next
+ * full scan, and is followed since). */
+static bool known_idle(const Scanner *s, const ProcRecord *r) {
+        Cached key = { .pid = r->pid };
+        const Cached *c = s->n_cache ? bsearch(&key, s->cache, s->n_cache, sizeof key, cmp_known_cached) : NULL;
+        return c && c->start_ticks == r->start_ticks && c->title_stable;
+}
+
 /* Fills t->foreign. A full scan has every process (all): ancestry decides, and the data
- * directories are looked at. A refresh reads the children of the processes it read this time (the
- * idle sessions it skips are read every SLOW_EVERY refreshes): a cost of one small file per
- * session read, not per process of the host. */
+ * directories are looked at. A refresh reads the children of the processes that run something
+ * (active sessions, processes pg_stat_activity does not cover) and follows the foreign processes
+ * already known: a cost of one small file per active session, not per process of the host. */
 static int collect_foreign(Scanner *s, PgTree *t, const ProcRecord *all, size_t n_all, bool full) {
         ForeignScan fs = { .s = s, .t = t };
         _cleanup_free_ TreePid *members = calloc(t->n_procs ? t->n_procs : 1, sizeof *members);
@@ -921,7 +935,8 @@ static int collect_foreign(Scanner *s, PgTree *t, const ProcRecord *all, size_t 
                 r = foreign_from_records(&fs, all, n_all);
         for (size_t i = 0; r >= 0 && !full && i < t->n_procs; i++) {
                 const PgProcess *p = &t->procs[i];
-                if (p->cluster >= 0 && p->depth >= 1 && !p->rec.from_cache && !t->clusters[p->cluster].remote)
+                if (p->cluster >= 0 && p->depth >= 1 && !p->rec.from_cache && !t->clusters[p->cluster].remote &&
+                    !known_idle(s, &p->rec))
                         r = foreign_descend(&fs, p->rec.pid, p->identity == PG_IDENTITY_FOREIGN
                                                                      ? (int) t->clusters[p->cluster].postmaster
                                                                      : (int) i,
@@ -983,9 +998,13 @@ int scanner_refresh(Scanner *s, bool force_full, PgTree *ret, ScanStats *stats) 
         t.boot_time = real - uptime;
         t.hz = s->hz;
 
-        for (size_t i = 0; i < t.n_clusters; i++)
-                cluster_identify(NULL, &t.clusters[i], &t.procs[t.clusters[i].postmaster],
-                                 pg_process_start_time(&t, &t.procs[t.clusters[i].postmaster]));
+        for (size_t i = 0; i < t.n_clusters; i++) {
+                const PgProcess *pm = &t.procs[t.clusters[i].postmaster];
+                for (size_t k = 0; k < s->n_versions; k++)
+                        if (s->versions[k].pid == pm->rec.pid && s->versions[k].start_ticks == pm->rec.start_ticks)
+                                t.clusters[i].container = s->versions[k].container;
+                cluster_identify(NULL, &t.clusters[i], pm, pg_process_start_time(&t, pm));
+        }
         tree_unique_names(&t);
         for (size_t i = 0; i < t.n_procs; i++) {
                 PgProcess *p = &t.procs[i];
