@@ -281,17 +281,16 @@ static void verify_server(ClusterSlot *s, const PgProcess *pm, const ActivitySna
                 return;
         s->verified_connects = connects;
         s->wrong_server[0] = 0;
-        /* Over a Unix socket the listening process is the proof: it must be this postmaster. */
-        pid_t peer = activity_conn_peer_pid(s->conn);
-        if (peer > 0 && peer != pm->rec.pid) {
-                snprintf(s->wrong_server, sizeof s->wrong_server,
-                         "the server reached is not this cluster (its socket is held by pid %d, not by postmaster %d)",
-                         (int) peer, (int) pm->rec.pid);
-                return;
-        }
         if (pm->rec.ident.ns_pid > 0) {
-                /* a container's: its backend pid is one of its PID namespace */
-                if (peer == 0 && child_with_ns_pid(pm, snap->own_pid) == 0)
+                /* A container's: its backend pid is one of its PID namespace (another container's
+                 * server can hand out the same one). Over a Unix socket the listening process is
+                 * the proof: it must be this postmaster. */
+                pid_t peer = activity_conn_peer_pid(s->conn);
+                if (peer > 0 && peer != pm->rec.pid)
+                        snprintf(s->wrong_server, sizeof s->wrong_server,
+                                 "the server reached is not this cluster (its socket is held by pid %d, not by postmaster %d)",
+                                 (int) peer, (int) pm->rec.pid);
+                else if (peer == 0 && child_with_ns_pid(pm, snap->own_pid) == 0)
                         snprintf(s->wrong_server, sizeof s->wrong_server,
                                  "the server reached is not this cluster (no child of postmaster %d has pid %d in its "
                                  "container)", (int) pm->rec.pid, (int) snap->own_pid);

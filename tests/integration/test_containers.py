@@ -123,3 +123,18 @@ action = terminate
     assert "b" not in results and pid_alive(hb)
     assert pid_alive(a.pm_pid) and pid_alive(b.pm_pid)
     assert f"sent SIGTERM to pid {hb}" not in d.log()
+
+
+def test_other_containers_server_refused(scene, pgtreed):
+    """A [cluster] conninfo that reaches container b's server for container a's cluster: the
+    backend pids of both containers are alike, but b's postmaster holds the socket: refused."""
+    host, a, b = scene
+    from test_identity import once
+    conf = (f"[cluster a]\ndata_directory = {a.data}\n"
+            f"conninfo = host={b.host_socket_dir} port={b.port} dbname=postgres user=pgtree\n")
+    data = once(pgtreed, conf)
+    ca = cluster_of(data, a.pm_pid)
+    assert ca["activity"].startswith("unavailable: the server reached is not this cluster "
+                                     f"(its socket is held by pid {b.pm_pid}, not by postmaster {a.pm_pid})"), ca
+    assert all(p["activity_joined"] is False for p in ca["processes"])
+    assert cluster_of(data, b.pm_pid)["activity"] == "ok"
