@@ -55,7 +55,7 @@ static void help(void) {
                "  top [--flat] [--sort cpu|duration|memory|pid] [--filter EXPR] [--no-idle]\n"
                "                               the live view, one refresh per scan cycle (keys: ? inside)\n"
                "  show PID                     everything known about one process\n"
-               "  orphans                      PostgreSQL processes with no live postmaster, and orphan findings\n"
+               "  orphans                      PostgreSQL processes with no live postmaster, orphan and foreign_process findings\n"
                "  long                         long runners (queries, idle in transaction, transactions, lock waits)\n"
                "  events [--since WHEN] [--follow] [-n N] [--directory DIR | --file FILE...] [--host NAME]\n"
                "                               pgtreed's journal entries (WHEN: '2026-11-21 10:00:00' or '1h' ago);\n"
@@ -445,6 +445,13 @@ static void print_findings(json_object *fa) {
                 if (get_str(f, "detail")) {
                         printf("  ");
                         safe(stdout, get_str(f, "detail"));
+                }
+                if (get_str(f, "command")) { /* foreign_process: not PostgreSQL, below its backend */
+                        printf("  FOREIGN uid %s: ", get_str(f, "uid") ?: "?");
+                        safe(stdout, get_str(f, "command"));
+                        if (get_str(f, "backend_pid"))
+                                printf("  (backend %s%s)", get_str(f, "backend_pid"),
+                                       json_object_get_boolean(json_object_object_get(f, "detached")) ? ", detached" : "");
                 }
                 if (get_str(f, "backend_xmin_age"))
                         printf("  xmin age %s", get_str(f, "backend_xmin_age"));

@@ -1,6 +1,7 @@
 """Clusters in containers (issue 13, part 1): PostgreSQL 15 servers started in their own PID,
 mount, IPC and UTS namespaces (nsharness), next to an ordinary cluster on the host."""
 import os
+import signal
 import threading
 
 import pytest
@@ -138,3 +139,42 @@ def test_other_containers_server_refused(scene, pgtreed):
                                      f"(its socket is held by pid {b.pm_pid}, not by postmaster {a.pm_pid})"), ca
     assert all(p["activity_joined"] is False for p in ca["processes"])
     assert cluster_of(data, b.pm_pid)["activity"] == "ok"
+
+
+def test_foreign_process_in_container(scene, pgtreed):
+    host, a, b = scene
+    a.sql("CREATE TABLE IF NOT EXISTS fp (x text)")
+    conn, ns_backend = session(a, "copy-in-a")
+    cur = conn.cursor()
+
+    def run():
+        try:
+            cur.execute("COPY fp FROM PROGRAM 'sleep 61'")
+        except Exception:
+            pass
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    try:
+        hb = wait_for(lambda: a.host_pid_of(ns_backend), 20, what="the backend's host pid")
+        sleeper = wait_for(lambda: next((p for p in descendants_of(hb) if open(f"/proc/{p}/cmdline").read() == "sleep\x0061\x00"),
+                                        None), 20, what="the COPY's program")
+        data = once_json(pgtreed)
+        f = [x for x in data["findings"] if x["kind"] == "foreign_process" and x["pid"] == sleeper]
+        assert len(f) == 1, data["findings"]
+        f = f[0]
+        assert f["container"] == a.hostname and f["backend_pid"] == hb and f["application_name"] == "copy-in-a"
+        assert f["query"] == "COPY fp FROM PROGRAM 'sleep 61'"
+        fp = next(x for x in data["foreign_processes"] if x["pid"] == sleeper)
+        assert fp["ns_pid"] == ns_pids(sleeper)[-1] != sleeper
+    finally:
+        a.sql("SELECT pg_cancel_backend(%s)", (ns_backend,))
+        conn.close()
+
+
+def descendants_of(pid):
+    out, todo = [], [pid]
+    while todo:
+        kids = children(todo.pop())
+        out += kids
+        todo += kids
+    return out

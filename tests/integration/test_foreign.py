@@ -141,3 +141,17 @@ action = terminate
     assert pid_alive(cluster.pm_pid)
     assert f"to pid {cluster.pm_pid}" not in d.log()
     assert f"sent SIGTERM to pid {sleeper}" not in d.log()
+
+
+def test_orphans_command_lists_it(cluster, copy_table, daemon_factory):
+    d = daemon_factory("[daemon]\ninterval = 300ms\n").start()
+    pid, sleeper, marker = start_copy(cluster, 60, "copy-listed")
+    try:
+        out = wait_for(lambda: (lambda o: o if f"pid {sleeper}" in o or f"{sleeper} " in o else None)(
+            d.client("orphans").stdout), 30, what="the foreign process in pgtree orphans")
+        line = next(l for l in out.splitlines() if "foreign_process" in l and str(sleeper) in l)
+        assert f"FOREIGN uid {os.stat(cluster.data).st_uid}: sleep {marker}" in line and f"(backend {pid})" in line, out
+        # root is an admin: the backend's query is shown on the next line
+        assert f"COPY fp_t FROM PROGRAM 'sleep {marker}'" in out.split(line, 1)[1].lstrip("\n").splitlines()[0], out
+    finally:
+        end_session(cluster, pid)
