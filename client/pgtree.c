@@ -682,6 +682,13 @@ static void print_findings(json_object *fa) {
                         printf("  ");
                         safe(stdout, get_str(f, "detail"));
                 }
+                if (get_str(f, "command")) { /* foreign_process: not PostgreSQL, below its backend */
+                        printf("  FOREIGN uid %s: ", get_str(f, "uid") ?: "?");
+                        safe(stdout, get_str(f, "command"));
+                        if (get_str(f, "backend_pid"))
+                                printf("  (backend %s%s)", get_str(f, "backend_pid"),
+                                       json_object_get_boolean(json_object_object_get(f, "detached")) ? ", detached" : "");
+                }
                 if (get_str(f, "backend_xmin_age"))
                         printf("  xmin age %s", get_str(f, "backend_xmin_age"));
                 int used = printf("  → %s%s%s%s", get_str(f, "rule") ? "rule " : "", get_str(f, "rule") ?: "",

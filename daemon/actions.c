@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* cancel (SIGINT) and terminate (SIGTERM), with every check; never anything else. */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,6 +143,47 @@ static void test_act_gate(pid_t pid) {
                 return word;                                                 \
         } while (0)
 
+/* SIGTERM (never anything else) to a foreign process, once its backend was terminated: only the
+ * very process that was scanned (pid, start time and parent, through a pidfd), running as the
+ * backend's uid (never another user's program), and not PostgreSQL itself. */
+static void terminate_foreign(const Finding *f, const PgProcess *backend, char *note, size_t size) {
+        if (f->uid < 0 || !backend->rec.ident.ids_valid || (uid_t) f->uid != backend->rec.ident.euid) {
+                snprintf(note, size, "; foreign process %d left alone: it does not run as the backend's uid", (int) f->pid);
+                return;
+        }
+        PidRef ref;
+        /* pid and start time: its parent may have been terminated just before (the shell of
+         * COPY … FROM PROGRAM), which re-parents it */
+        int r = pidref_open_verified(f->pid, f->start_ticks, 0, &ref);
+        if (r >= 0) {
+                /* and still the backend's uid now that the pidfd holds it (no setuid exec since) */
+                char path[64], buf[2048];
+                unsigned long ruid, euid;
+                snprintf(path, sizeof path, "/proc/%d/status", (int) f->pid);
+                _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+                ssize_t k = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+                const char *u = k > 0 ? (buf[k] = 0, strstr(buf, "\nUid:")) : NULL;
+                if (!u || sscanf(u + 5, "%lu %lu", &ruid, &euid) != 2 || (uid_t) euid != backend->rec.ident.euid ||
+                    (uid_t) ruid != backend->rec.ident.euid) {
+                        pidref_done(&ref);
+                        snprintf(note, size, "; foreign process %d left alone: it does not run as the backend's uid now",
+                                 (int) f->pid);
+                        return;
+                }
+        }
+        if (r < 0) {
+                snprintf(note, size, "; foreign process %d not signalled: %s", (int) f->pid,
+                         r == -ESRCH ? "gone" : r == -ESTALE ? "not the scanned process any more" : strerror(-r));
+                return;
+        }
+        r = pidref_signal(&ref, SIGTERM);
+        pidref_done(&ref);
+        if (r < 0)
+                snprintf(note, size, "; SIGTERM to foreign process %d failed: %s", (int) f->pid, strerror(-r));
+        else
+                snprintf(note, size, "; sent SIGTERM to foreign process %d", (int) f->pid);
+}
+
 const char *manager_act(Manager *m, const Finding *f, Action action, const char *requested_by, bool manual, char *why,
                         size_t why_size) {
         const PgTree *t = &m->engine->tree;
@@ -157,6 +199,23 @@ const char *manager_act(Manager *m, const Finding *f, Action action, const char 
                 RESULT("refused", MSGID_ACTION_REFUSED, LOG_WARNING, "only cancel (SIGINT) and terminate (SIGTERM) are carried out");
         }
         int idx = tree_find_finding(t, f); /* pids of managed servers repeat */
+        char target_note[160] = "";
+        if (f->kind == FINDING_FOREIGN_PROCESS) {
+                /* cancel/terminate act on the PostgreSQL process it descends from (the session that
+                 * runs it), with every check below; the foreign process itself is never signalled */
+                idx = -1;
+                for (size_t i = 0; i < t->n_procs && idx < 0 && f->via_pid > 0; i++)
+                        if (t->procs[i].rec.pid == f->via_pid && t->procs[i].rec.start_ticks == f->via_start_ticks &&
+                            t->procs[i].cluster >= 0)
+                                idx = (int) i;
+                if (idx < 0)
+                        RESULT("gone", MSGID_ACTION_REFUSED, LOG_INFO,
+                               "the PostgreSQL process foreign process %d descends from is gone (pgtree does not signal "
+                               "the foreign process itself)",
+                               (int) f->pid);
+                snprintf(target_note, sizeof target_note, " (the backend that runs foreign process %d)", (int) f->pid);
+                log_add(&e, "PGTREE_TARGET_PID", "%d", (int) t->procs[idx].rec.pid);
+        }
         if (idx < 0 || f->kind == FINDING_STALE_ACTIVITY) {
                 if (f->kind == FINDING_STALE_ACTIVITY) {
                         m->counters.n[action][RESULT_REFUSED]++;
@@ -165,7 +224,6 @@ const char *manager_act(Manager *m, const Finding *f, Action action, const char 
                 RESULT("gone", MSGID_ACTION_REFUSED, LOG_INFO, "the process is gone already");
         }
         const PgProcess *p = &t->procs[idx];
-        char target_note[160] = "";
         if (f->act_on_blocker) {
                 /* the rule acts on the root of the chain that blocks this session: the same checks
                  * follow, on that process */
@@ -227,7 +285,10 @@ const char *manager_act(Manager *m, const Finding *f, Action action, const char 
                       .cluster_name = p->cluster >= 0 && t->clusters[p->cluster].cluster_name_known &&
                                               strcmp(t->clusters[p->cluster].cluster_name, t->clusters[p->cluster].name) != 0
                                       ? t->clusters[p->cluster].cluster_name
-                                      : NULL };
+                                      : NULL,
+                      .container = p->cluster >= 0 && t->clusters[p->cluster].container.name[0]
+                                           ? t->clusters[p->cluster].container.name
+                                           : NULL };
         const char *prot;
         if (rules_protected(m->config, &s, &prot)) {
                 m->counters.n[action][RESULT_REFUSED]++;
@@ -310,6 +371,12 @@ const char *manager_act(Manager *m, const Finding *f, Action action, const char 
         log_add(&e, "PGTREE_SIGNAL", "%s", sig == SIGINT ? "SIGINT" : "SIGTERM");
         log_add(&e, "PGTREE_DRY_RUN", "no");
         snprintf(why, why_size, "sent %s to pid %d%s", sig == SIGINT ? "SIGINT" : "SIGTERM", (int) p->rec.pid, target_note);
+        if (f->kind == FINDING_FOREIGN_PROCESS && sig == SIGTERM) {
+                /* a backend reading a program's output (COPY … FROM PROGRAM) takes its termination
+                 * only once the program ends: the program gets SIGTERM too */
+                size_t l = strlen(why);
+                terminate_foreign(f, p, why + l, why_size - l);
+        }
         log_add(&e, "PGTREE_RESULT", "sent");
         log_send(&e, LOG_NOTICE, MSGID_ACTION_SENT, "%s pid %d (%s): %s", action_to_string(action), (int) f->pid, requested_by, why);
         if (sig == SIGTERM) {

@@ -600,7 +600,7 @@ static void method_findings(Client *c, json_object *p, bool orphans) {
                 const Finding *f = &m->engine->open.items[k];
                 if (!render_finding_matches(t, f, want))
                         continue;
-                if ((f->kind <= FINDING_CLIENT_GONE) == orphans) {
+                if (finding_kind_always_open(f->kind) == orphans) {
                         json_object *fo = render_finding_json(f);
                         render_finding_blocker_query(fo, t, f);
                         if (!sees_query_text(c))

@@ -153,7 +153,7 @@ static void log_finding_event(const FindingEvent *ev) {
                          (int) f->pid, cluster, who, (long long) f->duration_s);
                 return;
         }
-        int prio = f->kind <= FINDING_CLIENT_GONE ? LOG_WARNING : LOG_NOTICE;
+        int prio = f->kind == FINDING_FOREIGN_PROCESS ? LOG_CRIT : f->kind <= FINDING_CLIENT_GONE ? LOG_WARNING : LOG_NOTICE;
         log_send(&e, prio, event_message_id(ev->type), "%s %s: pid %d on %s (%s) for %llds%s%s; %s%s%s → %s", kind,
                  ev->type == FINDING_OPENED ? "opened" : "escalated", (int) f->pid, cluster, who, (long long) f->duration_s,
                  f->detail[0] ? ": " : "", f->detail, f->rule[0] ? "rule " : "no rule", f->rule, "",

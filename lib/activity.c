@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "activity.h"
@@ -576,4 +577,20 @@ void activity_conns_run(ActivityConn **conns, size_t n, uint64_t deadline) {
                                 activity_conn_process(conns[i], now);
                 }
         }
+}
+
+pid_t activity_conn_peer_pid(const ActivityConn *a) {
+        if (!a || !a->conn || PQstatus(a->conn) != CONNECTION_OK)
+                return 0;
+        int fd = PQsocket(a->conn);
+        struct sockaddr_storage sa;
+        socklen_t sl = sizeof sa;
+        if (fd < 0 || getsockname(fd, (struct sockaddr *) &sa, &sl) < 0 || sa.ss_family != AF_UNIX)
+                return 0;
+        /* the credentials of the process that called listen(): the postmaster, its pid in ours */
+        struct ucred cred;
+        socklen_t cl = sizeof cred;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0 || cred.pid <= 0)
+                return 0;
+        return cred.pid;
 }

@@ -86,6 +86,9 @@ const char *activity_conn_status(const ActivityConn *a);
 unsigned activity_conn_connects(const ActivityConn *a);
 /* The conninfo it uses (for messages; no password is ever in it). */
 const char *activity_conn_describe(const ActivityConn *a);
+/* Over a Unix socket: the pid (in pgtreed's PID namespace) of the process that listens on it,
+ * the postmaster itself (SO_PEERCRED). 0 over TCP, or when not connected. */
+pid_t activity_conn_peer_pid(const ActivityConn *a);
 
 /* Drives every connection until all are idle or the deadline passes (for --once). */
 void activity_conns_run(ActivityConn **conns, size_t n, uint64_t deadline_usec);

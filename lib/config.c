@@ -729,6 +729,8 @@ static void daemon_key(Parser *p, const char *key, const char *v) {
         }
         else if (!strcmp(key, "max_actions_per_minute"))
                 value_uint(p, key, v, 0, 10000, &c->max_actions_per_minute);
+        else if (!strcmp(key, "allow_foreign"))
+                set_patterns(p, key, v, &c->allow_foreign, NULL, NULL);
         else if (!strcmp(key, "max_concurrent_alerts"))
                 value_uint(p, key, v, 1, 1000, &c->max_concurrent_alerts);
         else if (!strcmp(key, "max_alerts_per_minute"))
@@ -817,7 +819,7 @@ static void rule_key(Parser *p, const char *key, const char *v) {
                         else if (k < 0) {
                                 error(p, "kind: unknown finding kind '%s' (expected orphan_backend, stale_activity, "
                                          "unlisted_process, orphan_parallel_worker, client_gone, long_query, "
-                                         "idle_in_transaction, long_transaction, lock_wait, orphans or long_runners)",
+                                         "idle_in_transaction, long_transaction, lock_wait, foreign_process, orphans or long_runners)",
                                       items[i]);
                                 kinds = 0;
                                 break;
@@ -885,6 +887,10 @@ static void rule_key(Parser *p, const char *key, const char *v) {
                 filter = &r->application_name;
         else if (!strcmp(base, "cluster"))
                 filter = &r->cluster;
+        else if (!strcmp(base, "container"))
+                filter = &r->container;
+        else if (!strcmp(base, "command"))
+                filter = &r->command;
         else if (!strcmp(base, "backend_type")) {
                 filter = &r->backend_type;
                 vocab = backend_type_vocabulary();
@@ -1055,6 +1061,7 @@ Config *config_free(Config *c) {
         pattern_list_free(&c->protected_users);
         pattern_list_free(&c->protected_databases);
         pattern_list_free(&c->protected_applications);
+        pattern_list_free(&c->allow_foreign);
         for (size_t i = 0; i < c->n_rules; i++) {
                 Rule *r = &c->rules[i];
                 free(r->name);
@@ -1065,6 +1072,8 @@ Config *config_free(Config *c) {
                 filter_free(&r->backend_type);
                 filter_free(&r->state);
                 filter_free(&r->cluster);
+                filter_free(&r->container);
+                filter_free(&r->command);
                 free(r->client.items);
                 free(r->exclude_client.items);
         }

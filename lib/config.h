@@ -51,7 +51,8 @@ typedef struct Rule {
         unsigned line;
         unsigned kinds;         /* bit per FindingKind */
         uint64_t after_usec;    /* 0: not given */
-        Filter user, database, application_name, backend_type, state, cluster;
+        Filter user, database, application_name, backend_type, state, cluster, container;
+        Filter command;         /* foreign_process: the process's command line */
         ClientList client, exclude_client;
         Action action;
         char *alert_command;
@@ -102,6 +103,7 @@ typedef struct Config {
         char *conninfo;                 /* defaults for every cluster's connection */
         unsigned query_max_length;      /* 0: query text not collected */
         PatternList protected_users, protected_databases, protected_applications;
+        PatternList allow_foreign;      /* command lines or executables below backends that are no finding */
         Rule *rules;
         size_t n_rules;
         bool builtin_rules;             /* no [rule] in the file: the built-in observe-only rules */

@@ -9,9 +9,12 @@
 
 #include <libpq-fe.h>
 
+#include "container.h"
 #include "engine.h"
 #include "join.h"
 #include "macro.h"
+#include "proc-scan.h"
+#include "rules.h"
 #include "proc-stat.h"
 #include "sockdiag.h"
 
@@ -41,6 +44,8 @@ static void drop_conn(Engine *e, ActivityConn *a) {
 
 static void slot_free(Engine *e, ClusterSlot *s) {
         drop_conn(e, s->conn);
+        if (s->have_sockdir)
+                close(s->sockdir_fd);
         free(s->conninfo);
         *s = (ClusterSlot){};
 }
@@ -153,7 +158,29 @@ static int prepare_cluster(Engine *e, PgCluster *c, const PgProcess *pm, uint64_
                 port = cc->port;
         const char *conninfo = cc && cc->conninfo ? cc->conninfo : cfg->conninfo;
         const char *host = c->pmfile_valid && c->pmfile.socket_dir[0] ? c->pmfile.socket_dir : NULL;
-        char listen[256];
+        char listen[256], in_root[64];
+        if (host && c->container.root[0] && !configured) {
+                /* a container's socket: in its mount namespace, reached through its root (a path
+                 * that can be longer than sun_path's 108 bytes: an fd of the directory is not) */
+                if (!s->have_sockdir) {
+                        char path[PATH_MAX + 80];
+                        int fd = container_path(c->container.root, host, path, sizeof path) < 0
+                                         ? -ENAMETOOLONG
+                                         : open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+                        if (fd < 0) {
+                                int err = fd == -ENAMETOOLONG ? ENAMETOOLONG : errno;
+                                slot_drop_conn(e, s);
+                                snprintf(c->activity, sizeof c->activity,
+                                         "unavailable: the container's socket directory %s%.300s cannot be opened: %s",
+                                         c->container.root, host, strerror(err));
+                                return 0;
+                        }
+                        s->sockdir_fd = fd;
+                        s->have_sockdir = true;
+                }
+                snprintf(in_root, sizeof in_root, "/proc/self/fd/%d", s->sockdir_fd);
+                host = in_root;
+        }
         if (!configured && !host) {
                 /* no Unix socket: its TCP address, never the default socket (another cluster's) */
                 snprintf(listen, sizeof listen, "%.*s", (int) strcspn(c->pmfile.listen_addr, ", "), c->pmfile.listen_addr);
@@ -198,6 +225,9 @@ int engine_begin_cycle(Engine *e, bool force_full) {
         if (r < 0)
                 return r;
         e->have_next = true;
+        for (size_t i = 0; i < e->next.n_foreign; i++)
+                e->next.foreign[i].allowed = config_foreign_allowed(e->config, e->next.foreign[i].rec.title,
+                                                                    e->next.foreign[i].exe);
         for (size_t i = 0; i < e->n_slots; i++)
                 e->slots[i].seen = false;
         uint64_t now = now_monotonic_usec();
@@ -275,27 +305,24 @@ uint64_t engine_remote_deadline(Engine *e) {
         return remote_set_deadline(e->remote);
 }
 
-/* Is the process in a PID namespace of its own (a container)? Its pids there are not ours. */
-static bool in_other_pid_namespace(pid_t pid) {
-        char path[64], buf[4096];
-        snprintf(path, sizeof path, "/proc/%d/status", (int) pid);
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return false;
-        ssize_t k = read(fd, buf, sizeof buf - 1);
-        if (k <= 0)
-                return false;
-        buf[k] = 0;
-        const char *ns = strstr(buf, "\nNSpid:");
-        if (!ns)
-                return false;
-        ns += 8;
-        size_t l = strcspn(ns, "\n");
-        int fields = 0;
-        for (size_t i = 0; i < l; i++)
-                if ((i == 0 || ns[i - 1] == '\t' || ns[i - 1] == ' ') && ns[i] >= '0' && ns[i] <= '9')
-                        fields++;
-        return fields > 1;
+/* The host pid of the child of pm whose pid in pm's PID namespace is ns_pid, or 0. */
+static pid_t child_with_ns_pid(const PgProcess *pm, pid_t ns_pid) {
+        _cleanup_free_ pid_t *children = NULL;
+        size_t n = 0;
+        if (proc_read_children(NULL, pm->rec.pid, &children, &n) < 0)
+                return 0;
+        for (size_t i = 0; i < n; i++) {
+                char path[64], buf[2048];
+                snprintf(path, sizeof path, "/proc/%d/status", (int) children[i]);
+                _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+                ssize_t k = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+                if (k <= 0)
+                        continue;
+                buf[k] = 0;
+                if (proc_status_ns_pid(buf, children[i]) == ns_pid)
+                        return children[i];
+        }
+        return 0;
 }
 
 /* Once per connection: the backend serving pgtreed must be a child of this very postmaster, or
@@ -306,8 +333,21 @@ static void verify_server(ClusterSlot *s, const PgProcess *pm, const ActivitySna
                 return;
         s->verified_connects = connects;
         s->wrong_server[0] = 0;
-        if (in_other_pid_namespace(pm->rec.pid))
-                return; /* its backend pid is the container's: nothing to compare on the host */
+        if (pm->rec.ident.ns_pid > 0) {
+                /* A container's: its backend pid is one of its PID namespace (another container's
+                 * server can hand out the same one). Over a Unix socket the listening process is
+                 * the proof: it must be this postmaster. */
+                pid_t peer = activity_conn_peer_pid(s->conn);
+                if (peer > 0 && peer != pm->rec.pid)
+                        snprintf(s->wrong_server, sizeof s->wrong_server,
+                                 "the server reached is not this cluster (its socket is held by pid %d, not by postmaster %d)",
+                                 (int) peer, (int) pm->rec.pid);
+                else if (peer == 0 && child_with_ns_pid(pm, snap->own_pid) == 0)
+                        snprintf(s->wrong_server, sizeof s->wrong_server,
+                                 "the server reached is not this cluster (no child of postmaster %d has pid %d in its "
+                                 "container)", (int) pm->rec.pid, (int) snap->own_pid);
+                return;
+        }
         ProcStat st;
         int r = proc_stat_read(NULL, snap->own_pid, &st);
         if (r < 0)
@@ -362,7 +402,8 @@ static int finish_cycle(Engine *e, FindingEvents *events) {
                  * query did not answer must not make them ordinary targets */
                 for (size_t k = 0; s && s->conn && k < t->n_procs; k++) {
                         PgProcess *p = &t->procs[k];
-                        if (p->cluster == (int) i && p->depth == 1 && activity_conn_is_own_backend(s->conn, p->rec.pid))
+                        if (p->cluster == (int) i && p->depth == 1 &&
+                            activity_conn_is_own_backend(s->conn, pg_process_ns_pid(p))) /* the server's pid */
                                 p->own = true;
                 }
         }
@@ -446,7 +487,7 @@ bool engine_is_own_backend(const Engine *e, const PgTree *t, const PgProcess *p)
         const PgProcess *pm = &t->procs[t->clusters[p->cluster].postmaster];
         for (size_t i = 0; i < e->n_slots; i++)
                 if (e->slots[i].pm_pid == pm->rec.pid && e->slots[i].pm_start_ticks == pm->rec.start_ticks)
-                        return activity_conn_is_own_backend(e->slots[i].conn, p->rec.pid);
+                        return activity_conn_is_own_backend(e->slots[i].conn, pg_process_ns_pid(p));
         return false;
 }
 

@@ -26,6 +26,9 @@ typedef struct ClusterSlot {
         int server_major;       /* the version the server told, for when PG_VERSION is unreadable */
         unsigned verified_connects;     /* the connection (by count) whose backend was checked */
         char wrong_server[256]; /* why its server is not this cluster's, "" if it is */
+        bool have_sockdir;      /* sockdir_fd is open */
+        int sockdir_fd;         /* a container's socket directory (O_PATH, through its root):
+                                 * libpq reaches it as /proc/self/fd/N, short of sun_path's limit */
 } ClusterSlot;
 
 typedef struct Known_gone {

@@ -21,6 +21,7 @@ static const char *const kind_names[_FINDING_KIND_MAX] = {
         [FINDING_IDLE_IN_TRANSACTION] = "idle_in_transaction",
         [FINDING_LONG_TRANSACTION] = "long_transaction",
         [FINDING_LOCK_WAIT] = "lock_wait",
+        [FINDING_FOREIGN_PROCESS] = "foreign_process",
 };
 
 static const char *const action_names[_ACTION_MAX] = {
@@ -56,7 +57,7 @@ Finding *findings_add(Findings *f) {
         if (GROW(f->items, f->allocated, f->n + 1) < 0)
                 return NULL;
         Finding *x = &f->items[f->n++];
-        *x = (Finding){ .proc = -1, .action = ACTION_LOG, .xmin_age = -1 };
+        *x = (Finding){ .proc = -1, .action = ACTION_LOG, .xmin_age = -1, .uid = -1 };
         return x;
 }
 
@@ -84,6 +85,7 @@ static Finding *add_for_process(Findings *out, const PgTree *t, size_t i, Findin
                 COPY(x->cluster, cl->name);
                 if (cl->cluster_name_known && strcmp(cl->cluster_name, cl->name) != 0)
                         COPY(x->cluster_name, cl->cluster_name);
+                COPY(x->container, cl->container.name);
         } else
                 COPY(x->cluster, p->cwd);
         COPY(x->user, proc_user(p));
@@ -255,6 +257,7 @@ static int detect_stale_rows(const PgTree *t, size_t ci, Findings *out) {
                 COPY(x->cluster, c->name);
                 if (c->cluster_name_known && strcmp(c->cluster_name, c->name) != 0)
                         COPY(x->cluster_name, c->cluster_name);
+                COPY(x->container, c->container.name);
                 COPY(x->user, r->usename);
                 COPY(x->database, r->datname);
                 COPY(x->application_name, r->application_name);
@@ -268,7 +271,54 @@ static int detect_stale_rows(const PgTree *t, size_t ci, Findings *out) {
         return 0;
 }
 
+/* One foreign process: its own facts, and its backend's (user, database, client, query). */
+static int detect_foreign(const PgTree *t, const PgForeign *g, Findings *out) {
+        if (g->expected || g->allowed)
+                return 0;
+        Finding *x = findings_add(out);
+        if (!x)
+                return -ENOMEM;
+        x->kind = FINDING_FOREIGN_PROCESS;
+        x->pid = g->rec.pid;
+        x->start_ticks = g->rec.start_ticks;
+        COPY(x->cluster, t->clusters[g->cluster].name);
+        COPY(x->container, t->clusters[g->cluster].container.name);
+        COPY(x->command, g->rec.title);
+        COPY(x->exe, g->exe);
+        x->uid = g->rec.ident.ids_valid ? (long long) g->rec.ident.euid : (long long) g->rec.uid;
+        x->ppid = g->rec.ppid;
+        x->via_pid = g->via_pid;
+        x->via_start_ticks = g->via_start_ticks;
+        x->detached = g->detached;
+        if (t->hz > 0 && t->boot_time > 0) {
+                x->since = t->boot_time + (double) g->rec.start_ticks / (double) t->hz;
+                double age = t->now - x->since;
+                x->cpu_percent = age > 0.01 ? 100.0 * ((double) g->rec.cpu_ticks / (double) t->hz) / age : 0;
+        }
+        const PgProcess *b = g->via >= 0 ? &t->procs[g->via] : NULL;
+        if (b) {
+                COPY(x->user, proc_user(b));
+                COPY(x->database, proc_database(b));
+                COPY(x->application_name, proc_application(b));
+                proc_client(b, x->client, sizeof x->client);
+                COPY(x->backend_type, proc_backend_type(b));
+                COPY(x->state, proc_state(b));
+                if (b->act && b->act->query)
+                        COPY(x->query, b->act->query);
+        }
+        int n = snprintf(x->detail, sizeof x->detail, "%s", g->why);
+        if (g->via_pid > 0 && n > 0 && (size_t) n < sizeof x->detail)
+                snprintf(x->detail + n, sizeof x->detail - (size_t) n, " (%s %d%s)",
+                         b ? proc_backend_type(b) : "PostgreSQL process", (int) g->via_pid, b ? "" : ", gone");
+        return 0;
+}
+
 int findings_detect(const PgTree *t, const pid_t *gone, size_t n_gone, Findings *ret) {
+        for (size_t i = 0; i < t->n_foreign; i++) {
+                int r = detect_foreign(t, &t->foreign[i], ret);
+                if (r < 0)
+                        return r;
+        }
         for (size_t i = 0; i < t->n_procs; i++) {
                 int r = detect_process(t, i, gone, n_gone, ret);
                 if (r < 0)

@@ -19,6 +19,7 @@ typedef enum FindingKind {
         FINDING_IDLE_IN_TRANSACTION,
         FINDING_LONG_TRANSACTION,
         FINDING_LOCK_WAIT,
+        FINDING_FOREIGN_PROCESS,        /* a process below a cluster's that is not PostgreSQL */
         _FINDING_KIND_MAX,
 } FindingKind;
 
@@ -31,6 +32,11 @@ typedef enum Action {
 } Action;
 
 const char *finding_kind_to_string(FindingKind k);
+/* Kinds reported whatever the rules (a rule only raises the action): orphans, foreign processes.
+ * They are what `pgtree orphans` lists. */
+static inline bool finding_kind_always_open(FindingKind k) {
+        return k <= FINDING_CLIENT_GONE || k == FINDING_FOREIGN_PROCESS;
+}
 int finding_kind_from_string(const char *s); /* −EINVAL if unknown */
 const char *action_to_string(Action a);
 int action_from_string(const char *s);      /* −EINVAL if unknown */
@@ -45,6 +51,7 @@ typedef struct Finding {
         /* its cluster_name when the name above was made unique (main:5432): rules that name the
          * cluster match either, so a lookalike cluster of the same name cannot switch them off */
         char cluster_name[256];
+        char container[256];    /* the cluster's container (ContainerInfo.name), "" if none */
         /* who it is about, for rules and logs ("" unknown) */
         char user[128];
         char database[128];
@@ -76,6 +83,17 @@ typedef struct Finding {
         double blocker_state_change;    /* epoch s, 0 unknown */
         double blocker_xact_start;
         bool act_on_blocker;            /* the deciding rule has target = blocker */
+        /* foreign_process: the process, and the PostgreSQL process it descends from (the finding's
+         * user, database, client, application and query are that backend's, kept once it is gone) */
+        char command[512];      /* its command line */
+        char exe[256];          /* its executable, "" unknown */
+        long long uid;          /* its effective uid, −1 unknown */
+        double cpu_percent;
+        pid_t ppid;             /* its parent when found (checked again before it is signalled) */
+        pid_t via_pid;          /* 0 unknown */
+        uint64_t via_start_ticks;
+        bool detached;          /* it left the backend's tree (daemonized) */
+        char query[1024];       /* that backend's query when last seen (policy on the socket) */
 } Finding;
 
 typedef struct Findings {

@@ -17,7 +17,9 @@ void join_activity(PgTree *t, size_t ci, const ActivitySnapshot *snap, JoinStats
                 p->act = NULL;
                 p->act_mismatch = false;
                 p->own = false;
-                const ActivityRow *r = activity_snapshot_find(snap, p->rec.pid);
+                /* a container's server lists its sessions under the pids of its PID namespace */
+                pid_t ns_pid = pg_process_ns_pid(p);
+                const ActivityRow *r = activity_snapshot_find(snap, ns_pid);
                 if (!r)
                         continue;
                 rows_matched++;
@@ -28,7 +30,7 @@ void join_activity(PgTree *t, size_t ci, const ActivitySnapshot *snap, JoinStats
                         continue;
                 }
                 p->act = r;
-                p->own = snap->own_pid == p->rec.pid;
+                p->own = snap->own_pid == ns_pid;
                 st.joined++;
         }
         st.rows_without_process = snap ? snap->n - rows_matched : 0;

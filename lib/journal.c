@@ -69,6 +69,8 @@ void log_add_finding(LogEntry *e, const Finding *f) {
         log_add(e, "PGTREE_START_TICKS", "%llu", (unsigned long long) f->start_ticks);
         if (f->cluster[0])
                 log_add(e, "PGTREE_CLUSTER", "%s", f->cluster);
+        if (f->container[0])
+                log_add(e, "PGTREE_CONTAINER", "%s", f->container);
         if (f->user[0])
                 log_add(e, "PGTREE_USER", "%s", f->user);
         if (f->database[0])
@@ -91,6 +93,17 @@ void log_add_finding(LogEntry *e, const Finding *f) {
                 log_add(e, "PGTREE_BLOCKER_PID", "%d", (int) f->blocker_pid);
                 if (f->blocker_state[0])
                         log_add(e, "PGTREE_BLOCKER_STATE", "%s", f->blocker_state);
+        }
+        if (f->kind == FINDING_FOREIGN_PROCESS) {
+                log_add(e, "PGTREE_COMMAND", "%s", f->command);
+                if (f->exe[0])
+                        log_add(e, "PGTREE_EXE", "%s", f->exe);
+                if (f->uid >= 0)
+                        log_add(e, "PGTREE_UID", "%lld", f->uid);
+                if (f->via_pid > 0)
+                        log_add(e, "PGTREE_VIA_PID", "%d", (int) f->via_pid);
+                if (f->query[0]) /* the journal is root's and the adm group's */
+                        log_add(e, "PGTREE_QUERY", "%s", f->query);
         }
 }
 

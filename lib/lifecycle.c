@@ -33,10 +33,6 @@ static int cmp_finding(const void *a, const void *b) {
         return cmp_key(a, b);
 }
 
-static bool is_orphan_kind(FindingKind k) {
-        return k <= FINDING_CLIENT_GONE;
-}
-
 static int emit(FindingEvents *e, FindingEventType type, const Finding *f, Action previous) {
         if (!e)
                 return 0;
@@ -71,6 +67,8 @@ static int decide(Tracked *t, const Config *c, double now, FindingEvents *events
                 .state = f->state[0] ? f->state : NULL,
                 .cluster = f->cluster[0] ? f->cluster : NULL,
                 .cluster_name = f->cluster_name[0] ? f->cluster_name : NULL,
+                .container = f->container[0] ? f->container : NULL,
+                .command = f->command[0] ? f->command : NULL,
         };
         Subject blocker = {
                 .kind = f->kind,
@@ -87,7 +85,7 @@ static int decide(Tracked *t, const Config *c, double now, FindingEvents *events
         if (f->blocker_pid > 0)
                 s.blocker = &blocker;
         const Rule *r = rules_decide(c, &s);
-        if (!r && !is_orphan_kind(f->kind))
+        if (!r && !finding_kind_always_open(f->kind))
                 return 0; /* a long runner below every threshold */
         Action action = r ? r->action : ACTION_LOG;
         if (!t->open) {
@@ -144,6 +142,15 @@ int finding_store_update(FindingStore *s, const Findings *candidates, const Conf
                         t.f.action = keep.action;
                         t.f.dry_run = keep.dry_run;
                         t.f.act_on_blocker = keep.act_on_blocker;
+                        /* a foreign process whose backend is gone keeps that backend's evidence */
+                        if (t.f.kind == FINDING_FOREIGN_PROCESS && !t.f.user[0] && keep.via_pid == t.f.via_pid) {
+                                memcpy(t.f.user, keep.user, sizeof t.f.user);
+                                memcpy(t.f.database, keep.database, sizeof t.f.database);
+                                memcpy(t.f.application_name, keep.application_name, sizeof t.f.application_name);
+                                memcpy(t.f.client, keep.client, sizeof t.f.client);
+                                memcpy(t.f.backend_type, keep.backend_type, sizeof t.f.backend_type);
+                                memcpy(t.f.query, keep.query, sizeof t.f.query);
+                        }
                         t.cycles++;
                 } else { /* new */
                         t = (Tracked){ .f = cand[j++], .cycles = 1 };

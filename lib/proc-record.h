@@ -18,6 +18,8 @@ typedef struct ProcIdentity {
         bool dir_pg;            /* it holds PG_VERSION: a data directory */
         uid_t dir_uid;          /* its owner */
         int dir_error;          /* errno when !dir_valid */
+        pid_t ns_pid;           /* its pid in its own PID namespace (a container's: NSpid's last
+                                 * field, what pg_stat_activity shows), 0 if it is in ours */
 } ProcIdentity;
 
 /* One process as seen in /proc, as plain data. The scanner fills it from libproc2; tests build

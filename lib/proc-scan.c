@@ -328,6 +328,33 @@ bool proc_exe_trusted(const char *path, const struct stat *st, uid_t uid) {
         return (ds.st_uid == 0 || ds.st_uid == uid) && !(ds.st_mode & 022);
 }
 
+pid_t proc_status_ns_pid(const char *status, pid_t pid) {
+        const char *ns = status ? strstr(status, "\nNSpid:") : NULL;
+        if (!ns)
+                return 0;
+        ns += 7;
+        long first = -1, last = -1;
+        for (;;) {
+                while (*ns == ' ' || *ns == '\t')
+                        ns++;
+                if (*ns < '0' || *ns > '9')
+                        break;
+                char *e;
+                errno = 0;
+                long v = strtol(ns, &e, 10);
+                if (errno || v <= 0 || v > INT_MAX)
+                        return 0;
+                if (first < 0)
+                        first = v;
+                last = v;
+                ns = e;
+        }
+        if (*ns != '\n' && *ns != 0)
+                return 0;
+        /* the first field is the pid in the reader's namespace: it must be this process's */
+        return first == (long) pid && last != first ? (pid_t) last : 0;
+}
+
 /* Real and effective uid, the executable, and whether the working directory is a data directory. */
 static void read_identity(ProcScan *s, pid_t pid, ProcIdentity *id) {
         char path[64], buf[2048];
@@ -343,6 +370,7 @@ static void read_identity(ProcScan *s, pid_t pid, ProcIdentity *id) {
                         id->ruid = (uid_t) r;
                         id->euid = (uid_t) e;
                 }
+                id->ns_pid = proc_status_ns_pid(buf, pid);
         }
         struct stat st;
         char target[PATH_MAX];

@@ -59,6 +59,11 @@ bool proc_exe_trusted(const char *path, const struct stat *st, uid_t uid);
  * miss or add children that fork or exit while it is read: callers cross-check ppid. */
 int proc_read_children(const char *proc_root, pid_t pid, pid_t **ret, size_t *n_ret);
 
+/* From the text of /proc/PID/status: the process's pid in the innermost PID namespace it is in
+ * (NSpid's last field) if that is not ours, else 0 (also when the line is missing or malformed,
+ * or its first field is not pid). Pure. */
+pid_t proc_status_ns_pid(const char *status, pid_t pid);
+
 /* readlink /proc/PID/cwd: a backend's or postmaster's data directory. Root or the owner only. */
 int proc_read_cwd(const char *proc_root, pid_t pid, char *buf, size_t size);
 

@@ -105,7 +105,15 @@ int proc_stat_parse(const char *buf, size_t len, ProcStat *ret) {
         if (parse_i64(&p, end, &v) < 0 || v < 0 || v > INT_MAX)
                 return -EINVAL;
         st.ppid = (pid_t) v;
-        for (int field = 5; field <= 13; field++)
+        if (skip_field(&p, end) < 0) /* 5 pgrp */
+                return -EINVAL;
+        if (parse_i64(&p, end, &v) < 0 || v < 0 || v > INT_MAX) /* 6 session */
+                return -EINVAL;
+        st.session = (pid_t) v;
+        if (parse_i64(&p, end, &v) < 0 || v < INT_MIN || v > INT_MAX) /* 7 tty_nr */
+                return -EINVAL;
+        st.tty_nr = (int) v;
+        for (int field = 8; field <= 13; field++)
                 if (skip_field(&p, end) < 0)
                         return -EINVAL;
         if (parse_u64(&p, end, &st.utime) < 0 || parse_u64(&p, end, &st.stime) < 0)

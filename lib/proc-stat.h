@@ -11,6 +11,8 @@ typedef struct ProcStat {
         char comm[16];          /* at most TASK_COMM_LEN−1 bytes; hostile bytes kept as they are */
         char state;
         pid_t ppid;
+        pid_t session;          /* its session id (a daemon's own pid after setsid) */
+        int tty_nr;             /* its controlling terminal, 0 none */
         uint64_t utime, stime;
         uint64_t start_ticks;
         uint64_t rss_pages;

@@ -55,6 +55,8 @@ json_object *render_process_json(const PgTree *t, const PgProcess *p) {
         proc_client(p, client, sizeof client);
         pid_t leader = a && a->leader_pid > 0 && a->leader_pid != p->rec.pid ? a->leader_pid : ti->leader_pid;
         json_object_object_add(o, "pid", json_object_new_int(p->rec.pid));
+        if (p->rec.ident.ns_pid > 0) /* what pg_stat_activity and the container show */
+                json_object_object_add(o, "ns_pid", json_object_new_int(p->rec.ident.ns_pid));
         json_object_object_add(o, "ppid", json_object_new_int(p->rec.ppid));
         json_object_object_add(o, "backend_type", json_object_new_string(proc_backend_type(p)));
         json_object_object_add(o, "title", str_or_null(p->rec.title));
@@ -163,6 +165,8 @@ json_object *render_finding_json(const Finding *x) {
         json_object_object_add(o, "kind", json_object_new_string(finding_kind_to_string(x->kind)));
         json_object_object_add(o, "pid", json_object_new_int(x->pid));
         json_object_object_add(o, "cluster", str_or_null(x->cluster));
+        if (x->container[0])
+                json_object_object_add(o, "container", json_object_new_string(x->container));
         json_object_object_add(o, "rule", str_or_null(x->rule));
         json_object_object_add(o, "duration_s", json_object_new_int64((int64_t) x->duration_s));
         json_object_object_add(o, "action", json_object_new_string(action_to_string(x->action)));
@@ -199,6 +203,17 @@ json_object *render_finding_json(const Finding *x) {
                         json_object_object_add(o, "lock_cycle", json_object_new_boolean(true));
                 if (x->act_on_blocker)
                         json_object_object_add(o, "target", json_object_new_string("blocker"));
+        }
+        if (x->kind == FINDING_FOREIGN_PROCESS) {
+                json_object_object_add(o, "command", json_object_new_string(x->command));
+                json_object_object_add(o, "exe", str_or_null(x->exe));
+                json_object_object_add(o, "uid", x->uid >= 0 ? json_object_new_int64(x->uid) : NULL);
+                json_object_object_add(o, "cpu_percent", round1(x->cpu_percent));
+                json_object_object_add(o, "started", iso_time(x->since));
+                json_object_object_add(o, "detached", json_object_new_boolean(x->detached));
+                json_object_object_add(o, "backend_pid", x->via_pid > 0 ? json_object_new_int(x->via_pid) : NULL);
+                /* the backend's query (the socket hides it from readers unless allowed) */
+                json_object_object_add(o, "query", str_or_null(x->query));
         }
         return o;
 }
@@ -329,6 +344,11 @@ json_object *render_json_for(const PgTree *t, const Findings *f, const char *wan
                 json_object_object_add(o, "config_section", str_or_null(cl->config_name));
                 json_object_object_add(o, "enforce", json_object_new_boolean(cl->enforce));
                 json_object_object_add(o, "view", json_object_new_string(cl->remote ? "remote" : "host"));
+                json_object_object_add(o, "container", str_or_null(cl->container.name));
+                if (cl->container.name[0]) {
+                        json_object_object_add(o, "container_hostname", str_or_null(cl->container.hostname));
+                        json_object_object_add(o, "container_root", str_or_null(cl->container.root));
+                }
                 if (cl->remote)
                         render_remote_cluster_json(o, cl);
                 json_object_object_add(pmo, "pid", cl->remote ? NULL : json_object_new_int(pm->rec.pid));
@@ -371,6 +391,29 @@ json_object *render_json_for(const PgTree *t, const Findings *f, const char *wan
                 json_object_array_add(fakes, o);
         }
         json_object_object_add(root, "not_postgresql", fakes);
+
+        /* below the clusters' processes, not PostgreSQL (expected and allowed ones included) */
+        json_object *foreign = json_object_new_array();
+        for (size_t i = 0; i < t->n_foreign; i++) {
+                const PgForeign *g = &t->foreign[i];
+                json_object *o = json_object_new_object();
+                json_object_object_add(o, "pid", json_object_new_int(g->rec.pid));
+                json_object_object_add(o, "ppid", json_object_new_int(g->rec.ppid));
+                if (g->rec.ident.ns_pid > 0)
+                        json_object_object_add(o, "ns_pid", json_object_new_int(g->rec.ident.ns_pid));
+                json_object_object_add(o, "cluster", json_object_new_string(t->clusters[g->cluster].name));
+                json_object_object_add(o, "command", str_or_null(g->rec.title));
+                json_object_object_add(o, "exe", str_or_null(g->exe));
+                json_object_object_add(o, "uid", json_object_new_int64(g->rec.ident.ids_valid ? g->rec.ident.euid : g->rec.uid));
+                json_object_object_add(o, "backend_pid", g->via_pid > 0 ? json_object_new_int(g->via_pid) : NULL);
+                json_object_object_add(o, "depth", json_object_new_int(g->depth));
+                json_object_object_add(o, "detached", json_object_new_boolean(g->detached));
+                json_object_object_add(o, "expected", json_object_new_boolean(g->expected));
+                json_object_object_add(o, "allowed", json_object_new_boolean(g->allowed));
+                json_object_object_add(o, "found", json_object_new_string(g->why));
+                json_object_array_add(foreign, o);
+        }
+        json_object_object_add(root, "foreign_processes", foreign);
 
         json_object *fa = json_object_new_array();
         for (size_t i = 0; f && i < f->n; i++) {
@@ -732,6 +775,15 @@ void render_text(FILE *out, const PgTree *t, const Findings *f, const RenderOpti
                         fprintf(out, "  port %d", cl->pmfile.port);
                 if (cl->pmfile_valid && cl->pmfile.status[0])
                         fprintf(out, "  %s", cl->pmfile.status);
+                if (cl->container.name[0]) {
+                        fputs("  container ", out);
+                        put_safe(out, cl->container.name);
+                        if (cl->container.hostname[0] && strcmp(cl->container.hostname, cl->container.name) != 0) {
+                                fputs(" (", out);
+                                put_safe(out, cl->container.hostname);
+                                fputs(")", out);
+                        }
+                }
                 if (cl->remote) {
                         fputs("  " REMOTE_VIEW_LABEL "  server ", out);
                         put_safe(out, cl->remote_server);
@@ -856,6 +908,10 @@ void render_text(FILE *out, const PgTree *t, const Findings *f, const RenderOpti
                                 fputc(']', out);
                         }
                         put_field(out, x->detail);
+                        if (x->kind == FINDING_FOREIGN_PROCESS) {
+                                fprintf(out, "  FOREIGN uid %lld: ", x->uid);
+                                put_safe(out, x->command);
+                        }
                         if (x->xmin_age >= 0 && (x->kind == FINDING_IDLE_IN_TRANSACTION || x->kind == FINDING_LONG_TRANSACTION))
                                 fprintf(out, "  holds xmin back %lld transactions", x->xmin_age);
                         fputs("  → ", out);

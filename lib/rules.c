@@ -74,7 +74,8 @@ static bool filters_match(const Rule *r, const Subject *s) {
         if (!filter_matches(&r->user, s->user) || !filter_matches(&r->database, s->database) ||
             !filter_matches(&r->application_name, s->application_name) ||
             !filter_matches(&r->backend_type, s->backend_type) || !filter_matches(&r->state, s->state) ||
-            !cluster_matches(&r->cluster, s->cluster, s->cluster_name))
+            !cluster_matches(&r->cluster, s->cluster, s->cluster_name) || !filter_matches(&r->container, s->container) ||
+            !filter_matches(&r->command, s->command))
                 return false;
         if (r->client.n > 0 && !any_client(&r->client, s->client))
                 return false;
@@ -107,6 +108,11 @@ bool rules_protected(const Config *c, const Subject *s, const char **why) {
                 return true;
         }
         return false;
+}
+
+bool config_foreign_allowed(const Config *c, const char *command, const char *exe) {
+        return (command && command[0] && any_pattern(&c->allow_foreign, command)) ||
+               (exe && exe[0] && any_pattern(&c->allow_foreign, exe));
 }
 
 int config_add_builtin_rules(Config *c) {

@@ -19,6 +19,8 @@ struct Subject {
         const char *state;
         const char *cluster;
         const char *cluster_name;       /* its cluster_name if the cluster's name was made unique, or NULL */
+        const char *container;          /* NULL: not in a container */
+        const char *command;            /* foreign_process: its command line */
         const struct Subject *blocker;  /* lock_wait: the root of the chain that blocks it, or NULL */
 };
 
@@ -36,6 +38,10 @@ bool rules_protected(const Config *c, const Subject *s, const char **why);
  * subject whose root blocker is known: kind and threshold are the waiter's (how long it has been
  * blocked), every filter is the blocker's (the session it acts on). */
 bool rule_matches(const Rule *r, const Subject *s);
+
+/* Does [daemon] allow_foreign allow this process below a backend (a glob on its command line or
+ * its executable)? An allowed process is no foreign_process finding. */
+bool config_foreign_allowed(const Config *c, const char *command, const char *exe);
 
 /* The rules used when the file has no [rule] at all: log every orphan kind, and long runners
  * at 5 min (query, idle in transaction), 30 min (transaction) and 1 min (lock wait). */

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <poll.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 
@@ -14,6 +15,7 @@
 #include "proc-scan.h"
 #include "proc-stat.h"
 #include "scanner.h"
+#include "title.h"
 
 #define USEC_PER_SEC 1000000ULL
 #define DEFAULT_DISCOVERY_USEC (30 * USEC_PER_SEC)
@@ -65,10 +67,24 @@ typedef struct KnownVersion {
         pid_t pid;
         uint64_t start_ticks;
         int major;              /* 0: unreadable */
+        ContainerInfo container;        /* where it runs (probed once) */
 } KnownVersion;
+
+/* A foreign process of the last refresh: found again even once it left the tree (daemonized). */
+typedef struct KnownForeign {
+        pid_t pid;
+        uint64_t start_ticks;
+        pid_t via_pid;
+        uint64_t via_start_ticks;
+        pid_t pm_pid;           /* its cluster's postmaster */
+        uint64_t pm_start_ticks;
+        int depth;
+} KnownForeign;
 
 struct Scanner {
         ProcScan *ps;
+        KnownForeign *foreign;
+        size_t n_foreign;
         KnownVersion *versions;
         size_t n_versions;
         uint64_t discovery_usec;
@@ -131,6 +147,7 @@ Scanner *scanner_free(Scanner *s) {
         if (!s)
                 return NULL;
         proc_scan_free(s->ps);
+        free(s->foreign);
         free(s->versions);
         free(s->pms);
         free(s->orphans);
@@ -500,6 +517,10 @@ static void data_dir_from_cmdline(const char *cmdline, char *buf, size_t size) {
 }
 
 void cluster_identify(const char *proc_root, PgCluster *c, const PgProcess *pm, double pm_start) {
+        /* a container's postmaster: its files are where its mount namespace has them (known
+         * already when the caller kept what it probed for this postmaster) */
+        if (!c->container.probed)
+                container_probe(proc_root, pm->rec.pid, pm->rec.ident.ns_pid, &c->container);
         int r = proc_read_cwd(proc_root, pm->rec.pid, c->data_directory, sizeof c->data_directory);
         if (r < 0) {
                 c->data_directory[0] = 0;
@@ -509,14 +530,19 @@ void cluster_identify(const char *proc_root, PgCluster *c, const PgProcess *pm, 
         if (c->data_directory[0]) {
                 char path[PATH_MAX + 32], buf[4096];
                 size_t len;
-                snprintf(path, sizeof path, "%s/postmaster.pid", c->data_directory);
-                int k = read_small_file(path, buf, sizeof buf, &len);
+                int k = snprintf(path, sizeof path, "%s%s/postmaster.pid", c->container.root, c->data_directory);
+                if (k < 0 || (size_t) k >= sizeof path)
+                        k = -ENAMETOOLONG;
+                else
+                        k = read_small_file(path, buf, sizeof buf, &len);
                 if (k < 0)
                         snprintf(c->pmfile_why, sizeof c->pmfile_why, "postmaster.pid not readable: %s", strerror(-k));
                 else if (pmfile_parse(buf, len, &c->pmfile) < 0)
                         snprintf(c->pmfile_why, sizeof c->pmfile_why, "postmaster.pid is malformed (or still being written)");
                 else
-                        c->pmfile_valid = pmfile_matches(&c->pmfile, pm->rec.pid, pm_start, c->pmfile_why, sizeof c->pmfile_why);
+                        /* a container's postmaster.pid holds its pid in the container */
+                        c->pmfile_valid = pmfile_matches(&c->pmfile, pg_process_ns_pid(pm), pm_start, c->pmfile_why,
+                                                         sizeof c->pmfile_why);
         } else
                 snprintf(c->pmfile_why, sizeof c->pmfile_why, "data directory unknown (/proc/%d/cwd: %s)", (int) pm->rec.pid,
                          strerror(-r));
@@ -526,11 +552,15 @@ void cluster_identify(const char *proc_root, PgCluster *c, const PgProcess *pm, 
 }
 
 int pg_version_read(const char *data_directory) {
-        char path[PATH_MAX + 16], buf[32];
+        return pg_version_read_in(NULL, data_directory);
+}
+
+int pg_version_read_in(const char *root, const char *data_directory) {
+        char path[PATH_MAX + 80], buf[32];
         size_t len;
         if (!data_directory || data_directory[0] != '/')
                 return -EINVAL;
-        snprintf(path, sizeof path, "%s/PG_VERSION", data_directory);
+        snprintf(path, sizeof path, "%s%s/PG_VERSION", root ? root : "", data_directory);
         int r = read_small_file(path, buf, sizeof buf, &len);
         return r < 0 ? r : pg_version_parse(buf, len);
 }
@@ -547,11 +577,12 @@ static int set_versions(Scanner *s, PgTree *t) {
                         if (s->versions[k].pid == pm->rec.pid && s->versions[k].start_ticks == pm->rec.start_ticks)
                                 major = s->versions[k].major;
                 if (major < 0) {
-                        major = pg_version_read(t->clusters[i].data_directory);
+                        major = pg_version_read_in(t->clusters[i].container.root, t->clusters[i].data_directory);
                         if (major < 0)
                                 major = 0;
                 }
-                next[i] = (KnownVersion){ .pid = pm->rec.pid, .start_ticks = pm->rec.start_ticks, .major = major };
+                next[i] = (KnownVersion){ .pid = pm->rec.pid, .start_ticks = pm->rec.start_ticks, .major = major,
+                                          .container = t->clusters[i].container };
                 tree_set_server_major(t, i, major);
         }
         free(s->versions);
@@ -635,6 +666,291 @@ static int track_restarts(Scanner *s, const PgTree *t, bool full, uint64_t now) 
         return 0;
 }
 
+/* ---- Foreign processes: what runs below a cluster's processes and is not PostgreSQL ---- */
+
+#define FOREIGN_MAX_DEPTH 16
+#define FOREIGN_MAX_PER_CLUSTER 256
+
+typedef struct TreePid {
+        pid_t pid;
+        int index;
+} TreePid;
+
+static int cmp_tree_pid(const void *a, const void *b) {
+        return cmp_pid(&((const TreePid *) a)->pid, &((const TreePid *) b)->pid);
+}
+
+typedef struct ForeignScan {
+        Scanner *s;
+        PgTree *t;
+        TreePid *members;       /* the tree's processes by pid */
+        size_t n_members;
+        size_t allocated;
+        size_t *per_cluster;
+} ForeignScan;
+
+/* Index in t->procs of a cluster member with this pid, or −1. */
+static int member(const ForeignScan *fs, pid_t pid) {
+        TreePid key = { .pid = pid };
+        const TreePid *m = fs->n_members ? bsearch(&key, fs->members, fs->n_members, sizeof key, cmp_tree_pid) : NULL;
+        return m ? m->index : -1;
+}
+
+static int foreign_find(const PgTree *t, pid_t pid) {
+        for (size_t i = 0; i < t->n_foreign; i++)
+                if (t->foreign[i].rec.pid == pid)
+                        return (int) i;
+        return -1;
+}
+
+/* PostgreSQL runs archive_command (archiver), restore_command and recovery_end_command (startup)
+ * and archive_cleanup_command (checkpointer, at restartpoints) through a shell: their children. */
+static bool runs_commands(BackendType bt) {
+        return bt == BACKEND_ARCHIVER || bt == BACKEND_STARTUP || bt == BACKEND_CHECKPOINTER;
+}
+
+/* Reads pid and adds it to t->foreign. via: the PostgreSQL process above it (−1 unknown), cluster
+ * its cluster. Returns 1 if added, 0 if gone or known already, −ENOMEM. */
+static int foreign_add(ForeignScan *fs, pid_t pid, int via, int cluster, int depth, bool detached, const char *why) {
+        PgTree *t = fs->t;
+        if (cluster < 0 || (size_t) cluster >= t->n_clusters || foreign_find(t, pid) >= 0)
+                return 0;
+        if (fs->per_cluster[cluster] >= FOREIGN_MAX_PER_CLUSTER)
+                return 0; /* bounded: a fork bomb below a backend is reported by its first ones */
+        ProcRecord rec = {};
+        if (proc_read_stat_record(fs->s->ps, pid, &rec) < 0 || proc_state_is_dead(rec.state))
+                return 0;
+        if (proc_read_details(fs->s->ps, &rec, PROC_DETAIL_UID | PROC_DETAIL_IDENTITY | PROC_DETAIL_TITLE) < 0) {
+                proc_record_clear(&rec);
+                return -ENOMEM;
+        }
+        if (GROW(t->foreign, fs->allocated, t->n_foreign + 1) < 0) {
+                proc_record_clear(&rec);
+                return -ENOMEM;
+        }
+        PgForeign *f = &t->foreign[t->n_foreign++];
+        *f = (PgForeign){ .rec = rec, .cluster = cluster, .via = via, .depth = depth, .detached = detached };
+        if (via >= 0) {
+                f->via_pid = t->procs[via].rec.pid;
+                f->via_start_ticks = t->procs[via].rec.start_ticks;
+                f->expected = runs_commands(t->procs[via].title.backend_type);
+        }
+        snprintf(f->why, sizeof f->why, "%s", why);
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/exe", (int) pid);
+        ssize_t l = readlink(path, f->exe, sizeof f->exe - 1);
+        f->exe[l > 0 ? l : 0] = 0;
+        fs->per_cluster[cluster]++;
+        return 1;
+}
+
+/* The foreign children of pid (one of via's descendants), their children, and so on. */
+static int foreign_descend(ForeignScan *fs, pid_t pid, int via, int cluster, int depth) {
+        if (depth > FOREIGN_MAX_DEPTH)
+                return 0;
+        _cleanup_free_ pid_t *children = NULL;
+        size_t n = 0;
+        if (proc_read_children(NULL, pid, &children, &n) < 0)
+                return 0; /* gone */
+        for (size_t k = 0; k < n; k++) {
+                if (member(fs, children[k]) >= 0)
+                        continue; /* PostgreSQL's own (a postmaster's child is listed already) */
+                int r = foreign_add(fs, children[k], via, cluster, depth, false, "below a PostgreSQL process");
+                if (r < 0)
+                        return r;
+                if (r > 0 && (r = foreign_descend(fs, children[k], via, cluster, depth + 1)) < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* The cluster a postmaster (pid, start) leads now, or −1. */
+static int cluster_of_postmaster(const PgTree *t, pid_t pid, uint64_t start_ticks) {
+        for (size_t c = 0; c < t->n_clusters; c++) {
+                const PgProcess *pm = &t->procs[t->clusters[c].postmaster];
+                if (pm->rec.pid == pid && pm->rec.start_ticks == start_ticks)
+                        return (int) c;
+        }
+        return -1;
+}
+
+/* On a full scan: every process of the host whose ancestry reaches a cluster's process. */
+static int foreign_from_records(ForeignScan *fs, const ProcRecord *all, size_t n_all) {
+        for (size_t i = 0; i < n_all; i++) {
+                const ProcRecord *r = &all[i];
+                if (proc_state_is_dead(r->state) || member(fs, r->pid) >= 0 || r->pid <= 1)
+                        continue;
+                const ProcRecord *cur = r;
+                for (int d = 1; d <= FOREIGN_MAX_DEPTH && cur->ppid > 1; d++) {
+                        int m = member(fs, cur->ppid);
+                        if (m >= 0) {
+                                const PgProcess *p = &fs->t->procs[m];
+                                if (p->cluster < 0)
+                                        break; /* below an orphan: its server is gone */
+                                if (p->identity == PG_IDENTITY_FOREIGN) { /* a postmaster's child, not PostgreSQL */
+                                        cur = &p->rec;
+                                        continue;
+                                }
+                                int k = foreign_add(fs, r->pid, m, p->cluster, d, false, "below a PostgreSQL process");
+                                if (k < 0)
+                                        return k;
+                                break;
+                        }
+                        cur = find_record(all, n_all, cur->ppid);
+                        if (!cur)
+                                break;
+                }
+        }
+        return 0;
+}
+
+/* On a full scan: a process of the cluster's owner, with no terminal, working in the cluster's
+ * data directory, outside its tree: what daemonized away from a backend (double fork, setsid). */
+static int foreign_in_data_dirs(ForeignScan *fs, const ProcRecord *all, size_t n_all) {
+        PgTree *t = fs->t;
+        _cleanup_free_ struct stat *dirs = calloc(t->n_clusters ? t->n_clusters : 1, sizeof *dirs);
+        _cleanup_free_ bool *have = calloc(t->n_clusters ? t->n_clusters : 1, sizeof *have);
+        if (!dirs || !have)
+                return -ENOMEM;
+        bool any = false;
+        for (size_t c = 0; c < t->n_clusters; c++) {
+                char path[64];
+                snprintf(path, sizeof path, "/proc/%d/cwd", (int) t->procs[t->clusters[c].postmaster].rec.pid);
+                any |= have[c] = !t->clusters[c].remote && stat(path, &dirs[c]) == 0;
+        }
+        for (size_t i = 0; any && i < n_all; i++) {
+                const ProcRecord *r = &all[i];
+                if (proc_state_is_dead(r->state) || r->pid <= 1 || member(fs, r->pid) >= 0 || foreign_find(t, r->pid) >= 0 ||
+                    proc_comm_is_postgres(r->comm))
+                        continue;
+                for (size_t c = 0; c < t->n_clusters; c++) {
+                        const PgProcess *pm = &t->procs[t->clusters[c].postmaster];
+                        if (!have[c] || r->uid != pm->rec.uid)
+                                continue;
+                        char path[64];
+                        struct stat st;
+                        ProcStat ps;
+                        snprintf(path, sizeof path, "/proc/%d/cwd", (int) r->pid);
+                        if (stat(path, &st) < 0 || st.st_dev != dirs[c].st_dev || st.st_ino != dirs[c].st_ino)
+                                continue;
+                        if (proc_stat_read(NULL, r->pid, &ps) < 0 || ps.tty_nr != 0)
+                                break; /* an operator's shell in the data directory */
+                        int k = foreign_add(fs, r->pid, -1, (int) c, 0, true,
+                                            "runs in the cluster's data directory as its owner, outside its process tree");
+                        if (k < 0)
+                                return k;
+                        break;
+                }
+        }
+        return 0;
+}
+
+/* Foreign processes of the last refresh that are still alive: where are they now? */
+static int foreign_known(ForeignScan *fs) {
+        PgTree *t = fs->t;
+        for (size_t i = 0; i < fs->s->n_foreign; i++) {
+                const KnownForeign *k = &fs->s->foreign[i];
+                int c = cluster_of_postmaster(t, k->pm_pid, k->pm_start_ticks);
+                if (c < 0 || foreign_find(t, k->pid) >= 0)
+                        continue;
+                ProcStat st;
+                if (proc_stat_read(NULL, k->pid, &st) < 0 || st.start_ticks != k->start_ticks || proc_state_is_dead(st.state))
+                        continue; /* it ended */
+                int via = member(fs, k->via_pid);
+                if (via >= 0 && t->procs[via].rec.start_ticks != k->via_start_ticks)
+                        via = -1;
+                /* still below its backend (or below another foreign process of it)? */
+                bool below = (via >= 0 && st.ppid == k->via_pid) || foreign_find(t, st.ppid) >= 0;
+                int r = foreign_add(fs, k->pid, via, c, below ? k->depth : 0, !below,
+                                    below ? "below a PostgreSQL process"
+                                          : "left the process tree of the PostgreSQL process it was seen under");
+                if (r < 0)
+                        return r;
+                if (r > 0) {
+                        PgForeign *f = &t->foreign[t->n_foreign - 1];
+                        f->via_pid = k->via_pid; /* the one it was seen under, gone or not */
+                        f->via_start_ticks = k->via_start_ticks;
+                        if (via < 0)
+                                f->expected = false;
+                }
+                if (r > 0 && (r = foreign_descend(fs, k->pid, via, c, (below ? k->depth : 0) + 1)) < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int foreign_remember(Scanner *s, const PgTree *t) {
+        KnownForeign *k = calloc(t->n_foreign ? t->n_foreign : 1, sizeof *k);
+        if (!k)
+                return -ENOMEM;
+        for (size_t i = 0; i < t->n_foreign; i++) {
+                const PgForeign *f = &t->foreign[i];
+                const PgProcess *pm = &t->procs[t->clusters[f->cluster].postmaster];
+                k[i] = (KnownForeign){ .pid = f->rec.pid, .start_ticks = f->rec.start_ticks, .via_pid = f->via_pid,
+                                       .via_start_ticks = f->via_start_ticks, .pm_pid = pm->rec.pid,
+                                       .pm_start_ticks = pm->rec.start_ticks, .depth = f->depth };
+        }
+        free(s->foreign);
+        s->foreign = k;
+        s->n_foreign = t->n_foreign;
+        return 0;
+}
+
+/* Did pg_stat_activity show this process not running a query (an idle session, an auxiliary
+ * process) at the last cycle? Only a process that runs something forks a program: the children of
+ * the others are not read (what an idle session started earlier was found then, or by the next
+ * full scan, and is followed since). */
+static bool known_idle(const Scanner *s, const ProcRecord *r) {
+        Cached key = { .pid = r->pid };
+        const Cached *c = s->n_cache ? bsearch(&key, s->cache, s->n_cache, sizeof key, cmp_known_cached) : NULL;
+        return c && c->start_ticks == r->start_ticks && c->title_stable;
+}
+
+/* Fills t->foreign. A full scan has every process (all): ancestry decides, and the data
+ * directories are looked at. A refresh reads the children of the processes that run something
+ * (active sessions, processes pg_stat_activity does not cover) and follows the foreign processes
+ * already known: a cost of one small file per active session, not per process of the host. */
+static int collect_foreign(Scanner *s, PgTree *t, const ProcRecord *all, size_t n_all, bool full) {
+        ForeignScan fs = { .s = s, .t = t };
+        _cleanup_free_ TreePid *members = calloc(t->n_procs ? t->n_procs : 1, sizeof *members);
+        _cleanup_free_ size_t *per_cluster = calloc(t->n_clusters ? t->n_clusters : 1, sizeof *per_cluster);
+        if (!members || !per_cluster)
+                return -ENOMEM;
+        for (size_t i = 0; i < t->n_procs; i++)
+                if (t->procs[i].cluster >= 0 && !t->clusters[t->procs[i].cluster].remote)
+                        members[fs.n_members++] = (TreePid){ t->procs[i].rec.pid, (int) i };
+        qsort(members, fs.n_members, sizeof *members, cmp_tree_pid);
+        fs.members = members;
+        fs.per_cluster = per_cluster;
+
+        int r = 0;
+        /* a postmaster's own children that are not PostgreSQL's (another program or uid) */
+        for (size_t i = 0; r >= 0 && i < t->n_procs; i++) {
+                const PgProcess *p = &t->procs[i];
+                if (p->cluster >= 0 && p->depth == 1 && p->identity == PG_IDENTITY_FOREIGN)
+                        r = foreign_add(&fs, p->rec.pid, (int) t->clusters[p->cluster].postmaster, p->cluster, 1, false,
+                                        "a child of the postmaster that is not PostgreSQL");
+        }
+        if (r >= 0 && full)
+                r = foreign_from_records(&fs, all, n_all);
+        for (size_t i = 0; r >= 0 && !full && i < t->n_procs; i++) {
+                const PgProcess *p = &t->procs[i];
+                if (p->cluster >= 0 && p->depth >= 1 && !p->rec.from_cache && !t->clusters[p->cluster].remote &&
+                    !known_idle(s, &p->rec))
+                        r = foreign_descend(&fs, p->rec.pid, p->identity == PG_IDENTITY_FOREIGN
+                                                                     ? (int) t->clusters[p->cluster].postmaster
+                                                                     : (int) i,
+                                            p->cluster, 1);
+        }
+        if (r >= 0)
+                r = foreign_known(&fs);
+        if (r >= 0 && full)
+                r = foreign_in_data_dirs(&fs, all, n_all);
+        if (r >= 0)
+                r = foreign_remember(s, t);
+        return r;
+}
+
 bool scanner_discovering(const Scanner *s) {
         return s->eager_until != 0;
 }
@@ -670,6 +986,8 @@ int scanner_refresh(Scanner *s, bool force_full, PgTree *ret, ScanStats *stats) 
 
         PgTree t;
         r = tree_build(recs, n, &t);
+        if (r >= 0 && (r = collect_foreign(s, &t, recs, n, full)) < 0)
+                tree_free(&t);
         proc_records_free(recs, n);
         if (r < 0)
                 return r;
@@ -680,16 +998,22 @@ int scanner_refresh(Scanner *s, bool force_full, PgTree *ret, ScanStats *stats) 
         t.boot_time = real - uptime;
         t.hz = s->hz;
 
-        for (size_t i = 0; i < t.n_clusters; i++)
-                cluster_identify(NULL, &t.clusters[i], &t.procs[t.clusters[i].postmaster],
-                                 pg_process_start_time(&t, &t.procs[t.clusters[i].postmaster]));
+        for (size_t i = 0; i < t.n_clusters; i++) {
+                const PgProcess *pm = &t.procs[t.clusters[i].postmaster];
+                for (size_t k = 0; k < s->n_versions; k++)
+                        if (s->versions[k].pid == pm->rec.pid && s->versions[k].start_ticks == pm->rec.start_ticks)
+                                t.clusters[i].container = s->versions[k].container;
+                cluster_identify(NULL, &t.clusters[i], pm, pg_process_start_time(&t, pm));
+        }
         tree_unique_names(&t);
         for (size_t i = 0; i < t.n_procs; i++) {
                 PgProcess *p = &t.procs[i];
                 char cwd[PATH_MAX];
                 if (pg_process_is_orphan(p) && proc_read_cwd(NULL, p->rec.pid, cwd, sizeof cwd) == 0) {
                         p->cwd = strdup(cwd);
-                        int major = pg_version_read(cwd); /* its data directory */
+                        char link[64];
+                        snprintf(link, sizeof link, "/proc/%d/cwd", (int) p->rec.pid);
+                        int major = pg_version_read(link); /* its data directory, wherever its root is */
                         p->server_major = major > 0 ? major : 0;
                 }
         }

@@ -42,3 +42,5 @@ void cluster_identify(const char *proc_root, PgCluster *c, const PgProcess *pm, 
 
 /* The major version in DIR/PG_VERSION (12, …), or −errno. */
 int pg_version_read(const char *data_directory);
+/* The same, the path read below root (a container's /proc/PID/root; NULL or "": ours). */
+int pg_version_read_in(const char *root, const char *data_directory);

@@ -453,6 +453,9 @@ void tree_free(PgTree *t) {
         for (size_t i = 0; i < t->n_lookalikes; i++)
                 free(t->lookalikes[i].rec.title);
         free(t->lookalikes);
+        for (size_t i = 0; i < t->n_foreign; i++)
+                free(t->foreign[i].rec.title);
+        free(t->foreign);
         *t = (PgTree){};
 }
 

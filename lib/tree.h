@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "container.h"
 #include "proc-record.h"
 #include "title.h"
 
@@ -73,7 +74,29 @@ typedef struct PgCluster {
         char remote_server[256];        /* "host:port" as configured */
         char parent_tag[128];           /* glob on application_name: sessions grouped by tag */
         int server_major;       /* from PG_VERSION in the data directory (or the server), 0 unknown */
+        /* A cluster in a container: its paths (data_directory, pmfile) are as its processes see
+         * them, read through container.root; its processes carry their namespace pids. */
+        ContainerInfo container;
 } PgCluster;
+
+/* A process below a cluster's processes that is not PostgreSQL (COPY … FROM PROGRAM, an untrusted
+ * language, malware), or one that left that place (daemonized) but is known to come from it. Not
+ * in PgTree.procs: never a session, never signalled as PostgreSQL. Found by the scanner. */
+typedef struct PgForeign {
+        ProcRecord rec;         /* rec.title: its whole command line (owned); rec.ident.euid its uid */
+        int cluster;            /* index into PgTree.clusters */
+        int via;                /* index in PgTree.procs of the PostgreSQL process it descends from,
+                                 * −1 if that one is gone */
+        pid_t via_pid;          /* that process, as last seen */
+        uint64_t via_start_ticks;
+        int depth;              /* generations below it (1: its child); 0 unknown (detached) */
+        bool detached;          /* no longer below it: re-parented to init or a subreaper */
+        bool expected;          /* PostgreSQL runs it on purpose: below the archiver, the startup
+                                 * process or the checkpointer (archive/restore/cleanup commands) */
+        bool allowed;           /* the operator allows it (allow_foreign) */
+        char exe[256];          /* readlink /proc/PID/exe, "" unknown (pgtreed not root nor owner) */
+        char why[160];          /* how it was found */
+} PgForeign;
 
 typedef struct PgTree {
         PgProcess *procs;       /* per cluster: postmaster, then its descendants; orphans last */
@@ -83,11 +106,18 @@ typedef struct PgTree {
         size_t n_dead;          /* zombies that were left out */
         PgLookalike *lookalikes;
         size_t n_lookalikes;
+        PgForeign *foreign;     /* below the clusters' processes, not PostgreSQL's */
+        size_t n_foreign;
         /* Clock, set by whoever took the snapshot (0 in a tree built from literal records). */
         double now;             /* seconds since the epoch */
         double boot_time;       /* seconds since the epoch at boot */
         unsigned long hz;       /* clock ticks per second */
 } PgTree;
+
+/* The pid pg_stat_activity shows for it: its pid in its container's PID namespace, else its pid. */
+static inline pid_t pg_process_ns_pid(const PgProcess *p) {
+        return p->rec.ident.ns_pid > 0 ? p->rec.ident.ns_pid : p->rec.pid;
+}
 
 /* Seconds since the epoch when the process started, or 0 if the tree has no clock. */
 double pg_process_start_time(const PgTree *t, const PgProcess *p);

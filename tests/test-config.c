@@ -47,7 +47,7 @@ static const Bad bad_configs[] = {
         { "[rule r]\nkind = long_query\nafter = 1m\nsignal = 9\n", "t.ini:4: signal: '9': " KILL_WHY },
         { "[rule r]\nkind = long_query\nafter = 1m\nsignal = SIGKILL\n", "t.ini:4: signal: 'SIGKILL': " KILL_WHY },
         { "[rule r]\nkind = long_query\nafter = 1m\nsignal = SIGTERM\n", "t.ini:4: unknown key 'signal' in [rule r]: say action = cancel (SIGINT) or action = terminate (SIGTERM)" },
-        { "[rule r]\nkind = slow_query\n", "t.ini:2: kind: unknown finding kind 'slow_query' (expected orphan_backend, stale_activity, unlisted_process, orphan_parallel_worker, client_gone, long_query, idle_in_transaction, long_transaction, lock_wait, orphans or long_runners)" },
+        { "[rule r]\nkind = slow_query\n", "t.ini:2: kind: unknown finding kind 'slow_query' (expected orphan_backend, stale_activity, unlisted_process, orphan_parallel_worker, client_gone, long_query, idle_in_transaction, long_transaction, lock_wait, foreign_process, orphans or long_runners)" },
         { "[rule r]\naction = log\n", "t.ini:1: rule 'r' has no kind (one or more finding kinds)" },
         { "[rule r]\nkind = long_query\n", "t.ini:1: rule 'r' covers long runners and needs 'after' (a threshold such as 5m)" },
         { "[rule r]\nkind = orphan_backend\naction = alert\n", "t.ini:1: rule 'r' has action = alert but no alert_command" },

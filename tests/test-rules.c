@@ -68,6 +68,33 @@ static void test_target_blocker(void **state) {
         config_free(c);
 }
 
+static void test_container_filter(void **state) {
+        Config *c = parse_config("[rule r]\nkind = long_query\nafter = 1m\ncontainer = docker:*\naction = terminate\n"
+                                 "[rule h]\nkind = long_query\nafter = 1m\nexclude_container = *\naction = cancel\n");
+        Subject s = session(FINDING_LONG_QUERY, MIN(2));
+        assert_string_equal(rules_decide(c, &s)->name, "h"); /* on the host: not in any container */
+        s.container = "docker:0123456789ab";
+        assert_string_equal(rules_decide(c, &s)->name, "r");
+        s.container = "pod:7f0c";
+        assert_null(rules_decide(c, &s));
+        config_free(c);
+}
+
+static void test_foreign_command_and_allow(void **state) {
+        Config *c = parse_config("[daemon]\nallow_foreign = /usr/bin/gzip*, pg_dump *\n"
+                                 "[rule miners]\nkind = foreign_process\nexclude_command = sh -c *\naction = terminate\n");
+        Subject s = session(FINDING_FOREIGN_PROCESS, 0);
+        s.command = "/tmp/xmrig --donate-level 0";
+        assert_string_equal(rules_decide(c, &s)->name, "miners");
+        s.command = "sh -c sleep 60";
+        assert_null(rules_decide(c, &s));
+        assert_true(config_foreign_allowed(c, "pg_dump -Fc shop", NULL));
+        assert_true(config_foreign_allowed(c, "gzip -9", "/usr/bin/gzip"));
+        assert_false(config_foreign_allowed(c, "sleep 60", "/usr/bin/sleep"));
+        assert_false(config_foreign_allowed(c, NULL, NULL));
+        config_free(c);
+}
+
 static void test_include_exclude(void **state) {
         Config *c = parse_config("[rule r]\nkind = long_runners\nafter = 1m\nuser = report_*, etl\nexclude_user = report_admin\n"
                           "database = sh?p\nexclude_application_name = psql*\n");
@@ -218,6 +245,8 @@ int main(void) {
                 cmocka_unit_test(test_groups_by_application_name),
                 cmocka_unit_test(test_protected_wins),
                 cmocka_unit_test(test_builtin_rules),
+                cmocka_unit_test(test_container_filter),
+                cmocka_unit_test(test_foreign_command_and_allow),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -353,6 +353,24 @@ def test_query_text_for_admins_only_by_default(authz_daemon, cluster, users):
     cluster.sql("SELECT pg_terminate_backend(%s)", (pid,))
 
 
+def test_foreign_process_query_for_admins_only(authz_daemon, cluster, users):
+    """A foreign_process finding carries its backend's query: the same policy hides it from readers
+    (orphans, tree), and admins see it."""
+    d = authz_daemon
+    cluster.sql("CREATE TABLE IF NOT EXISTS authz_fp (x text)")
+    th, pid, _ = cluster.run_async("COPY authz_fp FROM PROGRAM 'sleep 63' /* hunter3 */", application_name="fp-secret")
+    try:
+        def seen(user):
+            return [d.client(*args, user=user).stdout for args in (["orphans"], ["--json", "orphans"], ["--json", "tree"])]
+        wait_for(lambda: all("hunter3" in o for o in seen(None)), 30, what="root sees the foreign process's query")
+        assert all("hunter3" in o for o in seen(users["admin"]))
+        reader = seen(users["reader"])
+        assert all("hunter3" not in o for o in reader), reader
+        assert "sleep 63" in reader[0] and "foreign_process" in reader[0]  # the finding itself is shown
+    finally:
+        cluster.sql("SELECT pg_cancel_backend(%s)", (pid,))
+
+
 def test_query_text_for_readers_when_configured(pgtreed, pgtree_client, cluster, users):
     from conftest import Daemon
     d = Daemon(pgtreed, pgtree_client, config(cluster, "query_text_for_readers = yes"))

@@ -1,0 +1,56 @@
+#!/usr/bin/python3
+"""Benchmark (issue 13): the cost of looking below the backends (foreign_process) per refresh and
+per cycle, against a baseline build (0.1.0 / main before it) in the same run, on one cluster with
+N connections (most idle, some active: those are read every refresh, and their children with
+them). Runs each build's bench-scan and bench-cycle in turns and prints the medians and ratios.
+
+usage: tests/bench/foreign.py BASELINE_BUILD [BUILD] [--connections 500] [--active 20] [--turns 5]"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+
+from benchlib import HERE, busy_cluster
+
+ap = argparse.ArgumentParser()
+ap.add_argument("baseline")
+ap.add_argument("build", nargs="?", default=os.path.join(HERE, "..", "..", "build"))
+ap.add_argument("--connections", type=int, default=500)
+ap.add_argument("--active", type=int, default=10)
+ap.add_argument("--turns", type=int, default=5)
+ap.add_argument("--rounds", type=int, default=40)
+args = ap.parse_args()
+
+
+def run(build, prog, *argv):
+    """Retried: other clusters of a shared host that stop make a refresh a discovery (refused)."""
+    for attempt in range(5):
+        out = subprocess.run([os.path.join(build, "tests", "bench", prog), *argv], capture_output=True, text=True,
+                             timeout=600)
+        if out.returncode == 0:
+            return json.loads(out.stdout)
+    raise RuntimeError(f"{prog} failed 5 times: {out.stderr[-500:]}")
+
+
+with busy_cluster("benchforeign", args.connections) as c:  # 20 connections of headroom
+    for _ in range(args.active):  # sessions pg_stat_activity shows active: read every refresh
+        c.run_async("SELECT pg_sleep(3600)")
+    conninfo = f"host={c.base} port={c.port} dbname=postgres user=pgtree"
+    res = {"baseline": {"refresh_cpu": [], "refresh_wall": [], "cycle_cpu": []},
+           "this": {"refresh_cpu": [], "refresh_wall": [], "cycle_cpu": []}}
+    for _ in range(args.turns):
+        for key, build in (("baseline", args.baseline), ("this", args.build)):
+            s = run(build, "bench-scan", str(args.rounds))
+            res[key]["refresh_cpu"].append(s["refresh_cpu_s"])
+            res[key]["refresh_wall"].append(s["refresh_wall_s"])
+            cy = run(build, "bench-cycle", conninfo, str(c.pm_pid), str(args.rounds))
+            res[key]["cycle_cpu"].append(cy["cycle_cpu_s"])
+            res[key].setdefault("cycle_wall", []).append(cy["cycle_wall_s"])
+    print(f"cluster: {args.connections} idle + {args.active} active connections; {args.turns} turns of "
+          f"{args.rounds} rounds; medians over turns")
+    for metric in ("refresh_cpu", "refresh_wall", "cycle_cpu", "cycle_wall"):
+        b = statistics.median(res["baseline"][metric])
+        t = statistics.median(res["this"][metric])
+        print(f"{metric:13} baseline {b:.6g}  this {t:.6g}  ratio {t / b if b else float('nan'):.3f}")
+    print(json.dumps(res))

@@ -1,0 +1,165 @@
+"""PostgreSQL clusters in containers made of plain namespaces, for pgtree's tests.
+
+A ContainerCluster runs `unshare --pid --fork --mount --ipc --uts --mount-proc`: a new PID
+namespace (the postmaster is its pid 1), a private mount namespace with a tmpfs over the
+cluster's base directory (data directory and socket: the host sees an empty directory at that
+path), its own SysV IPC and hostname (also written to an /etc/hostname bound over the host's, as
+container engines do). The postmaster is stopped by its HOST pid with SIGINT (fast shutdown):
+nothing here signals a pid of the container's namespace from outside.
+"""
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+
+import psycopg2
+
+from pgharness import free_port, pg_bindir, pid_alive, server_major, wait_for
+
+
+def ns_pids(pid):
+    """The NSpid line of /proc/PID/status: [host pid, …, innermost pid]."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("NSpid:"):
+                return [int(x) for x in line.split()[1:]]
+    return [pid]
+
+
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+class ContainerCluster:
+    def __init__(self, name, hostname, os_user="postgres", settings=None, bindir=None):
+        self.name, self.hostname, self.os_user = name, hostname, os_user
+        self.settings = settings or {}
+        self.bindir = bindir or pg_bindir()
+        self.major = server_major(self.bindir)
+        # the path inside the container; on the host it stays an empty directory
+        self.base = tempfile.mkdtemp(prefix=f"pgtree-ctr-{name}-", dir=os.environ.get("PGTREE_TEST_TMP"))
+        os.chmod(self.base, 0o755)
+        self.data = os.path.join(self.base, "data")
+        self.logdir = tempfile.mkdtemp(prefix=f"pgtree-ctrlog-{name}-", dir=os.environ.get("PGTREE_TEST_TMP"))
+        self.log = os.path.join(self.logdir, "server.log")
+        self.port = free_port()
+        self.proc = None
+        self.pm_pid = None       # host pid
+        self._conns = []
+
+    def start(self):
+        pw = pwd.getpwnam(self.os_user)
+        conf = {
+            "port": self.port, "listen_addresses": "''", "unix_socket_directories": f"'{self.base}'",
+            "cluster_name": f"'{self.name}'", "max_connections": 40, "shared_buffers": "'16MB'",
+            "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
+        }
+        conf.update(self.settings)
+        conf_text = "".join(f"{k} = {v}\n" for k, v in conf.items())
+        as_user = f"setpriv --reuid={pw.pw_uid} --regid={pw.pw_gid} --init-groups"
+        script = f"""set -e
+hostname {self.hostname}
+mount -t tmpfs -o mode=0755 pgtree-ctr {self.base}
+echo {self.hostname} > {self.base}/hostname
+mount --bind {self.base}/hostname /etc/hostname
+chown {pw.pw_uid}:{pw.pw_gid} {self.base}
+{as_user} {self.bindir}/initdb -D {self.data} -U postgres --auth=trust --no-sync -E UTF8 --locale=C >/dev/null
+cat >> {self.data}/postgresql.conf <<'PGTREE_EOF'
+{conf_text}PGTREE_EOF
+cd {self.data}
+exec {as_user} {self.bindir}/postgres -D {self.data}
+"""
+        self._logf = open(self.log, "w")
+        self.proc = subprocess.Popen(["unshare", "--pid", "--fork", "--mount", "--ipc", "--uts", "--mount-proc",
+                                      "--propagation", "private", "sh", "-c", script],
+                                     stdout=self._logf, stderr=subprocess.STDOUT, start_new_session=True)
+
+        def postmaster():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name}: the container exited: {open(self.log).read()[-3000:]}")
+            for c in children(self.proc.pid):
+                with contextlib.suppress(OSError):
+                    with open(f"/proc/{c}/comm") as f:
+                        if f.read().strip() == "postgres":
+                            return c
+            return None
+        self.pm_pid = wait_for(postmaster, 180, what=f"{self.name}'s postmaster")
+
+        def ready():
+            with contextlib.suppress(OSError):
+                with open(f"{self.root}{self.data}/postmaster.pid") as f:
+                    return f.read().rstrip().endswith("ready")
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name}: the container exited: {open(self.log).read()[-3000:]}")
+            return False
+        wait_for(ready, 180, what=f"{self.name} ready")
+        self.sql("CREATE ROLE pgtree LOGIN; GRANT pg_monitor TO pgtree")
+        return self
+
+    @property
+    def root(self):
+        return f"/proc/{self.pm_pid}/root"
+
+    @property
+    def host_socket_dir(self):
+        """The socket directory as the host reaches it."""
+        return f"{self.root}{self.base}"
+
+    def connect(self, application_name=None, dbname="postgres", user="postgres", autocommit=True):
+        kw = dict(dbname=dbname, user=user, port=self.port, host=self.host_socket_dir, connect_timeout=10)
+        if application_name:
+            kw["application_name"] = application_name
+        conn = psycopg2.connect(**kw)
+        conn.autocommit = autocommit
+        self._conns.append(conn)
+        return conn
+
+    def sql(self, query, params=None):
+        with contextlib.closing(self.connect()) as c, c.cursor() as cur:
+            cur.execute(query, params)
+            return cur.fetchall() if cur.description else None
+
+    def host_pid_of(self, ns_pid):
+        """The host pid of the postmaster's child whose pid in the container is ns_pid."""
+        for c in children(self.pm_pid):
+            with contextlib.suppress(OSError):
+                if ns_pids(c)[-1] == ns_pid:
+                    return c
+        return None
+
+    def stop(self):
+        if self.pm_pid and pid_alive(self.pm_pid) and self.proc and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pm_pid, signal.SIGINT)  # fast shutdown, by its host pid
+        if self.proc:
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                # the postmaster did not stop: end the unshare process (not PostgreSQL's)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(30)
+        for c in self._conns:
+            with contextlib.suppress(Exception):
+                c.close()
+        with contextlib.suppress(Exception):
+            self._logf.close()
+        shutil.rmtree(self.base, ignore_errors=True)
+        shutil.rmtree(self.logdir, ignore_errors=True)
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc):
+        self.stop()

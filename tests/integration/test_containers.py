@@ -1,0 +1,180 @@
+"""Clusters in containers (issue 13, part 1): PostgreSQL 15 servers started in their own PID,
+mount, IPC and UTS namespaces (nsharness), next to an ordinary cluster on the host."""
+import os
+import signal
+import threading
+
+import pytest
+
+from conftest import cluster_of, once_json
+from nsharness import ContainerCluster, children, ns_pids
+from pgharness import Cluster, pid_alive, wait_for
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="namespaces need root")
+
+
+@pytest.fixture(scope="module")
+def scene():
+    host = Cluster(name=f"pgtree_host_{os.getpid()}")
+    a = ContainerCluster(f"ctr_a_{os.getpid()}", f"ctr-a-{os.getpid()}")
+    b = ContainerCluster(f"ctr_b_{os.getpid()}", f"ctr-b-{os.getpid()}")
+    try:
+        host.start()
+        a.start()
+        b.start()
+        yield host, a, b
+    finally:
+        for c in (b, a, host):
+            c.stop()
+
+
+def session(c, app, query=None):
+    """A connection to c with application_name app: (connection, its pid in c's namespace)."""
+    conn = c.connect(application_name=app)
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        pid = cur.fetchone()[0]
+    return conn, pid
+
+
+def test_containerized_clusters_appear_joined(scene, pgtreed):
+    host, a, b = scene
+    # the host cannot see the container's files at their paths
+    assert os.listdir(a.base) == [] and os.listdir(b.base) == []
+    ca, pa = session(a, "app-in-a")
+    cb, pb = session(b, "app-in-b")
+    ch, ph = host.connect(application_name="app-on-host"), None
+    try:
+        before = {c.pm_pid: set(children(c.pm_pid)) for c in (a, b)}
+        data = wait_for(lambda: (lambda d: d if all(cluster_of(d, c.pm_pid)["activity"] == "ok" for c in (host, a, b))
+                                 else None)(once_json(pgtreed)), 60, interval=0.5, what="activity of the three clusters")
+        for c in (a, b):
+            cl = cluster_of(data, c.pm_pid)
+            assert cl["container"] == c.hostname, cl  # /etc/hostname inside its root
+            assert cl["container_root"] == f"/proc/{c.pm_pid}/root"
+            assert cl["postmaster"]["data_directory"] == c.data
+            assert cl["postmaster"]["socket_directory"] == c.base
+            assert cl["server_major"] == 15
+            procs = {p["pid"]: p for p in cl["processes"]}
+            # every child, by host pid, with its pid in the container
+            # (those alive before and after the scan: autovacuum workers come and go)
+            want = (before[c.pm_pid] & set(children(c.pm_pid))) | {c.pm_pid}
+            assert want <= set(procs), (want, set(procs))
+            for pid in want:
+                if pid in procs:
+                    assert procs[pid]["ns_pid"] == ns_pids(pid)[-1], procs[pid]
+                    assert procs[pid]["identity"] == "verified", procs[pid]
+            assert procs[c.pm_pid]["ns_pid"] == 1
+        # sessions joined through their namespace pids: the two containers use the same ones
+        assert pa == pb, "both containers should hand out the same pids (postmaster is pid 1)"
+        ha, hb = a.host_pid_of(pa), b.host_pid_of(pb)
+        assert ha and hb and ha != hb
+        pra = {p["pid"]: p for p in cluster_of(data, a.pm_pid)["processes"]}[ha]
+        prb = {p["pid"]: p for p in cluster_of(data, b.pm_pid)["processes"]}[hb]
+        assert (pra["ns_pid"], pra["application_name"], pra["backend_type"]) == (pa, "app-in-a", "client backend")
+        assert (prb["ns_pid"], prb["application_name"]) == (pb, "app-in-b")
+        # the ordinary cluster is as before: no container, no ns_pid
+        hc = cluster_of(data, host.pm_pid)
+        assert hc["container"] is None
+        assert all("ns_pid" not in p for p in hc["processes"])
+        assert "app-on-host" in {p.get("application_name") for p in hc["processes"]}
+    finally:
+        for conn in (ca, cb, ch):
+            conn.close()
+
+
+def test_long_runner_in_container_terminated(scene, daemon_factory):
+    host, a, b = scene
+    d = daemon_factory(f"""[daemon]
+interval = 300ms
+enforce = yes
+terminate_grace = 5s
+[rule ctr-long]
+kind = long_query
+after = 1s
+application_name = sleeper
+container = {a.hostname}
+action = terminate
+""").start()
+    results = {}
+
+    def run(c, key):
+        conn, pid = session(c, "sleeper")
+        results[key + "_pid"] = pid
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_sleep(120)")
+            results[key] = "finished"
+        except Exception as e:  # terminated
+            results[key] = str(e)
+    threads = [threading.Thread(target=run, args=(c, k), daemon=True) for c, k in ((a, "a"), (b, "b"))]
+    for t in threads:
+        t.start()
+    wait_for(lambda: "a_pid" in results and "b_pid" in results, 30, what="both sessions")
+    ha, hb = wait_for(lambda: (lambda x, y: (x, y) if x and y else None)(a.host_pid_of(results["a_pid"]),
+                                                                           b.host_pid_of(results["b_pid"])),
+                      30, what="host pids of the sessions")
+    wait_for(lambda: "a" in results, 60, what="the session in container a to be terminated")
+    assert results["a"] != "finished"
+    # SIGTERM went to the HOST pid of a's backend, through the rule, and a's server says so
+    d.wait_log(r"sent SIGTERM to pid %d\b" % ha, 20)
+    wait_for(lambda: "terminating connection due to administrator command" in open(a.log).read(), 20,
+             what="a's server log")
+    # the rule named container a: b's sleeper (same pid in its container) runs on; postmasters live
+    assert "b" not in results and pid_alive(hb)
+    assert pid_alive(a.pm_pid) and pid_alive(b.pm_pid)
+    assert f"sent SIGTERM to pid {hb}" not in d.log()
+
+
+def test_other_containers_server_refused(scene, pgtreed):
+    """A [cluster] conninfo that reaches container b's server for container a's cluster: the
+    backend pids of both containers are alike, but b's postmaster holds the socket: refused."""
+    host, a, b = scene
+    from test_identity import once
+    conf = (f"[cluster a]\ndata_directory = {a.data}\n"
+            f"conninfo = host={b.host_socket_dir} port={b.port} dbname=postgres user=pgtree\n")
+    data = once(pgtreed, conf)
+    ca = cluster_of(data, a.pm_pid)
+    assert ca["activity"].startswith("unavailable: the server reached is not this cluster "
+                                     f"(its socket is held by pid {b.pm_pid}, not by postmaster {a.pm_pid})"), ca
+    assert all(p["activity_joined"] is False for p in ca["processes"])
+    assert cluster_of(data, b.pm_pid)["activity"] == "ok"
+
+
+def test_foreign_process_in_container(scene, pgtreed):
+    host, a, b = scene
+    a.sql("CREATE TABLE IF NOT EXISTS fp (x text)")
+    conn, ns_backend = session(a, "copy-in-a")
+    cur = conn.cursor()
+
+    def run():
+        try:
+            cur.execute("COPY fp FROM PROGRAM 'sleep 61'")
+        except Exception:
+            pass
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    try:
+        hb = wait_for(lambda: a.host_pid_of(ns_backend), 20, what="the backend's host pid")
+        sleeper = wait_for(lambda: next((p for p in descendants_of(hb) if open(f"/proc/{p}/cmdline").read() == "sleep\x0061\x00"),
+                                        None), 20, what="the COPY's program")
+        data = once_json(pgtreed)
+        f = [x for x in data["findings"] if x["kind"] == "foreign_process" and x["pid"] == sleeper]
+        assert len(f) == 1, data["findings"]
+        f = f[0]
+        assert f["container"] == a.hostname and f["backend_pid"] == hb and f["application_name"] == "copy-in-a"
+        assert f["query"] == "COPY fp FROM PROGRAM 'sleep 61'"
+        fp = next(x for x in data["foreign_processes"] if x["pid"] == sleeper)
+        assert fp["ns_pid"] == ns_pids(sleeper)[-1] != sleeper
+    finally:
+        a.sql("SELECT pg_cancel_backend(%s)", (ns_backend,))
+        conn.close()
+
+
+def descendants_of(pid):
+    out, todo = [], [pid]
+    while todo:
+        kids = children(todo.pop())
+        out += kids
+        todo += kids
+    return out
