@@ -203,6 +203,10 @@ ActivityConn *activity_conn_free(ActivityConn *a) {
         return NULL;
 }
 
+pid_t activity_conn_backend_pid(const ActivityConn *a) {
+        return a ? a->backend_pids[0] : 0;
+}
+
 bool activity_conn_is_own_backend(const ActivityConn *a, pid_t pid) {
         return a && pid > 0 && (a->backend_pids[0] == pid || a->backend_pids[1] == pid);
 }

@@ -78,6 +78,8 @@ const ActivitySnapshot *activity_conn_snapshot(const ActivityConn *a);
 /* A new result retires the snapshot before it instead of freeing it (a published tree may point
  * into it); the owner of that tree frees it with this once the tree is replaced. */
 void activity_conn_release_retired(ActivityConn *a);
+/* The backend serving this connection (the last one that did), 0 if none yet. */
+pid_t activity_conn_backend_pid(const ActivityConn *a);
 /* Is pid a backend that served this connection (now or the connection before)? */
 bool activity_conn_is_own_backend(const ActivityConn *a, pid_t pid);
 /* "ok", or why there is no snapshot: "unavailable: <reason>". */

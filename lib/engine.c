@@ -403,7 +403,7 @@ static int finish_cycle(Engine *e, FindingEvents *events) {
                 for (size_t k = 0; s && s->conn && k < t->n_procs; k++) {
                         PgProcess *p = &t->procs[k];
                         if (p->cluster == (int) i && p->depth == 1 &&
-                            activity_conn_is_own_backend(s->conn, pg_process_ns_pid(p))) /* the server's pid */
+                            activity_conn_backend_pid(s->conn) == pg_process_ns_pid(p)) /* the server's pid */
                                 p->own = true;
                 }
         }
