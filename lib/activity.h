@@ -40,8 +40,19 @@ typedef struct ActivitySnapshot {
 void activity_snapshot_clear(ActivitySnapshot *s);
 const ActivityRow *activity_snapshot_find(const ActivitySnapshot *s, pid_t pid);
 
-/* The pg_stat_activity query for a server version (≥ 9.6), with the columns it has. */
+/* The pg_stat_activity query for a server version (≥ 9.6), with the columns it has. Its results
+ * are binary; $1 (timestamptz) is the cut-off of query text for idle sessions. */
 int activity_query_sql(int server_version, unsigned query_max_length, char **ret);
+
+/* Binary values of the query (network byte order), for the parser and its tests: -EBADMSG when
+ * the length is not the type's. Timestamps become seconds since the Unix epoch (0 for ±infinity);
+ * inet becomes the address alone (what host() prints). */
+int activity_binary_int4(const void *v, size_t len, int32_t *ret);
+int activity_binary_int8(const void *v, size_t len, int64_t *ret);
+int activity_binary_timestamptz(const void *v, size_t len, bool integer_datetimes, double *ret);
+int activity_binary_inet(const void *v, size_t len, char *buf, size_t size);
+/* age(xid) as the server computes it, from the next transaction id. */
+long long activity_xid_age(uint32_t next_xid, uint32_t xid);
 
 /* A non-blocking connection to one cluster (libpq's asynchronous API): it never blocks the
  * caller, has connect and query deadlines, reconnects with backoff, and reports why it is

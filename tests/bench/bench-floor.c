@@ -39,6 +39,20 @@ static double schedstat_s(int pid) {
         return (double) ns / 1e9;
 }
 
+static long ctxt_switches(int pid) {
+        char path[64], line[256];
+        snprintf(path, sizeof path, "/proc/%d/status", pid);
+        FILE *f = fopen(path, "re");
+        long n = 0, v;
+        while (f && fgets(line, sizeof line, f))
+                if ((sscanf(line, "voluntary_ctxt_switches: %ld", &v) == 1) ||
+                    (sscanf(line, "nonvoluntary_ctxt_switches: %ld", &v) == 1))
+                        n += v;
+        if (f)
+                fclose(f);
+        return n;
+}
+
 static int proc_reads(int pm) {
         char path[64], buf[1 << 16];
         snprintf(path, sizeof path, "/proc/%d/task/%d/children", pm, pm);
@@ -92,6 +106,7 @@ int main(int argc, char **argv) {
         PQclear(p);
         int backend = PQbackendPID(c), rows = 0, procs = 0;
         double c0 = cpu_s(), s0 = schedstat_s(backend);
+        long x0 = ctxt_switches(backend);
         unsigned long long touched = 0;
         for (int i = 0; i < rounds; i++) {
                 if (i > 0 && interval_ms > 0)
@@ -111,8 +126,10 @@ int main(int argc, char **argv) {
                 procs = proc_reads(pm);
         }
         double client = cpu_s() - c0, server = schedstat_s(backend) - s0;
-        printf("{\"client_ms\": %.4f, \"server_ms\": %.4f, \"rows\": %d, \"processes\": %d, \"checksum\": %llu}\n",
-               client * 1e3 / rounds, server * 1e3 / rounds, rows, procs, touched % 7);
+        long ctxt = ctxt_switches(backend) - x0;
+        printf("{\"client_ms\": %.4f, \"server_ms\": %.4f, \"backend_ctxt\": %.2f, \"rows\": %d, \"processes\": %d, "
+               "\"checksum\": %llu}\n",
+               client * 1e3 / rounds, server * 1e3 / rounds, (double) ctxt / rounds, rows, procs, touched % 7);
         PQfinish(c);
         return 0;
 }

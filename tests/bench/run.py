@@ -72,7 +72,7 @@ for b in args.build or [f"new={os.path.join(ROOT, 'build')}"]:
     name, _, d = b.partition("=")
     builds.append((name, os.path.abspath(d)))
 tools = args.tools.split(",")
-floor_bin = os.path.join(builds[-1][1], "tests", "bench", "bench-floor")
+floor_bin = os.path.join(ROOT, "build", "tests", "bench", "bench-floor")
 HZ = os.sysconf("SC_CLK_TCK")
 
 
@@ -83,6 +83,19 @@ def schedstat_ms(pid):
             return int(f.read().split()[0]) / 1e6
     except OSError:
         return None
+
+
+def ctxt_switches(pid):
+    """Voluntary + involuntary context switches of a process."""
+    n = 0
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.endswith("ctxt_switches:", 0, line.find(":") + 1):
+                    n += int(line.split()[1])
+    except OSError:
+        return None
+    return n
 
 
 def process_cpu_ms(pid):
@@ -186,14 +199,17 @@ class Pgtreed:
         k0 = self.cycles()
         d0 = schedstat_ms(self.proc.pid)
         b0 = [schedstat_ms(p) for p in backends]
+        x0 = [ctxt_switches(p) for p in backends]
         time.sleep(args.window)
         d1 = schedstat_ms(self.proc.pid)
         b1 = [schedstat_ms(p) for p in backends]
+        x1 = [ctxt_switches(p) for p in backends]
         k1 = self.cycles()
         self.stop()
         n = max(k1 - k0, 1)
         server = sum((y - x) for x, y in zip(b0, b1) if x is not None and y is not None)
-        return {"client_ms": (d1 - d0) / n, "server_ms": server / n, "refreshes": n}
+        ctxt = sum((y - x) for x, y in zip(x0, x1) if x is not None and y is not None)
+        return {"client_ms": (d1 - d0) / n, "server_ms": server / n, "refreshes": n, "backend_ctxt": ctxt / n}
 
     def close(self):
         with contextlib.suppress(ProcessLookupError):
@@ -216,7 +232,7 @@ class Floor:
                                           stdout=subprocess.PIPE, text=True))
         rs = [json.loads(p.communicate(timeout=args.window * 3 + 60)[0]) for p in procs]
         return {"client_ms": sum(r["client_ms"] for r in rs), "server_ms": sum(r["server_ms"] for r in rs),
-                "refreshes": n}
+                "refreshes": n, "backend_ctxt": sum(r["backend_ctxt"] for r in rs)}
 
     def close(self):
         pass
@@ -343,7 +359,8 @@ def run_scale(total):
                 res = inst.measure()
                 results.setdefault(label, []).append(res)
                 print(f"  {total} conns, round {r + 1}: {label:22} client {res['client_ms']:8.2f} ms  "
-                      f"server {res['server_ms']:8.2f} ms  ({res['refreshes']} refreshes)", file=sys.stderr, flush=True)
+                      f"server {res['server_ms']:8.2f} ms  ({res['refreshes']} refreshes"
+              f"{', backend context switches %.1f' % res['backend_ctxt'] if 'backend_ctxt' in res else ''})", file=sys.stderr, flush=True)
     return results
 
 
