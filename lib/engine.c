@@ -13,6 +13,7 @@
 #include "join.h"
 #include "macro.h"
 #include "proc-stat.h"
+#include "rules.h"
 #include "sockdiag.h"
 
 int engine_new(const Config *c, Engine **ret) {
@@ -345,7 +346,10 @@ int engine_finish_cycle(Engine *e, FindingEvents *events) {
                 return r;
         }
         Findings cand = {};
-        r = findings_detect(t, gone, n_gone, &cand);
+        uint64_t min_after[_FINDING_KIND_MAX];
+        for (unsigned k = 0; k < _FINDING_KIND_MAX; k++)
+                min_after[k] = rules_min_after(e->config, (FindingKind) k);
+        r = findings_detect_filtered(t, gone, n_gone, min_after, &cand);
         free(gone);
         if (r >= 0)
                 r = finding_store_update(&e->store, &cand, e->config, t->now, events);

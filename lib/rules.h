@@ -29,6 +29,10 @@ const Rule *rules_decide(const Config *c, const Subject *s);
  * never cancelled or terminated, whatever a rule says. why names the list that matched. */
 bool rules_protected(const Config *c, const Subject *s, const char **why);
 
+/* The lowest threshold ('after') of the rules that cover a kind: below it no rule can match
+ * (0: some rule has none; UINT64_MAX: no rule covers the kind). */
+uint64_t rules_min_after(const Config *c, FindingKind kind);
+
 /* Does one rule match (filters and threshold)? */
 bool rule_matches(const Rule *r, const Subject *s);
 
