@@ -63,6 +63,7 @@ static void clear_conn_sources(Manager *m) {
                 sd_event_source_disable_unref(m->conn_sources[i]);
         m->n_conn_sources = 0;
         m->conn_timer = sd_event_source_disable_unref(m->conn_timer);
+        m->conn_deadline = 0;
 }
 
 static void term_watch_free(TermWatch *w) {
@@ -542,7 +543,21 @@ static bool any_busy(Manager *m) {
         return engine_waiting(m->engine, now_monotonic_usec()); /* remote servers: within their budget */
 }
 
+/* A connection's socket is ready: only that connection moves on (the others wait for their own
+ * events or deadlines), and the sources stay armed while what they wait for is unchanged — a
+ * result arriving in many chunks costs one read per wake-up, not a re-arm of everything. */
 static int on_conn_event(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Manager *m = userdata;
+        uint64_t now = now_monotonic_usec();
+        for (size_t i = 0; i < m->n_conn_sources; i++)
+                if (m->conn_sources[i] == s)
+                        activity_conn_process(m->conn_owners[i], now);
+        arm_connections(m);
+        return 0;
+}
+
+/* A deadline passed (a connection's timeout, or remote servers' budget): everyone moves on. */
+static int on_conn_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Manager *m = userdata;
         ActivityConn *conns[64];
         size_t n = engine_connections(m->engine, conns, ELEMENTSOF(conns));
@@ -553,19 +568,18 @@ static int on_conn_event(sd_event_source *s, int fd, uint32_t revents, void *use
         return 0;
 }
 
-static int on_conn_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        return on_conn_event(s, -1, 0, userdata);
-}
-
 static void arm_connections(Manager *m) {
-        clear_conn_sources(m);
         if (!any_busy(m)) {
-                finish_cycle(m);
+                finish_cycle(m); /* clears the sources */
                 return;
         }
         ActivityConn *conns[64];
         size_t n = engine_connections(m->engine, conns, ELEMENTSOF(conns));
         uint64_t deadline = UINT64_MAX;
+        int fds[64];
+        uint32_t events[64];
+        ActivityConn *owners[64];
+        size_t k = 0;
         for (size_t i = 0; i < n; i++) {
                 int fd;
                 short ev;
@@ -574,13 +588,36 @@ static void arm_connections(Manager *m) {
                         continue;
                 if (d < deadline)
                         deadline = d;
-                uint32_t events = ((ev & POLLIN) ? EPOLLIN : 0) | ((ev & POLLOUT) ? EPOLLOUT : 0);
-                if (fd >= 0 && sd_event_add_io(m->event, &m->conn_sources[m->n_conn_sources], fd, events, on_conn_event, m) >= 0)
-                        m->n_conn_sources++;
+                if (fd < 0)
+                        continue;
+                fds[k] = fd;
+                events[k] = ((ev & POLLIN) ? EPOLLIN : 0) | ((ev & POLLOUT) ? EPOLLOUT : 0);
+                owners[k++] = conns[i];
+        }
+        /* (a connection that is still connecting may have a new socket under the same number) */
+        bool same = k == m->n_conn_sources;
+        for (size_t i = 0; same && i < k; i++)
+                same = fds[i] == m->conn_fds[i] && events[i] == m->conn_events[i] && owners[i] == m->conn_owners[i] &&
+                       !activity_conn_connecting(owners[i]);
+        if (!same) {
+                for (size_t i = 0; i < m->n_conn_sources; i++)
+                        sd_event_source_disable_unref(m->conn_sources[i]);
+                m->n_conn_sources = 0;
+                for (size_t i = 0; i < k; i++) {
+                        if (sd_event_add_io(m->event, &m->conn_sources[m->n_conn_sources], fds[i], events[i], on_conn_event, m) < 0)
+                                continue;
+                        m->conn_fds[m->n_conn_sources] = fds[i];
+                        m->conn_events[m->n_conn_sources] = events[i];
+                        m->conn_owners[m->n_conn_sources++] = owners[i];
+                }
         }
         uint64_t remote = engine_remote_deadline(m->engine);
         if (remote < deadline)
                 deadline = remote;
+        if (m->conn_timer && deadline == m->conn_deadline)
+                return;
+        m->conn_timer = sd_event_source_disable_unref(m->conn_timer);
+        m->conn_deadline = deadline;
         sd_event_add_time(m->event, &m->conn_timer, CLOCK_MONOTONIC, deadline, 1000, on_conn_timer, m);
 }
 

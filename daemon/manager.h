@@ -55,8 +55,12 @@ typedef struct Manager {
         AlertRunner alerts;
         sd_event_source *cycle_timer;
         sd_event_source *conn_sources[64];
+        int conn_fds[64];               /* what each source watches, to keep it while unchanged */
+        uint32_t conn_events[64];
+        ActivityConn *conn_owners[64];
         size_t n_conn_sources;
         sd_event_source *conn_timer;
+        uint64_t conn_deadline;
         sd_event_source *alert_timer;
         sd_event_source **alert_sources;
         size_t n_alert_sources;

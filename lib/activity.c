@@ -399,6 +399,10 @@ bool activity_conn_busy(const ActivityConn *a) {
         return a->state == STATE_CONNECTING || a->state == STATE_PREPARING || a->state == STATE_QUERYING;
 }
 
+bool activity_conn_connecting(const ActivityConn *a) {
+        return a->state == STATE_CONNECTING;
+}
+
 bool activity_conn_wants(const ActivityConn *a, int *fd, short *events, uint64_t *deadline) {
         if (!activity_conn_busy(a))
                 return false;

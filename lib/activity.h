@@ -77,6 +77,8 @@ bool activity_conn_wants(const ActivityConn *a, int *fd, short *events, uint64_t
 /* Moves on after the fd became ready or the deadline passed. */
 void activity_conn_process(ActivityConn *a, uint64_t now_usec);
 bool activity_conn_busy(const ActivityConn *a);
+/* Still connecting: libpq may change sockets (another address) at each step. */
+bool activity_conn_connecting(const ActivityConn *a);
 
 /* The snapshot of the last refresh that succeeded in the current cycle, or NULL. */
 const ActivitySnapshot *activity_conn_snapshot(const ActivityConn *a);
