@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/inotify.h>
 #include <sys/syscall.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
@@ -30,6 +31,7 @@
 #endif
 
 static void start_cycle(Manager *m);
+static void dir_watch_free(DirWatch *w);
 static void arm_connections(Manager *m);
 
 /* ---- setup ---- */
@@ -91,6 +93,8 @@ Manager *manager_free(Manager *m) {
                         close(m->pm[i].fd);
         }
         free(m->pm);
+        for (size_t i = 0; i < m->n_dir_watches; i++)
+                dir_watch_free(m->dir_watches[i]);
         for (size_t i = 0; i < m->n_terms; i++)
                 term_watch_free(m->terms[i]);
         free(m->terms);
@@ -175,6 +179,76 @@ static void on_reachability(const PgCluster *c, bool reachable, void *userdata) 
         }
 }
 
+/* ---- data directories awaiting a postmaster: postmaster.pid appearing triggers a full scan ---- */
+
+static void dir_watch_free(DirWatch *w) {
+        if (!w)
+                return;
+        sd_event_source_disable_unref(w->source);
+        free(w->directory);
+        free(w);
+}
+
+static int on_pmfile(sd_event_source *s, const struct inotify_event *ev, void *userdata) {
+        DirWatch *w = userdata;
+        Manager *m = w->manager;
+        if (!(ev->mask & (IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE)) || ev->len == 0 || strcmp(ev->name, "postmaster.pid") != 0)
+                return 0;
+        log_plain(LOG_INFO, "postmaster.pid appeared in %s: scanning for its postmaster now", w->directory);
+        m->force_full = true;
+        if (!m->cycle_running)
+                sd_event_source_set_time_relative(m->cycle_timer, 0);
+        return 0;
+}
+
+static void watch_directory(Manager *m, const char *dir) {
+        if (!dir || dir[0] != '/')
+                return;
+        for (size_t i = 0; i < m->n_dir_watches; i++)
+                if (!strcmp(m->dir_watches[i]->directory, dir)) {
+                        m->dir_watches[i]->wanted = true;
+                        return;
+                }
+        if (m->n_dir_watches >= DIR_WATCHES_MAX) /* the oldest goes (discovery still finds it) */
+                dir_watch_free(m->dir_watches[0]), memmove(&m->dir_watches[0], &m->dir_watches[1],
+                                                           --m->n_dir_watches * sizeof m->dir_watches[0]);
+        DirWatch *w = calloc(1, sizeof *w);
+        if (!w || !(w->directory = strdup(dir))) {
+                free(w);
+                return;
+        }
+        w->manager = m;
+        w->wanted = true;
+        if (sd_event_add_inotify(m->event, &w->source, dir, IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE | IN_ONLYDIR,
+                                 on_pmfile, w) < 0) {
+                dir_watch_free(w); /* gone, or not ours to read: the discovery interval finds it */
+                return;
+        }
+        m->dir_watches[m->n_dir_watches++] = w;
+}
+
+/* After each cycle: watch the directories of configured clusters that have no running
+ * postmaster, and of postmasters that exited; stop watching those that run again. */
+static void sync_dir_watches(Manager *m) {
+        const PgTree *t = &m->engine->tree;
+        for (size_t i = 0; i < m->n_pm; i++)
+                if (!m->pm[i].seen && m->pm[i].data_directory[0])
+                        watch_directory(m, m->pm[i].data_directory);
+        for (size_t i = 0; i < m->config->n_clusters; i++)
+                watch_directory(m, m->config->clusters[i].data_directory);
+        for (size_t i = 0; i < m->n_dir_watches;) {
+                bool running = false;
+                for (size_t c = 0; c < t->n_clusters && !running; c++)
+                        running = !strcmp(t->clusters[c].data_directory, m->dir_watches[i]->directory);
+                if (running) {
+                        dir_watch_free(m->dir_watches[i]);
+                        memmove(&m->dir_watches[i], &m->dir_watches[i + 1], (m->n_dir_watches - i - 1) * sizeof m->dir_watches[0]);
+                        m->n_dir_watches--;
+                } else
+                        i++;
+        }
+}
+
 /* ---- postmaster pidfds: a postmaster that exits triggers a full scan at once ---- */
 
 static int on_pm_exit(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
@@ -224,6 +298,7 @@ static void sync_pm_watches(Manager *m) {
                 m->n_pm++;
         }
         /* realloc may have moved the watches: re-point their userdata */
+        sync_dir_watches(m);
         for (size_t i = 0; i < m->n_pm;) {
                 if (!m->pm[i].seen) {
                         sd_event_source_disable_unref(m->pm[i].source);
