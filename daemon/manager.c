@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/inotify.h>
 #include <sys/syscall.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
@@ -30,6 +31,7 @@
 #endif
 
 static void start_cycle(Manager *m);
+static void dir_watch_free(DirWatch *w);
 static void arm_connections(Manager *m);
 
 /* ---- setup ---- */
@@ -63,6 +65,7 @@ static void clear_conn_sources(Manager *m) {
                 sd_event_source_disable_unref(m->conn_sources[i]);
         m->n_conn_sources = 0;
         m->conn_timer = sd_event_source_disable_unref(m->conn_timer);
+        m->conn_deadline = 0;
 }
 
 static void term_watch_free(TermWatch *w) {
@@ -90,6 +93,8 @@ Manager *manager_free(Manager *m) {
                         close(m->pm[i].fd);
         }
         free(m->pm);
+        for (size_t i = 0; i < m->n_dir_watches; i++)
+                dir_watch_free(m->dir_watches[i]);
         for (size_t i = 0; i < m->n_terms; i++)
                 term_watch_free(m->terms[i]);
         free(m->terms);
@@ -174,6 +179,76 @@ static void on_reachability(const PgCluster *c, bool reachable, void *userdata) 
         }
 }
 
+/* ---- data directories awaiting a postmaster: postmaster.pid appearing triggers a full scan ---- */
+
+static void dir_watch_free(DirWatch *w) {
+        if (!w)
+                return;
+        sd_event_source_disable_unref(w->source);
+        free(w->directory);
+        free(w);
+}
+
+static int on_pmfile(sd_event_source *s, const struct inotify_event *ev, void *userdata) {
+        DirWatch *w = userdata;
+        Manager *m = w->manager;
+        if (!(ev->mask & (IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE)) || ev->len == 0 || strcmp(ev->name, "postmaster.pid") != 0)
+                return 0;
+        log_plain(LOG_INFO, "postmaster.pid appeared in %s: scanning for its postmaster now", w->directory);
+        m->force_full = true;
+        if (!m->cycle_running)
+                sd_event_source_set_time_relative(m->cycle_timer, 0);
+        return 0;
+}
+
+static void watch_directory(Manager *m, const char *dir) {
+        if (!dir || dir[0] != '/')
+                return;
+        for (size_t i = 0; i < m->n_dir_watches; i++)
+                if (!strcmp(m->dir_watches[i]->directory, dir)) {
+                        m->dir_watches[i]->wanted = true;
+                        return;
+                }
+        if (m->n_dir_watches >= DIR_WATCHES_MAX) /* the oldest goes (discovery still finds it) */
+                dir_watch_free(m->dir_watches[0]), memmove(&m->dir_watches[0], &m->dir_watches[1],
+                                                           --m->n_dir_watches * sizeof m->dir_watches[0]);
+        DirWatch *w = calloc(1, sizeof *w);
+        if (!w || !(w->directory = strdup(dir))) {
+                free(w);
+                return;
+        }
+        w->manager = m;
+        w->wanted = true;
+        if (sd_event_add_inotify(m->event, &w->source, dir, IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE | IN_ONLYDIR,
+                                 on_pmfile, w) < 0) {
+                dir_watch_free(w); /* gone, or not ours to read: the discovery interval finds it */
+                return;
+        }
+        m->dir_watches[m->n_dir_watches++] = w;
+}
+
+/* After each cycle: watch the directories of configured clusters that have no running
+ * postmaster, and of postmasters that exited; stop watching those that run again. */
+static void sync_dir_watches(Manager *m) {
+        const PgTree *t = &m->engine->tree;
+        for (size_t i = 0; i < m->n_pm; i++)
+                if (!m->pm[i].seen && m->pm[i].data_directory[0])
+                        watch_directory(m, m->pm[i].data_directory);
+        for (size_t i = 0; i < m->config->n_clusters; i++)
+                watch_directory(m, m->config->clusters[i].data_directory);
+        for (size_t i = 0; i < m->n_dir_watches;) {
+                bool running = false;
+                for (size_t c = 0; c < t->n_clusters && !running; c++)
+                        running = !strcmp(t->clusters[c].data_directory, m->dir_watches[i]->directory);
+                if (running) {
+                        dir_watch_free(m->dir_watches[i]);
+                        memmove(&m->dir_watches[i], &m->dir_watches[i + 1], (m->n_dir_watches - i - 1) * sizeof m->dir_watches[0]);
+                        m->n_dir_watches--;
+                } else
+                        i++;
+        }
+}
+
 /* ---- postmaster pidfds: a postmaster that exits triggers a full scan at once ---- */
 
 static int on_pm_exit(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
@@ -223,6 +298,7 @@ static void sync_pm_watches(Manager *m) {
                 m->n_pm++;
         }
         /* realloc may have moved the watches: re-point their userdata */
+        sync_dir_watches(m);
         for (size_t i = 0; i < m->n_pm;) {
                 if (!m->pm[i].seen) {
                         sd_event_source_disable_unref(m->pm[i].source);
@@ -542,7 +618,21 @@ static bool any_busy(Manager *m) {
         return engine_waiting(m->engine, now_monotonic_usec()); /* remote servers: within their budget */
 }
 
+/* A connection's socket is ready: only that connection moves on (the others wait for their own
+ * events or deadlines), and the sources stay armed while what they wait for is unchanged — a
+ * result arriving in many chunks costs one read per wake-up, not a re-arm of everything. */
 static int on_conn_event(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Manager *m = userdata;
+        uint64_t now = now_monotonic_usec();
+        for (size_t i = 0; i < m->n_conn_sources; i++)
+                if (m->conn_sources[i] == s)
+                        activity_conn_process(m->conn_owners[i], now);
+        arm_connections(m);
+        return 0;
+}
+
+/* A deadline passed (a connection's timeout, or remote servers' budget): everyone moves on. */
+static int on_conn_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Manager *m = userdata;
         ActivityConn *conns[64];
         size_t n = engine_connections(m->engine, conns, ELEMENTSOF(conns));
@@ -553,19 +643,18 @@ static int on_conn_event(sd_event_source *s, int fd, uint32_t revents, void *use
         return 0;
 }
 
-static int on_conn_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        return on_conn_event(s, -1, 0, userdata);
-}
-
 static void arm_connections(Manager *m) {
-        clear_conn_sources(m);
         if (!any_busy(m)) {
-                finish_cycle(m);
+                finish_cycle(m); /* clears the sources */
                 return;
         }
         ActivityConn *conns[64];
         size_t n = engine_connections(m->engine, conns, ELEMENTSOF(conns));
         uint64_t deadline = UINT64_MAX;
+        int fds[64];
+        uint32_t events[64];
+        ActivityConn *owners[64];
+        size_t k = 0;
         for (size_t i = 0; i < n; i++) {
                 int fd;
                 short ev;
@@ -574,13 +663,36 @@ static void arm_connections(Manager *m) {
                         continue;
                 if (d < deadline)
                         deadline = d;
-                uint32_t events = ((ev & POLLIN) ? EPOLLIN : 0) | ((ev & POLLOUT) ? EPOLLOUT : 0);
-                if (fd >= 0 && sd_event_add_io(m->event, &m->conn_sources[m->n_conn_sources], fd, events, on_conn_event, m) >= 0)
-                        m->n_conn_sources++;
+                if (fd < 0)
+                        continue;
+                fds[k] = fd;
+                events[k] = ((ev & POLLIN) ? EPOLLIN : 0) | ((ev & POLLOUT) ? EPOLLOUT : 0);
+                owners[k++] = conns[i];
+        }
+        /* (a connection that is still connecting may have a new socket under the same number) */
+        bool same = k == m->n_conn_sources;
+        for (size_t i = 0; same && i < k; i++)
+                same = fds[i] == m->conn_fds[i] && events[i] == m->conn_events[i] && owners[i] == m->conn_owners[i] &&
+                       !activity_conn_connecting(owners[i]);
+        if (!same) {
+                for (size_t i = 0; i < m->n_conn_sources; i++)
+                        sd_event_source_disable_unref(m->conn_sources[i]);
+                m->n_conn_sources = 0;
+                for (size_t i = 0; i < k; i++) {
+                        if (sd_event_add_io(m->event, &m->conn_sources[m->n_conn_sources], fds[i], events[i], on_conn_event, m) < 0)
+                                continue;
+                        m->conn_fds[m->n_conn_sources] = fds[i];
+                        m->conn_events[m->n_conn_sources] = events[i];
+                        m->conn_owners[m->n_conn_sources++] = owners[i];
+                }
         }
         uint64_t remote = engine_remote_deadline(m->engine);
         if (remote < deadline)
                 deadline = remote;
+        if (m->conn_timer && deadline == m->conn_deadline)
+                return;
+        m->conn_timer = sd_event_source_disable_unref(m->conn_timer);
+        m->conn_deadline = deadline;
         sd_event_add_time(m->event, &m->conn_timer, CLOCK_MONOTONIC, deadline, 1000, on_conn_timer, m);
 }
 

@@ -47,6 +47,16 @@ typedef struct PmWatch {
         bool seen;
 } PmWatch;
 
+/* A data directory without a running postmaster (one exited, or a configured cluster that is
+ * not running): its postmaster.pid appearing starts a discovery scan at once. */
+typedef struct DirWatch {
+        struct Manager *manager;
+        char *directory;
+        sd_event_source *source;
+        bool wanted;
+} DirWatch;
+#define DIR_WATCHES_MAX 64
+
 typedef struct Manager {
         sd_event *event;
         char *config_path;      /* NULL: built-in defaults */
@@ -55,8 +65,12 @@ typedef struct Manager {
         AlertRunner alerts;
         sd_event_source *cycle_timer;
         sd_event_source *conn_sources[64];
+        int conn_fds[64];               /* what each source watches, to keep it while unchanged */
+        uint32_t conn_events[64];
+        ActivityConn *conn_owners[64];
         size_t n_conn_sources;
         sd_event_source *conn_timer;
+        uint64_t conn_deadline;
         sd_event_source *alert_timer;
         sd_event_source **alert_sources;
         size_t n_alert_sources;
@@ -66,6 +80,8 @@ typedef struct Manager {
         uint64_t cycle_started;
         PmWatch *pm;
         size_t n_pm, pm_allocated;
+        DirWatch *dir_watches[DIR_WATCHES_MAX];
+        size_t n_dir_watches;
         ActionState *actions;
         size_t n_actions, actions_allocated;
         TermWatch **terms;

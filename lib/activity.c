@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* pg_stat_activity over libpq's asynchronous API. */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <stdint.h>
+#include <sys/socket.h>
 #include <libpq-fe.h>
 #include <poll.h>
 #include <stdio.h>
@@ -41,7 +44,8 @@ struct ActivityConn {
         unsigned connects;
         char status[512];
         ActivitySnapshot snap;
-        bool have_snap;
+        bool have_snap;         /* snap is this cycle's */
+        bool have_prev;         /* snap holds the last complete answer of this connection */
         /* The snapshot before snap: a tree published from it may still point into its rows
          * until the engine publishes the next one (activity_conn_release_retired). */
         ActivitySnapshot retired;
@@ -90,28 +94,108 @@ const ActivityRow *activity_snapshot_find(const ActivitySnapshot *s, pid_t pid) 
         return bsearch(&key, s->rows, s->n, sizeof key, cmp_row);
 }
 
+/* One round trip, binary results: the server formats nothing (timestamps are 8-byte integers,
+ * inet is bytes) and runs no function per row. age(backend_xmin) is computed here from the next
+ * transaction id (one InitPlan), and the query text is sent only for sessions that are not idle
+ * or whose query started since $1 (the previous snapshot): an idle session keeps the text the
+ * client already has. */
 int activity_query_sql(int v, unsigned qmax, char **ret) {
         if (v < 90600)
                 return -EPROTONOSUPPORT;
-        char query[64];
+        char query[160];
         if (qmax > 0)
-                snprintf(query, sizeof query, "left(query, %u)", qmax);
+                snprintf(query, sizeof query,
+                         "CASE WHEN state IS DISTINCT FROM 'idle' OR query_start >= $1 THEN left(query, %u) END", qmax);
         else
                 snprintf(query, sizeof query, "NULL::text");
         int r = asprintf(ret,
-                         "SELECT pid, usename::text, datname::text, application_name, host(client_addr), client_port, "
-                         "client_hostname, %s, state, "
-                         "extract(epoch FROM backend_start)::float8, extract(epoch FROM xact_start)::float8, "
-                         "extract(epoch FROM query_start)::float8, extract(epoch FROM state_change)::float8, "
-                         "wait_event_type, wait_event, %s, age(backend_xmin)::int8, %s, "
-                         "extract(epoch FROM clock_timestamp())::float8, "
+                         "SELECT pid, usename, datname, application_name, client_addr, client_port, "
+                         "client_hostname, %s, state, backend_start, xact_start, query_start, state_change, "
+                         "wait_event_type, wait_event, %s, backend_xmin, %s, "
+                         "(SELECT pg_catalog.clock_timestamp()), (SELECT %s), "
                          /* who blocks it: asked only of sessions waiting for a lock, so the cost
                           * follows the number of waiters, not of sessions */
                          "CASE WHEN wait_event_type = 'Lock' THEN pg_catalog.pg_blocking_pids(pid) END "
                          "FROM pg_catalog.pg_stat_activity",
-                         v >= 100000 ? "backend_type" : "NULL::text", v >= 130000 ? "leader_pid" : "NULL::int",
-                         query);
+                         v >= 100000 ? "backend_type" : "NULL::text", v >= 130000 ? "leader_pid" : "NULL::int4", query,
+                         v >= 130000 ? "pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())"
+                                     : "pg_catalog.txid_snapshot_xmax(pg_catalog.txid_current_snapshot())");
         return r < 0 ? -ENOMEM : 0;
+}
+
+/* ---- binary values ---- */
+
+#define OID_NAME 19
+#define OID_INT8 20
+#define OID_INT4 23
+#define OID_TEXT 25
+#define OID_XID 28
+#define OID_TIMESTAMPTZ 1184
+#define OID_INET 869
+#define OID_XID8 5069
+#define OID_INT4ARRAY 1007
+#define PG_EPOCH_UNIX 946684800LL /* 2000-01-01 in Unix time */
+
+static uint32_t be32(const unsigned char *p) {
+        return (uint32_t) p[0] << 24 | (uint32_t) p[1] << 16 | (uint32_t) p[2] << 8 | (uint32_t) p[3];
+}
+
+static uint64_t be64(const unsigned char *p) {
+        return (uint64_t) be32(p) << 32 | be32(p + 4);
+}
+
+int activity_binary_int4(const void *v, size_t len, int32_t *ret) {
+        if (len != 4)
+                return -EBADMSG;
+        *ret = (int32_t) be32(v);
+        return 0;
+}
+
+int activity_binary_int8(const void *v, size_t len, int64_t *ret) {
+        if (len != 8)
+                return -EBADMSG;
+        *ret = (int64_t) be64(v);
+        return 0;
+}
+
+int activity_binary_timestamptz(const void *v, size_t len, bool integer_datetimes, double *ret) {
+        if (len != 8)
+                return -EBADMSG;
+        uint64_t raw = be64(v);
+        double secs;
+        if (integer_datetimes) {
+                int64_t usec = (int64_t) raw;
+                if (usec == INT64_MIN || usec == INT64_MAX) { /* -infinity, infinity */
+                        *ret = 0;
+                        return 0;
+                }
+                /* whole seconds first: no rounding of the microseconds */
+                int64_t s = usec / 1000000, us = usec % 1000000;
+                secs = (double) (s + PG_EPOCH_UNIX) + (double) us / 1e6;
+        } else {
+                double d;
+                memcpy(&d, &raw, sizeof d);
+                if (!(d > -1e15 && d < 1e15)) { /* infinities, NaN */
+                        *ret = 0;
+                        return 0;
+                }
+                secs = d + (double) PG_EPOCH_UNIX;
+        }
+        *ret = secs;
+        return 0;
+}
+
+int activity_binary_inet(const void *v, size_t len, char *buf, size_t size) {
+        const unsigned char *p = v;
+        if (len < 4)
+                return -EBADMSG;
+        int family = p[0] == 2 ? AF_INET : p[0] == 3 ? AF_INET6 : -1;
+        size_t nb = p[3];
+        if (family < 0 || nb != (family == AF_INET ? 4u : 16u) || len != 4 + nb)
+                return -EBADMSG;
+        if (!inet_ntop(family, p + 4, buf, (socklen_t) size))
+                return -ENOSPC;
+        return 0;
 }
 
 /* ---- setup ---- */
@@ -248,15 +332,33 @@ static void fail_with(ActivityConn *a, uint64_t now, const char *what, const cha
         a->retry_at = now + a->backoff;
         a->backoff = a->backoff * 2 > BACKOFF_MAX_USEC ? BACKOFF_MAX_USEC : a->backoff * 2;
         a->refresh_pending = false;
-        a->have_snap = false;
+        a->have_snap = a->have_prev = false;
+        activity_snapshot_clear(&a->snap);
 }
 
 static void fail(ActivityConn *a, uint64_t now, const char *what) {
         fail_with(a, now, what, NULL);
 }
 
+/* $1 of the query: sessions idle since before it get no query text (the client has it). */
+static void text_cutoff(const ActivityConn *a, unsigned char buf[8]) {
+        int64_t v = INT64_MIN; /* -infinity: everyone's text */
+        if (a->have_prev && a->snap.taken_at > 0) {
+                /* a second before the previous snapshot: its rows were all taken by then */
+                double s = a->snap.taken_at - 1.0 - (double) PG_EPOCH_UNIX;
+                v = (int64_t) (s * 1e6);
+        }
+        uint64_t u = (uint64_t) v;
+        for (int i = 7; i >= 0; i--, u >>= 8)
+                buf[i] = (unsigned char) (u & 0xff);
+}
+
 static void send_query(ActivityConn *a, uint64_t now) {
-        if (!PQsendQueryPrepared(a->conn, STMT_NAME, 0, NULL, NULL, NULL, 0)) {
+        unsigned char cutoff[8];
+        text_cutoff(a, cutoff);
+        const char *values[] = { (const char *) cutoff };
+        const int lengths[] = { 8 }, formats[] = { 1 };
+        if (!PQsendQueryPrepared(a->conn, STMT_NAME, 1, values, lengths, formats, 1)) {
                 fail(a, now, "query failed");
                 return;
         }
@@ -280,7 +382,8 @@ static void connected(ActivityConn *a, uint64_t now) {
                 fail_with(a, now, why, "");
                 return;
         }
-        if (r < 0 || !PQsendPrepare(a->conn, STMT_NAME, sql, 0, NULL)) {
+        const Oid types[] = { OID_TIMESTAMPTZ };
+        if (r < 0 || !PQsendPrepare(a->conn, STMT_NAME, sql, 1, types)) {
                 fail(a, now, "cannot prepare the pg_stat_activity query");
                 return;
         }
@@ -324,6 +427,10 @@ bool activity_conn_busy(const ActivityConn *a) {
         return a->state == STATE_CONNECTING || a->state == STATE_PREPARING || a->state == STATE_QUERYING;
 }
 
+bool activity_conn_connecting(const ActivityConn *a) {
+        return a->state == STATE_CONNECTING;
+}
+
 bool activity_conn_wants(const ActivityConn *a, int *fd, short *events, uint64_t *deadline) {
         if (!activity_conn_busy(a))
                 return false;
@@ -336,18 +443,145 @@ bool activity_conn_wants(const ActivityConn *a, int *fd, short *events, uint64_t
         return true;
 }
 
-static char *dup_value(const PGresult *res, int row, int col) {
+/* The types each column must have, in order (a server that answers otherwise is refused). */
+static const Oid column_types[][2] = {
+        { OID_INT4 }, { OID_NAME, OID_TEXT }, { OID_NAME, OID_TEXT }, { OID_TEXT }, { OID_INET }, { OID_INT4 },
+        { OID_TEXT }, { OID_TEXT }, { OID_TEXT }, { OID_TIMESTAMPTZ }, { OID_TIMESTAMPTZ }, { OID_TIMESTAMPTZ },
+        { OID_TIMESTAMPTZ }, { OID_TEXT }, { OID_TEXT }, { OID_INT4 }, { OID_XID }, { OID_TEXT },
+        { OID_TIMESTAMPTZ }, { OID_INT8, OID_XID8 }, { OID_INT4ARRAY },
+};
+
+static int check_columns(const PGresult *res) {
+        if (PQnfields(res) != (int) ELEMENTSOF(column_types))
+                return -EBADMSG;
+        for (int c = 0; c < PQnfields(res); c++) {
+                Oid t = PQftype(res, c);
+                if (PQfformat(res, c) != 1 || (t != column_types[c][0] && (!column_types[c][1] || t != column_types[c][1])))
+                        return -EBADMSG;
+        }
+        return 0;
+}
+
+static int dup_value(const PGresult *res, int row, int col, char **ret) {
+        *ret = NULL;
         if (PQgetisnull(res, row, col))
+                return 0;
+        size_t len = (size_t) PQgetlength(res, row, col);
+        const char *v = PQgetvalue(res, row, col);
+        if (memchr(v, 0, len))
+                return -EBADMSG;
+        if (!(*ret = strndup(v, len)))
+                return -ENOMEM;
+        return 0;
+}
+
+static int int4_value(const PGresult *res, int row, int col, int32_t null_value, int32_t *ret) {
+        if (PQgetisnull(res, row, col)) {
+                *ret = null_value;
+                return 0;
+        }
+        return activity_binary_int4(PQgetvalue(res, row, col), (size_t) PQgetlength(res, row, col), ret);
+}
+
+static int time_value(const PGresult *res, int row, int col, bool idt, double *ret) {
+        if (PQgetisnull(res, row, col)) {
+                *ret = 0;
+                return 0;
+        }
+        return activity_binary_timestamptz(PQgetvalue(res, row, col), (size_t) PQgetlength(res, row, col), idt, ret);
+}
+
+/* The previous snapshot's query text of a session whose query has not changed since. */
+static char *known_query(const ActivitySnapshot *prev, const ActivityRow *r) {
+        const ActivityRow *p = activity_snapshot_find(prev, r->pid);
+        if (!p || !p->query || p->backend_start != r->backend_start || p->query_start != r->query_start)
                 return NULL;
-        return strdup(PQgetvalue(res, row, col));
+        return strdup(p->query);
 }
 
-static double float_value(const PGresult *res, int row, int col) {
-        return PQgetisnull(res, row, col) ? 0 : strtod(PQgetvalue(res, row, col), NULL);
+#define MAX_BLOCKERS 64
+
+static int take_row(const PGresult *res, int i, bool idt, uint32_t next_xid, ActivityRow *r) {
+        int32_t pid, port, leader;
+        int k;
+        if ((k = int4_value(res, i, 0, 0, &pid)) < 0 || (k = int4_value(res, i, 5, 0, &port)) < 0 ||
+            (k = int4_value(res, i, 15, 0, &leader)) < 0)
+                return k;
+        *r = (ActivityRow){ .pid = (pid_t) pid, .client_port = port, .leader_pid = (pid_t) leader, .xmin_age = -1 };
+        if ((k = dup_value(res, i, 1, &r->usename)) < 0 || (k = dup_value(res, i, 2, &r->datname)) < 0 ||
+            (k = dup_value(res, i, 3, &r->application_name)) < 0 || (k = dup_value(res, i, 6, &r->client_hostname)) < 0 ||
+            (k = dup_value(res, i, 7, &r->backend_type)) < 0 || (k = dup_value(res, i, 8, &r->state)) < 0 ||
+            (k = dup_value(res, i, 13, &r->wait_event_type)) < 0 || (k = dup_value(res, i, 14, &r->wait_event)) < 0 ||
+            (k = dup_value(res, i, 17, &r->query)) < 0)
+                return k;
+        if ((k = time_value(res, i, 9, idt, &r->backend_start)) < 0 || (k = time_value(res, i, 10, idt, &r->xact_start)) < 0 ||
+            (k = time_value(res, i, 11, idt, &r->query_start)) < 0 || (k = time_value(res, i, 12, idt, &r->state_change)) < 0)
+                return k;
+        if (!PQgetisnull(res, i, 4)) {
+                char addr[INET6_ADDRSTRLEN];
+                if ((k = activity_binary_inet(PQgetvalue(res, i, 4), (size_t) PQgetlength(res, i, 4), addr, sizeof addr)) < 0)
+                        return k;
+                if (!(r->client_addr = strdup(addr)))
+                        return -ENOMEM;
+        }
+        if (!PQgetisnull(res, i, 20)) {
+                pid_t pids[MAX_BLOCKERS];
+                int n = activity_binary_pid_array(PQgetvalue(res, i, 20), (size_t) PQgetlength(res, i, 20), pids,
+                                                  ELEMENTSOF(pids));
+                if (n < 0)
+                        return n;
+                if (n > 0) {
+                        if (!(r->blocked_by = malloc((size_t) n * sizeof(pid_t))))
+                                return -ENOMEM;
+                        memcpy(r->blocked_by, pids, (size_t) n * sizeof(pid_t));
+                        r->n_blocked_by = (size_t) n;
+                }
+        }
+        if (!PQgetisnull(res, i, 16) && next_xid != 0) {
+                int32_t xmin;
+                if ((k = activity_binary_int4(PQgetvalue(res, i, 16), (size_t) PQgetlength(res, i, 16), &xmin)) < 0)
+                        return k;
+                r->xmin_age = activity_xid_age(next_xid, (uint32_t) xmin);
+        }
+        return 0;
 }
 
-static long long int_value(const PGresult *res, int row, int col, long long null_value) {
-        return PQgetisnull(res, row, col) ? null_value : strtoll(PQgetvalue(res, row, col), NULL, 10);
+long long activity_xid_age(uint32_t next_xid, uint32_t xid) {
+        if (xid < 3) /* invalid, bootstrap, frozen: what age() says of them */
+                return INT32_MAX;
+        return (long long) (int32_t) (next_xid - xid);
+}
+
+/* int4[] in binary: ndim, has-nulls flag, element type, (size, lower bound) per dimension, then
+ * each element as length + value, all big-endian. pids <= 0 (prepared transactions) and NULLs
+ * are left out. */
+int activity_binary_pid_array(const void *v, size_t len, pid_t *pids, size_t max) {
+        const unsigned char *b = v;
+        int32_t ndim, flags, elem;
+        if (len < 12 || activity_binary_int4(b, 4, &ndim) < 0 || activity_binary_int4(b + 4, 4, &flags) < 0 ||
+            activity_binary_int4(b + 8, 4, &elem) < 0)
+                return -EBADMSG;
+        if (ndim == 0)
+                return 0;
+        int32_t count, lbound;
+        if (ndim != 1 || (uint32_t) elem != OID_INT4 || len < 20 || activity_binary_int4(b + 12, 4, &count) < 0 ||
+            activity_binary_int4(b + 16, 4, &lbound) < 0 || count < 0)
+                return -EBADMSG;
+        size_t off = 20, n = 0;
+        for (int32_t i = 0; i < count; i++) {
+                int32_t l, pid;
+                if (off + 4 > len || activity_binary_int4(b + off, 4, &l) < 0)
+                        return -EBADMSG;
+                off += 4;
+                if (l == -1)
+                        continue;
+                if (l != 4 || off + 4 > len || activity_binary_int4(b + off, 4, &pid) < 0)
+                        return -EBADMSG;
+                off += 4;
+                if (pid > 0 && n < max)
+                        pids[n++] = (pid_t) pid;
+        }
+        return off == len ? (int) n : -EBADMSG;
 }
 
 int activity_parse_pid_array(const char *text, pid_t *pids, size_t max) {
@@ -373,50 +607,39 @@ int activity_parse_pid_array(const char *text, pid_t *pids, size_t max) {
         }
 }
 
-#define MAX_BLOCKERS 64
 
 static int take_rows(ActivityConn *a, const PGresult *res) {
         int n = PQntuples(res);
-        if (PQnfields(res) != 20)
+        if (check_columns(res) < 0)
                 return -EBADMSG;
+        const char *idt_s = PQparameterStatus(a->conn, "integer_datetimes");
+        bool idt = !idt_s || strcmp(idt_s, "off") != 0;
         ActivitySnapshot s = { .server_version = PQserverVersion(a->conn), .own_pid = PQbackendPID(a->conn) };
         s.rows = calloc(n > 0 ? (size_t) n : 1, sizeof *s.rows);
         if (!s.rows)
                 return -ENOMEM;
-        for (int i = 0; i < n; i++) {
-                ActivityRow *r = &s.rows[s.n];
+        uint32_t next_xid = 0;
+        int r = 0;
+        if (n > 0) {
+                int64_t x = 0;
+                if (!PQgetisnull(res, 0, 19) &&
+                    (r = activity_binary_int8(PQgetvalue(res, 0, 19), (size_t) PQgetlength(res, 0, 19), &x)) >= 0)
+                        next_xid = (uint32_t) x;
+                if (r >= 0)
+                        r = time_value(res, 0, 18, idt, &s.taken_at);
+        }
+        for (int i = 0; r >= 0 && i < n; i++) {
                 if (PQgetisnull(res, i, 0))
                         continue;
-                *r = (ActivityRow){
-                        .pid = (pid_t) int_value(res, i, 0, 0),
-                        .usename = dup_value(res, i, 1),
-                        .datname = dup_value(res, i, 2),
-                        .application_name = dup_value(res, i, 3),
-                        .client_addr = dup_value(res, i, 4),
-                        .client_port = (int) int_value(res, i, 5, 0),
-                        .client_hostname = dup_value(res, i, 6),
-                        .backend_type = dup_value(res, i, 7),
-                        .state = dup_value(res, i, 8),
-                        .backend_start = float_value(res, i, 9),
-                        .xact_start = float_value(res, i, 10),
-                        .query_start = float_value(res, i, 11),
-                        .state_change = float_value(res, i, 12),
-                        .wait_event_type = dup_value(res, i, 13),
-                        .wait_event = dup_value(res, i, 14),
-                        .leader_pid = (pid_t) int_value(res, i, 15, 0),
-                        .xmin_age = int_value(res, i, 16, -1),
-                        .query = dup_value(res, i, 17),
-                };
-                if (!PQgetisnull(res, i, 19)) {
-                        pid_t pids[MAX_BLOCKERS];
-                        int k = activity_parse_pid_array(PQgetvalue(res, i, 19), pids, ELEMENTSOF(pids));
-                        if (k > 0 && (r->blocked_by = malloc((size_t) k * sizeof(pid_t)))) {
-                                memcpy(r->blocked_by, pids, (size_t) k * sizeof(pid_t));
-                                r->n_blocked_by = (size_t) k;
-                        }
-                }
-                s.taken_at = float_value(res, i, 18);
-                s.n++;
+                ActivityRow *row = &s.rows[s.n];
+                r = take_row(res, i, idt, next_xid, row);
+                s.n++; /* freed with the rest on error */
+                if (r >= 0 && !row->query && a->opt.query_max_length > 0 && a->have_prev)
+                        row->query = known_query(&a->snap, row);
+        }
+        if (r < 0) {
+                activity_snapshot_clear(&s);
+                return r;
         }
         if (s.taken_at == 0) {
                 struct timespec ts;
@@ -427,7 +650,7 @@ static int take_rows(ActivityConn *a, const PGresult *res) {
         activity_snapshot_clear(&a->retired);
         a->retired = a->snap;
         a->snap = s;
-        a->have_snap = true;
+        a->have_snap = a->have_prev = true;
         return 0;
 }
 

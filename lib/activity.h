@@ -46,8 +46,21 @@ const ActivityRow *activity_snapshot_find(const ActivitySnapshot *s, pid_t pid);
  * prepared transaction) are left out. Returns how many, or -EINVAL on anything else. */
 int activity_parse_pid_array(const char *text, pid_t *pids, size_t max);
 
-/* The pg_stat_activity query for a server version (≥ 9.6), with the columns it has. */
+/* The pg_stat_activity query for a server version (≥ 9.6), with the columns it has. Its results
+ * are binary; $1 (timestamptz) is the cut-off of query text for idle sessions. */
 int activity_query_sql(int server_version, unsigned query_max_length, char **ret);
+
+/* Binary values of the query (network byte order), for the parser and its tests: -EBADMSG when
+ * the length is not the type's. Timestamps become seconds since the Unix epoch (0 for ±infinity);
+ * inet becomes the address alone (what host() prints). */
+int activity_binary_int4(const void *v, size_t len, int32_t *ret);
+int activity_binary_int8(const void *v, size_t len, int64_t *ret);
+int activity_binary_timestamptz(const void *v, size_t len, bool integer_datetimes, double *ret);
+int activity_binary_inet(const void *v, size_t len, char *buf, size_t size);
+/* A binary int4[] (pg_blocking_pids) into at most max pids > 0; the count, or -EBADMSG. */
+int activity_binary_pid_array(const void *v, size_t len, pid_t *pids, size_t max);
+/* age(xid) as the server computes it, from the next transaction id. */
+long long activity_xid_age(uint32_t next_xid, uint32_t xid);
 
 /* A non-blocking connection to one cluster (libpq's asynchronous API): it never blocks the
  * caller, has connect and query deadlines, reconnects with backoff, and reports why it is
@@ -72,6 +85,8 @@ bool activity_conn_wants(const ActivityConn *a, int *fd, short *events, uint64_t
 /* Moves on after the fd became ready or the deadline passed. */
 void activity_conn_process(ActivityConn *a, uint64_t now_usec);
 bool activity_conn_busy(const ActivityConn *a);
+/* Still connecting: libpq may change sockets (another address) at each step. */
+bool activity_conn_connecting(const ActivityConn *a);
 
 /* The snapshot of the last refresh that succeeded in the current cycle, or NULL. */
 const ActivitySnapshot *activity_conn_snapshot(const ActivityConn *a);

@@ -16,6 +16,7 @@
 #include "proc-scan.h"
 #include "rules.h"
 #include "proc-stat.h"
+#include "rules.h"
 #include "sockdiag.h"
 
 int engine_new(const Config *c, Engine **ret) {
@@ -25,6 +26,10 @@ int engine_new(const Config *c, Engine **ret) {
         int r = scanner_new(&e->scanner);
         if (r < 0)
                 return r;
+        if ((r = client_gone_probe_new(&e->probe)) < 0) {
+                scanner_free(e->scanner);
+                return r;
+        }
         e->config = c;
         scanner_set_discovery_interval(e->scanner, c->discovery_interval_usec);
         *ret = TAKE_PTR(e);
@@ -67,7 +72,9 @@ Engine *engine_free(Engine *e) {
         finding_store_clear(&e->store);
         findings_free(&e->open);
         scanner_free(e->scanner);
-        free(e->unix_gone);
+        client_gone_probe_free(e->probe);
+        free(e->gone);
+        free(e->idle);
         remote_set_free(e->remote);
         free(e);
         return NULL;
@@ -214,6 +221,54 @@ static int prepare_cluster(Engine *e, PgCluster *c, const PgProcess *pm, uint64_
         return 0;
 }
 
+static int cmp_gone_backend(const void *a, const void *b) {
+        pid_t x = ((const GoneBackend *) a)->pid, y = ((const GoneBackend *) b)->pid;
+        return (x > y) - (x < y);
+}
+
+static const GoneBackend *find_backend(const GoneBackend *v, size_t n, const PgProcess *p) {
+        GoneBackend key = { .pid = p->rec.pid };
+        const GoneBackend *g = n ? bsearch(&key, v, n, sizeof key, cmp_gone_backend) : NULL;
+        return g && g->start_ticks == p->rec.start_ticks ? g : NULL;
+}
+
+/* Whose client socket to look at: every backend not known to be idle (by the last answer of
+ * its server, else by its title). */
+static bool client_wanted(const PgProcess *p, void *userdata) {
+        Engine *e = userdata;
+        if (find_backend(e->idle, e->n_idle, p))
+                return false;
+        return strcmp(p->title.state, "idle") != 0;
+}
+
+/* best effort: without netlink there is no client_gone */
+static void probe_clients(Engine *e) {
+        free(e->gone);
+        e->gone = NULL;
+        e->n_gone = 0;
+        (void) client_gone_probe_run(e->probe, &e->next, client_wanted, e, &e->gone, &e->n_gone);
+}
+
+/* The local backends idle now, for the next cycle's probe. */
+static void remember_idle(Engine *e) {
+        const PgTree *t = &e->next; /* called while the cycle's tree is built */
+        size_t n = 0;
+        GoneBackend *v = malloc((t->n_procs ? t->n_procs : 1) * sizeof *v);
+        if (!v)
+                return; /* then every backend is looked at */
+        for (size_t i = 0; i < t->n_procs; i++) {
+                const PgProcess *p = &t->procs[i];
+                const char *state = p->act ? p->act->state : NULL;
+                if (state && !strcmp(state, "idle"))
+                        v[n++] = (GoneBackend){ p->rec.pid, p->rec.start_ticks };
+        }
+        if (n > 1)
+                qsort(v, n, sizeof *v, cmp_gone_backend);
+        free(e->idle);
+        e->idle = v;
+        e->n_idle = n;
+}
+
 int engine_begin_cycle(Engine *e, bool force_full) {
         e->cycle_started = now_monotonic_usec();
         if (e->have_next) { /* a cycle that did not finish */
@@ -228,6 +283,7 @@ int engine_begin_cycle(Engine *e, bool force_full) {
         for (size_t i = 0; i < e->next.n_foreign; i++)
                 e->next.foreign[i].allowed = config_foreign_allowed(e->config, e->next.foreign[i].rec.title,
                                                                     e->next.foreign[i].exe);
+        probe_clients(e);
         for (size_t i = 0; i < e->n_slots; i++)
                 e->slots[i].seen = false;
         uint64_t now = now_monotonic_usec();
@@ -415,40 +471,26 @@ static int finish_cycle(Engine *e, FindingEvents *events) {
                         scanner_title_stable(e->scanner, p->rec.pid, p->rec.start_ticks);
         }
 
-        /* best effort: without netlink there is no client_gone */
-        pid_t *gone = NULL;
+        /* client_gone: dead when the cycle began, and still working by the answer that came after
+         * (by its title when its server did not answer) */
+        pid_t *gone = calloc(e->n_gone ? e->n_gone : 1, sizeof *gone);
         size_t n_gone = 0;
-        bool check_unix = e->cycles % UNIX_GONE_EVERY == 0;
-        if (check_unix) {
-                pid_t *u = NULL;
-                size_t nu = 0;
-                if (client_gone_scan(t, CLIENT_GONE_UNIX, &u, &nu) >= 0) {
-                        Known_gone *kg = calloc(nu ? nu : 1, sizeof *kg);
-                        if (kg) {
-                                size_t k = 0;
-                                for (size_t i = 0; i < nu; i++) {
-                                        int idx = tree_find(t, u[i]);
-                                        if (idx >= 0)
-                                                kg[k++] = (Known_gone){ u[i], t->procs[idx].rec.start_ticks };
-                                }
-                                free(e->unix_gone);
-                                e->unix_gone = kg;
-                                e->n_unix_gone = k;
-                        }
-                }
-                free(u);
-        }
-        (void) client_gone_scan(t, CLIENT_GONE_TCP, &gone, &n_gone);
-        for (size_t i = 0; i < e->n_unix_gone; i++) {
-                int idx = tree_find(t, e->unix_gone[i].pid);
-                if (idx < 0 || t->procs[idx].rec.start_ticks != e->unix_gone[i].start_ticks)
+        if (!gone)
+                return -ENOMEM;
+        for (size_t i = 0; i < e->n_gone; i++) {
+                int idx = tree_find(t, e->gone[i].pid);
+                if (idx < 0 || t->procs[idx].rec.start_ticks != e->gone[i].start_ticks)
                         continue; /* that backend is gone */
-                pid_t *g = realloc(gone, (n_gone + 1) * sizeof *g);
-                if (!g)
-                        break;
-                gone = g;
-                gone[n_gone++] = e->unix_gone[i].pid;
+                const PgProcess *p = &t->procs[idx];
+                bool known = p->cluster >= 0 && t->clusters[p->cluster].snapshot;
+                if (known && !p->act)
+                        continue; /* unlisted: it is leaving after a clean disconnect */
+                const char *state = p->act && p->act->state ? p->act->state : p->title.state;
+                if (!state[0] || !strcmp(state, "idle"))
+                        continue; /* idle: it is leaving after a clean disconnect */
+                gone[n_gone++] = p->rec.pid;
         }
+        remember_idle(e);
 
         /* managed servers: their sessions from pg_stat_activity alone, after everything that
          * reads /proc or the host's sockets */
@@ -458,7 +500,10 @@ static int finish_cycle(Engine *e, FindingEvents *events) {
                 return r;
         }
         Findings cand = {};
-        r = findings_detect(t, gone, n_gone, &cand);
+        uint64_t min_after[_FINDING_KIND_MAX];
+        for (unsigned k = 0; k < _FINDING_KIND_MAX; k++)
+                min_after[k] = rules_min_after(e->config, (FindingKind) k);
+        r = findings_detect_filtered(t, gone, n_gone, min_after, &cand);
         free(gone);
         if (r >= 0)
                 r = finding_store_update(&e->store, &cand, e->config, t->now, events);

@@ -10,6 +10,7 @@
 #include "lifecycle.h"
 #include "remote.h"
 #include "scanner.h"
+#include "sockdiag.h"
 #include "tree.h"
 
 /* One pgtree cycle, shared by `pgtreed --once` and the daemon: refresh the process tree, query
@@ -31,14 +32,6 @@ typedef struct ClusterSlot {
                                  * libpq reaches it as /proc/self/fd/N, short of sun_path's limit */
 } ClusterSlot;
 
-typedef struct Known_gone {
-        pid_t pid;
-        uint64_t start_ticks;
-} Known_gone;
-
-/* Unix peers are looked at every UNIX_GONE_EVERY cycles (a dump of every Unix socket of the
- * host); TCP ones every cycle (the kernel filters CLOSE_WAIT). */
-#define UNIX_GONE_EVERY 5
 
 typedef struct Engine {
         const Config *config;   /* not owned: replaced by engine_set_config on reload */
@@ -62,8 +55,14 @@ typedef struct Engine {
         uint64_t cycles;
         double cycle_seconds;   /* wall time of the last whole cycle */
         uint64_t cycle_started;
-        Known_gone *unix_gone;  /* client_gone through Unix sockets, checked every few cycles */
-        size_t n_unix_gone;
+        /* client_gone: the client connections are looked at when a cycle begins, before the
+         * server is asked; a backend whose client was dead then and that the answer shows still
+         * working is the finding (one that is idle, or gone, had disconnected cleanly) */
+        ClientGoneProbe *probe;
+        GoneBackend *gone;      /* dead clients seen when this cycle began */
+        size_t n_gone;
+        GoneBackend *idle;      /* local backends idle at the end of the last cycle, by pid */
+        size_t n_idle;
         RemoteSet *remote;      /* managed servers ([cluster] host = remote), NULL if none */
 } Engine;
 

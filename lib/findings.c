@@ -147,7 +147,20 @@ static bool pid_listed(const pid_t *pids, size_t n, pid_t pid) {
         return false;
 }
 
-static int detect_process(const PgTree *t, size_t i, const pid_t *gone, size_t n_gone, Findings *out) {
+/* Can a long runner that began at since be a finding now? */
+static bool past_threshold(const PgTree *t, const uint64_t *min_after, FindingKind kind, double since) {
+        if (!min_after)
+                return true;
+        if (min_after[kind] == UINT64_MAX)
+                return false; /* no rule covers the kind */
+        if (since <= 0)
+                return true; /* unknown start: tracked from first sight */
+        double age = t->now - since;
+        return age >= 0 && age * 1e6 >= (double) min_after[kind];
+}
+
+static int detect_process(const PgTree *t, size_t i, const pid_t *gone, size_t n_gone, const uint64_t *min_after,
+                          Findings *out) {
         const PgProcess *p = &t->procs[i];
         Finding *x;
         if (p->depth == 0 && !pg_process_is_orphan(p))
@@ -196,27 +209,32 @@ static int detect_process(const PgTree *t, size_t i, const pid_t *gone, size_t n
         const char *state = proc_state(p);
         const ActivityRow *a = p->act;
         bool known = c->snapshot != NULL;
-        if (state && !strcmp(state, "active") && (!known || (a && a->query_start > 0))) {
+        if (state && !strcmp(state, "active") && (!known || (a && a->query_start > 0)) &&
+            past_threshold(t, min_after, FINDING_LONG_QUERY, a ? a->query_start : 0)) {
                 if (!(x = add_for_process(out, t, i, FINDING_LONG_QUERY)))
                         return -ENOMEM;
                 x->since = a ? a->query_start : 0;
         }
-        if (state && !strncmp(state, "idle in transaction", 19) && (!known || (a && a->state_change > 0))) {
+        if (state && !strncmp(state, "idle in transaction", 19) && (!known || (a && a->state_change > 0)) &&
+            past_threshold(t, min_after, FINDING_IDLE_IN_TRANSACTION, a ? a->state_change : 0)) {
                 if (!(x = add_for_process(out, t, i, FINDING_IDLE_IN_TRANSACTION)))
                         return -ENOMEM;
                 x->since = a ? a->state_change : 0;
         }
         if (a && a->xact_start > 0) {
-                if (!(x = add_for_process(out, t, i, FINDING_LONG_TRANSACTION)))
-                        return -ENOMEM;
-                x->since = a->xact_start;
-        } else if (!known && state && !strncmp(state, "idle in transaction", 19)) {
+                if (past_threshold(t, min_after, FINDING_LONG_TRANSACTION, a->xact_start)) {
+                        if (!(x = add_for_process(out, t, i, FINDING_LONG_TRANSACTION)))
+                                return -ENOMEM;
+                        x->since = a->xact_start;
+                }
+        } else if (!known && state && !strncmp(state, "idle in transaction", 19) &&
+                   past_threshold(t, min_after, FINDING_LONG_TRANSACTION, 0)) {
                 if (!(x = add_for_process(out, t, i, FINDING_LONG_TRANSACTION)))
                         return -ENOMEM;
         }
         bool lock = a ? (a->wait_event_type && !strcmp(a->wait_event_type, "Lock"))
                       : (p->title.flags & TITLE_WAITING) && p->title.backend_type == BACKEND_CLIENT;
-        if (lock) {
+        if (lock && past_threshold(t, min_after, FINDING_LOCK_WAIT, a ? a->query_start : 0)) {
                 if (!(x = add_for_process(out, t, i, FINDING_LOCK_WAIT)))
                         return -ENOMEM;
                 /* PostgreSQL does not say when the wait began: its query's start bounds it */
@@ -314,13 +332,18 @@ static int detect_foreign(const PgTree *t, const PgForeign *g, Findings *out) {
 }
 
 int findings_detect(const PgTree *t, const pid_t *gone, size_t n_gone, Findings *ret) {
+        return findings_detect_filtered(t, gone, n_gone, NULL, ret);
+}
+
+int findings_detect_filtered(const PgTree *t, const pid_t *gone, size_t n_gone, const uint64_t *min_after,
+                             Findings *ret) {
         for (size_t i = 0; i < t->n_foreign; i++) {
                 int r = detect_foreign(t, &t->foreign[i], ret);
                 if (r < 0)
                         return r;
         }
         for (size_t i = 0; i < t->n_procs; i++) {
-                int r = detect_process(t, i, gone, n_gone, ret);
+                int r = detect_process(t, i, gone, n_gone, min_after, ret);
                 if (r < 0)
                         return r;
         }

@@ -113,6 +113,12 @@ typedef struct Findings {
  *   long_query / idle_in_transaction / long_transaction / lock_wait  from activity (or, when
  *                           it is unavailable, from the title with the time unknown) */
 int findings_detect(const PgTree *t, const pid_t *client_gone, size_t n_client_gone, Findings *ret);
+/* The same, without the long runners that no rule can open yet: min_after_usec[kind] is the
+ * lowest threshold of the rules that cover the kind (UINT64_MAX: none does; see
+ * rules_min_after()). A session below it costs no candidate (and no copying, sorting and
+ * formatting of one) each cycle. NULL: every candidate. */
+int findings_detect_filtered(const PgTree *t, const pid_t *client_gone, size_t n_client_gone,
+                             const uint64_t *min_after_usec, Findings *ret);
 
 Finding *findings_add(Findings *f);
 void findings_free(Findings *f);

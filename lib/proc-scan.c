@@ -66,7 +66,14 @@ struct ProcScan {
         uint64_t generation;
         ProcIdentityLookup ident_lookup;
         void *ident_userdata;
+        ProcKnownLookup known_lookup;
+        void *known_userdata;
 };
+
+void proc_scan_set_known_lookup(ProcScan *s, ProcKnownLookup lookup, void *userdata) {
+        s->known_lookup = lookup;
+        s->known_userdata = userdata;
+}
 
 void proc_scan_set_identity_lookup(ProcScan *s, ProcIdentityLookup lookup, void *userdata) {
         s->ident_lookup = lookup;
@@ -406,6 +413,8 @@ static int read_record(ProcScan *s, pid_t pid, ProcRecord *r) {
         int k = proc_read_stat_record(s, pid, r);
         if (k < 0)
                 return k;
+        if (s->known_lookup && s->known_lookup(s->known_userdata, r))
+                return 0;
         unsigned what = PROC_DETAIL_ALL;
         if (s->ident_lookup && s->ident_lookup(s->ident_userdata, r->pid, r->start_ticks, r->comm, &r->ident))
                 what &= ~(unsigned) PROC_DETAIL_IDENTITY;

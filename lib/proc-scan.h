@@ -36,6 +36,11 @@ enum {
  * this before reading a process's identity. Returns true and fills *ret if known. */
 typedef bool (*ProcIdentityLookup)(void *userdata, pid_t pid, uint64_t start_ticks, const char *comm, ProcIdentity *ret);
 void proc_scan_set_identity_lookup(ProcScan *s, ProcIdentityLookup lookup, void *userdata);
+/* A discovery scan's shortcut for a process already known in full (same pid, start and comm,
+ * title not expected to change): the lookup fills r's details (title, uid, identity, memory,
+ * I/O) from what is known and returns true; then nothing more of it is read. */
+typedef bool (*ProcKnownLookup)(void *userdata, ProcRecord *r);
+void proc_scan_set_known_lookup(ProcScan *s, ProcKnownLookup lookup, void *userdata);
 
 /* Brackets one refresh: descriptors kept for processes not read in between are closed. */
 void proc_scan_begin(ProcScan *s);

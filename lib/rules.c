@@ -94,6 +94,14 @@ const Rule *rules_decide(const Config *c, const Subject *s) {
         return best;
 }
 
+uint64_t rules_min_after(const Config *c, FindingKind kind) {
+        uint64_t min = UINT64_MAX;
+        for (size_t i = 0; i < c->n_rules; i++)
+                if ((c->rules[i].kinds & (1u << kind)) && c->rules[i].after_usec < min)
+                        min = c->rules[i].after_usec;
+        return min;
+}
+
 bool rules_protected(const Config *c, const Subject *s, const char **why) {
         if (s->user && any_pattern(&c->protected_users, s->user)) {
                 *why = "protected user";

@@ -34,6 +34,10 @@ const Rule *rules_decide(const Config *c, const Subject *s);
  * never cancelled or terminated, whatever a rule says. why names the list that matched. */
 bool rules_protected(const Config *c, const Subject *s, const char **why);
 
+/* The lowest threshold ('after') of the rules that cover a kind: below it no rule can match
+ * (0: some rule has none; UINT64_MAX: no rule covers the kind). */
+uint64_t rules_min_after(const Config *c, FindingKind kind);
+
 /* Does one rule match (filters and threshold)? A rule with target = blocker matches a lock_wait
  * subject whose root blocker is known: kind and threshold are the waiter's (how long it has been
  * blocked), every filter is the blocker's (the session it acts on). */

@@ -108,14 +108,8 @@ typedef struct UnixCollect {
         size_t n, allocated;
 } UnixCollect;
 
-static int each_unix(const struct nlmsghdr *h, void *ud) {
-        UnixCollect *c = ud;
-        if (h->nlmsg_len < NLMSG_LENGTH(sizeof(struct unix_diag_msg)))
-                return 0;
+static void parse_unix(const struct nlmsghdr *h, UnixSock *s) {
         const struct unix_diag_msg *m = NLMSG_DATA(h);
-        if (GROW(c->items, c->allocated, c->n + 1) < 0)
-                return -ENOMEM;
-        UnixSock *s = &c->items[c->n++];
         *s = (UnixSock){ .inode = m->udiag_ino, .state = m->udiag_state };
         const char *p = (const char *) m + NLMSG_ALIGN(sizeof *m), *end = (const char *) h + h->nlmsg_len;
         while (p + NLA_HDRLEN <= end) {
@@ -144,6 +138,103 @@ static int each_unix(const struct nlmsghdr *h, void *ud) {
                 }
                 p += NLA_ALIGN(a->nla_len);
         }
+}
+
+#define LOOKUP_BATCH 64
+
+int sockdiag_unix_lookup(const uint32_t *inodes, size_t n, UnixSock *ret, bool *found) {
+        for (size_t i = 0; i < n; i++)
+                found[i] = false;
+        if (n == 0)
+                return 0;
+        _cleanup_close_ int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+        if (fd < 0)
+                return negative_errno();
+        typedef struct {
+                struct nlmsghdr h;
+                struct unix_diag_req r;
+        } Req;
+        Req req[LOOKUP_BATCH];
+        _cleanup_free_ char *buf = malloc(65536);
+        if (!buf)
+                return -ENOMEM;
+        struct sockaddr_nl nl = { .nl_family = AF_NETLINK };
+        for (size_t base = 0; base < n; base += LOOKUP_BATCH) {
+                size_t k = n - base < LOOKUP_BATCH ? n - base : LOOKUP_BATCH;
+                for (size_t i = 0; i < k; i++)
+                        req[i] = (Req){
+                                .h = { .nlmsg_len = sizeof(Req), .nlmsg_type = SOCK_DIAG_BY_FAMILY,
+                                       .nlmsg_flags = NLM_F_REQUEST, .nlmsg_seq = (uint32_t) (base + i + 1) },
+                                .r = { .sdiag_family = AF_UNIX, .udiag_ino = inodes[base + i],
+                                       .udiag_show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER,
+                                       .udiag_cookie = { INET_DIAG_NOCOOKIE, INET_DIAG_NOCOOKIE } },
+                        };
+                /* the kernel answers each request of the batch in turn: a socket, or an error */
+                if (sendto(fd, req, k * sizeof(Req), 0, (struct sockaddr *) &nl, sizeof nl) < 0)
+                        return negative_errno();
+                size_t answered = 0;
+                while (answered < k) {
+                        ssize_t got = recv(fd, buf, 65536, 0);
+                        if (got < 0) {
+                                if (errno == EINTR)
+                                        continue;
+                                return negative_errno();
+                        }
+                        if (got == 0)
+                                return -EIO;
+                        ssize_t left = got;
+                        for (struct nlmsghdr *h = (struct nlmsghdr *) buf; NLMSG_OK(h, (size_t) left); h = NLMSG_NEXT(h, left)) {
+                                if (h->nlmsg_seq < base + 1 || h->nlmsg_seq > base + k)
+                                        continue; /* not ours */
+                                size_t i = h->nlmsg_seq - 1;
+                                answered++;
+                                if (h->nlmsg_type == NLMSG_ERROR) {
+                                        const struct nlmsgerr *e = NLMSG_DATA(h);
+                                        if (e->error != 0 && e->error != -ENOENT)
+                                                return e->error; /* EPERM, EINVAL: no answer at all */
+                                        continue;        /* gone */
+                                }
+                                if (h->nlmsg_len < NLMSG_LENGTH(sizeof(struct unix_diag_msg)))
+                                        continue;
+                                parse_unix(h, &ret[i]);
+                                found[i] = ret[i].inode == inodes[i];
+                        }
+                }
+        }
+        return 0;
+}
+
+int proc_socket_inodes(pid_t pid, uint32_t *inodes, size_t max, size_t *n_ret) {
+        *n_ret = 0;
+        char dir[64];
+        snprintf(dir, sizeof dir, "/proc/%d/fd", (int) pid);
+        DIR *d = opendir(dir);
+        if (!d)
+                return negative_errno();
+        struct dirent *e;
+        while ((e = readdir(d)) && *n_ret < max) {
+                if (e->d_name[0] == '.')
+                        continue;
+                char link[64];
+                ssize_t k = readlinkat(dirfd(d), e->d_name, link, sizeof link - 1);
+                if (k <= 8)
+                        continue;
+                link[k] = 0;
+                unsigned long ino;
+                if (sscanf(link, "socket:[%lu]", &ino) == 1 && ino <= UINT32_MAX)
+                        inodes[(*n_ret)++] = (uint32_t) ino;
+        }
+        closedir(d);
+        return 0;
+}
+
+static int each_unix(const struct nlmsghdr *h, void *ud) {
+        UnixCollect *c = ud;
+        if (h->nlmsg_len < NLMSG_LENGTH(sizeof(struct unix_diag_msg)))
+                return 0;
+        if (GROW(c->items, c->allocated, c->n + 1) < 0)
+                return -ENOMEM;
+        parse_unix(h, &c->items[c->n++]);
         return 0;
 }
 
@@ -351,6 +442,238 @@ int client_gone_scan(const PgTree *t, unsigned what, pid_t **ret, size_t *n_ret)
         if (n > 1) /* pids is NULL when nothing was found: qsort(NULL, 0) is undefined */
                 qsort(pids, n, sizeof *pids, cmp_pid);
         *ret = pids;
+        *n_ret = n;
+        return 0;
+}
+
+/* ---- the probe: each backend's client socket, looked up by inode ---- */
+
+typedef struct ClientSock {
+        pid_t pid;
+        uint64_t start_ticks;
+        uint32_t inode;         /* 0: none found (not a Unix client, or /proc/PID/fd unreadable) */
+        uint64_t used;
+} ClientSock;
+
+struct ClientGoneProbe {
+        ClientSock *socks;      /* sorted by pid */
+        size_t n, allocated;
+        uint64_t generation;
+        ClientGoneStats stats;
+};
+
+int client_gone_probe_new(ClientGoneProbe **ret) {
+        ClientGoneProbe *p = calloc(1, sizeof *p);
+        if (!p)
+                return -ENOMEM;
+        *ret = p;
+        return 0;
+}
+
+ClientGoneProbe *client_gone_probe_free(ClientGoneProbe *p) {
+        if (p) {
+                free(p->socks);
+                free(p);
+        }
+        return NULL;
+}
+
+ClientGoneStats client_gone_probe_stats(const ClientGoneProbe *p) {
+        return p->stats;
+}
+
+static int cmp_client_sock(const void *a, const void *b) {
+        pid_t x = ((const ClientSock *) a)->pid, y = ((const ClientSock *) b)->pid;
+        return (x > y) - (x < y);
+}
+
+static void cluster_socket_path(const PgCluster *c, char *buf, size_t size) {
+        buf[0] = 0;
+        if (c->pmfile_valid && c->pmfile.port > 0 && c->pmfile.socket_dir[0])
+                snprintf(buf, size, "%s/.s.PGSQL.%d", c->pmfile.socket_dir, c->pmfile.port);
+}
+
+/* The client socket of a backend: among its socket descriptors, the one bound to its cluster's
+ * socket path (an accepted socket carries its listener's name). 0 if none. */
+static uint32_t find_client_socket(ClientGoneProbe *p, const PgProcess *proc, const char *path) {
+        uint32_t inodes[32];
+        size_t n;
+        p->stats.fd_reads++;
+        if (!path[0] || proc_socket_inodes(proc->rec.pid, inodes, ELEMENTSOF(inodes), &n) < 0 || n == 0)
+                return 0;
+        UnixSock socks[ELEMENTSOF(inodes)];
+        bool found[ELEMENTSOF(inodes)];
+        if (sockdiag_unix_lookup(inodes, n, socks, found) < 0)
+                return 0;
+        for (size_t i = 0; i < n; i++) /* not a listening socket of the same name, still open in a new child */
+                if (found[i] && socks[i].state == TCP_STATE_ESTABLISHED && !strcmp(socks[i].path, path))
+                        return inodes[i];
+        return 0;
+}
+
+static ClientSock *client_sock(ClientGoneProbe *p, const PgProcess *proc, const char *path) {
+        ClientSock key = { .pid = proc->rec.pid };
+        ClientSock *c = p->n ? bsearch(&key, p->socks, p->n, sizeof key, cmp_client_sock) : NULL;
+        if (c && c->start_ticks != proc->rec.start_ticks) {
+                *c = (ClientSock){ .pid = proc->rec.pid, .start_ticks = proc->rec.start_ticks,
+                                   .inode = find_client_socket(p, proc, path) };
+        }
+        if (!c) {
+                if (GROW(p->socks, p->allocated, p->n + 1) < 0)
+                        return NULL;
+                size_t at = 0;
+                while (at < p->n && p->socks[at].pid < proc->rec.pid) /* keep sorted: n is small per cycle */
+                        at++;
+                memmove(&p->socks[at + 1], &p->socks[at], (p->n - at) * sizeof *p->socks);
+                p->socks[at] = (ClientSock){ .pid = proc->rec.pid, .start_ticks = proc->rec.start_ticks,
+                                             .inode = find_client_socket(p, proc, path) };
+                p->n++;
+                c = &p->socks[at];
+        }
+        c->used = p->generation;
+        return c;
+}
+
+static int add_gone(GoneBackend **v, size_t *n, size_t *allocated, const PgProcess *proc) {
+        for (size_t i = 0; i < *n; i++)
+                if ((*v)[i].pid == proc->rec.pid)
+                        return 0;
+        if (grow_array((void **) v, allocated, *n + 1, sizeof(GoneBackend)) < 0)
+                return -ENOMEM;
+        (*v)[(*n)++] = (GoneBackend){ proc->rec.pid, proc->rec.start_ticks };
+        return 0;
+}
+
+static bool unix_dead(const UnixSock *s) {
+        return s->state == TCP_STATE_ESTABLISHED && (s->peer == 0 || s->shutdown == 3);
+}
+
+static int cmp_gone(const void *a, const void *b) {
+        pid_t x = ((const GoneBackend *) a)->pid, y = ((const GoneBackend *) b)->pid;
+        return (x > y) - (x < y);
+}
+
+static int cmp_unix_inode(const void *a, const void *b) {
+        uint32_t x = ((const UnixSock *) a)->inode, y = ((const UnixSock *) b)->inode;
+        return (x > y) - (x < y);
+}
+
+int client_gone_probe_run(ClientGoneProbe *p, const PgTree *t, bool (*wanted)(const PgProcess *p, void *userdata),
+                          void *userdata, GoneBackend **ret, size_t *n_ret) {
+        *ret = NULL;
+        *n_ret = 0;
+        p->generation++;
+        p->stats = (ClientGoneStats){};
+        GoneBackend *gone = NULL;
+        size_t n = 0, allocated = 0;
+        int r = 0;
+
+        /* TCP: one dump of the host's CLOSE_WAIT sockets, matched against every TCP client */
+        bool any_tcp = false;
+        for (size_t i = 0; i < t->n_procs && !any_tcp; i++) {
+                const PgProcess *proc = &t->procs[i];
+                if (proc->cluster < 0 || t->clusters[proc->cluster].remote || !proc_is_client_backend(proc))
+                        continue;
+                char client[128];
+                proc_client(proc, client, sizeof client);
+                any_tcp = client[0] && strcmp(client, "local") != 0;
+        }
+        if (any_tcp) {
+                TcpSock *socks = NULL;
+                size_t ns = 0;
+                pid_t *pids = NULL;
+                size_t np = 0, pa = 0;
+                r = sockdiag_tcp(1u << TCP_STATE_CLOSE_WAIT, &socks, &ns);
+                if (r >= 0)
+                        r = client_gone_match_tcp(t, socks, ns, &pids, &np, &pa);
+                for (size_t k = 0; r >= 0 && k < np; k++) {
+                        int idx = tree_find(t, pids[k]);
+                        if (idx >= 0)
+                                r = add_gone(&gone, &n, &allocated, &t->procs[idx]);
+                }
+                free(pids);
+                free(socks);
+        }
+
+        /* Unix: the client sockets of the backends that matter */
+        _cleanup_free_ size_t *which = NULL;
+        _cleanup_free_ uint32_t *inodes = NULL;
+        size_t nw = 0;
+        if (r >= 0) {
+                which = malloc((t->n_procs ? t->n_procs : 1) * sizeof *which);
+                inodes = malloc((t->n_procs ? t->n_procs : 1) * sizeof *inodes);
+                if (!which || !inodes)
+                        r = -ENOMEM;
+        }
+        for (size_t i = 0; r >= 0 && i < t->n_procs; i++) {
+                const PgProcess *proc = &t->procs[i];
+                if (proc->cluster < 0 || t->clusters[proc->cluster].remote || !proc_is_client_backend(proc))
+                        continue;
+                char client[16];
+                proc_client(proc, client, sizeof client);
+                if (strcmp(client, "local") != 0)
+                        continue;
+                if (wanted && !wanted(proc, userdata)) {
+                        /* not looked at now; what is known of its socket stays known */
+                        ClientSock key = { .pid = proc->rec.pid };
+                        ClientSock *c = p->n ? bsearch(&key, p->socks, p->n, sizeof key, cmp_client_sock) : NULL;
+                        if (c && c->start_ticks == proc->rec.start_ticks)
+                                c->used = p->generation;
+                        continue;
+                }
+                char path[PATH_MAX + 32];
+                cluster_socket_path(&t->clusters[proc->cluster], path, sizeof path);
+                const ClientSock *c = client_sock(p, proc, path);
+                if (!c) {
+                        r = -ENOMEM;
+                        break;
+                }
+                p->stats.unix_wanted++;
+                if (c->inode == 0)
+                        continue;
+                which[nw] = i;
+                inodes[nw++] = c->inode;
+        }
+        if (r >= 0 && nw > 0 && nw <= CLIENT_GONE_LOOKUP_MAX) {
+                _cleanup_free_ UnixSock *socks = malloc(nw * sizeof *socks);
+                _cleanup_free_ bool *found = malloc(nw * sizeof *found);
+                if (!socks || !found)
+                        r = -ENOMEM;
+                else
+                        r = sockdiag_unix_lookup(inodes, nw, socks, found);
+                p->stats.unix_lookups = nw;
+                for (size_t k = 0; r >= 0 && k < nw; k++)
+                        if (found[k] && unix_dead(&socks[k])) /* not found: closed, the backend is leaving */
+                                r = add_gone(&gone, &n, &allocated, &t->procs[which[k]]);
+        } else if (r >= 0 && nw > 0) {
+                /* many at once: one dump costs less than that many lookups */
+                UnixSock *socks = NULL;
+                size_t ns = 0;
+                r = sockdiag_unix(&socks, &ns);
+                p->stats.unix_dumps++;
+                if (r >= 0 && ns > 0)
+                        qsort(socks, ns, sizeof *socks, cmp_unix_inode);
+                for (size_t k = 0; r >= 0 && k < nw; k++) {
+                        UnixSock key = { .inode = inodes[k] };
+                        const UnixSock *s = ns ? bsearch(&key, socks, ns, sizeof key, cmp_unix_inode) : NULL;
+                        if (s && unix_dead(s))
+                                r = add_gone(&gone, &n, &allocated, &t->procs[which[k]]);
+                }
+                free(socks);
+        }
+        /* forget the backends that are gone */
+        size_t kept = 0;
+        for (size_t i = 0; i < p->n; i++)
+                if (p->socks[i].used == p->generation)
+                        p->socks[kept++] = p->socks[i];
+        p->n = kept;
+        if (r < 0) {
+                free(gone);
+                return r;
+        }
+        if (n > 1)
+                qsort(gone, n, sizeof *gone, cmp_gone);
+        *ret = gone;
         *n_ret = n;
         return 0;
 }

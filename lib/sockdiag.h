@@ -33,11 +33,42 @@ int sockdiag_tcp(uint32_t states, TcpSock **ret, size_t *n_ret);
  * inode and shutdown state. */
 int sockdiag_unix(UnixSock **ret, size_t *n_ret);
 
+/* Unix sockets by inode, through exact sock_diag requests (UNIX_DIAG with udiag_ino, batched:
+ * many requests per send): found[i] tells whether inodes[i] still exists, ret[i] what it is. */
+int sockdiag_unix_lookup(const uint32_t *inodes, size_t n, UnixSock *ret, bool *found);
+
+/* The socket inodes among /proc/PID/fd (root or the owner only): up to max, count in *n_ret. */
+int proc_socket_inodes(pid_t pid, uint32_t *inodes, size_t max, size_t *n_ret);
+
 /* Pure matchers. A backend's TCP client is gone when its server-side socket (local port = the
  * cluster's port, remote = the client) is in CLOSE_WAIT. Adds pids to *pids. */
 int client_gone_match_tcp(const PgTree *t, const TcpSock *socks, size_t n, pid_t **pids, size_t *n_pids, size_t *allocated);
 /* The inodes of server-side Unix sockets of this cluster whose peer is gone. */
 int client_gone_dead_unix(const PgCluster *c, const UnixSock *socks, size_t n, uint32_t **inodes, size_t *n_inodes);
+
+/* A backend whose client connection is dead, seen by client_gone_probe_run(). */
+typedef struct GoneBackend {
+        pid_t pid;
+        uint64_t start_ticks;
+} GoneBackend;
+
+/* Remembers which socket is each local backend's client connection (read once from
+ * /proc/PID/fd, then looked up by inode each cycle: no dump of every Unix socket of the host). */
+typedef struct ClientGoneProbe ClientGoneProbe;
+int client_gone_probe_new(ClientGoneProbe **ret);
+ClientGoneProbe *client_gone_probe_free(ClientGoneProbe *p);
+/* The client backends whose client is gone now, sorted by pid: TCP ones through one
+ * kernel-filtered dump of CLOSE_WAIT sockets; Unix ones only where wanted(p) says so (the
+ * backends that are not idle: an idle backend whose client closed is on its way out), by the
+ * inode of their socket — up to CLIENT_GONE_LOOKUP_MAX of them, beyond that one dump. */
+#define CLIENT_GONE_LOOKUP_MAX 128
+int client_gone_probe_run(ClientGoneProbe *p, const PgTree *t, bool (*wanted)(const PgProcess *p, void *userdata),
+                          void *userdata, GoneBackend **ret, size_t *n_ret);
+/* What the last run did (for tests and benchmarks). */
+typedef struct ClientGoneStats {
+        size_t unix_wanted, unix_lookups, unix_dumps, fd_reads;
+} ClientGoneStats;
+ClientGoneStats client_gone_probe_stats(const ClientGoneProbe *p);
 
 enum {
         CLIENT_GONE_TCP = 1 << 0,       /* one kernel-filtered dump of CLOSE_WAIT sockets: cheap */

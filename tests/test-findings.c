@@ -156,6 +156,43 @@ static void test_every_kind(void **state) {
         tree_free(&t);
 }
 
+/* Long runners below the lowest threshold of their kind's rules are no candidates; kinds no
+ * rule covers are none either; orphan kinds and unknown starts are kept. */
+static void test_filtered_by_threshold(void **state) {
+        PgTree t;
+        ActivitySnapshot snap;
+        build(&t, &snap);
+        pid_t gone[] = { 120 };
+        uint64_t min_after[_FINDING_KIND_MAX];
+        for (unsigned k = 0; k < _FINDING_KIND_MAX; k++)
+                min_after[k] = 0;
+        min_after[FINDING_LONG_QUERY] = 401 * 1000000ULL;  /* 110 started 400 s ago: not yet */
+        min_after[FINDING_IDLE_IN_TRANSACTION] = 600 * 1000000ULL; /* 120: exactly now */
+        min_after[FINDING_LONG_TRANSACTION] = UINT64_MAX;  /* no rule covers it */
+        Findings f = {};
+        assert_int_equal(findings_detect_filtered(&t, gone, 1, min_after, &f), 0);
+        assert_null(find(&f, FINDING_LONG_QUERY, 110));
+        assert_non_null(find(&f, FINDING_IDLE_IN_TRANSACTION, 120));
+        assert_int_equal(count(&f, FINDING_LONG_TRANSACTION), 0);
+        assert_non_null(find(&f, FINDING_LOCK_WAIT, 130));
+        assert_non_null(find(&f, FINDING_ORPHAN_BACKEND, 300));
+        assert_non_null(find(&f, FINDING_CLIENT_GONE, 120));
+        findings_free(&f);
+        min_after[FINDING_LONG_QUERY] = 400 * 1000000ULL;
+        assert_int_equal(findings_detect_filtered(&t, gone, 1, min_after, &f), 0);
+        assert_non_null(find(&f, FINDING_LONG_QUERY, 110));
+        findings_free(&f);
+        tree_free(&t);
+
+        /* without pg_stat_activity the start is unknown: tracked from first sight */
+        assert_int_equal(tree_build(recs, sizeof recs / sizeof recs[0], &t), 0);
+        min_after[FINDING_LONG_QUERY] = 401 * 1000000ULL;
+        assert_int_equal(findings_detect_filtered(&t, NULL, 0, min_after, &f), 0);
+        assert_non_null(find(&f, FINDING_LONG_QUERY, 110));
+        findings_free(&f);
+        tree_free(&t);
+}
+
 /* Without pg_stat_activity the titles still tell states; the time they began is unknown, and
  * nothing can be stale or unlisted. */
 static void test_without_activity(void **state) {
@@ -326,6 +363,7 @@ int main(void) {
                 cmocka_unit_test(test_every_kind),
                 cmocka_unit_test(test_without_activity),
                 cmocka_unit_test(test_names),
+                cmocka_unit_test(test_filtered_by_threshold),
                 cmocka_unit_test(test_unlisted_by_version),
                 cmocka_unit_test(test_orphan_logger),
                 cmocka_unit_test(test_foreign),

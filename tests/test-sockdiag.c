@@ -11,8 +11,12 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/resource.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
+#include <sys/wait.h>
+#include <signal.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -237,6 +241,185 @@ static void test_real_large_dump(void **state) {
         rmdir(dir);
 }
 
+static uint32_t inode_of(int fd) {
+        struct stat st;
+        assert_int_equal(fstat(fd, &st), 0);
+        return (uint32_t) st.st_ino;
+}
+
+static int listen_unix(char *dir, int port, struct sockaddr_un *a) {
+        assert_non_null(mkdtemp(dir));
+        *a = (struct sockaddr_un){ .sun_family = AF_UNIX };
+        snprintf(a->sun_path, sizeof a->sun_path, "%s/.s.PGSQL.%d", dir, port);
+        int l = socket(AF_UNIX, SOCK_STREAM, 0);
+        assert_int_equal(bind(l, (struct sockaddr *) a, sizeof *a), 0);
+        assert_int_equal(listen(l, 256), 0);
+        return l;
+}
+
+/* Exact lookups by inode, more than one batch: live sockets with their listener's path and a
+ * peer; a socket whose client closed has none; a closed socket is not found. */
+static void test_real_unix_lookup(void **state) {
+        enum { N = 150 };
+        char dir[] = "/tmp/pgtree-sockdiag-XXXXXX";
+        struct sockaddr_un a;
+        int l = listen_unix(dir, 5997, &a);
+        static int cl[N], sv[N];
+        static uint32_t inodes[N + 1];
+        for (int i = 0; i < N; i++) {
+                cl[i] = socket(AF_UNIX, SOCK_STREAM, 0);
+                assert_int_equal(connect(cl[i], (struct sockaddr *) &a, sizeof a), 0);
+                sv[i] = accept(l, NULL, NULL);
+                assert_true(sv[i] >= 0);
+                inodes[i] = inode_of(sv[i]);
+        }
+        close(cl[7]);
+        close(cl[N - 1]);
+        int gone = sv[100];
+        inodes[N] = inode_of(cl[0]); /* a client socket: found, no listener path */
+        close(gone);
+        usleep(20000);
+        static UnixSock socks[N + 1];
+        static bool found[N + 1];
+        assert_int_equal(sockdiag_unix_lookup(inodes, N + 1, socks, found), 0);
+        for (int i = 0; i < N; i++) {
+                if (i == 100) {
+                        assert_false(found[i]);
+                        continue;
+                }
+                assert_true(found[i]);
+                assert_int_equal(socks[i].inode, inodes[i]);
+                assert_string_equal(socks[i].path, a.sun_path);
+                bool dead = socks[i].peer == 0 || socks[i].shutdown == 3;
+                assert_int_equal(dead, i == 7 || i == N - 1);
+        }
+        assert_true(found[N]);
+        assert_string_equal(socks[N].path, "");
+        assert_true(socks[N].peer != 0);
+
+        /* our own descriptors name them */
+        uint32_t mine[4 * N];
+        size_t n;
+        assert_int_equal(proc_socket_inodes(getpid(), mine, 4 * N, &n), 0);
+        bool have = false;
+        for (size_t i = 0; i < n; i++)
+                have |= mine[i] == inodes[3];
+        assert_true(have);
+
+        for (int i = 0; i < N; i++) {
+                if (i != 7 && i != N - 1)
+                        close(cl[i]);
+                if (i != 100)
+                        close(sv[i]);
+        }
+        close(l);
+        unlink(a.sun_path);
+        rmdir(dir);
+}
+
+static bool not_idle(const PgProcess *p, void *userdata) {
+        int *calls = userdata;
+        (*calls)++;
+        return strcmp(p->title.state, "idle") != 0;
+}
+
+/* The probe: backends (real processes holding the server side of a Unix connection) are found
+ * by their socket, once; only the wanted ones are looked at; a dead client is reported. */
+static void test_probe_unix(void **state) {
+        enum { N = 3 };
+        char dir[] = "/tmp/pgtree-sockdiag-XXXXXX";
+        struct sockaddr_un a;
+        int l = listen_unix(dir, 5996, &a);
+        int cl[N], ready[2];
+        pid_t kid[N];
+        assert_int_equal(pipe(ready), 0);
+        for (int i = 0; i < N; i++) {
+                cl[i] = socket(AF_UNIX, SOCK_STREAM, 0);
+                assert_int_equal(connect(cl[i], (struct sockaddr *) &a, sizeof a), 0);
+                int sv = accept(l, NULL, NULL);
+                assert_true(sv >= 0);
+                kid[i] = fork();
+                assert_true(kid[i] >= 0);
+                if (kid[i] == 0) { /* the "backend": holds its server socket only */
+                        prctl(PR_SET_PDEATHSIG, SIGTERM);
+                        close(l);
+                        for (int j = 0; j <= i; j++)
+                                close(cl[j]);
+                        close(ready[0]);
+                        (void) !write(ready[1], "x", 1);
+                        close(ready[1]);
+                        pause();
+                        _exit(0);
+                }
+                close(sv);
+        }
+        close(ready[1]);
+        char buf[N];
+        for (size_t got = 0; got < N;) { /* every child has closed what is not its own */
+                ssize_t k = read(ready[0], buf, sizeof buf);
+                assert_true(k > 0);
+                got += (size_t) k;
+        }
+        close(ready[0]);
+        char t0[64], t1[64], t2[64];
+        snprintf(t0, sizeof t0, "postgres: eve shop [local] SELECT");
+        snprintf(t1, sizeof t1, "postgres: eve shop [local] idle in transaction");
+        snprintf(t2, sizeof t2, "postgres: eve shop [local] idle");
+        ProcRecord r[] = { REC(100, 1, "/usr/bin/postgres -D /srv/a"), REC(kid[0], 100, t0), REC(kid[1], 100, t1),
+                           REC(kid[2], 100, t2) };
+        PgTree t;
+        assert_int_equal(tree_build(r, sizeof r / sizeof r[0], &t), 0);
+        t.clusters[0].pmfile_valid = true;
+        t.clusters[0].pmfile.port = 5996;
+        snprintf(t.clusters[0].pmfile.socket_dir, sizeof t.clusters[0].pmfile.socket_dir, "%s", dir);
+
+        ClientGoneProbe *p;
+        assert_int_equal(client_gone_probe_new(&p), 0);
+        GoneBackend *gone;
+        size_t n;
+        int calls = 0;
+        assert_int_equal(client_gone_probe_run(p, &t, not_idle, &calls, &gone, &n), 0);
+        assert_int_equal(n, 0);
+        free(gone);
+        assert_int_equal(calls, 3);
+        ClientGoneStats st = client_gone_probe_stats(p);
+        assert_int_equal(st.unix_wanted, 2);
+        assert_int_equal(st.fd_reads, 2);
+        assert_int_equal(st.unix_lookups, 2);
+        assert_int_equal(st.unix_dumps, 0);
+
+        close(cl[0]); /* the working backend's client goes */
+        close(cl[2]); /* and the idle one's: not looked at */
+        usleep(20000);
+        assert_int_equal(client_gone_probe_run(p, &t, not_idle, &calls, &gone, &n), 0);
+        assert_int_equal(n, 1);
+        assert_int_equal(gone[0].pid, kid[0]);
+        assert_true(gone[0].start_ticks == (uint64_t) kid[0]);
+        free(gone);
+        st = client_gone_probe_stats(p);
+        assert_int_equal(st.fd_reads, 0); /* known from the first time */
+        assert_int_equal(st.unix_lookups, 2);
+
+        /* a pid now another process (other start): its descriptors are read again */
+        for (size_t i = 0; i < t.n_procs; i++)
+                if (t.procs[i].rec.pid == kid[1])
+                        t.procs[i].rec.start_ticks++;
+        assert_int_equal(client_gone_probe_run(p, &t, not_idle, &calls, &gone, &n), 0);
+        free(gone);
+        assert_int_equal(client_gone_probe_stats(p).fd_reads, 1);
+
+        client_gone_probe_free(p);
+        tree_free(&t);
+        for (int i = 0; i < N; i++) {
+                kill(kid[i], SIGTERM);
+                waitpid(kid[i], NULL, 0);
+        }
+        close(cl[1]);
+        close(l);
+        unlink(a.sun_path);
+        rmdir(dir);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_match_tcp),
@@ -244,6 +427,8 @@ int main(void) {
                 cmocka_unit_test(test_real_tcp_close_wait),
                 cmocka_unit_test(test_real_unix_dead_peer),
                 cmocka_unit_test(test_real_large_dump),
+                cmocka_unit_test(test_real_unix_lookup),
+                cmocka_unit_test(test_probe_unix),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
