@@ -909,10 +909,15 @@ static void draw_expand(Top *t) {
                 snprintf(line, sizeof line, "%-18s %s", "cluster", p->cluster ?: "(orphan: no live postmaster)");
                 mvwaddnstr(win, y++, 2, line, w - 4);
                 json_object_object_foreach(p->o, key, val) {
-                        if (!val || y >= h - 1)
+                        /* a reader's copy has no query text: say so where the query would stand,
+                         * not below the fold with the other fields */
+                        bool hidden = !val && p->query_hidden && !strcmp(key, "query");
+                        if ((!val && !hidden) || y >= h - 1 || !strcmp(key, "query_hidden"))
                                 continue;
-                        const char *s = json_object_is_type(val, json_type_string) ? json_object_get_string(val)
-                                                                                   : json_object_to_json_string_ext(val, JSON_C_TO_STRING_PLAIN);
+                        const char *s = hidden ? "(query_hidden: query text is for admins only)"
+                                        : json_object_is_type(val, json_type_string)
+                                                ? json_object_get_string(val)
+                                                : json_object_to_json_string_ext(val, JSON_C_TO_STRING_PLAIN);
                         snprintf(line, sizeof line, "%-18s ", key);
                         mvwaddnstr(win, y, 2, line, w - 4);
                         /* query text may be long: it wraps over the lines left */

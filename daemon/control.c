@@ -419,9 +419,9 @@ static void method_sessions(Client *c, json_object *p) {
         size_t n = 0;
         for (size_t i = 0; i < t->n_procs; i++) {
                 const PgProcess *q = &t->procs[i];
-                if (q->title.backend_type != BACKEND_CLIENT || q->own)
+                if (q->title.backend_type != BACKEND_CLIENT)
                         continue;
-                /* pgtreed's connections are not the operator's sessions */
+                /* pgtreed's connections are not the operator's sessions (shown with all) */
                 if (!all && pg_process_is_pgtree(q))
                         continue;
                 if (want && (q->cluster < 0 || !render_cluster_matches(&t->clusters[q->cluster], want)))

@@ -172,7 +172,8 @@ int lock_forest(const ActivitySnapshot *s, LockLine **ret, size_t *ret_n) {
                         roots[n_roots++] = b;
                 }
         }
-        qsort(roots, n_roots, sizeof *roots, cmp_pid);
+        if (n_roots > 1)
+                qsort(roots, n_roots, sizeof *roots, cmp_pid);
         for (size_t k = 0; k < n_roots; k++) {
                 bool more;
                 if (emit(&f, roots[k], activity_snapshot_find(s, roots[k]), 0, false, &more) < 0 ||
