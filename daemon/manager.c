@@ -794,7 +794,27 @@ static int on_test_stall(sd_event_source *s, const struct signalfd_siginfo *si, 
  * PGTREED_TEST_KILL_TARGET (a sacrificial process of the test — never a PostgreSQL one: refused
  * by comm) by three routes, and log what each returned. Under the seccomp filter each must fail
  * with EPERM and the target live; a test reads that from the log and /proc. */
+/* The test hook below may only run where it cannot succeed: under pgtreed's own seccomp filter. */
+static bool seccomp_filter_active(void) {
+        _cleanup_fclose_ FILE *f = fopen("/proc/self/status", "re");
+        char line[256];
+        bool mode = false;
+        unsigned long filters = 0;
+        while (f && fgets(line, sizeof line, f)) {
+                if (!strcmp(line, "Seccomp:\t2\n"))
+                        mode = true;
+                else if (!strncmp(line, "Seccomp_filters:\t", 17))
+                        filters = strtoul(line + 17, NULL, 10);
+        }
+        return mode && filters >= 1;
+}
+
 static int on_test_kill(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        Manager *m = userdata;
+        if (!seccomp_filter_active()) {
+                log_plain(LOG_WARNING, "test hook: the seccomp filter is not in force (Seccomp: 2 in /proc/self/status): refused");
+                return 0;
+        }
         const char *v = getenv("PGTREED_TEST_KILL_TARGET");
         char *end = NULL;
         long pid = v ? strtol(v, &end, 10) : 0;
@@ -810,7 +830,7 @@ static int on_test_kill(sd_event_source *s, const struct signalfd_siginfo *si, v
                         comm[0] = 0;
                 fclose(f);
         }
-        if (!strncmp(comm, "postgres", 8) || !strncmp(comm, "postmaster", 10)) {
+        if (!strncmp(comm, "postgres", 8) || !strncmp(comm, "postmaster", 10) || tree_find(&m->engine->tree, (pid_t) pid) >= 0) {
                 log_plain(LOG_WARNING, "test hook: pid %ld is a PostgreSQL process: refused", pid);
                 return 0;
         }

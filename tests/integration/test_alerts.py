@@ -223,3 +223,21 @@ def test_daemon_runs_under_the_nokill_filter(daemon_factory, tmp_path):
     finally:
         target.terminate()
         target.wait(10)
+
+
+def test_test_hook_refuses_postgresql_targets(daemon_factory, cluster):
+    """The SIGKILL test hook refuses a target that is a PostgreSQL process (by comm and by
+    pgtreed's own tree) before it tries anything: a backend of the test's cluster lives on."""
+    _, pid, holder = cluster.run_async("SELECT pg_sleep(300)", application_name="hook-target")
+    try:
+        d = daemon_factory("[daemon]\ninterval = 1s\n",
+                           env={"PGTREED_TEST_HOOKS": "1", "PGTREED_TEST_KILL_TARGET": str(pid)}).start()
+        d.wait_cycles(2)
+        d.proc.send_signal(signal.SIGUSR1)
+        d.wait_log(rf"test hook: pid {pid} is a PostgreSQL process: refused")
+        assert not re.search(rf"test hook: kill\({pid}", d.log()), "the hook tried a PostgreSQL target"
+        assert pid_alive(pid)
+        assert d.proc.poll() is None
+    finally:
+        cluster.sql("SELECT pg_cancel_backend(%s)", (pid,))
+        holder["conn"].close()
