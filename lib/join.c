@@ -88,7 +88,9 @@ bool proc_is_client_backend(const PgProcess *p) {
         return !p->own && bt && strcmp(bt, "client backend") == 0;
 }
 
+/* Only what pgtreed knows to be its own connection (the backend pid its libpq connection
+ * reported), never what calls itself "pgtreed": application_name is the client's to choose, and
+ * a session must not hide from the operator by taking that name. */
 bool pg_process_is_pgtree(const PgProcess *p) {
-        const char *app = proc_application(p);
-        return p->own || (p->title.backend_type == BACKEND_CLIENT && app && strcmp(app, "pgtreed") == 0);
+        return p->own;
 }

@@ -29,8 +29,8 @@ const char *proc_state(const PgProcess *p);
 const char *proc_backend_type(const PgProcess *p);
 /* "10.0.0.5:50156", "[::1]:5432", "local", or "" */
 void proc_client(const PgProcess *p, char *buf, size_t size);
-/* Is it a connection of pgtreed (this one's own, or another pgtreed's: application_name pgtreed)?
- * Session listings leave them out unless asked. */
+/* Is it this pgtreed's own connection (the backend its libpq connection reported)?
+ * Session listings leave it out unless asked. */
 bool pg_process_is_pgtree(const PgProcess *p);
 /* Is the process a session that pgtree may act on (client backend, not its own)? */
 bool proc_is_client_backend(const PgProcess *p);

@@ -122,26 +122,40 @@ def test_json_numbers_and_empty_results(daemon):
 
 
 def test_own_connections_are_not_sessions(pgtreed, pgtree_client, cluster, daemon, session):
-    # another pgtreed on the same cluster: its connection is not this one's own, still not a session
+    """Only the daemon's own connection (known by its backend pid) is left out of sessions; a
+    session calling itself "pgtreed" — another pgtreed's, or anyone's — is listed like any other:
+    application_name is the client's to choose and must not hide a session from the operator."""
     other = Daemon(pgtreed, pgtree_client, f"[daemon]\ninterval = 250ms\n[cluster x]\ndata_directory = {cluster.data}\n")
-    with other:
-        wait_for(lambda: len(cluster.sql("SELECT pid FROM pg_stat_activity WHERE application_name = 'pgtreed'")) >= 2,
-                 30, what="both pgtreeds connected")
-        wait_for(lambda: len([s for s in daemon.client_json("sessions", "--all", "--cluster", TAG)["sessions"]
-                              if s.get("application_name") == "pgtreed"]) >= 2, 20, what="both listed with --all")
-        listed = daemon.client_json("sessions", "--cluster", TAG)["sessions"]
-        assert not [s for s in listed if s.get("application_name") == "pgtreed"], listed
-        assert "pgtreed" not in daemon.client("sessions", "--cluster", TAG).stdout
+    _, disguised, holder = cluster.run_async("SELECT pg_sleep(300)", application_name="pgtreed")
+    try:
+        with other:
+            wait_for(lambda: len(cluster.sql("SELECT pid FROM pg_stat_activity WHERE application_name = 'pgtreed'")) >= 3,
+                     30, what="both pgtreeds and the disguised session connected")
+
+            def named():
+                return [s for s in daemon.client_json("sessions", "--cluster", TAG)["sessions"]
+                        if s.get("application_name") == "pgtreed"]
+            # the other pgtreed's connection and the disguised session, not this daemon's own
+            listed = wait_for(lambda: len(named()) >= 2 and named(), 20, what="both listed without --all")
+            assert disguised in [s["pid"] for s in listed]
+            assert not [s for s in listed if s.get("pgtree_connection")], listed
+            assert str(disguised) in daemon.client("sessions", "--cluster", TAG).stdout
+            everything = [s for s in daemon.client_json("sessions", "--all", "--cluster", TAG)["sessions"]
+                          if s.get("application_name") == "pgtreed"]
+            assert len(everything) == len(named()) + 1, everything   # + this daemon's own
+    finally:
+        cluster.sql("SELECT pg_cancel_backend(%s)", (disguised,))
+        holder["conn"].close()
 
     def own():
         return [s for s in daemon.client_json("sessions", "--all", "--cluster", TAG)["sessions"]
-                if s.get("application_name") == "pgtreed"]
+                if s.get("pgtree_connection")]
     mine = wait_for(own, 20, what="pgtreed's own connection listed with --all")
-    assert all(s.get("pgtree_connection") for s in mine)
+    assert all(s.get("application_name") == "pgtreed" for s in mine)
     listed = daemon.client_json("sessions", "--cluster", TAG)["sessions"]
     assert session in [s["pid"] for s in listed]
-    assert not [s for s in listed if s.get("application_name") == "pgtreed"], listed
-    assert "pgtreed" not in daemon.client("sessions", "--cluster", TAG).stdout
+    assert not [s for s in listed if s.get("pgtree_connection")], listed
+    assert not [s for s in listed if s["pid"] in [m["pid"] for m in mine]], listed
 
 
 def complete(d, line):

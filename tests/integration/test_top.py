@@ -173,7 +173,8 @@ def test_sort_filter_search_expand_and_terminate(daemon, cluster):
 
 def test_reader_is_refused_and_sees_no_query_text(daemon, cluster, users):
     pid = cluster.run_async("SELECT pg_sleep(600) /* top-secret-2323 */", application_name="top-reader")[1]
-    t = top(daemon, "--flat", user=users["rd"])
+    # other suites' clusters on this host must not push the session off the screen
+    t = top(daemon, "--flat", "--filter", f"cluster={cluster.name}", user=users["rd"])
     try:
         s = t.wait(r"top-reader")
         assert "top-secret-2323" not in s and "(query text hidden: admins only)" in s, s
@@ -198,7 +199,8 @@ def test_reader_is_refused_and_sees_no_query_text(daemon, cluster, users):
 
 def test_resize_small_terminal_no_color_ascii(daemon, cluster):
     pid = cluster.run_async("SELECT pg_sleep(600) /* resize-me */", application_name="top-resize")[1]
-    t = top(daemon, env={"NO_COLOR": "1", "LANG": "C", "LC_ALL": "C"}, width=160, height=30)
+    t = top(daemon, "--filter", f"cluster={cluster.name}", env={"NO_COLOR": "1", "LANG": "C", "LC_ALL": "C"},
+            width=160, height=30)
     try:
         s = t.wait(r"resize-me")
         # not UTF-8: an ASCII tree
