@@ -148,55 +148,7 @@ static void help_command(const Command *c) {
 /* ---- talking to the daemon ---- */
 
 static int call(const char *method, json_object *params, json_object **ret, char **error) {
-        *ret = NULL;
-        *error = NULL;
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0) {
-                json_object_put(params);
-                return -errno;
-        }
-        struct sockaddr_un a = { .sun_family = AF_UNIX };
-        snprintf(a.sun_path, sizeof a.sun_path, "%s", socket_path);
-        if (connect(fd, (struct sockaddr *) &a, sizeof a) < 0) {
-                int r = -errno;
-                close(fd);
-                json_object_put(params);
-                return r;
-        }
-        size_t len;
-        char *msg = varlink_call(method, params, &len);
-        if (!msg) {
-                close(fd);
-                return -ENOMEM;
-        }
-        /* if the send fails, pgtreed may have refused the connection: its reason is to be read */
-        (void) send(fd, msg, len, MSG_NOSIGNAL);
-        free(msg);
-        VarlinkBuffer b = {};
-        int r = -EIO;
-        for (;;) {
-                struct pollfd p = { .fd = fd, .events = POLLIN };
-                if (poll(&p, 1, 30000) <= 0) {
-                        r = -ETIMEDOUT;
-                        break;
-                }
-                char buf[65536];
-                ssize_t k = read(fd, buf, sizeof buf);
-                if (k <= 0)
-                        break;
-                if (varlink_buffer_feed(&b, buf, (size_t) k, 64 * 1024 * 1024) < 0)
-                        break;
-                char *m;
-                size_t ml;
-                if (varlink_buffer_next(&b, &m, &ml) == 1) {
-                        r = varlink_reply_parse(m, ml, ret, error);
-                        free(m);
-                        break;
-                }
-        }
-        varlink_buffer_clear(&b);
-        close(fd);
-        return r;
+        return varlink_call_once(socket_path, method, params, 30000, 64 * 1024 * 1024, ret, error);
 }
 
 static int report_call_error(int r) {

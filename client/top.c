@@ -141,20 +141,6 @@ static double parse_iso(const char *s) {
 
 /* ---- talking to pgtreed ---- */
 
-static int connect_socket(const char *path) {
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-                return -errno;
-        struct sockaddr_un a = { .sun_family = AF_UNIX };
-        snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
-        if (connect(fd, (struct sockaddr *) &a, sizeof a) < 0) {
-                int r = -errno;
-                close(fd);
-                return r;
-        }
-        return fd;
-}
-
 static int send_call(int fd, const char *method, json_object *params, bool more) {
         json_object *o = json_object_new_object();
         json_object_object_add(o, "method", json_object_new_string(method));
@@ -170,39 +156,7 @@ static int send_call(int fd, const char *method, json_object *params, bool more)
 
 /* One call on its own connection (the stream's connection reads no calls). */
 static int call_once(Top *t, const char *method, json_object *params, json_object **ret, char **error) {
-        *ret = NULL;
-        *error = NULL;
-        int fd = connect_socket(t->socket_path);
-        if (fd < 0) {
-                json_object_put(params);
-                return fd;
-        }
-        (void) send_call(fd, method, params, false);
-        VarlinkBuffer b = {};
-        int r = -EIO;
-        long long end = now_ms() + CALL_TIMEOUT_MS;
-        for (;;) {
-                struct pollfd p = { .fd = fd, .events = POLLIN };
-                long long left = end - now_ms();
-                if (left <= 0 || poll(&p, 1, (int) left) <= 0) {
-                        r = -ETIMEDOUT;
-                        break;
-                }
-                char buf[65536];
-                ssize_t k = read(fd, buf, sizeof buf);
-                if (k <= 0 || varlink_buffer_feed(&b, buf, (size_t) k, MAX_STREAM_MESSAGE) < 0)
-                        break;
-                char *m;
-                size_t ml;
-                if (varlink_buffer_next(&b, &m, &ml) == 1) {
-                        r = varlink_reply_parse(m, ml, ret, error);
-                        free(m);
-                        break;
-                }
-        }
-        varlink_buffer_clear(&b);
-        close(fd);
-        return r;
+        return varlink_call_once(t->socket_path, method, params, CALL_TIMEOUT_MS, MAX_STREAM_MESSAGE, ret, error);
 }
 
 static void disconnect(Top *t) {
@@ -216,7 +170,7 @@ static void disconnect(Top *t) {
 static void try_connect(Top *t) {
         if (t->fd >= 0 || now_ms() < t->next_connect_ms)
                 return;
-        int fd = connect_socket(t->socket_path);
+        int fd = varlink_connect_unix(t->socket_path);
         if (fd < 0 || send_call(fd, VARLINK_INTERFACE ".Watch", NULL, true) < 0) {
                 if (fd >= 0)
                         close(fd);
@@ -1461,7 +1415,7 @@ int top_run(const char *socket_path, const TopOptions *o) {
                 return 2;
         }
         /* the first connection says at once whether pgtreed is there at all */
-        int fd = connect_socket(socket_path);
+        int fd = varlink_connect_unix(socket_path);
         if (fd < 0) {
                 fprintf(stderr, "pgtree top: cannot connect to pgtreed on %s: %s\n", socket_path, strerror(-fd));
                 return fd == -EACCES || fd == -EPERM ? 4 : 5;

@@ -1,8 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "macro.h"
 #include "protocol.h"
@@ -308,4 +313,70 @@ const char *varlink_pgtree_description(void) {
                "error TooManyRequests (limit: int)\n"
                "# Sent before the connection is closed: a limit per user, for readers in all, or in all.\n"
                "error TooManyConnections (limit: int, reason: string)\n";
+}
+
+int varlink_connect_unix(const char *path) {
+        struct sockaddr_un a = { .sun_family = AF_UNIX };
+        if (!path || strlen(path) >= sizeof a.sun_path)
+                return -ENAMETOOLONG;
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        memcpy(a.sun_path, path, strlen(path) + 1);
+        if (connect(fd, (struct sockaddr *) &a, sizeof a) < 0) {
+                int r = -errno;
+                close(fd);
+                return r;
+        }
+        return fd;
+}
+
+static long long monotonic_ms(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int varlink_call_once(const char *path, const char *method, json_object *parameters, int timeout_ms, size_t max,
+                      json_object **ret, char **error) {
+        *ret = NULL;
+        *error = NULL;
+        int fd = varlink_connect_unix(path);
+        if (fd < 0) {
+                json_object_put(parameters);
+                return fd;
+        }
+        size_t len;
+        char *msg = varlink_call(method, parameters, &len);
+        if (!msg) {
+                close(fd);
+                return -ENOMEM;
+        }
+        (void) send(fd, msg, len, MSG_NOSIGNAL);
+        free(msg);
+        VarlinkBuffer b = {};
+        int r = -EIO;
+        long long end = monotonic_ms() + timeout_ms;
+        for (;;) {
+                struct pollfd p = { .fd = fd, .events = POLLIN };
+                long long left = end - monotonic_ms();
+                if (left <= 0 || poll(&p, 1, (int) left) <= 0) {
+                        r = -ETIMEDOUT;
+                        break;
+                }
+                char buf[65536];
+                ssize_t k = read(fd, buf, sizeof buf);
+                if (k <= 0 || varlink_buffer_feed(&b, buf, (size_t) k, max) < 0)
+                        break;
+                char *m;
+                size_t ml;
+                if (varlink_buffer_next(&b, &m, &ml) == 1) {
+                        r = varlink_reply_parse(m, ml, ret, error);
+                        free(m);
+                        break;
+                }
+        }
+        varlink_buffer_clear(&b);
+        close(fd);
+        return r;
 }

@@ -47,6 +47,16 @@ int varlink_buffer_feed(VarlinkBuffer *b, const char *data, size_t n, size_t max
 int varlink_buffer_next(VarlinkBuffer *b, char **msg, size_t *len);
 void varlink_buffer_clear(VarlinkBuffer *b);
 
+/* A client's connection to a Unix socket: the fd, or -errno. */
+int varlink_connect_unix(const char *path);
+/* One call on a connection of its own: connects to path, sends method(parameters) (consumed),
+ * and reads the one reply within timeout_ms in all, messages of at most max bytes. 0 with
+ * *parameters / *error as varlink_reply_parse gives them; -errno of the connect; -ETIMEDOUT
+ * when no whole reply came in time; -EIO when the peer closed first or sent more than max. If
+ * the send fails the reply is still read: pgtreed says why it refused a connection. */
+int varlink_call_once(const char *path, const char *method, json_object *parameters, int timeout_ms, size_t max,
+                      json_object **ret, char **error);
+
 /* The io.pgtree interface description, in Varlink's IDL (for GetInterfaceDescription). */
 const char *varlink_pgtree_description(void);
 const char *varlink_service_description(void);

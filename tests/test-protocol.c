@@ -8,6 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "protocol.h"
 
@@ -158,6 +164,101 @@ static void test_descriptions(void **state) {
         assert_non_null(strstr(varlink_service_description(), "method GetInfo()"));
 }
 
+
+/* A server child for one connection: how it answers is the case under test. */
+enum { SERVE_SPLIT, SERVE_SILENT, SERVE_CLOSE, SERVE_HUGE };
+
+static pid_t serve(const char *path, int how) {
+        int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        assert_true(l >= 0);
+        struct sockaddr_un a = { .sun_family = AF_UNIX };
+        snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
+        unlink(path);
+        assert_int_equal(bind(l, (struct sockaddr *) &a, sizeof a), 0);
+        assert_int_equal(listen(l, 1), 0);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid > 0) {
+                close(l);
+                return pid;
+        }
+        int c = accept(l, NULL, NULL);
+        char buf[4096];
+        ssize_t k = read(c, buf, sizeof buf); /* the call */
+        if (k <= 0 || !memmem(buf, (size_t) k, "io.pgtree.Status", 16))
+                _exit(3);
+        const char reply[] = "{\"parameters\":{\"cycles\":7}}";
+        if (how == SERVE_SPLIT) /* one byte at a time, the NUL last */
+                for (size_t i = 0; i < sizeof reply; i++) {
+                        if (write(c, reply + i, 1) != 1)
+                                _exit(4);
+                        usleep(200);
+                }
+        else if (how == SERVE_SILENT)
+                pause(); /* until the test ends it */
+        else if (how == SERVE_HUGE) {
+                static char big[65536];
+                memset(big, ' ', sizeof big);
+                for (int i = 0; i < 4; i++)
+                        if (write(c, big, sizeof big) != (ssize_t) sizeof big)
+                                _exit(0);
+        }
+        _exit(0);
+}
+
+static void reap(pid_t pid) {
+        kill(pid, SIGTERM); /* a child of this test, not PostgreSQL */
+        int st;
+        assert_int_equal(waitpid(pid, &st, 0), pid);
+}
+
+static void test_call_once(void **state) {
+        char dir[] = "/tmp/pgtree-test-protocol.XXXXXX";
+        assert_non_null(mkdtemp(dir));
+        char path[128];
+        snprintf(path, sizeof path, "%s/s", dir);
+        json_object *ret;
+        char *error;
+
+        pid_t pid = serve(path, SERVE_SPLIT);
+        assert_int_equal(varlink_call_once(path, "io.pgtree.Status", NULL, 10000, 1024, &ret, &error), 0);
+        json_object *v;
+        assert_true(json_object_object_get_ex(ret, "cycles", &v) && json_object_get_int(v) == 7);
+        assert_null(error);
+        json_object_put(ret);
+        reap(pid);
+
+        /* silence: the deadline counts for the whole call */
+        pid = serve(path, SERVE_SILENT);
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        assert_int_equal(varlink_call_once(path, "io.pgtree.Status", json_object_new_object(), 300, 1024, &ret, &error),
+                         -ETIMEDOUT);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        assert_true(t1.tv_sec - t0.tv_sec < 10);
+        assert_null(ret);
+        reap(pid);
+
+        /* closed without a reply; a reply beyond max */
+        pid = serve(path, SERVE_CLOSE);
+        assert_int_equal(varlink_call_once(path, "io.pgtree.Status", NULL, 10000, 1024, &ret, &error), -EIO);
+        reap(pid);
+        pid = serve(path, SERVE_HUGE);
+        assert_int_equal(varlink_call_once(path, "io.pgtree.Status", NULL, 10000, 1024, &ret, &error), -EIO);
+        reap(pid);
+
+        /* nobody there; a path sun_path cannot hold (never truncated to another socket) */
+        unlink(path);
+        assert_int_equal(varlink_call_once(path, "io.pgtree.Status", NULL, 1000, 1024, &ret, &error), -ENOENT);
+        char longpath[200];
+        memset(longpath, 'x', sizeof longpath - 1);
+        longpath[0] = '/';
+        longpath[sizeof longpath - 1] = 0;
+        assert_int_equal(varlink_connect_unix(longpath), -ENAMETOOLONG);
+        assert_int_equal(varlink_call_once(longpath, "io.pgtree.Status", NULL, 1000, 1024, &ret, &error), -ENAMETOOLONG);
+        rmdir(dir);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_calls),
@@ -165,6 +266,7 @@ int main(void) {
                 cmocka_unit_test(test_replies_round_trip),
                 cmocka_unit_test(test_framing),
                 cmocka_unit_test(test_descriptions),
+                cmocka_unit_test(test_call_once),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
