@@ -26,6 +26,8 @@
 typedef struct FakeCluster {
         char dir[256];
         char data[300];
+        char name[32];          /* its cluster_name, "fake<test pid>": tests running at the same
+                                 * time on the host (another build's) must not share a name */
         pid_t pm;
         int port;
         uid_t uid;              /* what its processes run as */
@@ -79,12 +81,12 @@ static inline int fake_postmaster_start(FakeCluster *c) {
                  "cd '%s' || exit 1\n"
                  "started=$(( $(awk '/^btime/ {print $2}' /proc/stat) + $(cut -d' ' -f22 /proc/$$/stat) / $(getconf CLK_TCK) ))\n"
                  "printf '%%s\\n%%s\\n%%s\\n%%s\\n%%s\\n%%s\\n%%s\\n%%s\\n' $$ '%s' $started %d /tmp '*' '1 2' ready > postmaster.pid\n"
-                 "spawn() { (exec -a \"postgres: fake: $1\" '%s/kid/postgres' 600) & }\n"
+                 "spawn() { (exec -a \"postgres: %s: $1\" '%s/kid/postgres' 600) & }\n"
                  "trap 'spawn \"bob shop 10.1.2.3(4567) idle\"' USR1\n"
                  "spawn 'checkpointer '\n"
                  "spawn 'alice shop [local] SELECT'\n"
                  "while :; do wait; done\n",
-                 c->data, c->data, c->port, c->dir);
+                 c->data, c->data, c->port, c->name, c->dir);
         pid_t parent = getpid();
         pid_t pid = fork();
         if (pid < 0)
@@ -134,6 +136,7 @@ static inline int fake_cluster_start(FakeCluster *c, int port) {
                 return -errno;
 
         c->port = port;
+        snprintf(c->name, sizeof c->name, "fake%d", (int) getpid());
         c->uid = run_as;
         c->gid = run_gid;
         return fake_postmaster_start(c);

@@ -73,7 +73,9 @@ static void test_scan_all(void **state) {
                 assert_non_null(c);
                 assert_int_equal(c->ppid, fc.pm);
                 assert_non_null(c->title);
-                assert_int_equal(strncmp(c->title, "postgres: fake: ", 16), 0);
+                char prefix[64];
+                snprintf(prefix, sizeof prefix, "postgres: %s: ", fc.name);
+                assert_int_equal(strncmp(c->title, prefix, strlen(prefix)), 0);
         }
         proc_records_free(r, n);
         proc_scan_free(s);

@@ -59,7 +59,7 @@ static void test_discover_refresh_orphan(void **state) {
         assert_true(c->pmfile_valid);
         assert_int_equal(c->pmfile.port, 54999);
         assert_string_equal(c->pmfile.status, "ready");
-        assert_string_equal(c->name, "fake");
+        assert_string_equal(c->name, fc.name);
         assert_int_equal(members(&t, c), 3);
         size_t host_records = st.examined;
         tree_free(&t);
