@@ -33,25 +33,15 @@ static bool enforcing(Manager *m, const PgTree *t, const PgProcess *p) {
 /* The rate limit: at most max_actions_per_minute per cluster in any 60 s (0: no limit). */
 static bool rate_allows(Manager *m, const char *cluster, uint64_t now, bool record) {
         unsigned max = m->config->max_actions_per_minute;
-        struct RateEntry *r = NULL;
-        for (size_t i = 0; i < m->n_rates && !r; i++)
-                if (!strcmp(m->rates[i].cluster, cluster))
-                        r = &m->rates[i];
-        if (!r) {
-                if (GROW(m->rates, m->rates_allocated, m->n_rates + 1) < 0)
-                        return false;
-                r = &m->rates[m->n_rates++];
-                *r = (struct RateEntry){};
-                snprintf(r->cluster, sizeof r->cluster, "%s", cluster);
-        }
         /* sized to the configured maximum (resized after a reload): every limit up to the
          * config's 10,000 holds */
-        if (rate_window_configure(&r->window, max, 60 * USEC_PER_SEC) < 0)
+        RateWindow *w = rate_table_get(&m->rates, cluster, max, 60 * USEC_PER_SEC, now);
+        if (!w)
                 return false;
-        if (!rate_window_allows(&r->window, now))
+        if (!rate_window_allows(w, now))
                 return false;
         if (record)
-                rate_window_record(&r->window, now);
+                rate_window_record(w, now);
         return true;
 }
 

@@ -99,13 +99,10 @@ Manager *manager_free(Manager *m) {
                 term_watch_free(m->terms[i]);
         free(m->terms);
         free(m->actions);
-        for (size_t i = 0; i < m->n_rates; i++)
-                rate_window_done(&m->rates[i].window);
-        free(m->rates);
+        rate_table_done(&m->rates);
         metrics_counters_done(&m->counters);
-        for (size_t i = 0; i < m->n_alert_rates; i++)
-                rate_window_done(&m->alert_rates[i].window);
-        free(m->alert_rates);
+        rate_table_done(&m->alert_rates);
+        rate_table_done(&m->owner_alert_rates);
         alert_runner_clear(&m->alerts);
         engine_free(m->engine);
         config_free(m->config);
@@ -422,27 +419,50 @@ static void arm_alerts(Manager *m) {
         sd_event_add_time(m->event, &m->alert_timer, CLOCK_MONOTONIC, d < poll_at ? d : poll_at, 10000, on_alert_timer, m);
 }
 
-/* The per-cluster alert rate limit (max_alerts_per_minute): may one more alert run for this
- * cluster now? Records it if so. */
-static bool alert_rate_allows(Manager *m, const char *cluster, uint64_t now) {
-        struct RateEntry *r = NULL;
-        for (size_t i = 0; i < m->n_alert_rates && !r; i++)
-                if (!strcmp(m->alert_rates[i].cluster, cluster))
-                        r = &m->alert_rates[i];
-        if (!r) {
-                if (GROW(m->alert_rates, m->alert_rates_allocated, m->n_alert_rates + 1) < 0)
-                        return false;
-                r = &m->alert_rates[m->n_alert_rates++];
-                *r = (struct RateEntry){};
-                snprintf(r->cluster, sizeof r->cluster, "%.*s", (int) sizeof r->cluster - 1, cluster);
-        }
-        if (rate_window_configure(&r->window, m->config->max_alerts_per_minute, 60 * USEC_PER_SEC) < 0)
+/* The OS user that owns the finding's cluster (its postmaster's uid; an orphan's own uid) as a
+ * rate key, or false for a managed server's (configured by the operator, no uid of this host). */
+static bool finding_owner_key(Manager *m, const Finding *f, char *key, size_t size) {
+        const PgTree *t = &m->engine->tree;
+        if (f->proc < 0 || f->proc >= (int) t->n_procs)
                 return false;
-        return rate_window_record(&r->window, now);
+        const PgProcess *p = &t->procs[f->proc];
+        if (pg_process_is_remote(t, p))
+                return false;
+        if (p->cluster >= 0 && p->cluster < (int) t->n_clusters)
+                p = &t->procs[t->clusters[p->cluster].postmaster];
+        if (!p->rec.ident.ids_valid)
+                return false;
+        snprintf(key, size, "uid %u", (unsigned) p->rec.ident.euid);
+        return true;
+}
+
+/* The alert rate limits: max_alerts_per_minute per cluster, and max_alerts_per_minute_per_owner
+ * for all the clusters of one OS user together, so whoever can start clusters of their own on
+ * the host cannot take the alerts of everyone else's by starting many. May one more alert run
+ * for this finding now? Records it in both if so; *owner_limited says which one said no. */
+static bool alert_rate_allows(Manager *m, const Finding *f, uint64_t now, bool *owner_limited) {
+        const uint64_t minute = 60 * USEC_PER_SEC;
+        *owner_limited = false;
+        RateWindow *c = rate_table_get(&m->alert_rates, f->cluster[0] ? f->cluster : "orphans",
+                                       m->config->max_alerts_per_minute, minute, now);
+        if (!c || !rate_window_allows(c, now))
+                return false;
+        char key[32];
+        if (finding_owner_key(m, f, key, sizeof key)) {
+                /* the table may move when the owner's entry is made: look the cluster's up again */
+                RateWindow *o = rate_table_get(&m->owner_alert_rates, key, m->config->max_alerts_per_minute_per_owner,
+                                               minute, now);
+                if (!o || !rate_window_allows(o, now)) {
+                        *owner_limited = o != NULL;
+                        return false;
+                }
+                rate_window_record(o, now);
+        }
+        return rate_window_record(c, now);
 }
 
 typedef struct AlertDrops {
-        size_t busy, rate;
+        size_t busy, rate, owner;
 } AlertDrops;
 
 static void run_alert(Manager *m, const Finding *f, AlertDrops *drops) {
@@ -459,9 +479,15 @@ static void run_alert(Manager *m, const Finding *f, AlertDrops *drops) {
                 drops->busy++;
                 return;
         }
-        if (!alert_rate_allows(m, f->cluster[0] ? f->cluster : "orphans", now_monotonic_usec())) {
-                m->counters.alerts_dropped_rate++;
-                drops->rate++;
+        bool owner_limited;
+        if (!alert_rate_allows(m, f, now_monotonic_usec(), &owner_limited)) {
+                if (owner_limited) {
+                        m->counters.alerts_dropped_owner++;
+                        drops->owner++;
+                } else {
+                        m->counters.alerts_dropped_rate++;
+                        drops->rate++;
+                }
                 return;
         }
         const AlertRun *run;
@@ -479,18 +505,22 @@ static void run_alert(Manager *m, const Finding *f, AlertDrops *drops) {
 }
 
 static void log_alert_drops(Manager *m, const AlertDrops *d) {
-        if (d->busy == 0 && d->rate == 0)
+        size_t n = d->busy + d->rate + d->owner;
+        if (n == 0)
                 return;
         LogEntry e = {};
         log_add(&e, "PGTREE_ALERTS_DROPPED_CONCURRENCY", "%zu", d->busy);
         log_add(&e, "PGTREE_ALERTS_DROPPED_RATE", "%zu", d->rate);
+        log_add(&e, "PGTREE_ALERTS_DROPPED_OWNER_RATE", "%zu", d->owner);
         log_add(&e, "PGTREE_ALERTS_RUNNING", "%zu", m->alerts.n);
         log_send(&e, LOG_WARNING, MSGID_ALERT_DROPPED,
                  "%zu alert%s not run: %zu with %zu running (max_concurrent_alerts = %u), %zu over max_alerts_per_minute = %u "
-                 "of their cluster; the findings are in the journal (dropped so far: %llu, %llu)",
-                 d->busy + d->rate, d->busy + d->rate == 1 ? "" : "s", d->busy, m->alerts.n, m->config->max_concurrent_alerts,
-                 d->rate, m->config->max_alerts_per_minute, (unsigned long long) m->counters.alerts_dropped_busy,
-                 (unsigned long long) m->counters.alerts_dropped_rate);
+                 "of their cluster, %zu over max_alerts_per_minute_per_owner = %u of their clusters' OS user; the findings "
+                 "are in the journal (dropped so far: %llu, %llu, %llu)",
+                 n, n == 1 ? "" : "s", d->busy, m->alerts.n, m->config->max_concurrent_alerts, d->rate,
+                 m->config->max_alerts_per_minute, d->owner, m->config->max_alerts_per_minute_per_owner,
+                 (unsigned long long) m->counters.alerts_dropped_busy, (unsigned long long) m->counters.alerts_dropped_rate,
+                 (unsigned long long) m->counters.alerts_dropped_owner);
 }
 
 /* ---- rule actions ---- */

@@ -88,14 +88,9 @@ typedef struct Manager {
         size_t n_terms, terms_allocated;
         /* per-cluster rate limit: times (µs) of the actions of the last minute, a window sized
          * to max_actions_per_minute */
-        struct RateEntry {
-                char cluster[256];
-                RateWindow window;
-        } *rates;
-        size_t n_rates, rates_allocated;
-        /* per-cluster alert rate limit (max_alerts_per_minute) */
-        struct RateEntry *alert_rates;
-        size_t n_alert_rates, alert_rates_allocated;
+        RateTable rates;        /* per cluster: max_actions_per_minute */
+        RateTable alert_rates;  /* per cluster: max_alerts_per_minute */
+        RateTable owner_alert_rates; /* per OS user owning clusters: max_alerts_per_minute_per_owner */
         ControlServer *control;
         ActionCounters counters;
         bool metrics_failed;    /* the metrics file could not be written (said once) */

@@ -735,6 +735,8 @@ static void daemon_key(Parser *p, const char *key, const char *v) {
                 value_uint(p, key, v, 1, 1000, &c->max_concurrent_alerts);
         else if (!strcmp(key, "max_alerts_per_minute"))
                 value_uint(p, key, v, 0, 10000, &c->max_alerts_per_minute);
+        else if (!strcmp(key, "max_alerts_per_minute_per_owner"))
+                value_uint(p, key, v, 0, 10000, &c->max_alerts_per_minute_per_owner);
         else if (!strcmp(key, "metrics_file"))
                 value_absolute_path(p, key, v, &c->metrics_file, true);
         else if (!strcmp(key, "conninfo"))
@@ -1019,6 +1021,7 @@ static int config_init_defaults(Config *c) {
                 .max_actions_per_minute = 10,
                 .max_concurrent_alerts = 8,
                 .max_alerts_per_minute = 30,
+                .max_alerts_per_minute_per_owner = 60,
                 .query_max_length = 256,
         };
         if (!(c->socket_path = strdup("/run/pgtree/pgtree.sock")) || !(c->socket_group = strdup("pgtree")) ||

@@ -99,6 +99,7 @@ typedef struct Config {
         unsigned max_actions_per_minute;
         unsigned max_concurrent_alerts; /* alert commands running at once (≥ 1) */
         unsigned max_alerts_per_minute; /* per cluster; 0: no limit */
+        unsigned max_alerts_per_minute_per_owner; /* all clusters of one OS user together; 0: no limit */
         char *metrics_file;
         char *conninfo;                 /* defaults for every cluster's connection */
         unsigned query_max_length;      /* 0: query text not collected */

@@ -330,6 +330,8 @@ static int write_all(FILE *out, const Engine *e, const ActionCounters *ac, doubl
                 (unsigned long long) (ac ? ac->alerts_dropped_busy : 0));
         fprintf(out, "pgtree_alerts_dropped_total{reason=\"max_alerts_per_minute\"} %llu\n",
                 (unsigned long long) (ac ? ac->alerts_dropped_rate : 0));
+        fprintf(out, "pgtree_alerts_dropped_total{reason=\"max_alerts_per_minute_per_owner\"} %llu\n",
+                (unsigned long long) (ac ? ac->alerts_dropped_owner : 0));
         head(out, "pgtree_alert_output_discarded_bytes_total", "counter",
              "Bytes alert commands wrote past the 4 KiB of stdout and of stderr kept for the journal.");
         fprintf(out, "pgtree_alert_output_discarded_bytes_total %llu\n", (unsigned long long) (ac ? ac->alert_output_discarded : 0));

@@ -52,6 +52,7 @@ typedef struct ActionCounters {
         uint64_t alerts_stuck;                  /* given up on after SIGTERM and another timeout */
         uint64_t alerts_dropped_busy;           /* not run: max_concurrent_alerts were running */
         uint64_t alerts_dropped_rate;           /* not run: max_alerts_per_minute of the cluster */
+        uint64_t alerts_dropped_owner;          /* not run: max_alerts_per_minute_per_owner of its OS user */
         uint64_t alert_output_discarded;        /* bytes of alert output past what is kept */
 } ActionCounters;
 

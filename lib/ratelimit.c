@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "macro.h"
 
 #include "ratelimit.h"
 
@@ -58,4 +61,39 @@ size_t rate_window_count(RateWindow *w, uint64_t now) {
 void rate_window_done(RateWindow *w) {
         free(w->at);
         *w = (RateWindow){};
+}
+
+RateWindow *rate_table_get(RateTable *t, const char *key, unsigned max, uint64_t window_usec, uint64_t now) {
+        for (size_t i = 0; i < t->n; i++)
+                if (!strcmp(t->items[i].key, key)) {
+                        if (rate_window_configure(&t->items[i].window, max, window_usec) < 0)
+                                return NULL;
+                        return &t->items[i].window;
+                }
+        for (size_t i = 0; i < t->n;)
+                if (rate_window_count(&t->items[i].window, now) == 0) {
+                        free(t->items[i].key);
+                        rate_window_done(&t->items[i].window);
+                        t->items[i] = t->items[--t->n];
+                } else
+                        i++;
+        if (GROW(t->items, t->allocated, t->n + 1) < 0)
+                return NULL;
+        struct RateTableEntry *e = &t->items[t->n];
+        *e = (struct RateTableEntry){ .key = strdup(key) };
+        if (!e->key || rate_window_configure(&e->window, max, window_usec) < 0) {
+                free(e->key);
+                return NULL;
+        }
+        t->n++;
+        return &e->window;
+}
+
+void rate_table_done(RateTable *t) {
+        for (size_t i = 0; i < t->n; i++) {
+                free(t->items[i].key);
+                rate_window_done(&t->items[i].window);
+        }
+        free(t->items);
+        *t = (RateTable){};
 }

@@ -31,3 +31,20 @@ bool rate_window_record(RateWindow *w, uint64_t now);
 size_t rate_window_count(RateWindow *w, uint64_t now);
 
 void rate_window_done(RateWindow *w);
+
+/* Rate windows by key (a cluster's name, an owner's uid), all with the same limit. An entry
+ * lives while its window holds events: keys that come and go (clusters started and stopped by
+ * anyone on the host) cannot grow the table beyond those with events in the last window. */
+typedef struct RateTable {
+        struct RateTableEntry {
+                char *key;
+                RateWindow window;
+        } *items;
+        size_t n, allocated;
+} RateTable;
+
+/* The window of key, configured to max per window_usec (made when missing, after dropping the
+ * entries with no event left inside their window at now). NULL when out of memory. */
+RateWindow *rate_table_get(RateTable *t, const char *key, unsigned max, uint64_t window_usec, uint64_t now);
+
+void rate_table_done(RateTable *t);

@@ -66,6 +66,8 @@ static const Bad bad_configs[] = {
         { "[daemon]\n\nmax_concurrent_alerts = many\n", "t.ini:3: max_concurrent_alerts: expected a whole number from 1 to 1000, got 'many'" },
         { "[daemon]\nmax_alerts_per_minute = 10001\n", "t.ini:2: max_alerts_per_minute: expected a whole number from 0 to 10000, got '10001'" },
         { "[daemon]\nmax_alerts_per_minute = 5/m\n", "t.ini:2: max_alerts_per_minute: expected a whole number from 0 to 10000, got '5/m'" },
+        { "[daemon]\nmax_alerts_per_minute_per_owner = 10001\n", "t.ini:2: max_alerts_per_minute_per_owner: expected a whole number from 0 to 10000, got '10001'" },
+        { "[daemon]\nmax_alerts_per_minute_per_owner = -3\n", "t.ini:2: max_alerts_per_minute_per_owner: expected a whole number from 0 to 10000, got '-3'" },
         { "[daemon]\nsocket = pgtree.sock\n", "t.ini:2: socket: must be an absolute path, got 'pgtree.sock'" },
         { "[daemon]\nconninfo = host=x port\n", "t.ini:2: conninfo: invalid connection string: missing \"=\" after \"port\" in connection info string" },
         { "[daemon]\ninterval = 2s\ninterval = 3s\n", "t.ini:3: duplicate key 'interval' (first set at line 2)" },

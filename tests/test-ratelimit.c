@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <cmocka.h>
 
 #include "ratelimit.h"
@@ -69,11 +70,42 @@ static void test_unlimited_and_reconfigure(void **state) {
         rate_window_done(&w);
 }
 
+/* Keys that come and go (clusters started and stopped by anyone) do not grow the table: an
+ * entry whose window is empty is dropped when a new key comes. */
+static void test_table_bounded(void **state) {
+        RateTable t = {};
+        const uint64_t minute = 60 * 1000000ULL;
+        uint64_t now = 1000;
+        for (int i = 0; i < 10000; i++) {
+                char key[32];
+                snprintf(key, sizeof key, "main:%d", 10000 + i);
+                RateWindow *w = rate_table_get(&t, key, 2, minute, now);
+                assert_non_null(w);
+                assert_true(rate_window_record(w, now));
+                now += minute / 100; /* a new cluster every 0.6 s: at most ~100 inside a minute */
+        }
+        assert_true(t.n <= 101);
+        /* a key with events keeps its count, and its limit */
+        RateWindow *w = rate_table_get(&t, "main:19999", 2, minute, now);
+        assert_int_equal(rate_window_count(w, now), 1);
+        assert_true(rate_window_record(w, now));
+        assert_false(rate_window_record(rate_table_get(&t, "main:19999", 2, minute, now), now));
+        /* reconfigured on the way: a reload's new limit holds for an existing key */
+        assert_true(rate_window_record(rate_table_get(&t, "main:19999", 3, minute, now), now));
+        /* a minute of quiet and a new key: everything old goes */
+        now += 2 * minute;
+        assert_non_null(rate_table_get(&t, "other", 2, minute, now));
+        assert_int_equal(t.n, 1);
+        rate_table_done(&t);
+        assert_int_equal(t.n, 0);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_limit_above_256),
                 cmocka_unit_test(test_sliding),
                 cmocka_unit_test(test_unlimited_and_reconfigure),
+                cmocka_unit_test(test_table_bounded),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -9,7 +9,8 @@ import socket
 import subprocess
 import time
 
-from pgharness import pid_alive, wait_for
+from osusers import os_users
+from pgharness import Cluster, pid_alive, wait_for
 
 
 def script(path, body):
@@ -112,6 +113,50 @@ alert_command = {alert}
         assert metric(d, 'pgtree_alerts_total{result="ok"}') == 2
     finally:
         end_sessions(cluster, "ratelimited")
+
+
+def test_alert_rate_limit_per_owner(cluster, daemon_factory, tmp_path):
+    """All the clusters of one OS user share max_alerts_per_minute_per_owner: a local user who
+    starts clusters of their own cannot crowd out the alerts of another user's cluster, however
+    many they start (red team). Two clusters of the test's PostgreSQL user, one of another user."""
+    os.chmod(tmp_path, 0o755)
+    alert = script(tmp_path / "page", "exit 0\n")
+    tag = f"pgo{os.getpid() % 100000}"
+    second = Cluster(name=f"pgtree_owner_a_{os.getpid()}").start()
+    try:
+        with os_users(tag, [], {"b": []}) as u:
+            other = Cluster(name=f"pgtree_owner_b_{os.getpid()}", os_user=u["b"]).start()
+            try:
+                for c in (cluster, second):
+                    sessions(c, "ownerlimit", 3)
+                d = daemon_factory(f"""[daemon]
+interval = 300ms
+max_concurrent_alerts = 50
+max_alerts_per_minute = 100
+max_alerts_per_minute_per_owner = 4
+[rule page]
+kind = long_query
+after = 200ms
+application_name = ownerlimit
+action = alert
+alert_command = {alert}
+""").start()
+                wait_for(lambda: metric(d, 'pgtree_alerts_dropped_total{reason="max_alerts_per_minute_per_owner"}') == 2,
+                         30, what="two alerts of the first owner's six dropped")
+                wait_for(lambda: metric(d, 'pgtree_alerts_total{result="ok"}') == 4, 30, what="four alerts run")
+                d.wait_log(r"over max_alerts_per_minute_per_owner = 4 of their clusters' OS user")
+                # the other user's cluster still gets its alerts
+                sessions(other, "ownerlimit", 2)
+                wait_for(lambda: metric(d, 'pgtree_alerts_total{result="ok"}') == 6, 30,
+                         what="the other owner's two alerts run")
+                assert metric(d, 'pgtree_alerts_dropped_total{reason="max_alerts_per_minute_per_owner"}') == 2
+                assert metric(d, 'pgtree_alerts_dropped_total{reason="max_alerts_per_minute"}') == 0
+            finally:
+                other.stop()
+    finally:
+        for c in (cluster, second):
+            end_sessions(c, "ownerlimit")
+        second.stop()
 
 
 def test_stuck_alert_reported_once_then_untracked(cluster, daemon_factory, tmp_path):
