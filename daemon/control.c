@@ -352,6 +352,8 @@ static void method_tree(Client *c, json_object *p) {
         json_object *o = render_json_for(&m->engine->tree, &m->engine->open, want);
         if (k == 1)
                 redact_tree(o);
+        /* which scan cycle this tree is (as Status counts them) */
+        json_object_object_add(o, "cycle", json_object_new_int64((int64_t) m->engine->cycles));
         if (text) {
                 char *buf = NULL;
                 size_t len = 0;

@@ -132,6 +132,10 @@ def supervise():
         sessions(c, held)
         wait_for(lambda: client("locks", "--cluster", "demo", show=False).stdout.count("└─") >= 2, 30,
                  what="the lock chain seen by pgtreed")
+        # and the sessions in its process tree: the lock chain comes from pg_stat_activity, which
+        # a cycle reads after /proc, so it can name sessions its tree does not have yet
+        wait_for(lambda: len(client("sessions", "--cluster", "demo", "--no-headings", "--raw", "-o", "pid",
+                                    show=False).stdout.split()) >= 8, 30, what="the sample sessions in pgtreed's tree")
         say("READY " + json.dumps({"supervisor": os.getpid(), "pgtreed": daemon.pid, "postmaster": c.pm_pid,
                                    "base": base, "socket": sock, "config": config, "data": c.data, "port": c.port}))
         os.close(supervisor_fd)
