@@ -104,6 +104,7 @@ struct Scanner {
         char **awaited;         /* data directories whose postmaster went away */
         size_t n_awaited;
         bool awaited_unknown;   /* a postmaster whose data directory is unknown went away */
+        uint64_t eager_usec;    /* how long after a postmaster went away (EAGER_USEC) */
         uint64_t eager_until;   /* monotonic µs: discover at every refresh until then */
 };
 
@@ -155,6 +156,7 @@ int scanner_new(Scanner **ret) {
         if (r < 0)
                 return r;
         s->discovery_usec = DEFAULT_DISCOVERY_USEC;
+        s->eager_usec = EAGER_USEC;
         proc_scan_set_identity_lookup(s->ps, cached_identity, s);
         proc_scan_set_known_lookup(s->ps, cached_known, s);
         struct rlimit rl;
@@ -191,6 +193,10 @@ Scanner *scanner_free(Scanner *s) {
 
 void scanner_set_discovery_interval(Scanner *s, uint64_t usec) {
         s->discovery_usec = usec > 0 ? usec : DEFAULT_DISCOVERY_USEC;
+}
+
+void scanner_set_eager_window(Scanner *s, uint64_t usec) {
+        s->eager_usec = usec > 0 ? usec : EAGER_USEC;
 }
 
 static int cmp_pid(const void *a, const void *b) {
@@ -633,7 +639,7 @@ static int track_restarts(Scanner *s, const PgTree *t, bool full, uint64_t now) 
                         }
                         if (alive)
                                 continue;
-                        s->eager_until = now + EAGER_USEC;
+                        s->eager_until = now + s->eager_usec;
                         if (!d->data_directory) {
                                 s->awaited_unknown = true;
                                 continue;

@@ -25,6 +25,10 @@ Scanner *scanner_free(Scanner *s);
 /* How often a full discovery scan runs (default 30 s). */
 void scanner_set_discovery_interval(Scanner *s, uint64_t usec);
 
+/* How long refreshes keep discovering after a postmaster went away, waiting for it to run again
+ * (default 120 s; 0: the default). */
+void scanner_set_eager_window(Scanner *s, uint64_t usec);
+
 /* Is it discovering at every refresh, waiting for a postmaster that went away to run again? */
 bool scanner_discovering(const Scanner *s);
 
