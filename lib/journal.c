@@ -46,20 +46,24 @@ int log_target_from_string(const char *s) {
         return -EINVAL;
 }
 
-void log_add(LogEntry *e, const char *key, const char *fmt, ...) {
-        if (e->n >= ELEMENTSOF(e->fields) - 4)
+/* Appends KEY=value while fewer than limit fields are there. */
+static void add_field(LogEntry *e, size_t limit, const char *key, const char *fmt, va_list ap) {
+        if (e->n >= limit)
                 return;
-        va_list ap;
-        va_start(ap, fmt);
         char *value = NULL;
-        int r = vasprintf(&value, fmt, ap);
-        va_end(ap);
-        if (r < 0)
+        if (vasprintf(&value, fmt, ap) < 0)
                 return;
         char *field = NULL;
         if (asprintf(&field, "%s=%s", key, value) >= 0)
                 e->fields[e->n++] = field;
         free(value);
+}
+
+void log_add(LogEntry *e, const char *key, const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        add_field(e, ELEMENTSOF(e->fields) - 4, key, fmt, ap);
+        va_end(ap);
 }
 
 void log_add_finding(LogEntry *e, const Finding *f) {
@@ -136,19 +140,10 @@ static void emit(LogEntry *e, int priority, const char *message) {
 
 /* Adds a field even when the entry is full: MESSAGE_ID and CODE_* take the slots log_add keeps. */
 static void add_reserved(LogEntry *e, const char *key, const char *fmt, ...) {
-        if (e->n >= ELEMENTSOF(e->fields))
-                return;
         va_list ap;
         va_start(ap, fmt);
-        char *value = NULL;
-        int r = vasprintf(&value, fmt, ap);
+        add_field(e, ELEMENTSOF(e->fields), key, fmt, ap);
         va_end(ap);
-        if (r < 0)
-                return;
-        char *field = NULL;
-        if (asprintf(&field, "%s=%s", key, value) >= 0)
-                e->fields[e->n++] = field;
-        free(value);
 }
 
 void log_send_full(const char *file, int line, const char *func, LogEntry *e, int priority, const char *message_id,
