@@ -209,12 +209,17 @@ def test_reader_stream_has_no_query_text(daemon, big_cluster, users):
         wait_for(lambda: any(x["pid"] == pid and x.get("query") for x in procs(root.next())), 20,
                  what="root's stream shows the query")
         wait_for(lambda: "watch-secret-4711" in json.dumps(admin.next()), 20, what="admin's stream shows it")
+        hidden = 0
         for _ in range(4):
             r = reader.next()
             assert "watch-secret-4711" not in json.dumps(r)
             mine = [x for x in procs(r) if x["pid"] == pid]
             if mine:
-                assert mine[0]["query"] is None and mine[0]["query_hidden"] is True
+                # a cycle whose pg_stat_activity did not answer in time (a loaded host) has no
+                # query to hide for it: then no query_hidden either
+                assert mine[0]["query"] is None and mine[0].get("query_hidden") in (True, None), mine[0]
+                hidden += mine[0].get("query_hidden") is True
+        assert hidden >= 1, "the reader was never told that a query was hidden"
         assert any(x["pid"] == pid for x in procs(reader.next()))
         # and without "more" too
         one = Stream(daemon.socket, users["rd"], more=False)
