@@ -174,9 +174,11 @@ static int call(const char *method, json_object *params, json_object **ret, char
         free(msg);
         VarlinkBuffer b = {};
         int r = -EIO;
+        /* a Signal reply waits for managed servers' answers (action_timeout, at most 30s) */
+        int wait_ms = strstr(method, ".Signal") ? 60000 : 30000;
         for (;;) {
                 struct pollfd p = { .fd = fd, .events = POLLIN };
-                if (poll(&p, 1, 30000) <= 0) {
+                if (poll(&p, 1, wait_ms) <= 0) {
                         r = -ETIMEDOUT;
                         break;
                 }
@@ -318,6 +320,30 @@ static int show_status(json_object *o) {
                 for (size_t i = 0; i < json_object_array_length(un); i++)
                         fputc(' ', stdout), safe(stdout, json_object_get_string(json_object_array_get_idx(un, i)));
                 printf("\n");
+        }
+        json_object *ch;
+        for (size_t i = 0; json_object_object_get_ex(o, "server_changes", &ch) && json_object_is_type(ch, json_type_array) &&
+                           i < json_object_array_length(ch);
+             i++) {
+                json_object *x = json_object_array_get_idx(ch, i), *old = NULL, *new = NULL;
+                json_object_object_get_ex(x, "old", &old);
+                json_object_object_get_ex(x, "new", &new);
+                time_t at = (time_t) atof(get_str(x, "at") ?: "0");
+                struct tm tm;
+                char when[40] = "?";
+                if (localtime_r(&at, &tm))
+                        strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
+                printf("server changed behind ");
+                safe(stdout, get_str(x, "cluster") ?: "?");
+                printf(" (");
+                safe(stdout, get_str(x, "server") ?: "?");
+                printf(") at %s: system_identifier ", when);
+                safe(stdout, (old ? get_str(old, "system_identifier") : NULL) ?: "unknown");
+                printf(" started %s → system_identifier ", (old ? get_str(old, "started") : NULL) ?: "?");
+                safe(stdout, (new ? get_str(new, "system_identifier") : NULL) ?: "unknown");
+                printf(" started %s; %s pending action(s) dropped; %s change(s) so far\n",
+                       (new ? get_str(new, "started") : NULL) ?: "?", get_str(x, "actions_dropped") ?: "0",
+                       get_str(x, "changes") ?: "1");
         }
         return EXIT_OK;
 }
@@ -848,6 +874,7 @@ static const char *const message_ids[] = {
         MSGID_ACTION_SENT, MSGID_ACTION_DRY_RUN, MSGID_ACTION_REFUSED, MSGID_ACTION_FAILED,
         MSGID_ACTION_DID_NOT_EXIT, MSGID_ACTION_HELD_BACK, MSGID_ACTION_EXITED, MSGID_ALERT_RAN,
         MSGID_ALERT_FAILED, MSGID_SCAN_FAILED, MSGID_CLIENT_DENIED, MSGID_POSTMASTER_EXITED, MSGID_METRICS_FAILED,
+        MSGID_REMOTE_SERVER_CHANGED,
 };
 
 /* Where events are read: the local journal, or a central one (a directory of journal files that

@@ -276,6 +276,11 @@ static void test_action_params(void **state) {
         assert_string_equal(v[6], "query_start");
         assert_true(strtod(v[7], NULL) == rows_a[1].query_start);
         assert_string_equal(v[8], "active");
+        assert_null(v[9]); /* the server's start is not known: not checked */
+        tg.server_started = 1764432000.123456;
+        remote_action_params(&tg, ACTION_TERMINATE, bufs, v);
+        assert_true(strtod(v[9], NULL) == tg.server_started);
+        tg.server_started = 0;
 
         remote_target_from_process(&t.procs[tree_find(&t, 13)], FINDING_IDLE_IN_TRANSACTION, &tg);
         remote_action_params(&tg, ACTION_CANCEL, bufs, v);
@@ -295,6 +300,11 @@ static void test_action_params(void **state) {
         /* the statement checks identity before it signals, and says every refusal */
         const char *sql = remote_action_sql;
         const char *reused = strstr(sql, "'reused'"), *term = strstr(sql, "pg_terminate_backend");
+        /* another server behind the same address is refused before anything else */
+        const char *changed = strstr(sql, "'server-changed'"), *gone = strstr(sql, "'gone'");
+        assert_non_null(changed);
+        assert_true(changed < gone && changed < term);
+        assert_int_equal(remote_outcome_from_string("server-changed"), REMOTE_SERVER_CHANGED);
         assert_non_null(reused);
         assert_non_null(term);
         assert_true(reused < term);
