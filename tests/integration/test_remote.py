@@ -588,3 +588,193 @@ def test_twenty_remote_servers_keep_cadence(pgtreed, pgtree_client, tmp_path):
             subprocess.run(["runuser", "-u", "postgres", "--", f"{bindir}/pg_ctl", "-D", d, "-m", "fast", "-w",
                             "stop"], capture_output=True, timeout=120)
         shutil.rmtree(base, ignore_errors=True)
+
+
+# ---- actions never stall the loop ----
+
+class StallProxy:
+    """A TCP proxy in front of a server. It forwards both ways, but a connection on which the
+    client sends `trigger` stalls there: that chunk and everything after it, either way, is held
+    (the server never sees the statement, the client never gets an answer) until the proxy
+    closes. Other connections (the activity queries, a cancel request) go through untouched."""
+
+    def __init__(self, port, trigger):
+        self.port, self.trigger = port, trigger
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.listen_port = self.sock.getsockname()[1]
+        self.stalled = []       # monotonic times at which a connection stalled
+        self.accepted = 0
+        self.conns = []
+        self.stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        self.sock.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            try:
+                s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+            except OSError:
+                c.close()
+                continue
+            state = {"stalled": False}
+            self.conns += [c, s]
+            threading.Thread(target=self._pump, args=(c, s, state, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(s, c, state, False), daemon=True).start()
+
+    def _pump(self, src, dst, state, from_client):
+        src.settimeout(None)
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if from_client and self.trigger in data and not state["stalled"]:
+                    state["stalled"] = True
+                    self.stalled.append(time.monotonic())
+                if state["stalled"]:
+                    continue    # held: never forwarded
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+    def close(self):
+        self.stop.set()
+        self.sock.close()
+        for c in self.conns:
+            with contextlib.suppress(OSError):
+                c.close()
+
+
+@contextlib.contextmanager
+def plain_server(port=None, conf=""):
+    """A throwaway PostgreSQL (trust, 127.0.0.1 only), stopped by pg_ctl at the end."""
+    bindir = pg_bindir()
+    base = tempfile.mkdtemp(prefix="pgtree-stall-", dir=os.environ.get("PGTREE_TEST_TMP"))
+    os.chmod(base, 0o755)
+    pw = pwd.getpwnam("postgres")
+    os.chown(base, pw.pw_uid, pw.pw_gid)
+    data = os.path.join(base, "data")
+    port = port or free_port()
+    try:
+        sh("runuser", "-u", "postgres", "--", f"{bindir}/initdb", "-D", data, "-U", "postgres", "--auth=trust",
+           "--no-sync", "-E", "UTF8", "--locale=C")
+        with open(os.path.join(data, "postgresql.conf"), "a") as f:
+            f.write(f"listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{base}'\n"
+                    f"max_connections = 40\nshared_buffers = '8MB'\nfsync = off\nautovacuum = off\n{conf}\n")
+        sh("runuser", "-u", "postgres", "--", f"{bindir}/pg_ctl", "-D", data, "-l", f"{base}/log", "-W", "start")
+        wait_for(lambda: subprocess.run([f"{bindir}/pg_isready", "-h", "127.0.0.1", "-p", str(port)],
+                                        capture_output=True).returncode == 0, 120, 0.2, f"server {port}")
+        yield port
+    finally:
+        subprocess.run(["runuser", "-u", "postgres", "--", f"{bindir}/pg_ctl", "-D", data, "-m", "fast", "-w",
+                        "stop"], capture_output=True, timeout=120)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_hung_action_does_not_stall_the_loop(pgtreed, pgtree_client):
+    """A terminate whose statement never gets an answer (a proxy holds it) is pending for
+    action_timeout while the daemon keeps its cycles, refreshes the other cluster and answers
+    Status from another client; then it is reported failed (timed out) in the reply, the audit
+    log and the counters, and the session is untouched. At most 8 actions are pending per
+    server: the 9th and 10th are refused with a message naming the limit."""
+    timeout_s = 10
+    with plain_server() as port:
+        proxy = StallProxy(port, b"pg_terminate_backend")
+        sessions = []
+        try:
+            for _ in range(10):
+                c = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
+                                     application_name="stall-me")
+                c.autocommit = True
+                with c.cursor() as cur:
+                    cur.execute("SELECT pg_backend_pid()")
+                    sessions.append((cur.fetchone()[0], c))
+            pids = {p for p, _ in sessions}
+            base = "dbname=postgres user=postgres sslmode=disable host=127.0.0.1"
+            text = (f"[daemon]\ninterval = 500ms\nmax_actions_per_minute = 100\n"
+                    f"[cluster stalled]\nhost = remote\nconninfo = {base} port={proxy.listen_port}\nenforce = yes\n"
+                    f"action_timeout = {timeout_s}s\n"
+                    f"[cluster steady]\nhost = remote\nconninfo = {base} port={port}\n")
+            d = Daemon(pgtreed, pgtree_client, text)
+            d.start()
+            try:
+                wait_for(lambda: pids <= {p["pid"] for p in remote_cluster(d.client_json("tree"), "stalled")["processes"]},
+                         30, what="the sessions in the stalled cluster's view")
+                out = {}
+
+                def act():
+                    t = time.monotonic()
+                    try:
+                        out["reply"] = d.client_json("terminate", "--app", "stall-me", "--cluster", "stalled", "--yes")
+                    except Exception as e:
+                        out["error"] = e
+                    out["took"] = time.monotonic() - t
+                th = threading.Thread(target=act, daemon=True)
+                th.start()
+                wait_for(lambda: proxy.stalled or "error" in out, 30, 0.05, what="the action statement to be held by the proxy")
+                assert "error" not in out, out
+                stalled_at = proxy.stalled[0]
+                # while it hangs: cycles go on, the other cluster is refreshed, Status answers
+                cycles0 = d.client_json("status")["cycles"]
+                latencies, taken = [], set()
+                t0 = time.monotonic()
+                while time.monotonic() - t0 < timeout_s * 0.6 and th.is_alive():
+                    t = time.monotonic()
+                    p = subprocess.run([pgtree_client, "--socket", d.socket, "--json", "status"], capture_output=True,
+                                       text=True, timeout=timeout_s * 3)
+                    latencies.append(time.monotonic() - t)
+                    assert p.returncode == 0, p.stderr
+                    taken.add(remote_cluster(d.client_json("tree"), "steady").get("activity_taken_at"))
+                    time.sleep(0.2)
+                window = time.monotonic() - t0
+                cycles = d.client_json("status")["cycles"] - cycles0
+                pending = th.is_alive()
+                print(f"\nwhile the action hung ({window:.1f}s): {cycles} cycles, steady refreshed {len(taken)} times, "
+                      f"status latency max {max(latencies):.2f}s median {statistics.median(latencies):.2f}s "
+                      f"over {len(latencies)} calls; still pending: {pending}")
+                assert pending, "the terminate came back before action_timeout"
+                assert max(latencies) < 3, latencies
+                assert cycles >= window, (cycles, window)          # interval 500ms: at least half the cadence
+                assert len(taken) >= window / 2, (len(taken), window)
+                th.join(timeout_s * 4)
+                assert not th.is_alive(), "no reply to the terminate"
+                assert "error" not in out, out
+                res = out["reply"]["results"]
+                print(json.dumps(res, indent=1)[:3000], f"took {out['took']:.1f}s")
+                assert len(res) == 10 and {r["pid"] for r in res} == pids
+                words = [r["result"] for r in res]
+                assert words.count("refused") == 2, res
+                assert all("at most 8 per remote server" in r["reason"] for r in res if r["result"] == "refused"), res
+                failed = [r for r in res if r["result"] == "failed"]
+                assert len(failed) == 8 and all("timed out" in r["reason"] for r in failed), res
+                assert sum("no answer from" in r["reason"] and "cancelled" in r["reason"] for r in failed) == 1, res
+                assert time.monotonic() - stalled_at >= timeout_s * 0.9
+                assert out["took"] >= timeout_s * 0.9, out["took"]
+                d.wait_log(r"terminate pid \d+ on stalled \(uid .*failed: timed out: no answer from 127\.0\.0\.1:\d+ "
+                           r"within action_timeout", 10)
+                assert len([l for l in d.lines if "on stalled (uid" in l and "failed: timed out" in l]) == 8
+                assert all(alive for alive in (c.closed == 0 for _, c in sessions))
+                with contextlib.closing(psycopg2.connect(host="127.0.0.1", port=port, user="postgres",
+                                                         dbname="postgres")) as c, c.cursor() as cur:
+                    cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'stall-me'")
+                    assert cur.fetchone()[0] == 10, "a session was terminated although nothing reached the server"
+                m = d.client("metrics").stdout
+                print("\n".join(l for l in m.splitlines() if "action" in l and "terminate" in l))
+            finally:
+                d.stop()
+        finally:
+            for _, c in sessions:
+                with contextlib.suppress(Exception):
+                    c.close()
+            proxy.close()
