@@ -367,8 +367,8 @@ const char *remote_outcome_explain(RemoteOutcome o) {
                 return "its backend_start is hidden from pgtree's role, so its identity cannot be checked: grant "
                        "pg_monitor (pg_read_all_stats) to pgtree's role";
         case REMOTE_SERVER_CHANGED:
-                return "another server answers at that address now (failover or restart: pg_postmaster_start_time() "
-                       "differs from the server the session was seen on): nothing done";
+                return "the server at that address changed since the session was seen (failover or restart: its "
+                       "pg_postmaster_start_time() is not the one of the server the session is on): nothing done";
         case _REMOTE_OUTCOME_MAX:
                 break;
         }
