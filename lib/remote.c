@@ -885,7 +885,11 @@ uint64_t remote_set_deadline(const RemoteSet *s) {
 }
 
 static bool identity_equal(const ServerIdentity *a, const ServerIdentity *b) {
-        return fabs(a->started - b->started) <= 0.0001 && !strcmp(a->system_identifier, b->system_identifier);
+        if (fabs(a->started - b->started) > 0.0001)
+                return false;
+        /* a system_identifier the role could not read then or now (pg_control_system() granted or
+         * revoked meanwhile): the start time decides */
+        return !a->system_identifier[0] || !b->system_identifier[0] || !strcmp(a->system_identifier, b->system_identifier);
 }
 
 static void format_identity(const ServerIdentity *id, char *buf, size_t size) {
@@ -907,9 +911,10 @@ static void note_identity(RemoteServer *rs, const ServerIdentity *id) {
                 rs->have_identity = true;
                 return;
         }
-        if (identity_equal(&rs->identity, id))
+        if (identity_equal(&rs->identity, id)) {
+                rs->identity = *id;
                 return;
-        /* a system identifier the role could not read before or now: the start time decides */
+        }
         ServerIdentity old = rs->identity;
         rs->identity = *id;
         size_t dropped = rs->n_queue;
