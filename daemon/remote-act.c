@@ -186,6 +186,8 @@ static int on_act_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 }
 
 void manager_remote_acts_arm(Manager *m) {
+        if (!m->remote_acts && !m->engine->remote)
+                return; /* no managed server, no action on one yet */
         struct RemoteActLoop *l = loop_of(m);
         if (!l || l->stopping)
                 return;

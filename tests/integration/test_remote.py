@@ -771,6 +771,19 @@ def test_hung_action_does_not_stall_the_loop(pgtreed, pgtree_client):
                     assert cur.fetchone()[0] == 10, "a session was terminated although nothing reached the server"
                 m = d.client("metrics").stdout
                 print("\n".join(l for l in m.splitlines() if "action" in l and "terminate" in l))
+
+                # the client that asked goes away while its action is pending: the outcome is
+                # still logged when known, and the daemon goes on
+                one = sorted(pids)[0]
+                p = subprocess.Popen([pgtree_client, "--socket", d.socket, "terminate", str(one), "--cluster", "stalled"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                wait_for(lambda: len(proxy.stalled) >= 2, 30, 0.05, what="the second action statement to be held")
+                p.terminate()   # our own client process
+                p.wait(10)
+                d.wait_log(rf"terminate pid {one} on stalled \(uid .*failed: timed out: no answer from", timeout_s * 3)
+                assert d.client_json("status")["cycles"] > cycles0
+                wait_for(lambda: 'pgtree_actions_total{action="terminate",result="failed"} 9' in d.client("metrics").stdout,
+                         30, what="the 9th failure in the metrics")
             finally:
                 d.stop()
         finally:
