@@ -1248,11 +1248,14 @@ static void read_answer(RemoteServer *rs) {
         }
 }
 
+/* An action with less time than this left is not started any more: it would only time out. */
+#define ACT_MIN_LEFT_USEC (50 * USEC_PER_MSEC)
+
 static void server_actions_step(RemoteServer *rs, int ready_fd, uint64_t now) {
         bool ready = rs->action && ready_fd >= 0 && PQsocket(rs->action) == ready_fd;
         char msg[400];
-        /* queued behind one in flight beyond their deadline: never sent */
-        for (size_t i = rs->act_state == ACT_IDLE ? 0 : 1; i < rs->n_queue;) {
+        /* queued behind the first beyond their deadline: never sent */
+        for (size_t i = 1; i < rs->n_queue;) {
                 if (now >= rs->queue[i].deadline) {
                         snprintf(msg, sizeof msg,
                                  "timed out: not sent within action_timeout (it waited behind another action on %s)",
@@ -1311,9 +1314,10 @@ static void server_actions_step(RemoteServer *rs, int ready_fd, uint64_t now) {
                         }
                         return;
                 }
-                /* idle: the next one goes out */
-                if (now >= p->deadline) {
-                        snprintf(msg, sizeof msg, "timed out: not sent within action_timeout");
+                /* idle: the next one goes out, unless (nearly) all of its time went waiting */
+                if (now + ACT_MIN_LEFT_USEC >= p->deadline) {
+                        snprintf(msg, sizeof msg, "timed out: not sent within action_timeout (it waited behind another "
+                                 "action on %s, or for the event loop)", rs->server);
                         complete(rs, 0, -ETIMEDOUT, REMOTE_GONE, msg);
                         continue;
                 }
