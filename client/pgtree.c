@@ -147,8 +147,12 @@ static void help_command(const Command *c) {
 
 /* ---- talking to the daemon ---- */
 
+static int call_wait_ms = 30000;
+
 static int call(const char *method, json_object *params, json_object **ret, char **error) {
-        return varlink_call_once(socket_path, method, params, 30000, 64 * 1024 * 1024, ret, error);
+        /* a Signal reply waits for managed servers' answers (action_timeout, at most 30s) */
+        call_wait_ms = strstr(method, ".Signal") ? 60000 : 30000;
+        return varlink_call_once(socket_path, method, params, call_wait_ms, 64 * 1024 * 1024, ret, error);
 }
 
 static int report_call_error(int r) {
@@ -167,7 +171,7 @@ static int report_call_error(int r) {
                 return EXIT_FAILED;
         }
         if (r == -ETIMEDOUT) {
-                fprintf(stderr, "pgtree: pgtreed on %s did not answer within 30s\n", socket_path);
+                fprintf(stderr, "pgtree: pgtreed on %s did not answer within %ds\n", socket_path, call_wait_ms / 1000);
                 return EXIT_FAILED;
         }
         fprintf(stderr, "pgtree: talking to pgtreed on %s failed: %s\n", socket_path, strerror(-r));
@@ -270,6 +274,30 @@ static int show_status(json_object *o) {
                 for (size_t i = 0; i < json_object_array_length(un); i++)
                         fputc(' ', stdout), safe(stdout, json_object_get_string(json_object_array_get_idx(un, i)));
                 printf("\n");
+        }
+        json_object *ch;
+        for (size_t i = 0; json_object_object_get_ex(o, "server_changes", &ch) && json_object_is_type(ch, json_type_array) &&
+                           i < json_object_array_length(ch);
+             i++) {
+                json_object *x = json_object_array_get_idx(ch, i), *old = NULL, *new = NULL;
+                json_object_object_get_ex(x, "old", &old);
+                json_object_object_get_ex(x, "new", &new);
+                time_t at = (time_t) atof(get_str(x, "at") ?: "0");
+                struct tm tm;
+                char when[40] = "?";
+                if (localtime_r(&at, &tm))
+                        strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
+                printf("server changed behind ");
+                safe(stdout, get_str(x, "cluster") ?: "?");
+                printf(" (");
+                safe(stdout, get_str(x, "server") ?: "?");
+                printf(") at %s: system_identifier ", when);
+                safe(stdout, (old ? get_str(old, "system_identifier") : NULL) ?: "unknown");
+                printf(" started %s → system_identifier ", (old ? get_str(old, "started") : NULL) ?: "?");
+                safe(stdout, (new ? get_str(new, "system_identifier") : NULL) ?: "unknown");
+                printf(" started %s; %s pending action(s) dropped; %s change(s) so far\n",
+                       (new ? get_str(new, "started") : NULL) ?: "?", get_str(x, "actions_dropped") ?: "0",
+                       get_str(x, "changes") ?: "1");
         }
         return EXIT_OK;
 }
@@ -800,6 +828,7 @@ static const char *const message_ids[] = {
         MSGID_ACTION_SENT, MSGID_ACTION_DRY_RUN, MSGID_ACTION_REFUSED, MSGID_ACTION_FAILED,
         MSGID_ACTION_DID_NOT_EXIT, MSGID_ACTION_HELD_BACK, MSGID_ACTION_EXITED, MSGID_ALERT_RAN,
         MSGID_ALERT_FAILED, MSGID_SCAN_FAILED, MSGID_CLIENT_DENIED, MSGID_POSTMASTER_EXITED, MSGID_METRICS_FAILED,
+        MSGID_REMOTE_SERVER_CHANGED,
 };
 
 /* Where events are read: the local journal, or a central one (a directory of journal files that

@@ -30,8 +30,9 @@ static bool enforcing(Manager *m, const PgTree *t, const PgProcess *p) {
         return config_cluster_enforce(m->config, cc);
 }
 
-/* The rate limit: at most max_actions_per_minute per cluster in any 60 s (0: no limit). */
-static bool rate_allows(Manager *m, const char *cluster, uint64_t now, bool record) {
+/* The rate limit: at most max_actions_per_minute per cluster in any 60 s (0: no limit). pending:
+ * actions on a managed server whose outcome is not known yet count as carried out. */
+static bool rate_allows(Manager *m, const char *cluster, uint64_t now, bool record, size_t pending) {
         unsigned max = m->config->max_actions_per_minute;
         /* sized to the configured maximum (resized after a reload): every limit up to the
          * config's 10,000 holds */
@@ -39,6 +40,8 @@ static bool rate_allows(Manager *m, const char *cluster, uint64_t now, bool reco
         if (!w)
                 return false;
         if (!rate_window_allows(w, now))
+                return false;
+        if (max > 0 && pending > 0 && rate_window_count(w, now) + pending >= max)
                 return false;
         if (record)
                 rate_window_record(w, now);
@@ -174,8 +177,17 @@ static void terminate_foreign(const Finding *f, const PgProcess *backend, char *
                 snprintf(note, size, "; sent SIGTERM to foreign process %d", (int) f->pid);
 }
 
+void manager_rate_record(Manager *m, const char *key) {
+        (void) rate_allows(m, key, now_monotonic_usec(), true, 0);
+}
+
 const char *manager_act(Manager *m, const Finding *f, Action action, const char *requested_by, bool manual, char *why,
                         size_t why_size) {
+        return manager_act_async(m, f, action, requested_by, manual, why, why_size, NULL, NULL);
+}
+
+const char *manager_act_async(Manager *m, const Finding *f, Action action, const char *requested_by, bool manual,
+                              char *why, size_t why_size, ManagerActDone done, void *userdata) {
         const PgTree *t = &m->engine->tree;
         LogEntry e = {};
         Finding logged = *f;
@@ -310,7 +322,8 @@ const char *manager_act(Manager *m, const Finding *f, Action action, const char 
                                 return "pending";
                         }
         uint64_t now = now_monotonic_usec();
-        if (!rate_allows(m, cluster_key(t, p), now, false)) {
+        size_t pending = pg_process_is_remote(t, p) ? remote_set_actions_pending(m->engine->remote, t->clusters[p->cluster].name) : 0;
+        if (!rate_allows(m, cluster_key(t, p), now, false, pending)) {
                 m->counters.n[action][RESULT_HELD]++;
                 ActionState *a = NULL;
                 for (size_t i = 0; i < m->n_actions && !a; i++)
@@ -328,11 +341,11 @@ const char *manager_act(Manager *m, const Finding *f, Action action, const char 
         }
         test_act_gate(p->rec.pid);
         if (pg_process_is_remote(t, p)) {
-                /* a managed server: one SQL statement re-checks the session and acts; no signal here */
-                const char *res = manager_act_remote(m, p, f, action, target_note[0] != 0, requested_by, &e, why, why_size);
-                if (!strcmp(res, "sent"))
-                        rate_allows(m, cluster_key(t, p), now, true);
-                return res;
+                /* a managed server: one SQL statement re-checks the session and acts; no signal here
+                 * and no waiting: the outcome is logged, counted (and the rate limit charged) when
+                 * the server answered */
+                return manager_act_remote(m, p, f, action, target_note[0] != 0, requested_by, cluster_key(t, p), &e, why,
+                                          why_size, done, userdata);
         }
         PidRef ref;
         int r = pidref_open_verified(p->rec.pid, p->rec.start_ticks, p->rec.ppid, &ref);
@@ -356,7 +369,7 @@ const char *manager_act(Manager *m, const Finding *f, Action action, const char 
                 RESULT("failed", MSGID_ACTION_FAILED, LOG_ERR, "%s to pid %d failed: %s", sig == SIGINT ? "SIGINT" : "SIGTERM",
                        (int) p->rec.pid, strerror(-r));
         }
-        rate_allows(m, cluster_key(t, p), now, true);
+        rate_allows(m, cluster_key(t, p), now, true, 0);
         m->counters.n[action][RESULT_SENT]++;
         log_add(&e, "PGTREE_SIGNAL", "%s", sig == SIGINT ? "SIGINT" : "SIGTERM");
         log_add(&e, "PGTREE_DRY_RUN", "no");

@@ -105,7 +105,23 @@ typedef struct Client {
         Role role;
         unsigned requests;
         bool closing;           /* flush what is queued, then disconnect */
+        /* A Signal call whose reply waits for actions on managed servers: no other call is read
+         * until it is answered. */
+        struct SignalCall *call;
 } Client;
+
+/* The reply to a Signal call, complete once every pending action's outcome is known. The client
+ * may go away meanwhile (client NULL): the outcomes are still logged, the reply is dropped. */
+typedef struct SignalCall {
+        Client *client;
+        json_object *results;
+        size_t n_pending;
+} SignalCall;
+
+typedef struct SignalSlot {
+        SignalCall *call;
+        json_object *result;            /* its element of call->results */
+} SignalSlot;
 
 struct ControlServer {
         Manager *manager;
@@ -130,6 +146,8 @@ struct ControlServer {
 static void client_free(Client *c) {
         if (!c)
                 return;
+        if (c->call)
+                c->call->client = NULL; /* its actions still end and are logged */
         sd_event_source_disable_unref(c->io);
         sd_event_source_disable_unref(c->idle);
         sd_event_source_disable_unref(c->stall);
@@ -166,7 +184,7 @@ static size_t queued(const Client *c) {
  * without reading the replies is held back by its own socket buffers, not our memory. A
  * subscriber of Watch is not read at all (its hang-up still shows as EPOLLHUP). */
 static void update_events(Client *c) {
-        bool want_in = !c->closing && !c->watching && queued(c) == 0 && !call_buffered(c);
+        bool want_in = !c->closing && !c->watching && !c->call && queued(c) == 0 && !call_buffered(c);
         sd_event_source_set_io_events(c->io, (want_in ? EPOLLIN : 0) | (queued(c) ? EPOLLOUT : 0));
         if (queued(c) == 0)
                 sd_event_source_set_enabled(c->stall, SD_EVENT_OFF);
@@ -174,7 +192,7 @@ static void update_events(Client *c) {
                 sd_event_source_set_time_relative(c->stall, CLIENT_WRITE_TIMEOUT_USEC);
                 sd_event_source_set_enabled(c->stall, SD_EVENT_ONESHOT);
         }
-        sd_event_source_set_enabled(c->defer, !c->closing && !c->watching && queued(c) == 0 && call_buffered(c)
+        sd_event_source_set_enabled(c->defer, !c->closing && !c->watching && !c->call && queued(c) == 0 && call_buffered(c)
                                                       ? SD_EVENT_ONESHOT
                                                       : SD_EVENT_OFF);
 }
@@ -320,6 +338,30 @@ static void method_status(Client *c) {
         json_object_object_add(o, "interval_s", json_number((double) m->config->interval_usec / 1e6));
         json_object_object_add(o, "unreachable", un);
         json_object_object_add(o, "enforcing", en);
+        /* managed servers behind one name: the last time another server answered there */
+        json_object *changes = json_object_new_array();
+        for (size_t i = 0; i < t->n_clusters; i++) {
+                RemoteServerChange ch;
+                if (!t->clusters[i].remote || !remote_set_server_change(m->engine->remote, t->clusters[i].name, &ch))
+                        continue;
+                json_object *x = json_object_new_object();
+                json_object_object_add(x, "cluster", json_object_new_string(t->clusters[i].name));
+                json_object_object_add(x, "server", json_object_new_string(t->clusters[i].remote_server));
+                json_object_object_add(x, "at", json_number(ch.at));
+                json_object_object_add(x, "changes", json_object_new_int((int) ch.count));
+                json_object_object_add(x, "actions_dropped", json_object_new_int64((int64_t) ch.dropped));
+                const ServerIdentity *ids[2] = { &ch.old_identity, &ch.new_identity };
+                for (size_t k = 0; k < 2; k++) {
+                        json_object *id = json_object_new_object();
+                        json_object_object_add(id, "system_identifier", ids[k]->system_identifier[0]
+                                                                                ? json_object_new_string(ids[k]->system_identifier)
+                                                                                : NULL);
+                        json_object_object_add(id, "started", json_number(ids[k]->started));
+                        json_object_object_add(x, k == 0 ? "old" : "new", id);
+                }
+                json_object_array_add(changes, x);
+        }
+        json_object_object_add(o, "server_changes", changes);
         reply(c, o);
 }
 
@@ -631,6 +673,29 @@ static void method_findings(Client *c, json_object *p, bool orphans) {
         reply(c, o);
 }
 
+static void client_flush(Client *c);
+
+static void signal_call_done(SignalCall *call) {
+        Client *c = call->client;
+        if (c) {
+                c->call = NULL;
+                reply(c, one("results", call->results));
+                client_flush(c); /* sends it, and reads the next call */
+        } else
+                json_object_put(call->results);
+        free(call);
+}
+
+static void on_signal_outcome(const char *word, const char *why, void *userdata) {
+        SignalSlot *slot = userdata;
+        SignalCall *call = slot->call;
+        json_object_object_add(slot->result, "result", json_object_new_string(word));
+        json_object_object_add(slot->result, "reason", json_object_new_string(why));
+        free(slot);
+        if (--call->n_pending == 0)
+                signal_call_done(call);
+}
+
 static void method_signal(Client *c, json_object *p) {
         Manager *m = c->server->manager;
         const PgTree *t = &m->engine->tree;
@@ -708,6 +773,7 @@ static void method_signal(Client *c, json_object *p) {
                 log_send(&e, LOG_NOTICE, NULL, "%s%s of pid %d requested by %s", dry ? "dry run: " : "", action_to_string(a),
                          (int) pid, by);
         json_object *results = json_object_new_array();
+        SignalCall *call = NULL;
         size_t matched = 0;
         const char *want = only;
         for (size_t i = 0; i < t->n_procs; i++) {
@@ -736,13 +802,36 @@ static void method_signal(Client *c, json_object *p) {
                         snprintf(f.database, sizeof f.database, "%s", proc_database(q) ? proc_database(q) : "");
                         snprintf(f.application_name, sizeof f.application_name, "%s", proc_application(q) ? proc_application(q) : "");
                         proc_client(q, f.client, sizeof f.client);
-                        char why[256];
-                        const char *res = manager_act(m, &f, a, by, true, why, sizeof why);
-                        json_object_object_add(r, "result", json_object_new_string(res));
-                        json_object_object_add(r, "reason", json_object_new_string(why));
+                        char why[768];
+                        /* a managed server answers later: its result is filled in then */
+                        if (!call && !(call = calloc(1, sizeof *call))) {
+                                json_object_put(r);
+                                json_object_put(results);
+                                reply_error(c, "io.pgtree.InvalidRequest", one("reason", json_object_new_string("out of memory")));
+                                return;
+                        }
+                        SignalSlot *slot = calloc(1, sizeof *slot);
+                        if (slot)
+                                *slot = (SignalSlot){ .call = call, .result = r };
+                        const char *res = manager_act_async(m, &f, a, by, true, why, sizeof why, slot ? on_signal_outcome : NULL, slot);
+                        if (!strcmp(res, "pending") && slot)
+                                call->n_pending++;
+                        else {
+                                free(slot);
+                                json_object_object_add(r, "result", json_object_new_string(res));
+                                json_object_object_add(r, "reason", json_object_new_string(why));
+                        }
                 }
                 json_object_array_add(results, r);
         }
+        if (call && call->n_pending > 0) {
+                /* answered when the last outcome is known (signal_call_done) */
+                call->client = c;
+                call->results = results;
+                c->call = call;
+                return;
+        }
+        free(call);
         if (!app && matched == 0) {
                 json_object_put(results);
                 reply_error(c, "io.pgtree.NoSuchProcess", one("pid", json_object_new_int(pid)));
@@ -943,6 +1032,10 @@ static void dispatch(Client *c, VarlinkCall *call) {
 
 static int on_idle(sd_event_source *s, uint64_t usec, void *userdata) {
         Client *c = userdata;
+        if (c->call) { /* it waits for us, not we for it */
+                sd_event_source_set_time_relative(c->idle, CLIENT_IDLE_USEC);
+                return 0;
+        }
         if (queued(c) > 0) {
                 client_drop(c); /* it does not even read what it asked for */
                 return 0;
@@ -967,7 +1060,7 @@ static int on_stall(sd_event_source *s, uint64_t usec, void *userdata) {
 
 /* Handles at most CALLS_PER_WAKEUP whole calls, and none while a reply is queued. */
 static void handle_input(Client *c) {
-        for (unsigned k = 0; k < CALLS_PER_WAKEUP && !c->closing && !c->watching && queued(c) == 0; k++) {
+        for (unsigned k = 0; k < CALLS_PER_WAKEUP && !c->closing && !c->watching && !c->call && queued(c) == 0; k++) {
                 char *msg;
                 size_t len;
                 int r = varlink_buffer_next(&c->in, &msg, &len);
@@ -999,6 +1092,11 @@ static void handle_input(Client *c) {
                 dispatch(c, &call);
                 if (call.oneway)
                         c->out_len = before;
+                if (call.oneway && c->call) {
+                        /* no reply is wanted: its actions go on, logged, on their own */
+                        c->call->client = NULL;
+                        c->call = NULL;
+                }
                 varlink_call_clear(&call);
         }
 }
@@ -1049,7 +1147,7 @@ static int on_defer(sd_event_source *s, void *userdata) {
 
 static int on_client_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         Client *c = userdata;
-        if (revents & EPOLLIN && !c->closing && !c->watching && queued(c) == 0 && !call_buffered(c)) {
+        if (revents & EPOLLIN && !c->closing && !c->watching && !c->call && queued(c) == 0 && !call_buffered(c)) {
                 char buf[65536];
                 ssize_t k = read(fd, buf, sizeof buf);
                 if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR)) {

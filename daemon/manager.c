@@ -21,6 +21,7 @@
 #include "journal.h"
 #include "macro.h"
 #include "manager.h"
+#include "remote-act.h"
 #include "rules.h"
 
 #ifndef SYS_pidfd_open
@@ -104,6 +105,7 @@ Manager *manager_free(Manager *m) {
         rate_table_done(&m->alert_rates);
         rate_table_done(&m->owner_alert_rates);
         alert_runner_clear(&m->alerts);
+        manager_remote_acts_free(m); /* before the engine reports the actions still pending */
         engine_free(m->engine);
         config_free(m->config);
         free(m->config_path);
@@ -602,6 +604,7 @@ static void schedule_next(Manager *m) {
 static void finish_cycle(Manager *m) {
         clear_conn_sources(m);
         FindingEvents events = {};
+        manager_remote_acts_release(m); /* a server that changed drops its action connection */
         int r = engine_finish_cycle(m->engine, &events);
         m->cycle_running = false;
         if (r < 0) {
@@ -620,6 +623,7 @@ static void finish_cycle(Manager *m) {
                 write_metrics_file(m);
         }
         finding_events_clear(&events);
+        manager_remote_acts_arm(m);
         notify_status(m);
         if (!m->ready) {
                 m->ready = true;
@@ -732,7 +736,9 @@ static void start_cycle(Manager *m) {
         m->cycle_started = now_monotonic_usec();
         bool full = m->force_full;
         m->force_full = false;
+        manager_remote_acts_release(m); /* a server removed by a reload closes its action connection */
         int r = engine_begin_cycle(m->engine, full);
+        manager_remote_acts_arm(m);
         if (r < 0) {
                 LogEntry e = {};
                 log_send(&e, LOG_ERR, MSGID_SCAN_FAILED, "scan of /proc failed: %s", strerror(-r));

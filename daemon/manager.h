@@ -93,6 +93,7 @@ typedef struct Manager {
         RateTable owner_alert_rates; /* per OS user owning clusters: max_alerts_per_minute_per_owner */
         ControlServer *control;
         ActionCounters counters;
+        struct RemoteActLoop *remote_acts;      /* actions on managed servers (daemon/remote-act.c) */
         bool metrics_failed;    /* the metrics file could not be written (said once) */
         double start_time;      /* epoch seconds */
 } Manager;
@@ -108,6 +109,16 @@ int manager_run(Manager *m);
  * and fills why. */
 const char *manager_act(Manager *m, const Finding *f, Action action, const char *requested_by, bool manual,
                         char *why, size_t why_size);
+/* The same, for a caller that wants the outcome of an action on a managed server, which is known
+ * only later: the result is then "pending", and done is called (from the event loop) with the
+ * final word and why once the server answered, the action_timeout passed or it was dropped.
+ * Everything else returns the final word at once and never calls done. */
+typedef void (*ManagerActDone)(const char *word, const char *why, void *userdata);
+const char *manager_act_async(Manager *m, const Finding *f, Action action, const char *requested_by, bool manual,
+                              char *why, size_t why_size, ManagerActDone done, void *userdata);
+/* An action was carried out on this rate-limit key (a cluster): counted against
+ * max_actions_per_minute. */
+void manager_rate_record(Manager *m, const char *key);
 
 /* Reload the configuration (SIGHUP, or a client). Returns 0, or -EINVAL with the errors logged
  * (and, if errors is not NULL, returned as "FILE:LINE: message" strings, NULL-terminated). */

@@ -22,6 +22,7 @@
 typedef enum ConnState {
         STATE_DISCONNECTED,
         STATE_CONNECTING,
+        STATE_IDENTIFYING,
         STATE_PREPARING,
         STATE_IDLE,
         STATE_QUERYING,
@@ -53,7 +54,42 @@ struct ActivityConn {
          * may still be exiting). Never a target, whether or not a snapshot came this cycle. */
         pid_t backend_pids[2];
         PGresult *result;
+        ServerIdentity identity;        /* of the server this connection reached */
+        bool have_identity;
 };
+
+/* Text results: one row. pg_control_system() is only asked when the role may call it. */
+static const char identity_sql[] =
+        "SELECT extract(epoch FROM pg_catalog.pg_postmaster_start_time())::float8,"
+        " CASE WHEN pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE')"
+        " THEN (SELECT system_identifier::text FROM pg_catalog.pg_control_system()) END";
+
+bool activity_conn_identity(const ActivityConn *a, ServerIdentity *ret) {
+        if (!a || !a->have_identity)
+                return false;
+        *ret = a->identity;
+        return true;
+}
+
+static int take_identity(ActivityConn *a, const PGresult *res) {
+        if (PQntuples(res) != 1 || PQnfields(res) != 2 || PQgetisnull(res, 0, 0))
+                return -EBADMSG;
+        char *end = NULL;
+        const char *v = PQgetvalue(res, 0, 0);
+        double started = strtod(v, &end);
+        if (end == v || *end || !(started > 0))
+                return -EBADMSG;
+        ServerIdentity id = { .started = started };
+        if (!PQgetisnull(res, 0, 1)) {
+                const char *s = PQgetvalue(res, 0, 1);
+                if (!*s || strlen(s) >= sizeof id.system_identifier || strspn(s, "0123456789") != strlen(s))
+                        return -EBADMSG;
+                snprintf(id.system_identifier, sizeof id.system_identifier, "%s", s);
+        }
+        a->identity = id;
+        a->have_identity = true;
+        return 0;
+}
 
 uint64_t now_monotonic_usec(void) {
         struct timespec ts;
@@ -368,11 +404,7 @@ static void send_query(ActivityConn *a, uint64_t now) {
         a->refresh_pending = false;
 }
 
-static void connected(ActivityConn *a, uint64_t now) {
-        if (PQsetnonblocking(a->conn, 1) != 0) {
-                fail(a, now, "cannot make the connection non-blocking");
-                return;
-        }
+static void prepare(ActivityConn *a, uint64_t now) {
         _cleanup_free_ char *sql = NULL;
         int v = PQserverVersion(a->conn);
         int r = activity_query_sql(v, a->opt.query_max_length, &sql);
@@ -390,7 +422,25 @@ static void connected(ActivityConn *a, uint64_t now) {
         a->state = STATE_PREPARING;
         a->deadline = now + a->opt.query_timeout_usec;
         a->want_write = PQflush(a->conn) == 1;
+}
+
+static void connected(ActivityConn *a, uint64_t now) {
+        if (PQsetnonblocking(a->conn, 1) != 0) {
+                fail(a, now, "cannot make the connection non-blocking");
+                return;
+        }
         a->connects++;
+        if (!a->opt.identify) {
+                prepare(a, now);
+                return;
+        }
+        if (!PQsendQuery(a->conn, identity_sql)) {
+                fail(a, now, "cannot ask which server answers");
+                return;
+        }
+        a->state = STATE_IDENTIFYING;
+        a->deadline = now + a->opt.query_timeout_usec;
+        a->want_write = PQflush(a->conn) == 1;
 }
 
 void activity_conn_start(ActivityConn *a, uint64_t now) {
@@ -415,6 +465,7 @@ void activity_conn_start(ActivityConn *a, uint64_t now) {
                 send_query(a, now);
                 return;
         case STATE_CONNECTING:
+        case STATE_IDENTIFYING:
         case STATE_PREPARING:
                 a->refresh_pending = true;
                 return;
@@ -424,7 +475,8 @@ void activity_conn_start(ActivityConn *a, uint64_t now) {
 }
 
 bool activity_conn_busy(const ActivityConn *a) {
-        return a->state == STATE_CONNECTING || a->state == STATE_PREPARING || a->state == STATE_QUERYING;
+        return a->state == STATE_CONNECTING || a->state == STATE_IDENTIFYING || a->state == STATE_PREPARING ||
+               a->state == STATE_QUERYING;
 }
 
 bool activity_conn_connecting(const ActivityConn *a) {
@@ -669,6 +721,11 @@ static bool drain(ActivityConn *a, uint64_t now, bool *ok, char *error, size_t e
                 if (st == PGRES_TUPLES_OK && a->state == STATE_QUERYING) {
                         if (take_rows(a, res) < 0)
                                 *ok = false;
+                } else if (st == PGRES_TUPLES_OK && a->state == STATE_IDENTIFYING) {
+                        if (take_identity(a, res) < 0) {
+                                snprintf(error, error_size, "unexpected answer to which server this is");
+                                *ok = false;
+                        }
                 } else if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
                         snprintf(error, error_size, "%s", PQresultErrorMessage(res));
                         *ok = false;
@@ -727,6 +784,10 @@ void activity_conn_process(ActivityConn *a, uint64_t now) {
                                  (double) a->opt.query_timeout_usec / 1e6);
                         fail_with(a, now, why, "");
                 }
+                return;
+        }
+        if (a->state == STATE_IDENTIFYING) {
+                prepare(a, now);
                 return;
         }
         if (a->state == STATE_PREPARING) {

@@ -72,7 +72,17 @@ typedef struct ActivityOptions {
         uint64_t connect_timeout_usec;
         uint64_t query_timeout_usec;
         unsigned query_max_length;
+        /* On each connect, before anything else, ask which server answers (system_identifier,
+         * pg_postmaster_start_time()): managed servers behind one name can change (failover). */
+        bool identify;
 } ActivityOptions;
+
+/* Which server a connection reached: pg_control_system()'s system_identifier ("" when the role
+ * may not read it) and pg_postmaster_start_time() in epoch seconds. */
+typedef struct ServerIdentity {
+        char system_identifier[24];
+        double started;
+} ServerIdentity;
 
 /* conninfo: libpq keywords; host/port are added when it has none (from postmaster.pid). */
 int activity_conn_new(const char *conninfo, const char *host, int port, const ActivityOptions *o, ActivityConn **ret);
@@ -99,6 +109,9 @@ pid_t activity_conn_backend_pid(const ActivityConn *a);
 bool activity_conn_is_own_backend(const ActivityConn *a, pid_t pid);
 /* "ok", or why there is no snapshot: "unavailable: <reason>". */
 const char *activity_conn_status(const ActivityConn *a);
+/* The identity of the server of the current (or last) connection (ActivityOptions.identify);
+ * false while none is known. */
+bool activity_conn_identity(const ActivityConn *a, ServerIdentity *ret);
 /* How many times it connected (1 on the first success; more after reconnects). */
 unsigned activity_conn_connects(const ActivityConn *a);
 /* The conninfo it uses (for messages; no password is ever in it). */

@@ -34,6 +34,7 @@
 #define MSGID_POSTMASTER_EXITED   "6d1ac0a3b3e04bcb9f1c2d62f7a9e007"
 #define MSGID_METRICS_FAILED      "6d1ac0a3b3e04bcb9f1c2d62f7a9e041"
 #define MSGID_CLIENT_DENIED       "6d1ac0a3b3e04bcb9f1c2d62f7a9e050"
+#define MSGID_REMOTE_SERVER_CHANGED "6d1ac0a3b3e04bcb9f1c2d62f7a9e008"
 /* Any other message (a caller that passes no id, log_plain): still one id, so that
  * MESSAGE_ID= matches every entry of pgtreed and journalctl -x explains it. */
 #define MSGID_OTHER               "6d1ac0a3b3e04bcb9f1c2d62f7a9e0ff"

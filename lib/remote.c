@@ -8,12 +8,16 @@
 #include <math.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "join.h"
+#include "journal.h"
 #include "macro.h"
 #include "remote.h"
 #include "title.h"
@@ -324,6 +328,7 @@ static const char *const outcome_names[_REMOTE_OUTCOME_MAX] = {
         [REMOTE_SUPERUSER] = "superuser",
         [REMOTE_NO_PRIVILEGE] = "no-privilege",
         [REMOTE_HIDDEN] = "hidden",
+        [REMOTE_SERVER_CHANGED] = "server-changed",
 };
 
 const char *remote_outcome_to_string(RemoteOutcome o) {
@@ -361,6 +366,9 @@ const char *remote_outcome_explain(RemoteOutcome o) {
         case REMOTE_HIDDEN:
                 return "its backend_start is hidden from pgtree's role, so its identity cannot be checked: grant "
                        "pg_monitor (pg_read_all_stats) to pgtree's role";
+        case REMOTE_SERVER_CHANGED:
+                return "the server at that address changed since the session was seen (failover or restart: its "
+                       "pg_postmaster_start_time() is not the one of the server the session is on): nothing done";
         case _REMOTE_OUTCOME_MAX:
                 break;
         }
@@ -373,6 +381,9 @@ const char *remote_outcome_explain(RemoteOutcome o) {
  * that reuses the pid starts after the earlier one ended, long after it was seen. */
 const char remote_action_sql[] =
         "SELECT CASE"
+        " WHEN $10::float8 IS NOT NULL AND"
+        "  abs(extract(epoch FROM pg_catalog.pg_postmaster_start_time())::float8 - $10::float8) > 0.0001"
+        "  THEN 'server-changed'"
         " WHEN s.pid IS NULL THEN 'gone'"
         " WHEN s.backend_start IS NULL THEN 'hidden'"
         " WHEN abs(extract(epoch FROM s.backend_start)::float8 - $2::float8) > 0.0001 THEN 'reused'"
@@ -402,6 +413,7 @@ void remote_action_params(const RemoteTarget *t, Action a, char bufs[4][32], con
         snprintf(bufs[0], 32, "%d", (int) t->pid);
         snprintf(bufs[1], 32, "%.17g", t->backend_start);
         snprintf(bufs[2], 32, "%.17g", t->check_value);
+        snprintf(bufs[3], 32, "%.17g", t->server_started);
         v[0] = bufs[0];
         v[1] = bufs[1];
         v[2] = a == ACTION_TERMINATE ? "terminate" : a == ACTION_CANCEL ? "cancel" : "none";
@@ -411,6 +423,7 @@ void remote_action_params(const RemoteTarget *t, Action a, char bufs[4][32], con
         v[6] = t->check_column;
         v[7] = t->check_column ? bufs[2] : NULL;
         v[8] = t->require_active ? "active" : NULL;
+        v[9] = t->server_started > 0 ? bufs[3] : NULL;
 }
 
 void remote_target_from_process(const PgProcess *p, FindingKind kind, RemoteTarget *ret) {
@@ -620,6 +633,22 @@ int remote_act_conninfo(const char *conninfo, const RemoteTarget *t, Action a, u
 
 /* ---- the daemon's remote servers ---- */
 
+/* An action waiting for its outcome: [0] of its server's queue is the one in flight. */
+typedef struct PendingAction {
+        RemoteTarget target;            /* its strings are the copies below */
+        char *usename, *datname, *application_name;
+        Action action;
+        uint64_t deadline;
+        RemoteActDone done;
+        void *userdata;
+} PendingAction;
+
+typedef enum ActState {
+        ACT_IDLE,               /* nothing in flight */
+        ACT_CONNECTING,         /* the action connection is being made for queue[0] */
+        ACT_RUNNING,            /* queue[0]'s statement is sent; its answer is awaited */
+} ActState;
+
 typedef struct RemoteServer {
         char *name;
         char *key;              /* what conn was made from: a reload that changes it reconnects */
@@ -628,6 +657,15 @@ typedef struct RemoteServer {
         Params action_params;
         PGconn *action;         /* kept open between actions; its pid is never acted on */
         pid_t action_pid;
+        ActState act_state;
+        PostgresPollingStatusType act_poll;
+        bool act_want_write;
+        PendingAction *queue;
+        size_t n_queue, queue_allocated;
+        /* the server the snapshots come from; a different one answering is a change */
+        ServerIdentity identity;
+        bool have_identity;
+        RemoteServerChange change;
         bool seen;
         bool reported, reachable;
         double taken_at;
@@ -686,7 +724,45 @@ static int snapshot_copy(const ActivitySnapshot *from, ActivitySnapshot *to) {
         return 0;
 }
 
+static void pending_free(PendingAction *p) {
+        free(p->usename);
+        free(p->datname);
+        free(p->application_name);
+        *p = (PendingAction){};
+}
+
+/* Reports the outcome of queue[i] and removes it (keeping the order of the rest). */
+static void complete(RemoteServer *rs, size_t i, int r, RemoteOutcome o, const char *msg) {
+        PendingAction p = rs->queue[i];
+        memmove(&rs->queue[i], &rs->queue[i + 1], (rs->n_queue - i - 1) * sizeof *rs->queue);
+        rs->n_queue--;
+        if (i == 0)
+                rs->act_state = ACT_IDLE;
+        if (p.done)
+                p.done(r, o, msg, p.userdata);
+        pending_free(&p);
+}
+
+static void drop_action_conn(RemoteServer *rs) {
+        if (rs->action)
+                PQfinish(rs->action);
+        rs->action = NULL;
+        rs->action_pid = 0;
+        rs->act_state = ACT_IDLE;
+        rs->act_want_write = false;
+}
+
+/* Every pending action fails with r and msg (none is sent from now on). */
+static void fail_all(RemoteServer *rs, int r, const char *msg) {
+        if (rs->act_state != ACT_IDLE)
+                drop_action_conn(rs); /* what is in flight: its answer is not awaited any more */
+        while (rs->n_queue > 0)
+                complete(rs, 0, r, REMOTE_GONE, msg);
+}
+
 static void server_free(RemoteServer *s) {
+        fail_all(s, -ECANCELED, "not sent: the server left the configuration, or its configuration changed, or pgtreed stops");
+        free(s->queue);
         activity_snapshot_clear(&s->last);
         activity_conn_free(s->conn);
         if (s->action)
@@ -762,7 +838,8 @@ int remote_set_begin(RemoteSet **sp, const Config *c, uint64_t now) {
                         snprintf(rs->why, sizeof rs->why, "%s", why);
                         ActivityOptions o = { .connect_timeout_usec = c->connect_timeout_usec,
                                               .query_timeout_usec = c->query_timeout_usec,
-                                              .query_max_length = c->query_max_length };
+                                              .query_max_length = c->query_max_length,
+                                              .identify = true };
                         if (conninfo) {
                                 (void) activity_conn_new(conninfo, NULL, 0, &o, &rs->conn);
                                 (void) params_from_conninfo(conninfo, "pgtreed action", &rs->action_params);
@@ -807,6 +884,69 @@ uint64_t remote_set_deadline(const RemoteSet *s) {
         return UINT64_MAX;
 }
 
+static bool identity_equal(const ServerIdentity *a, const ServerIdentity *b) {
+        if (fabs(a->started - b->started) > 0.0001)
+                return false;
+        /* a system_identifier the role could not read then or now (pg_control_system() granted or
+         * revoked meanwhile): the start time decides */
+        return !a->system_identifier[0] || !b->system_identifier[0] || !strcmp(a->system_identifier, b->system_identifier);
+}
+
+static void format_identity(const ServerIdentity *id, char *buf, size_t size) {
+        time_t t = (time_t) id->started;
+        struct tm tm;
+        char when[40] = "?";
+        if (gmtime_r(&t, &tm))
+                strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        snprintf(buf, size, "system_identifier %s, started %s (%.6f)",
+                 id->system_identifier[0] ? id->system_identifier : "unknown", when, id->started);
+}
+
+/* A snapshot came from the server with this identity: if another server answered before, the
+ * sessions, findings and actions of that one mean nothing here any more (pids are reused across
+ * servers): pending actions are dropped, the action connection is made anew, and it is logged. */
+static void note_identity(RemoteServer *rs, const ServerIdentity *id) {
+        if (!rs->have_identity) {
+                rs->identity = *id;
+                rs->have_identity = true;
+                return;
+        }
+        if (identity_equal(&rs->identity, id)) {
+                rs->identity = *id;
+                return;
+        }
+        ServerIdentity old = rs->identity;
+        rs->identity = *id;
+        size_t dropped = rs->n_queue;
+        char o[160], n[160], msg[512];
+        format_identity(&old, o, sizeof o);
+        format_identity(id, n, sizeof n);
+        snprintf(msg, sizeof msg, "not sent: the server behind %s changed (was %s, now %s)", rs->name, o, n);
+        fail_all(rs, -ESTALE, msg);
+        drop_action_conn(rs);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        rs->change = (RemoteServerChange){ .old_identity = old, .new_identity = *id,
+                                           .at = (double) ts.tv_sec + (double) ts.tv_nsec / 1e9,
+                                           .count = rs->change.count + 1, .dropped = dropped };
+        LogEntry e = {};
+        log_add(&e, "PGTREE_CLUSTER", "%s", rs->name);
+        log_add(&e, "PGTREE_VIEW", "remote");
+        log_add(&e, "PGTREE_REMOTE_SERVER", "%s", rs->server);
+        log_add(&e, "PGTREE_OLD_SYSTEM_IDENTIFIER", "%s", old.system_identifier[0] ? old.system_identifier : "unknown");
+        log_add(&e, "PGTREE_NEW_SYSTEM_IDENTIFIER", "%s", id->system_identifier[0] ? id->system_identifier : "unknown");
+        log_add(&e, "PGTREE_OLD_SERVER_START", "%.6f", old.started);
+        log_add(&e, "PGTREE_NEW_SERVER_START", "%.6f", id->started);
+        log_add(&e, "PGTREE_ACTIONS_DROPPED", "%zu", dropped);
+        log_send(&e, LOG_WARNING, MSGID_REMOTE_SERVER_CHANGED,
+                 "the server behind %s (%s) changed: was %s, now %s; %s; %zu pending action%s dropped, its sessions, "
+                 "findings and actions are those of the new server from now on",
+                 rs->name, rs->server, o, n,
+                 strcmp(old.system_identifier, id->system_identifier) != 0 ? "another cluster (failover or replacement)"
+                                                                            : "the same cluster restarted (or a standby of it promoted)",
+                 dropped, dropped == 1 ? "" : "s");
+}
+
 /* Takes what each server's connection has now as what the tree shows. */
 static int take_results(RemoteSet *s) {
         for (size_t i = 0; i < s->n; i++) {
@@ -821,6 +961,9 @@ static int take_results(RemoteSet *s) {
                                  "unavailable: no answer within this cycle (still connecting or querying)");
                 else
                         snprintf(rs->activity, sizeof rs->activity, "%s", activity_conn_status(rs->conn));
+                ServerIdentity id;
+                if (snap && activity_conn_identity(rs->conn, &id))
+                        note_identity(rs, &id);
                 activity_snapshot_clear(&rs->last);
                 rs->have_last = false;
                 if (snap) {
@@ -910,31 +1053,295 @@ bool remote_set_info(const RemoteSet *s, const char *name, double *taken_at, uns
         return false;
 }
 
-int remote_set_act(RemoteSet *s, const char *name, const RemoteTarget *t, Action a, uint64_t timeout_usec,
-                   RemoteOutcome *outcome, char *msg, size_t msg_size) {
+bool remote_set_server_change(const RemoteSet *s, const char *name, RemoteServerChange *ret) {
+        for (size_t i = 0; s && i < s->n; i++)
+                if (!strcmp(s->items[i].name, name)) {
+                        if (s->items[i].change.count == 0)
+                                return false;
+                        *ret = s->items[i].change;
+                        return true;
+                }
+        return false;
+}
+
+/* ---- actions, asynchronously ---- */
+
+/* A cancel request (PQcancel, the only one libpq 15 has) blocks until the server closes its
+ * connection: it runs in a thread of its own, detached, at most CANCELS_MAX at once (a server
+ * that never answers keeps its thread; the loop never waits for one). */
+#define CANCELS_MAX 8
+static atomic_uint cancels_running;
+
+static void *cancel_thread(void *p) {
+        char err[256];
+        (void) PQcancel(p, err, sizeof err);
+        PQfreeCancel(p);
+        atomic_fetch_sub(&cancels_running, 1);
+        return NULL;
+}
+
+static bool cancel_in_background(PGconn *c) {
+        if (atomic_fetch_add(&cancels_running, 1) >= CANCELS_MAX) {
+                atomic_fetch_sub(&cancels_running, 1);
+                return false;
+        }
+        PGcancel *k = PQgetCancel(c);
+        pthread_attr_t attr;
+        pthread_t t;
+        bool ok = k && pthread_attr_init(&attr) == 0;
+        if (ok) {
+                ok = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0 &&
+                     pthread_create(&t, &attr, cancel_thread, k) == 0;
+                pthread_attr_destroy(&attr);
+        }
+        if (!ok) {
+                if (k)
+                        PQfreeCancel(k);
+                atomic_fetch_sub(&cancels_running, 1);
+        }
+        return ok;
+}
+
+static char *strdup_or_null(const char *s, bool *ok) {
+        return dup_or_null(s, ok);
+}
+
+int remote_set_act_start(RemoteSet *s, const char *name, const RemoteTarget *t, Action a, uint64_t timeout_usec,
+                         uint64_t now, RemoteActDone done, void *userdata, char *msg, size_t msg_size) {
         RemoteServer *rs = server_find(s, name);
         if (!rs || !rs->action_params.kw) {
                 snprintf(msg, msg_size, "no such remote server");
                 return -ENOENT;
         }
-        uint64_t deadline = now_monotonic_usec() + timeout_usec;
-        if (rs->action && PQstatus(rs->action) != CONNECTION_OK) {
-                PQfinish(rs->action);
-                rs->action = NULL;
+        if (rs->n_queue >= REMOTE_ACTIONS_PENDING_MAX) {
+                snprintf(msg, msg_size,
+                         "not sent: %zu actions are pending on %s already (at most %d per remote server, one in flight "
+                         "and the rest queued behind it); try again when they are done",
+                         rs->n_queue, name, REMOTE_ACTIONS_PENDING_MAX);
+                return -EBUSY;
         }
-        if (!rs->action) {
-                int r = connect_bounded((const char *const *) rs->action_params.kw,
-                                        (const char *const *) rs->action_params.val, deadline, &rs->action, msg, msg_size);
-                if (r < 0)
-                        return r;
-                rs->action_pid = PQbackendPID(rs->action);
+        if (GROW(rs->queue, rs->queue_allocated, rs->n_queue + 1) < 0) {
+                snprintf(msg, msg_size, "out of memory");
+                return -ENOMEM;
         }
-        int r = run_statement(rs->action, t, a, deadline, outcome, msg, msg_size);
-        if (r < 0 && r != -EPERM) {
-                /* a connection in an unknown state is not used again */
-                PQfinish(rs->action);
-                rs->action = NULL;
-                rs->action_pid = 0;
+        bool ok = true;
+        PendingAction p = { .target = *t, .action = a, .deadline = now + timeout_usec, .done = done, .userdata = userdata };
+        p.usename = strdup_or_null(t->usename, &ok);
+        p.datname = strdup_or_null(t->datname, &ok);
+        p.application_name = strdup_or_null(t->application_name, &ok);
+        if (!ok) {
+                pending_free(&p);
+                snprintf(msg, msg_size, "out of memory");
+                return -ENOMEM;
         }
-        return r;
+        p.target.usename = p.usename;
+        p.target.datname = p.datname;
+        p.target.application_name = p.application_name;
+        /* the server the tree's sessions were seen on: the statement does nothing on another */
+        p.target.server_started = rs->have_identity ? rs->identity.started : 0;
+        rs->queue[rs->n_queue++] = p;
+        return 0;
+}
+
+size_t remote_set_actions_pending(const RemoteSet *s, const char *name) {
+        for (size_t i = 0; s && i < s->n; i++)
+                if (!strcmp(s->items[i].name, name))
+                        return s->items[i].n_queue;
+        return 0;
+}
+
+size_t remote_set_actions_wants(const RemoteSet *s, RemoteActWait *w, size_t max) {
+        size_t n = 0;
+        for (size_t i = 0; s && i < s->n && n < max; i++) {
+                const RemoteServer *rs = &s->items[i];
+                if (rs->act_state == ACT_IDLE || !rs->action || PQsocket(rs->action) < 0)
+                        continue;
+                w[n].fd = PQsocket(rs->action);
+                if (rs->act_state == ACT_CONNECTING)
+                        w[n].events = rs->act_poll == PGRES_POLLING_WRITING ? POLLOUT : POLLIN;
+                else
+                        w[n].events = POLLIN | (rs->act_want_write ? POLLOUT : 0);
+                n++;
+        }
+        return n;
+}
+
+uint64_t remote_set_actions_deadline(const RemoteSet *s) {
+        uint64_t d = UINT64_MAX;
+        for (size_t i = 0; s && i < s->n; i++) {
+                const RemoteServer *rs = &s->items[i];
+                if (rs->n_queue > 0 && rs->act_state == ACT_IDLE)
+                        return 0; /* the next one goes out now */
+                for (size_t k = 0; k < rs->n_queue; k++)
+                        if (rs->queue[k].deadline < d)
+                                d = rs->queue[k].deadline;
+        }
+        return d;
+}
+
+static void send_head(RemoteServer *rs, uint64_t now) {
+        PendingAction *p = &rs->queue[0];
+        char bufs[4][32], msg[400];
+        const char *values[REMOTE_ACTION_NPARAMS];
+        remote_action_params(&p->target, p->action, bufs, values);
+        if (!PQsendQueryParams(rs->action, remote_action_sql, REMOTE_ACTION_NPARAMS, NULL, values, NULL, NULL, 0)) {
+                first_line(msg, sizeof msg, "cannot send the statement", PQerrorMessage(rs->action));
+                drop_action_conn(rs);
+                complete(rs, 0, -EIO, REMOTE_GONE, msg);
+                return;
+        }
+        int f = PQflush(rs->action);
+        if (f < 0) {
+                first_line(msg, sizeof msg, "connection lost", PQerrorMessage(rs->action));
+                drop_action_conn(rs);
+                complete(rs, 0, -EIO, REMOTE_GONE, msg);
+                return;
+        }
+        rs->act_want_write = f == 1;
+        rs->act_state = ACT_RUNNING;
+}
+
+/* The answer to queue[0]'s statement, if it is complete. */
+static void read_answer(RemoteServer *rs) {
+        char msg[400];
+        if (rs->act_want_write) {
+                int f = PQflush(rs->action);
+                if (f < 0) {
+                        first_line(msg, sizeof msg, "connection lost", PQerrorMessage(rs->action));
+                        drop_action_conn(rs);
+                        complete(rs, 0, -EIO, REMOTE_GONE, msg);
+                        return;
+                }
+                rs->act_want_write = f == 1;
+        }
+        if (!PQconsumeInput(rs->action)) {
+                first_line(msg, sizeof msg, "connection lost", PQerrorMessage(rs->action));
+                drop_action_conn(rs);
+                complete(rs, 0, -EIO, REMOTE_GONE, msg);
+                return;
+        }
+        int result = -EBADMSG;
+        RemoteOutcome outcome = REMOTE_GONE;
+        snprintf(msg, sizeof msg, "unexpected answer");
+        while (!PQisBusy(rs->action)) {
+                PGresult *res = PQgetResult(rs->action);
+                if (!res) {
+                        /* done: the connection is ready for the next one, unless it failed */
+                        if (result < 0 && result != -EPERM)
+                                drop_action_conn(rs);
+                        complete(rs, 0, result, outcome, msg);
+                        return;
+                }
+                if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && PQnfields(res) == 1 &&
+                    !PQgetisnull(res, 0, 0)) {
+                        int o = remote_outcome_from_string(PQgetvalue(res, 0, 0));
+                        if (o >= 0) {
+                                outcome = (RemoteOutcome) o;
+                                result = 0;
+                                snprintf(msg, sizeof msg, "%s", remote_outcome_explain(outcome));
+                        }
+                } else if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+                        first_line(msg, sizeof msg, "the server refused", PQresultErrorMessage(res));
+                        result = -EPERM;
+                }
+                PQclear(res);
+        }
+}
+
+/* An action with less time than this left is not started any more: it would only time out. */
+#define ACT_MIN_LEFT_USEC (50 * USEC_PER_MSEC)
+
+static void server_actions_step(RemoteServer *rs, int ready_fd, uint64_t now) {
+        bool ready = rs->action && ready_fd >= 0 && PQsocket(rs->action) == ready_fd;
+        char msg[400];
+        /* queued behind the first beyond their deadline: never sent */
+        for (size_t i = 1; i < rs->n_queue;) {
+                if (now >= rs->queue[i].deadline) {
+                        snprintf(msg, sizeof msg,
+                                 "timed out: not sent within action_timeout (it waited behind another action on %s)",
+                                 rs->server);
+                        complete(rs, i, -ETIMEDOUT, REMOTE_GONE, msg);
+                } else
+                        i++;
+        }
+        for (unsigned guard = 0; rs->n_queue > 0 && guard < 2 * REMOTE_ACTIONS_PENDING_MAX + 4; guard++) {
+                PendingAction *p = &rs->queue[0];
+                if (rs->act_state == ACT_RUNNING) {
+                        if (ready)
+                                read_answer(rs);
+                        if (rs->act_state == ACT_RUNNING && now >= p->deadline) {
+                                bool cancelled = cancel_in_background(rs->action);
+                                snprintf(msg, sizeof msg,
+                                         "timed out: no answer from %s within action_timeout (%s; the server may still "
+                                         "carry it out)",
+                                         rs->server, cancelled ? "the statement was cancelled" : "the connection was dropped");
+                                drop_action_conn(rs);
+                                complete(rs, 0, -ETIMEDOUT, REMOTE_GONE, msg);
+                        }
+                        if (rs->act_state == ACT_RUNNING)
+                                return;
+                        ready = false;
+                        continue;
+                }
+                if (rs->act_state == ACT_CONNECTING) {
+                        if (ready) {
+                                rs->act_poll = PQconnectPoll(rs->action);
+                                ready = false;
+                        }
+                        if (rs->act_poll == PGRES_POLLING_FAILED) {
+                                first_line(msg, sizeof msg, "cannot connect", PQerrorMessage(rs->action));
+                                drop_action_conn(rs);
+                                complete(rs, 0, -ECONNREFUSED, REMOTE_GONE, msg);
+                                continue;
+                        }
+                        if (rs->act_poll == PGRES_POLLING_OK) {
+                                if (PQsetnonblocking(rs->action, 1) != 0) {
+                                        first_line(msg, sizeof msg, "cannot connect", PQerrorMessage(rs->action));
+                                        drop_action_conn(rs);
+                                        complete(rs, 0, -EIO, REMOTE_GONE, msg);
+                                        continue;
+                                }
+                                rs->action_pid = PQbackendPID(rs->action);
+                                send_head(rs, now);
+                                continue;
+                        }
+                        if (now >= p->deadline) {
+                                snprintf(msg, sizeof msg, "timed out: connection to %s not made within action_timeout",
+                                         rs->server);
+                                drop_action_conn(rs);
+                                complete(rs, 0, -ETIMEDOUT, REMOTE_GONE, msg);
+                                continue;
+                        }
+                        return;
+                }
+                /* idle: the next one goes out, unless (nearly) all of its time went waiting */
+                if (now + ACT_MIN_LEFT_USEC >= p->deadline) {
+                        snprintf(msg, sizeof msg, "timed out: not sent within action_timeout (it waited behind another "
+                                 "action on %s, or for the event loop)", rs->server);
+                        complete(rs, 0, -ETIMEDOUT, REMOTE_GONE, msg);
+                        continue;
+                }
+                if (rs->action && PQstatus(rs->action) != CONNECTION_OK)
+                        drop_action_conn(rs);
+                if (rs->action) {
+                        send_head(rs, now);
+                        continue;
+                }
+                rs->action = PQconnectStartParams((const char *const *) rs->action_params.kw,
+                                                  (const char *const *) rs->action_params.val, 0);
+                if (!rs->action || PQstatus(rs->action) == CONNECTION_BAD) {
+                        first_line(msg, sizeof msg, "cannot connect", rs->action ? PQerrorMessage(rs->action) : "out of memory");
+                        drop_action_conn(rs);
+                        complete(rs, 0, -ECONNREFUSED, REMOTE_GONE, msg);
+                        continue;
+                }
+                rs->act_state = ACT_CONNECTING;
+                rs->act_poll = PGRES_POLLING_WRITING;
+                return;
+        }
+}
+
+void remote_set_actions_process(RemoteSet *s, int ready_fd, uint64_t now) {
+        for (size_t i = 0; s && i < s->n; i++)
+                server_actions_step(&s->items[i], ready_fd, now);
 }

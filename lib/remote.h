@@ -87,6 +87,7 @@ typedef enum RemoteOutcome {
         REMOTE_SUPERUSER,       /* a superuser's session and pgtreed's role is not superuser */
         REMOTE_NO_PRIVILEGE,    /* pgtreed's role has neither pg_signal_backend nor that role */
         REMOTE_HIDDEN,          /* backend_start hidden: pgtreed's role lacks pg_read_all_stats */
+        REMOTE_SERVER_CHANGED,  /* another server answers at that address (failover, restart) */
         _REMOTE_OUTCOME_MAX,
 } RemoteOutcome;
 
@@ -102,13 +103,16 @@ typedef struct RemoteTarget {
         const char *check_column;       /* "query_start", "state_change", "xact_start" or NULL */
         double check_value;             /* that column's value as seen */
         bool require_active;            /* long_query: the session must still be active */
+        double server_started;          /* pg_postmaster_start_time() of the server the session was
+                                         * seen on (epoch seconds), 0 unknown */
 } RemoteTarget;
 
 /* The one statement: $1 pid, $2 backend_start, $3 'cancel'|'terminate', $4 user, $5 database,
- * $6 application_name, $7 column to re-check or NULL, $8 its value, $9 'active' or NULL. It
- * returns one row with one text column: an outcome word. */
+ * $6 application_name, $7 column to re-check or NULL, $8 its value, $9 'active' or NULL, $10 the
+ * server's pg_postmaster_start_time() as seen or NULL. It returns one row with one text column:
+ * an outcome word. */
 extern const char remote_action_sql[];
-#define REMOTE_ACTION_NPARAMS 9
+#define REMOTE_ACTION_NPARAMS 10
 /* Fills the parameters (bufs: storage for the numbers, 4 × 32 bytes). */
 void remote_action_params(const RemoteTarget *t, Action a, char bufs[4][32], const char *values[REMOTE_ACTION_NPARAMS]);
 /* The target of an action on a remote process (kind: the finding's, or _FINDING_KIND_MAX for a
@@ -139,11 +143,48 @@ void remote_set_report_reachability(RemoteSet *s, const PgTree *t, RemoteReachab
 /* Server details for JSON: taken_at of the last snapshot (server clock, 0 none), connects. */
 bool remote_set_info(const RemoteSet *s, const char *name, double *taken_at, unsigned *connects);
 
-/* Runs the one statement on the server of cluster `name` over its action connection, waiting at
- * most timeout_usec in all (connecting included). Returns 0 with *outcome set, or a negative
- * errno with msg saying why nothing is known (-ETIMEDOUT: the server may still carry it out). */
-int remote_set_act(RemoteSet *s, const char *name, const RemoteTarget *t, Action a, uint64_t timeout_usec,
-                   RemoteOutcome *outcome, char *msg, size_t msg_size);
+/* At most this many actions per remote server are pending (one in flight, the others queued
+ * behind it); more are refused with a message that names the limit. */
+#define REMOTE_ACTIONS_PENDING_MAX 8
+
+/* The outcome of an action: r = 0 with o set, or a negative errno with msg saying why nothing is
+ * known (-ETIMEDOUT: no answer within action_timeout; the statement was cancelled, but the server
+ * may have carried it out) or why it was not sent (-ESTALE: the server changed; -ECANCELED: the
+ * server left the configuration or pgtreed stops). */
+typedef void (*RemoteActDone)(int r, RemoteOutcome o, const char *msg, void *userdata);
+
+/* Queues the one statement for the server of cluster `name`, sent over its action connection
+ * (libpq's asynchronous API, driven by remote_set_actions_process()) and bounded by timeout_usec
+ * from now, waiting in the queue and connecting included. The server's identity as last seen is
+ * added to the target (a statement that reaches another server does nothing). done is called
+ * exactly once, never from within this call. Returns 0, -ENOENT (no such server), -EBUSY
+ * (REMOTE_ACTIONS_PENDING_MAX pending already) with msg set. */
+int remote_set_act_start(RemoteSet *s, const char *name, const RemoteTarget *t, Action a, uint64_t timeout_usec,
+                         uint64_t now_usec, RemoteActDone done, void *userdata, char *msg, size_t msg_size);
+/* Actions pending on the server of cluster `name` (in flight and queued). */
+size_t remote_set_actions_pending(const RemoteSet *s, const char *name);
+/* The sockets the action connections wait on (at most max): fd and poll events each. */
+typedef struct RemoteActWait {
+        int fd;
+        short events;
+} RemoteActWait;
+size_t remote_set_actions_wants(const RemoteSet *s, RemoteActWait *w, size_t max);
+/* When remote_set_actions_process() must run next (0: at once, UINT64_MAX: nothing pending). */
+uint64_t remote_set_actions_deadline(const RemoteSet *s);
+/* Moves every action connection on: ready_fd is the socket that became ready (−1: a deadline or a
+ * new request). Calls done for every action whose outcome is known now. */
+void remote_set_actions_process(RemoteSet *s, int ready_fd, uint64_t now_usec);
+
+/* The last time the server behind a remote cluster changed (failover behind one name, or a
+ * restart): false if it never did since pgtreed started. */
+typedef struct RemoteServerChange {
+        ServerIdentity old_identity, new_identity;
+        double at;                      /* epoch seconds, when pgtreed saw it */
+        unsigned count;                 /* changes seen so far */
+        size_t dropped;                 /* pending actions dropped then */
+} RemoteServerChange;
+bool remote_set_server_change(const RemoteSet *s, const char *name, RemoteServerChange *ret);
+
 /* The same on a connection given by conninfo (tests). */
 int remote_act_conninfo(const char *conninfo, const RemoteTarget *t, Action a, uint64_t timeout_usec,
                         RemoteOutcome *outcome, char *msg, size_t msg_size);

@@ -10,6 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <cmocka.h>
 
 #include "join.h"
@@ -276,6 +279,11 @@ static void test_action_params(void **state) {
         assert_string_equal(v[6], "query_start");
         assert_true(strtod(v[7], NULL) == rows_a[1].query_start);
         assert_string_equal(v[8], "active");
+        assert_null(v[9]); /* the server's start is not known: not checked */
+        tg.server_started = 1764432000.123456;
+        remote_action_params(&tg, ACTION_TERMINATE, bufs, v);
+        assert_true(strtod(v[9], NULL) == tg.server_started);
+        tg.server_started = 0;
 
         remote_target_from_process(&t.procs[tree_find(&t, 13)], FINDING_IDLE_IN_TRANSACTION, &tg);
         remote_action_params(&tg, ACTION_CANCEL, bufs, v);
@@ -295,6 +303,11 @@ static void test_action_params(void **state) {
         /* the statement checks identity before it signals, and says every refusal */
         const char *sql = remote_action_sql;
         const char *reused = strstr(sql, "'reused'"), *term = strstr(sql, "pg_terminate_backend");
+        /* another server behind the same address is refused before anything else */
+        const char *changed = strstr(sql, "'server-changed'"), *gone = strstr(sql, "'gone'");
+        assert_non_null(changed);
+        assert_true(changed < gone && changed < term);
+        assert_int_equal(remote_outcome_from_string("server-changed"), REMOTE_SERVER_CHANGED);
         assert_non_null(reused);
         assert_non_null(term);
         assert_true(reused < term);
@@ -317,6 +330,137 @@ static json_object *get(json_object *o, const char *key) {
         if (!json_object_object_get_ex(o, key, &v))
                 fail_msg("no key %s", key);
         return v;
+}
+
+/* ---- actions, asynchronously ---- */
+
+typedef struct Outcome {
+        int r;
+        int seq;
+        char msg[400];
+} Outcome;
+static int outcome_seq;
+
+static void on_outcome(int r, RemoteOutcome o, const char *msg, void *userdata) {
+        Outcome *x = userdata;
+        assert_int_equal(x->seq, 0); /* exactly once */
+        x->r = r;
+        x->seq = ++outcome_seq;
+        snprintf(x->msg, sizeof x->msg, "%s", msg);
+}
+
+/* A TCP port on 127.0.0.1 that listens (and never accepts: connections hang after the
+ * handshake) or, closed, refuses. */
+static int tcp_port(bool listening, int *fd) {
+        int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        assert_true(s >= 0);
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t l = sizeof a;
+        assert_int_equal(bind(s, (struct sockaddr *) &a, sizeof a), 0);
+        assert_int_equal(getsockname(s, (struct sockaddr *) &a, &l), 0);
+        if (listening)
+                assert_int_equal(listen(s, 16), 0);
+        else
+                close(s);
+        *fd = listening ? s : -1;
+        return ntohs(a.sin_port);
+}
+
+/* The daemon's loop in small: poll what the action connections wait for, until n outcomes. */
+static void drive(RemoteSet *s, const int *seq_target, uint64_t limit_usec) {
+        uint64_t end = now_monotonic_usec() + limit_usec;
+        while (outcome_seq < *seq_target && now_monotonic_usec() < end) {
+                RemoteActWait w[8];
+                struct pollfd pfd[8];
+                size_t n = remote_set_actions_wants(s, w, 8);
+                for (size_t i = 0; i < n; i++)
+                        pfd[i] = (struct pollfd){ .fd = w[i].fd, .events = w[i].events };
+                uint64_t now = now_monotonic_usec(), d = remote_set_actions_deadline(s);
+                int timeout = d == UINT64_MAX ? 100 : d <= now ? 0 : (int) ((d - now) / 1000 + 1);
+                if (timeout > 100)
+                        timeout = 100;
+                int ready = -1;
+                if (poll(pfd, n, timeout) > 0)
+                        for (size_t i = 0; i < n && ready < 0; i++)
+                                if (pfd[i].revents)
+                                        ready = pfd[i].fd;
+                remote_set_actions_process(s, ready, now_monotonic_usec());
+        }
+}
+
+static void test_actions_async(void **state) {
+        int hung_fd, unused;
+        int refused = tcp_port(false, &unused), hung = tcp_port(true, &hung_fd);
+        char text[1024];
+        snprintf(text, sizeof text,
+                 "[cluster refusing]\nhost = remote\nconninfo = host=127.0.0.1 port=%d dbname=x user=x sslmode=disable\n"
+                 "[cluster hung]\nhost = remote\nconninfo = host=127.0.0.1 port=%d dbname=x user=x sslmode=disable\n",
+                 refused, hung);
+        Config *c = parse_config(text);
+        RemoteSet *s = NULL;
+        assert_int_equal(remote_set_begin(&s, c, now_monotonic_usec()), 0);
+        RemoteTarget t = { .pid = 42, .backend_start = 1764432000.5, .usename = "app" };
+        Outcome o[REMOTE_ACTIONS_PENDING_MAX + 4] = {};
+        char msg[400];
+        outcome_seq = 0;
+        assert_int_equal(remote_set_actions_deadline(s), UINT64_MAX);
+        assert_int_equal(remote_set_act_start(s, "nowhere", &t, ACTION_TERMINATE, USEC_PER_SEC, now_monotonic_usec(),
+                                              on_outcome, &o[0], msg, sizeof msg), -ENOENT);
+
+        /* at most REMOTE_ACTIONS_PENDING_MAX pending per server; the next is refused, naming it */
+        for (int i = 0; i < REMOTE_ACTIONS_PENDING_MAX; i++)
+                assert_int_equal(remote_set_act_start(s, "refusing", &t, ACTION_TERMINATE, 5 * USEC_PER_SEC,
+                                                      now_monotonic_usec(), on_outcome, &o[i], msg, sizeof msg), 0);
+        assert_int_equal(remote_set_act_start(s, "refusing", &t, ACTION_TERMINATE, 5 * USEC_PER_SEC, now_monotonic_usec(),
+                                              on_outcome, &o[REMOTE_ACTIONS_PENDING_MAX], msg, sizeof msg), -EBUSY);
+        assert_non_null(strstr(msg, "at most 8 per remote server"));
+        assert_int_equal(remote_set_actions_pending(s, "refusing"), REMOTE_ACTIONS_PENDING_MAX);
+        assert_int_equal(outcome_seq, 0);                       /* never from within the call */
+        assert_int_equal(remote_set_actions_deadline(s), 0);    /* the first goes out at once */
+        /* a refused connection fails each of them, in order, long before its deadline */
+        int want = REMOTE_ACTIONS_PENDING_MAX;
+        drive(s, &want, 10 * USEC_PER_SEC);
+        for (int i = 0; i < REMOTE_ACTIONS_PENDING_MAX; i++) {
+                assert_int_equal(o[i].seq, i + 1);
+                assert_int_equal(o[i].r, -ECONNREFUSED);
+                assert_non_null(strstr(o[i].msg, "cannot connect"));
+        }
+        assert_int_equal(o[REMOTE_ACTIONS_PENDING_MAX].seq, 0);
+        assert_int_equal(remote_set_actions_pending(s, "refusing"), 0);
+        assert_int_equal(remote_set_actions_deadline(s), UINT64_MAX);
+
+        /* a server that never answers: the first times out connecting, the one queued behind it is
+         * never sent; both within their action_timeout, without blocking */
+        memset(o, 0, sizeof o);
+        outcome_seq = 0;
+        uint64_t t0 = now_monotonic_usec();
+        for (int i = 0; i < 2; i++)
+                assert_int_equal(remote_set_act_start(s, "hung", &t, ACTION_CANCEL, 300 * USEC_PER_MSEC, now_monotonic_usec(),
+                                                      on_outcome, &o[i], msg, sizeof msg), 0);
+        want = 2;
+        drive(s, &want, 10 * USEC_PER_SEC);
+        uint64_t took = now_monotonic_usec() - t0;
+        assert_int_equal(outcome_seq, 2);
+        assert_true(took >= 300 * USEC_PER_MSEC && took < 5 * USEC_PER_SEC);
+        for (int i = 0; i < 2; i++) {
+                assert_int_equal(o[i].r, -ETIMEDOUT);
+                assert_non_null(strstr(o[i].msg, "timed out"));
+        }
+        assert_non_null(strstr(o[0].msg, "connection to 127.0.0.1"));
+
+        /* what is pending when the server leaves (or pgtreed stops) is reported, not lost */
+        memset(o, 0, sizeof o);
+        outcome_seq = 0;
+        assert_int_equal(remote_set_act_start(s, "hung", &t, ACTION_TERMINATE, 5 * USEC_PER_SEC, now_monotonic_usec(),
+                                              on_outcome, &o[0], msg, sizeof msg), 0);
+        want = 1;
+        drive(s, &(int){ 99 }, 200 * USEC_PER_MSEC); /* it starts connecting */
+        assert_int_equal(outcome_seq, 0);
+        remote_set_free(s);
+        assert_int_equal(o[0].seq, 1);
+        assert_int_equal(o[0].r, -ECANCELED);
+        close(hung_fd);
+        config_free(c);
 }
 
 static void test_render(void **state) {
@@ -372,6 +516,7 @@ int main(void) {
                 cmocka_unit_test(test_tree),
                 cmocka_unit_test(test_findings),
                 cmocka_unit_test(test_action_params),
+                cmocka_unit_test(test_actions_async),
                 cmocka_unit_test(test_render),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

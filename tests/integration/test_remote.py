@@ -588,3 +588,396 @@ def test_twenty_remote_servers_keep_cadence(pgtreed, pgtree_client, tmp_path):
             subprocess.run(["runuser", "-u", "postgres", "--", f"{bindir}/pg_ctl", "-D", d, "-m", "fast", "-w",
                             "stop"], capture_output=True, timeout=120)
         shutil.rmtree(base, ignore_errors=True)
+
+
+# ---- actions never stall the loop ----
+
+class StallProxy:
+    """A TCP proxy in front of a server. It forwards both ways, but a connection on which the
+    client sends `trigger` stalls there: that chunk and everything after it, either way, is held
+    (the server never sees the statement, the client never gets an answer) until the proxy
+    closes. Other connections (the activity queries, a cancel request) go through untouched."""
+
+    def __init__(self, port, trigger):
+        self.port, self.trigger = port, trigger
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.listen_port = self.sock.getsockname()[1]
+        self.stalled = []       # monotonic times at which a connection stalled
+        self.accepted = 0
+        self.conns = []
+        self.stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        self.sock.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            try:
+                s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+            except OSError:
+                c.close()
+                continue
+            state = {"stalled": False}
+            self.conns += [c, s]
+            threading.Thread(target=self._pump, args=(c, s, state, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(s, c, state, False), daemon=True).start()
+
+    def _pump(self, src, dst, state, from_client):
+        src.settimeout(None)
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if from_client and self.trigger in data and not state["stalled"]:
+                    state["stalled"] = True
+                    self.stalled.append(time.monotonic())
+                if state["stalled"]:
+                    continue    # held: never forwarded
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+    def close(self):
+        self.stop.set()
+        self.sock.close()
+        for c in self.conns:
+            with contextlib.suppress(OSError):
+                c.close()
+
+
+@contextlib.contextmanager
+def plain_server(port=None, conf=""):
+    """A throwaway PostgreSQL (trust, 127.0.0.1 only), stopped by pg_ctl at the end."""
+    bindir = pg_bindir()
+    base = tempfile.mkdtemp(prefix="pgtree-stall-", dir=os.environ.get("PGTREE_TEST_TMP"))
+    os.chmod(base, 0o755)
+    pw = pwd.getpwnam("postgres")
+    os.chown(base, pw.pw_uid, pw.pw_gid)
+    data = os.path.join(base, "data")
+    port = port or free_port()
+    try:
+        sh("runuser", "-u", "postgres", "--", f"{bindir}/initdb", "-D", data, "-U", "postgres", "--auth=trust",
+           "--no-sync", "-E", "UTF8", "--locale=C")
+        with open(os.path.join(data, "postgresql.conf"), "a") as f:
+            f.write(f"listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{base}'\n"
+                    f"max_connections = 40\nshared_buffers = '8MB'\nfsync = off\nautovacuum = off\n{conf}\n")
+        sh("runuser", "-u", "postgres", "--", f"{bindir}/pg_ctl", "-D", data, "-l", f"{base}/log", "-W", "start")
+        wait_for(lambda: subprocess.run([f"{bindir}/pg_isready", "-h", "127.0.0.1", "-p", str(port)],
+                                        capture_output=True).returncode == 0, 120, 0.2, f"server {port}")
+        yield port
+    finally:
+        subprocess.run(["runuser", "-u", "postgres", "--", f"{bindir}/pg_ctl", "-D", data, "-m", "fast", "-w",
+                        "stop"], capture_output=True, timeout=120)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_hung_action_does_not_stall_the_loop(pgtreed, pgtree_client):
+    """A terminate whose statement never gets an answer (a proxy holds it) is pending for
+    action_timeout while the daemon keeps its cycles, refreshes the other cluster and answers
+    Status from another client; then it is reported failed (timed out) in the reply, the audit
+    log and the counters, and the session is untouched. At most 8 actions are pending per
+    server: the 9th and 10th are refused with a message naming the limit."""
+    timeout_s = 10
+    with plain_server() as port:
+        proxy = StallProxy(port, b"pg_terminate_backend")
+        sessions = []
+        try:
+            for _ in range(10):
+                c = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
+                                     application_name="stall-me")
+                c.autocommit = True
+                with c.cursor() as cur:
+                    cur.execute("SELECT pg_backend_pid()")
+                    sessions.append((cur.fetchone()[0], c))
+            pids = {p for p, _ in sessions}
+            base = "dbname=postgres user=postgres sslmode=disable host=127.0.0.1"
+            text = (f"[daemon]\ninterval = 500ms\nmax_actions_per_minute = 100\n"
+                    f"[cluster stalled]\nhost = remote\nconninfo = {base} port={proxy.listen_port}\nenforce = yes\n"
+                    f"action_timeout = {timeout_s}s\n"
+                    f"[cluster steady]\nhost = remote\nconninfo = {base} port={port}\n")
+            d = Daemon(pgtreed, pgtree_client, text)
+            d.start()
+            try:
+                wait_for(lambda: pids <= {p["pid"] for p in remote_cluster(d.client_json("tree"), "stalled")["processes"]},
+                         30, what="the sessions in the stalled cluster's view")
+                out = {}
+
+                def act():
+                    t = time.monotonic()
+                    try:
+                        out["reply"] = d.client_json("terminate", "--app", "stall-me", "--cluster", "stalled", "--yes")
+                    except Exception as e:
+                        out["error"] = e
+                    out["took"] = time.monotonic() - t
+                th = threading.Thread(target=act, daemon=True)
+                th.start()
+                wait_for(lambda: proxy.stalled or "error" in out, 30, 0.05, what="the action statement to be held by the proxy")
+                assert "error" not in out, out
+                stalled_at = proxy.stalled[0]
+                # while it hangs: cycles go on, the other cluster is refreshed, Status answers
+                cycles0 = d.client_json("status")["cycles"]
+                latencies, taken = [], set()
+                t0 = time.monotonic()
+                while time.monotonic() - t0 < timeout_s * 0.6 and th.is_alive():
+                    t = time.monotonic()
+                    p = subprocess.run([pgtree_client, "--socket", d.socket, "--json", "status"], capture_output=True,
+                                       text=True, timeout=timeout_s * 3)
+                    latencies.append(time.monotonic() - t)
+                    assert p.returncode == 0, p.stderr
+                    taken.add(remote_cluster(d.client_json("tree"), "steady").get("activity_taken_at"))
+                    time.sleep(0.2)
+                window = time.monotonic() - t0
+                cycles = d.client_json("status")["cycles"] - cycles0
+                pending = th.is_alive()
+                print(f"\nwhile the action hung ({window:.1f}s): {cycles} cycles, steady refreshed {len(taken)} times, "
+                      f"status latency max {max(latencies):.2f}s median {statistics.median(latencies):.2f}s "
+                      f"over {len(latencies)} calls; still pending: {pending}")
+                assert pending, "the terminate came back before action_timeout"
+                assert max(latencies) < 3, latencies
+                assert cycles >= window, (cycles, window)          # interval 500ms: at least half the cadence
+                assert len(taken) >= window / 2, (len(taken), window)
+                th.join(timeout_s * 4)
+                assert not th.is_alive(), "no reply to the terminate"
+                assert "error" not in out, out
+                res = out["reply"]["results"]
+                print(json.dumps(res, indent=1)[:3000], f"took {out['took']:.1f}s")
+                assert len(res) == 10 and {r["pid"] for r in res} == pids
+                words = [r["result"] for r in res]
+                assert words.count("refused") == 2, res
+                assert all("at most 8 per remote server" in r["reason"] for r in res if r["result"] == "refused"), res
+                failed = [r for r in res if r["result"] == "failed"]
+                assert len(failed) == 8 and all("timed out" in r["reason"] for r in failed), res
+                assert sum("no answer from" in r["reason"] and "cancelled" in r["reason"] for r in failed) == 1, res
+                assert time.monotonic() - stalled_at >= timeout_s * 0.9
+                assert out["took"] >= timeout_s * 0.9, out["took"]
+                d.wait_log(r"terminate pid \d+ on stalled \(uid .*failed: timed out: no answer from 127\.0\.0\.1:\d+ "
+                           r"within action_timeout", 10)
+                assert len([l for l in d.lines if "on stalled (uid" in l and "failed: timed out" in l]) == 8
+                assert all(alive for alive in (c.closed == 0 for _, c in sessions))
+                with contextlib.closing(psycopg2.connect(host="127.0.0.1", port=port, user="postgres",
+                                                         dbname="postgres")) as c, c.cursor() as cur:
+                    cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'stall-me'")
+                    assert cur.fetchone()[0] == 10, "a session was terminated although nothing reached the server"
+                m = d.client("metrics").stdout
+                print("\n".join(l for l in m.splitlines() if "action" in l and "terminate" in l))
+
+                # the client that asked goes away while its action is pending: the outcome is
+                # still logged when known, and the daemon goes on
+                one = sorted(pids)[0]
+                p = subprocess.Popen([pgtree_client, "--socket", d.socket, "terminate", str(one), "--cluster", "stalled"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                wait_for(lambda: len(proxy.stalled) >= 2, 30, 0.05, what="the second action statement to be held")
+                p.terminate()   # our own client process
+                p.wait(10)
+                d.wait_log(rf"terminate pid {one} on stalled \(uid .*failed: timed out: no answer from", timeout_s * 3)
+                assert d.client_json("status")["cycles"] > cycles0
+                wait_for(lambda: 'pgtree_actions_total{action="terminate",result="failed"} 9' in d.client("metrics").stdout,
+                         30, what="the 9th failure in the metrics")
+            finally:
+                d.stop()
+        finally:
+            for _, c in sessions:
+                with contextlib.suppress(Exception):
+                    c.close()
+            proxy.close()
+
+
+# ---- failover behind one name ----
+
+class NsPlain:
+    """PostgreSQL (trust, 127.0.0.1:port only, no Unix socket) in its own PID namespace, so that
+    its session pids can be steered with ns_last_pid. Stopped by its postmaster's host pid."""
+
+    def __init__(self, base, port):
+        self.base, self.port = base, port
+        self.data = os.path.join(base, "data")
+        self.bindir = pg_bindir()
+        self.proc = None
+        pw = pwd.getpwnam("postgres")
+        os.makedirs(base)
+        os.chown(base, pw.pw_uid, pw.pw_gid)
+        sh("runuser", "-u", "postgres", "--", f"{self.bindir}/initdb", "-D", self.data, "-U", "postgres",
+           "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C")
+        with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
+            f.write(f"listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = ''\n"
+                    "max_connections = 20\nshared_buffers = '8MB'\nfsync = off\nautovacuum = off\n")
+
+    def start(self):
+        logf = open(os.path.join(self.base, "log"), "a")
+        self.proc = subprocess.Popen(
+            ["unshare", "--pid", "--fork", "--mount-proc", "setpriv", "--reuid=postgres", "--regid=postgres",
+             "--init-groups", "--", f"{self.bindir}/postgres", "-D", self.data],
+            stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+        logf.close()
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError("server exited: " + open(os.path.join(self.base, "log")).read()[-2000:])
+            try:
+                self.connect().close()
+                return True
+            except psycopg2.OperationalError:
+                return False
+        wait_for(ready, 120, 0.2, f"server on port {self.port}")
+        with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+            self.host_pm_pid = int(f.read().split()[0])
+        return self
+
+    def connect(self, application_name=None):
+        c = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", connect_timeout=10,
+                             application_name=application_name or "")
+        c.autocommit = True
+        return c
+
+    def sql(self, q, params=None):
+        with contextlib.closing(self.connect()) as c, c.cursor() as cur:
+            cur.execute(q, params)
+            return cur.fetchall()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            if pid_alive(self.host_pm_pid):
+                os.kill(self.host_pm_pid, signal.SIGINT)  # fast shutdown, by its host pid
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(60)
+
+
+def sleeper(srv, app):
+    """A session of srv in pg_sleep: (pid, connection)."""
+    c = srv.connect(application_name=app)
+    with c.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        pid = cur.fetchone()[0]
+    threading.Thread(target=_sleep, args=(c,), daemon=True).start()
+    return pid, c
+
+
+def _sleep(c):
+    try:
+        with c.cursor() as cur:
+            cur.execute("SELECT pg_sleep(600)")
+    except Exception:
+        pass  # ended by the test
+
+
+def test_failover_behind_one_name(pgtreed, pgtree_client, tmp_path):
+    """Server A answers at pg-primary.pgtree.test:P (a name that pgtreed's own mount namespace
+    resolves through a bind-mounted hosts file); pgtreed is about to terminate A's session X (held
+    by the test hook right before the statement is queued). A stops, another cluster B starts on
+    the same port, and one of B's sessions gets pid X (ns_last_pid in B's PID namespace). The
+    held terminate must not touch B's X; the daemon logs that the server behind the name changed
+    (old and new system_identifier), shows it in status, and watches B within a few cycles."""
+    name = "pg-primary.pgtree.test"
+    port = free_port()
+    base = tempfile.mkdtemp(prefix="pgtree-failover-", dir=os.environ.get("PGTREE_TEST_TMP"))
+    os.chmod(base, 0o755)
+    a, b = NsPlain(os.path.join(base, "a"), port), NsPlain(os.path.join(base, "b"), port)
+    hosts = tmp_path / "hosts"
+    hosts.write_text(f"127.0.0.1 localhost\n127.0.0.1 {name}\n")
+    os.chmod(tmp_path, 0o755)
+    wrapper = tmp_path / "pgtreed-ns"
+    # pgtreed in a mount namespace of its own whose /etc/hosts names the server (the host's file
+    # is untouched); unshare and sh exec, so the pid the test signals is pgtreed's
+    wrapper.write_text("#!/bin/sh\nexec unshare -m --propagation private sh -c "
+                       f"'mount --bind {hosts} /etc/hosts && exec \"$0\" \"$@\"' {pgtreed} \"$@\"\n")
+    os.chmod(wrapper, 0o755)
+    gate = tmp_path / "gate"
+    conns = []
+    try:
+        a.start()
+        a_sysid = a.sql("SELECT system_identifier::text FROM pg_control_system()")[0][0]
+        x, ca = sleeper(a, "failover-s")
+        conns.append(ca)
+        text = (f"[daemon]\ninterval = 500ms\nmax_actions_per_minute = 100\n"
+                f"[cluster moving]\nhost = remote\nconninfo = host={name} port={port} dbname=postgres user=postgres "
+                f"sslmode=disable connect_timeout=5\nenforce = yes\naction_timeout = 10s\n")
+        d = Daemon(str(wrapper), pgtree_client, text,
+                   env={"PGTREED_TEST_HOOKS": "1", "PGTREED_TEST_ACT_GATE": str(gate)})
+        d.start()
+        try:
+            def proc_x():
+                c = remote_cluster(d.client_json("tree"), "moving")
+                return c["activity"] == "ok" and next((p for p in c["processes"] if p["pid"] == x), None)
+            seen_a = wait_for(proc_x, 30, what="A's session in the view")
+            assert d.client_json("status").get("server_changes", []) == []
+            out = {}
+
+            def act():
+                try:
+                    out["reply"] = d.client_json("terminate", str(x), "--cluster", "moving")
+                except Exception as e:
+                    out["error"] = e
+            th = threading.Thread(target=act, daemon=True)
+            th.start()
+            wait_for(lambda: gate.exists() or "error" in out, 30, 0.05, what="the action to be held at the gate")
+            assert "error" not in out, out
+            assert int(gate.read_text()) == x
+            # the failover, while pgtreed holds the action on A's session X
+            a.stop()
+            b.start()
+            b_sysid = b.sql("SELECT system_identifier::text FROM pg_control_system()")[0][0]
+            assert b_sysid != a_sysid
+            xb = None
+            for _ in range(30):
+                subprocess.run(["nsenter", "-t", str(b.host_pm_pid), "-p", "-m", "sh", "-c",
+                                f"echo {x - 1} > /proc/sys/kernel/ns_last_pid"], check=True, timeout=30)
+                xb, cb = sleeper(b, "failover-s")
+                conns.append(cb)
+                if xb == x:
+                    break
+            assert xb == x, f"could not steer B's pid: got {xb}, wanted {x}"
+            b_changed = time.monotonic()
+            gate.unlink()
+            th.join(60)
+            assert not th.is_alive() and "error" not in out, out
+            res = out["reply"]["results"]
+            print("\nheld terminate of A's session:", res)
+            assert len(res) == 1 and res[0]["result"] in ("refused", "failed"), res
+            assert "server" in res[0]["reason"] and "changed" in res[0]["reason"], res
+            time.sleep(1)
+            assert b.sql("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (x,))[0][0] == 1, \
+                "B's session with A's pid was terminated"
+            line = d.wait_log(rf"the server behind moving \({name}:{port}\) changed: was system_identifier {a_sysid}, "
+                              rf"started .* now system_identifier {b_sysid}, started .*another cluster", 30)
+            print(line[-1])
+            cycles0 = d.client_json("status")["cycles"]
+
+            def watching_b():
+                p = proc_x()
+                return p and p["backend_start"] != seen_a["backend_start"] and p
+            seen_b = wait_for(watching_b, 30, what="B's session X in the view")
+            took = time.monotonic() - b_changed
+            print(f"B watched {took:.1f}s after its session X appeared, "
+                  f"{d.client_json('status')['cycles'] - cycles0} cycles after the change was logged")
+            assert seen_b["application_name"] == "failover-s"
+            st = d.client_json("status")
+            ch = st["server_changes"]
+            assert len(ch) == 1 and ch[0]["cluster"] == "moving" and ch[0]["server"] == f"{name}:{port}", ch
+            assert ch[0]["old"]["system_identifier"] == a_sysid and ch[0]["new"]["system_identifier"] == b_sysid, ch
+            assert ch[0]["new"]["started"] > ch[0]["old"]["started"], ch
+            human = d.client("status").stdout
+            print(human)
+            assert f"server changed behind moving ({name}:{port})" in human
+            assert f"system_identifier {a_sysid}" in human and f"system_identifier {b_sysid}" in human
+        finally:
+            d.stop()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            gate.unlink()
+        a.stop()  # first: closing a connection waits for its pg_sleep otherwise
+        b.stop()
+        for c in conns:
+            with contextlib.suppress(Exception):
+                c.close()
+        shutil.rmtree(base, ignore_errors=True)
