@@ -1187,7 +1187,7 @@ int main(int argc, char **argv) {
                 socket_path = env;
         /* options of every command, before or after it: taken out of the line; what is left is the
          * command and its own arguments */
-        char **rest_argv = calloc((size_t) argc + 1, sizeof(char *));
+        _cleanup_free_ char **rest_argv = calloc((size_t) argc + 1, sizeof(char *));
         if (!rest_argv)
                 return EXIT_FAILED;
         int n_rest = 0;
