@@ -1038,6 +1038,16 @@ int scanner_refresh(Scanner *s, bool force_full, PgTree *ret, ScanStats *stats) 
                         int major = pg_version_read(link); /* its data directory, wherever its root is */
                         p->server_major = major > 0 ? major : 0;
                 }
+                if (pg_process_is_orphan(p)) {
+                        /* an orphan of a containerized cluster: its postmaster (and the cluster's
+                         * probe) is gone, the orphan says where it runs (orphans are few) */
+                        ContainerInfo ci;
+                        container_probe(NULL, p->rec.pid, p->rec.ident.ns_pid, &ci);
+                        if (ci.name[0] && !(p->container = strdup(ci.name))) {
+                                tree_free(&t);
+                                return -ENOMEM;
+                        }
+                }
         }
         if ((r = set_versions(s, &t)) < 0) {
                 tree_free(&t);

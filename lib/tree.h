@@ -25,6 +25,7 @@ typedef struct PgProcess {
         bool leader_missing;    /* parallel worker whose leader is not alive in its cluster */
         int depth;              /* 0 postmaster/orphan, 1 its children, 2 their children */
         char *cwd;              /* an orphan's working directory (its data directory), owned */
+        char *container;        /* an orphan's container (ContainerInfo.name), owned; NULL if none */
         const struct ActivityRow *act;  /* its pg_stat_activity row (same pid and start), or NULL */
         bool act_mismatch;      /* a row has its pid but belongs to an earlier process (pid reused) */
         bool own;               /* pgtree's own connection */

@@ -6,6 +6,11 @@ cluster's base directory (data directory and socket: the host sees an empty dire
 path), its own SysV IPC and hostname (also written to an /etc/hostname bound over the host's, as
 container engines do). The postmaster is stopped by its HOST pid with SIGINT (fast shutdown):
 nothing here signals a pid of the container's namespace from outside.
+
+With init=True the container's pid 1 is a shell that starts the postmaster and stays (as a
+container engine's init does): the postmaster is its child, and a postmaster that dies leaves
+its backends re-parented to that init. The init exits when the test asks (stop()), after the
+cluster's processes are gone.
 """
 import contextlib
 import os
@@ -38,8 +43,9 @@ def children(pid):
 
 
 class ContainerCluster:
-    def __init__(self, name, hostname, os_user="postgres", settings=None, bindir=None):
+    def __init__(self, name, hostname, os_user="postgres", settings=None, bindir=None, init=False):
         self.name, self.hostname, self.os_user = name, hostname, os_user
+        self.init = init
         self.settings = settings or {}
         self.bindir = bindir or pg_bindir()
         self.major = server_major(self.bindir)
@@ -50,8 +56,10 @@ class ContainerCluster:
         self.logdir = tempfile.mkdtemp(prefix=f"pgtree-ctrlog-{name}-", dir=os.environ.get("PGTREE_TEST_TMP"))
         self.log = os.path.join(self.logdir, "server.log")
         self.port = free_port()
+        self.stopfile = os.path.join(self.logdir, "init-may-exit")
         self.proc = None
         self.pm_pid = None       # host pid
+        self.init_pid = None     # host pid of the container's init (init=True), else the postmaster
         self._conns = []
 
     def start(self):
@@ -74,8 +82,13 @@ chown {pw.pw_uid}:{pw.pw_gid} {self.base}
 cat >> {self.data}/postgresql.conf <<'PGTREE_EOF'
 {conf_text}PGTREE_EOF
 cd {self.data}
-exec {as_user} {self.bindir}/postgres -D {self.data}
 """
+        if self.init:
+            script += f"""{as_user} {self.bindir}/postgres -D {self.data} &
+while [ ! -e {self.stopfile} ]; do sleep 0.3; done
+"""
+        else:
+            script += f"exec {as_user} {self.bindir}/postgres -D {self.data}\n"
         self._logf = open(self.log, "w")
         self.proc = subprocess.Popen(["unshare", "--pid", "--fork", "--mount", "--ipc", "--uts", "--mount-proc",
                                       "--propagation", "private", "sh", "-c", script],
@@ -84,13 +97,19 @@ exec {as_user} {self.bindir}/postgres -D {self.data}
         def postmaster():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name}: the container exited: {open(self.log).read()[-3000:]}")
-            for c in children(self.proc.pid):
+            tops = children(self.proc.pid)
+            if self.init:
+                self.init_pid = tops[0] if tops else None
+                tops = [c for t in tops for c in children(t)]
+            for c in tops:
                 with contextlib.suppress(OSError):
                     with open(f"/proc/{c}/comm") as f:
                         if f.read().strip() == "postgres":
                             return c
             return None
         self.pm_pid = wait_for(postmaster, 180, what=f"{self.name}'s postmaster")
+        if not self.init:
+            self.init_pid = self.pm_pid
 
         def ready():
             with contextlib.suppress(OSError):
@@ -138,6 +157,21 @@ exec {as_user} {self.bindir}/postgres -D {self.data}
         if self.pm_pid and pid_alive(self.pm_pid) and self.proc and self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pm_pid, signal.SIGINT)  # fast shutdown, by its host pid
+        if self.init and self.proc:
+            # the init stays until told: first the cluster's processes end (the postmaster by
+            # SIGINT above; backends a test orphaned by SIGTERM, the way pgtree ends them)
+            with contextlib.suppress(TimeoutError):
+                wait_for(lambda: not pid_alive(self.pm_pid), 60, what=f"{self.name}'s postmaster to stop")
+            left = []
+            for pid in children(self.init_pid) if self.init_pid else []:
+                with contextlib.suppress(OSError):
+                    if pid != self.pm_pid and open(f"/proc/{pid}/comm").read().strip() == "postgres":
+                        os.kill(pid, signal.SIGTERM)
+                        left.append(pid)
+            with contextlib.suppress(TimeoutError):
+                wait_for(lambda: not any(pid_alive(p) for p in left), 60, what=f"{self.name}'s orphans to exit")
+            with contextlib.suppress(OSError):
+                open(self.stopfile, "w").close()
         if self.proc:
             try:
                 self.proc.wait(60)

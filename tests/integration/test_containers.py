@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from conftest import cluster_of, once_json
+from conftest import cluster_of, once_json, run_once
 from nsharness import ContainerCluster, children, ns_pids
 from pgharness import Cluster, pid_alive, wait_for
 
@@ -178,3 +178,91 @@ def descendants_of(pid):
         out += kids
         todo += kids
     return out
+
+
+def busy_backend(c, app):
+    """A CPU-bound session in c (it outlives its postmaster): (connection, ns pid, host pid)."""
+    conn, ns = session(c, app)
+
+    def run():
+        try:
+            with conn.cursor() as cur:
+                cur.execute("DO $$ BEGIN LOOP PERFORM 1; END LOOP; END $$")
+        except Exception:  # ended by the test
+            pass
+    threading.Thread(target=run, daemon=True).start()
+    host = wait_for(lambda: c.host_pid_of(ns), 30, what="the backend's host pid")
+    wait_for(lambda: c.sql("SELECT state FROM pg_stat_activity WHERE pid = %s", (ns,)) == [("active",)], 30,
+             what="busy backend")
+    return conn, ns, host
+
+
+def test_orphan_in_container(pgtreed):
+    """The postmaster of a containerized cluster dies (the test kills its own, as test_orphan
+    does on the host) while a CPU-bound backend runs on, re-parented to the container's init:
+    an orphan_backend of that container, with its host pid and its pid in the container."""
+    c = ContainerCluster(f"ctr_orph_{os.getpid()}", f"ctr-orph-{os.getpid()}", init=True)
+    with c:
+        assert ns_pids(c.init_pid)[-1] == 1 and ns_pids(c.pm_pid)[-1] != 1
+        conn, ns, pid = busy_backend(c, "orphan-in-ctr")
+        try:
+            # only this test's own postmaster, known by its parent (this container's init)
+            assert open(f"/proc/{c.pm_pid}/stat").read().rsplit(")", 1)[1].split()[1] == str(c.init_pid)
+            os.kill(c.pm_pid, signal.SIGKILL)
+            wait_for(lambda: not pid_alive(c.pm_pid), 30, what="postmaster exit")
+            assert pid_alive(pid), "the CPU-bound backend should outlive its postmaster"
+            # re-parented to the container's init, not to the host's
+            wait_for(lambda: pid in children(c.init_pid), 30, what="the backend re-parented to the init")
+
+            data = once_json(pgtreed)
+            assert all(cl["postmaster"]["pid"] != c.pm_pid for cl in data["clusters"])
+            orphan = next(o for o in data["orphans"] if o["pid"] == pid)
+            assert orphan["ns_pid"] == ns and ns != pid
+            assert orphan["ppid"] == c.init_pid
+            assert orphan["backend_type"] == "client backend"
+            assert orphan["data_directory"] == c.data, orphan
+            assert orphan["container"] == c.hostname, orphan
+            assert orphan["identity"].startswith("verified"), orphan
+            finding = next(f for f in data["findings"] if f["pid"] == pid)
+            assert finding["kind"] == "orphan_backend"
+            assert finding["ns_pid"] == ns, finding
+            assert finding["container"] == c.hostname, finding
+            assert finding["cluster"] == c.data, finding
+            text = run_once(pgtreed).stdout
+            assert f"!! [{c.data} in container {c.hostname}]" in text, text
+
+            # end it the way pgtree would: SIGTERM to this very process (its host pid)
+            os.kill(pid, signal.SIGTERM)
+            wait_for(lambda: not pid_alive(pid), 30, what="orphan exit on SIGTERM")
+            data = once_json(pgtreed)
+            assert all(o["pid"] != pid for o in data["orphans"])
+        finally:
+            conn.close()
+
+
+def test_container_init_dies(daemon_factory):
+    """The postmaster is the container's pid 1: when it dies the kernel ends the whole PID
+    namespace. The running daemon drops the cluster (no orphan of it, no stale cluster) and
+    lives on."""
+    c = ContainerCluster(f"ctr_gone_{os.getpid()}", f"ctr-gone-{os.getpid()}")
+    d = daemon_factory("[daemon]\ninterval = 300ms\n").start()
+    with c:
+        conn, ns, pid = busy_backend(c, "dies-with-ctr")
+        try:
+            wait_for(lambda: any(cl["postmaster"]["pid"] == c.pm_pid and cl["activity"] == "ok"
+                                 for cl in d.client_json("tree")["clusters"]), 60, interval=0.5,
+                     what="the containerized cluster watched")
+            assert ns_pids(c.pm_pid)[-1] == 1
+            os.kill(c.pm_pid, signal.SIGKILL)  # the test's own postmaster, its container's init
+            wait_for(lambda: not pid_alive(c.pm_pid) and not pid_alive(pid), 30, what="the namespace to end")
+            gone = lambda t: (all(cl["postmaster"]["pid"] != c.pm_pid for cl in t["clusters"]) and
+                              all(o["pid"] != pid for o in t.get("orphans", [])))
+            wait_for(lambda: gone(d.client_json("tree")), 30, interval=0.5, what="the cluster dropped")
+            d.wait_cycles(5)
+            t = d.client_json("tree")
+            assert gone(t), t
+            o = d.client_json("orphans")
+            assert all(x["pid"] not in (pid, c.pm_pid) for x in o["findings"] + o.get("orphans", [])), o
+            assert d.proc.poll() is None, d.log()
+        finally:
+            conn.close()
