@@ -11,6 +11,11 @@ With init=True the container's pid 1 is a shell that starts the postmaster and s
 container engine's init does): the postmaster is its child, and a postmaster that dies leaves
 its backends re-parented to that init. The init exits when the test asks (stop()), after the
 cluster's processes are gone.
+
+With userns=BASE the container also gets its own user namespace: uids and gids 0-65535 inside
+are BASE-BASE+65535 on the host (written to uid_map/gid_map by the test, root on the host, as a
+container engine's newuidmap does). The postmaster runs as os_user's uid inside, BASE + that uid
+outside; the host's files (root's) show as nobody inside.
 """
 import contextlib
 import os
@@ -19,6 +24,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import textwrap
 
 import psycopg2
 
@@ -34,6 +40,50 @@ def ns_pids(pid):
     return [pid]
 
 
+# Run as: python3 -c USERNS_LAUNCHER W R COMMAND…: a new user namespace; tell the test (on fd W)
+# and wait (on fd R) until it has written the uid and gid maps, then become root inside (the
+# capabilities stay across exec) and exec COMMAND in it.
+USERNS_LAUNCHER = textwrap.dedent("""
+    import ctypes, os, sys
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(0x10000000) != 0:  # CLONE_NEWUSER
+        e = ctypes.get_errno()
+        sys.exit(f"unshare(CLONE_NEWUSER): {os.strerror(e)}")
+    w, r = int(sys.argv[1]), int(sys.argv[2])
+    os.write(w, b"u")
+    os.close(w)
+    if os.read(r, 1) != b"m":
+        sys.exit("no uid map")
+    os.close(r)
+    os.setgroups([])
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+    os.execvp(sys.argv[3], sys.argv[3:])
+""")
+
+
+def userns_popen(argv, base, count=65536, **kw):
+    """Popen of argv in a new user namespace mapping 0..count-1 inside to base.. outside."""
+    r1, w1 = os.pipe()   # child -> test
+    r2, w2 = os.pipe()   # test -> child
+    p = subprocess.Popen(["python3", "-c", USERNS_LAUNCHER, str(w1), str(r2)] + argv,
+                         pass_fds=(w1, r2), **kw)
+    os.close(w1)
+    os.close(r2)
+    try:
+        if os.read(r1, 1) != b"u":
+            p.wait(30)
+            raise RuntimeError(f"the user namespace was not created (exit {p.returncode})")
+        for f in ("uid_map", "gid_map"):
+            with open(f"/proc/{p.pid}/{f}", "w") as m:
+                m.write(f"0 {base} {count}\n")
+        os.write(w2, b"m")
+    finally:
+        os.close(r1)
+        os.close(w2)
+    return p
+
+
 def children(pid):
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
@@ -43,9 +93,10 @@ def children(pid):
 
 
 class ContainerCluster:
-    def __init__(self, name, hostname, os_user="postgres", settings=None, bindir=None, init=False):
+    def __init__(self, name, hostname, os_user="postgres", settings=None, bindir=None, init=False, userns=None):
         self.name, self.hostname, self.os_user = name, hostname, os_user
         self.init = init
+        self.userns = userns
         self.settings = settings or {}
         self.bindir = bindir or pg_bindir()
         self.major = server_major(self.bindir)
@@ -90,9 +141,13 @@ while [ ! -e {self.stopfile} ]; do sleep 0.3; done
         else:
             script += f"exec {as_user} {self.bindir}/postgres -D {self.data}\n"
         self._logf = open(self.log, "w")
-        self.proc = subprocess.Popen(["unshare", "--pid", "--fork", "--mount", "--ipc", "--uts", "--mount-proc",
-                                      "--propagation", "private", "sh", "-c", script],
-                                     stdout=self._logf, stderr=subprocess.STDOUT, start_new_session=True)
+        argv = ["unshare", "--pid", "--fork", "--mount", "--ipc", "--uts", "--mount-proc",
+                "--propagation", "private", "sh", "-c", script]
+        kw = dict(stdout=self._logf, stderr=subprocess.STDOUT, start_new_session=True)
+        if self.userns is not None:
+            self.proc = userns_popen(argv, self.userns, **kw)
+        else:
+            self.proc = subprocess.Popen(argv, **kw)
 
         def postmaster():
             if self.proc.poll() is not None:

@@ -1,7 +1,10 @@
 """Clusters in containers (issue 13, part 1): PostgreSQL 15 servers started in their own PID,
 mount, IPC and UTS namespaces (nsharness), next to an ordinary cluster on the host."""
+import contextlib
 import os
+import pwd
 import signal
+import subprocess
 import threading
 
 import pytest
@@ -266,3 +269,95 @@ def test_container_init_dies(daemon_factory):
             assert d.proc.poll() is None, d.log()
         finally:
             conn.close()
+
+
+def test_user_namespace_cluster(pgtreed, daemon_factory):
+    """A cluster in its own user namespace (0-65535 inside are BASE-BASE+65535 outside): found,
+    its identity checked with the host's uids, its socket reached (the server check holds), a
+    long runner terminated through the rule path by host pid, and a process of the namespace
+    that claims to be a postmaster of that data directory under another uid is refused."""
+    base = 300000 + (os.getpid() % 500) * 65536
+    pw = pwd.getpwnam("postgres")
+    host_uid = base + pw.pw_uid
+    c = ContainerCluster(f"ctr_userns_{os.getpid()}", f"ctr-userns-{os.getpid()}", userns=base)
+    fake = None
+    with c:
+        # the mapping, for real: inside uid ≠ outside uid
+        with open(f"/proc/{c.pm_pid}/uid_map") as f:
+            assert f.read().split() == ["0", str(base), "65536"]
+        with open(f"/proc/{c.pm_pid}/status") as f:
+            assert next(l for l in f if l.startswith("Uid:")).split()[1:3] == [str(host_uid)] * 2
+        assert os.stat(f"{c.root}{c.data}").st_uid == host_uid
+        conn, ns = session(c, "in-userns")
+        try:
+            data = wait_for(lambda: (lambda d: d if cluster_of(d, c.pm_pid)["activity"] == "ok" else None)(once_json(pgtreed)),
+                            60, interval=0.5, what="the cluster in a user namespace joined")
+            cl = cluster_of(data, c.pm_pid)
+            assert cl["container"] == c.hostname and cl["postmaster"]["data_directory"] == c.data
+            procs = {p["pid"]: p for p in cl["processes"]}
+            assert procs[c.pm_pid]["uid"] == host_uid
+            assert procs[c.pm_pid]["identity"] == "verified", procs[c.pm_pid]
+            hb = c.host_pid_of(ns)
+            assert procs[hb]["ns_pid"] == ns and procs[hb]["application_name"] == "in-userns"
+            assert procs[hb]["identity"] == "verified" and procs[hb]["uid"] == host_uid
+
+            # a process of the namespace, uid 1000 inside, in the data directory with a
+            # postmaster's command line and comm: not a postmaster (uids compared on the host side)
+            title = f"{c.bindir}/postgres -D {c.data}"
+            inner = (f"ln -s /bin/sleep {c.base}/postgres && cd {c.data} && exec setpriv --reuid=1000 --regid=1000 "
+                     f"--clear-groups bash -c 'exec -a \"{title}\" {c.base}/postgres 300'")
+            fake = subprocess.Popen(["nsenter", "-t", str(c.init_pid), "-U", "-p", "-m", "-i", "-u", "sh", "-c", inner],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+            def fake_pid():
+                for p in descendants_of(fake.pid):
+                    with contextlib.suppress(OSError):
+                        if open(f"/proc/{p}/cmdline").read().startswith(title + "\0"):
+                            return p
+                return None
+            fp = wait_for(fake_pid, 30, what="the fake postmaster")
+            data = once_json(pgtreed)
+            assert all(x["postmaster"]["pid"] != fp for x in data["clusters"])
+            lk = next(x for x in data["not_postgresql"] if x["pid"] == fp)
+            assert lk["uid"] == base + 1000
+            assert lk["reason"] == f"it runs as uid {base + 1000} but its data directory belongs to uid {host_uid}", lk
+            assert cluster_of(data, c.pm_pid)["activity"] == "ok"
+        finally:
+            conn.close()
+            if fake:
+                fp = fake_pid()
+                if fp:
+                    os.kill(fp, signal.SIGTERM)
+                fake.wait(30)
+
+        d = daemon_factory(f"""[daemon]
+interval = 300ms
+enforce = yes
+terminate_grace = 5s
+[rule userns-long]
+kind = long_query
+after = 1s
+application_name = sleeper-u
+container = {c.hostname}
+action = terminate
+""").start()
+        results = {}
+
+        def run():
+            conn, pid = session(c, "sleeper-u")
+            results["pid"] = pid
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT pg_sleep(120)")
+                results["end"] = "finished"
+            except Exception as e:  # terminated
+                results["end"] = str(e)
+        threading.Thread(target=run, daemon=True).start()
+        wait_for(lambda: "pid" in results, 30, what="the session")
+        hp = wait_for(lambda: c.host_pid_of(results["pid"]), 30, what="its host pid")
+        wait_for(lambda: "end" in results, 60, what="the session to be terminated")
+        assert results["end"] != "finished"
+        d.wait_log(r"sent SIGTERM to pid %d\b" % hp, 20)
+        wait_for(lambda: "terminating connection due to administrator command" in open(c.log).read(), 20,
+                 what="the server's log")
+        assert pid_alive(c.pm_pid)
