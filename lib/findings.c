@@ -330,8 +330,10 @@ static int detect_foreign(const PgTree *t, const PgForeign *g, Findings *out) {
         }
         int n = snprintf(x->detail, sizeof x->detail, "%s", g->why);
         if (g->via_pid > 0 && n > 0 && (size_t) n < sizeof x->detail)
-                snprintf(x->detail + n, sizeof x->detail - (size_t) n, " (%s %d%s)",
-                         b ? proc_backend_type(b) : "PostgreSQL process", (int) g->via_pid, b ? "" : ", gone");
+                n += snprintf(x->detail + n, sizeof x->detail - (size_t) n, " (%s %d%s)",
+                              b ? proc_backend_type(b) : "PostgreSQL process", (int) g->via_pid, b ? "" : ", gone");
+        if (g->judged[0] && n > 0 && (size_t) n < sizeof x->detail)
+                snprintf(x->detail + n, sizeof x->detail - (size_t) n, ": %s", g->judged);
         return 0;
 }
 

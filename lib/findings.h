@@ -68,7 +68,7 @@ typedef struct Finding {
         char rule[128];         /* the rule that decided, "" if none (then the action is log) */
         Action action;
         bool dry_run;
-        char detail[256];
+        char detail[512];
         /* lock_wait: the root of the chain of sessions that blocks it (blocker_pid 0: not known, or
          * a cycle of waiters with no root: lock_cycle) */
         pid_t blocker_pid;

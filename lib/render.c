@@ -348,6 +348,10 @@ json_object *render_json_for(const PgTree *t, const Findings *f, const char *wan
                 json_object_object_add(o, "config_section", str_or_null(cl->config_name));
                 json_object_object_add(o, "enforce", json_object_new_boolean(cl->enforce));
                 json_object_object_add(o, "view", json_object_new_string(cl->remote ? "remote" : "host"));
+                if (!cl->remote) { /* what runs below the archiver & co. is compared with them */
+                        json_object_object_add(o, "server_commands_known", json_object_new_boolean(cl->server_commands_known));
+                        json_object_object_add(o, "server_commands_reads", json_object_new_int64(cl->server_commands_reads));
+                }
                 json_object_object_add(o, "container", str_or_null(cl->container.name));
                 if (cl->container.name[0]) {
                         json_object_object_add(o, "container_hostname", str_or_null(cl->container.hostname));
@@ -413,6 +417,7 @@ json_object *render_json_for(const PgTree *t, const Findings *f, const char *wan
                 json_object_object_add(o, "depth", json_object_new_int(g->depth));
                 json_object_object_add(o, "detached", json_object_new_boolean(g->detached));
                 json_object_object_add(o, "expected", json_object_new_boolean(g->expected));
+                json_object_object_add(o, "judged", str_or_null(g->judged));
                 json_object_object_add(o, "allowed", json_object_new_boolean(g->allowed));
                 json_object_object_add(o, "found", json_object_new_string(g->why));
                 json_object_array_add(foreign, o);
