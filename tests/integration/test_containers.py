@@ -46,6 +46,20 @@ def test_containerized_clusters_appear_joined(scene, pgtreed):
     assert os.listdir(a.base) == [] and os.listdir(b.base) == []
     ca, pa = session(a, "app-in-a")
     cb, pb = session(b, "app-in-b")
+    # the same pid in both containers: the one behind takes connections until it catches up
+    # (autovacuum workers of either may have taken pids in between; pids only grow here)
+    spare = []
+    for _ in range(40):
+        if pa == pb:
+            break
+        if pa < pb:
+            spare.append(ca)
+            ca, pa = session(a, "app-in-a")
+        else:
+            spare.append(cb)
+            cb, pb = session(b, "app-in-b")
+    for conn in spare:
+        conn.close()
     ch, ph = host.connect(application_name="app-on-host"), None
     try:
         before = {c.pm_pid: set(children(c.pm_pid)) for c in (a, b)}
