@@ -88,6 +88,7 @@ struct Scanner {
         KnownVersion *versions;
         size_t n_versions;
         uint64_t discovery_usec;
+        bool no_descendants;    /* benchmarks only: no foreign process scan */
         uint64_t last_full;     /* monotonic µs, 0 = never */
         Known *pms;             /* postmasters found by the last full scan */
         size_t n_pms;
@@ -187,6 +188,10 @@ Scanner *scanner_free(Scanner *s) {
         free(s->awaited);
         free(s);
         return NULL;
+}
+
+void scanner_set_descendants(Scanner *s, bool on) {
+        s->no_descendants = !on;
 }
 
 void scanner_set_discovery_interval(Scanner *s, uint64_t usec) {
@@ -1008,7 +1013,7 @@ int scanner_refresh(Scanner *s, bool force_full, PgTree *ret, ScanStats *stats) 
 
         PgTree t;
         r = tree_build(recs, n, &t);
-        if (r >= 0 && (r = collect_foreign(s, &t, recs, n, full)) < 0)
+        if (r >= 0 && !s->no_descendants && (r = collect_foreign(s, &t, recs, n, full)) < 0)
                 tree_free(&t);
         proc_records_free(recs, n);
         if (r < 0)

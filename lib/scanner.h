@@ -25,6 +25,10 @@ Scanner *scanner_free(Scanner *s);
 /* How often a full discovery scan runs (default 30 s). */
 void scanner_set_discovery_interval(Scanner *s, uint64_t usec);
 
+/* Whether refreshes look below the clusters' processes for foreign processes (default yes; no
+ * only for benchmarks that measure what that costs). */
+void scanner_set_descendants(Scanner *s, bool on);
+
 /* Is it discovering at every refresh, waiting for a postmaster that went away to run again? */
 bool scanner_discovering(const Scanner *s);
 
