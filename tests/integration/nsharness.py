@@ -93,8 +93,12 @@ def children(pid):
 
 
 class ContainerCluster:
-    def __init__(self, name, hostname, os_user="postgres", settings=None, bindir=None, init=False, userns=None):
+    def __init__(self, name, hostname, os_user="postgres", settings=None, bindir=None, init=False, userns=None,
+                 image_bindir=False):
         self.name, self.hostname, self.os_user = name, hostname, os_user
+        # the server's binaries at a path only the container has (as an image's are): the host's
+        # installation bound under the container's private base directory
+        self.image_bindir = image_bindir
         self.init = init
         self.userns = userns
         self.settings = settings or {}
@@ -123,23 +127,26 @@ class ContainerCluster:
         conf.update(self.settings)
         conf_text = "".join(f"{k} = {v}\n" for k, v in conf.items())
         as_user = f"setpriv --reuid={pw.pw_uid} --regid={pw.pw_gid} --init-groups"
+        image_bindir = self.image_bindir
+        bindir = f"{self.base}/pg/bin" if image_bindir else self.bindir
         script = f"""set -e
 hostname {self.hostname}
 mount -t tmpfs -o mode=0755 pgtree-ctr {self.base}
 echo {self.hostname} > {self.base}/hostname
 mount --bind {self.base}/hostname /etc/hostname
 chown {pw.pw_uid}:{pw.pw_gid} {self.base}
+{f"mkdir {self.base}/pg && mount --bind {os.path.dirname(self.bindir)} {self.base}/pg" if image_bindir else ""}
 {as_user} {self.bindir}/initdb -D {self.data} -U postgres --auth=trust --no-sync -E UTF8 --locale=C >/dev/null
 cat >> {self.data}/postgresql.conf <<'PGTREE_EOF'
 {conf_text}PGTREE_EOF
 cd {self.data}
 """
         if self.init:
-            script += f"""{as_user} {self.bindir}/postgres -D {self.data} &
+            script += f"""{as_user} {bindir}/postgres -D {self.data} &
 while [ ! -e {self.stopfile} ]; do sleep 0.3; done
 """
         else:
-            script += f"exec {as_user} {self.bindir}/postgres -D {self.data}\n"
+            script += f"exec {as_user} {bindir}/postgres -D {self.data}\n"
         self._logf = open(self.log, "w")
         argv = ["unshare", "--pid", "--fork", "--mount", "--ipc", "--uts", "--mount-proc",
                 "--propagation", "private", "sh", "-c", script]

@@ -375,3 +375,26 @@ action = terminate
         wait_for(lambda: "terminating connection due to administrator command" in open(c.log).read(), 20,
                  what="the server's log")
         assert pid_alive(c.pm_pid)
+
+
+def test_container_binary_at_an_image_path(pgtreed):
+    """The server runs a binary at a path only its container has (as an image's
+    /usr/lib/postgresql/… is): its program is judged through the container's root, not looked
+    for on the host, and the cluster is a cluster, not a lookalike."""
+    c = ContainerCluster(f"ctr_img_{os.getpid()}", f"ctr-img-{os.getpid()}", image_bindir=True)
+    with c:
+        exe = os.readlink(f"/proc/{c.pm_pid}/exe")
+        assert exe == f"{c.base}/pg/bin/postgres" and not os.path.exists(os.path.dirname(exe))
+
+        def joined():
+            d = once_json(pgtreed)
+            cl = next((x for x in d["clusters"] if x["postmaster"]["pid"] == c.pm_pid), None)
+            return d if cl and cl["activity"] == "ok" else None
+        data = wait_for(joined, 60, interval=0.5, what="the cluster whose binary only its container has")
+        assert all(x["pid"] != c.pm_pid for x in data["not_postgresql"]), data["not_postgresql"]
+        cl = cluster_of(data, c.pm_pid)
+        assert cl["container"] == c.hostname
+        procs = {p["pid"]: p for p in cl["processes"]}
+        assert procs[c.pm_pid]["identity"] == "verified", procs[c.pm_pid]
+        kids = [p for p in children(c.pm_pid) if p in procs]
+        assert kids and all(procs[p]["identity"] == "verified" for p in kids), [procs[p] for p in kids]
