@@ -36,7 +36,8 @@ def run(build, prog, *argv):
     raise RuntimeError(f"{prog} failed 5 times: {out.stderr[-500:]}")
 
 
-with busy_cluster("benchforeign", args.connections) as c:  # 20 connections of headroom
+# --connections in all: the idle ones and the active ones (20 more of headroom)
+with busy_cluster("benchforeign", args.connections - args.active, extra=args.active) as c:
     for _ in range(args.active):  # sessions pg_stat_activity shows active: read every refresh
         c.run_async("SELECT pg_sleep(3600)")
     conninfo = f"host={c.base} port={c.port} dbname=postgres user=pgtree"
@@ -54,7 +55,7 @@ with busy_cluster("benchforeign", args.connections) as c:  # 20 connections of h
                 for metric, v in (("refresh_cpu", s["refresh_nodesc_cpu_s"]), ("refresh_wall", s["refresh_nodesc_wall_s"]),
                                   ("cycle_cpu", cy["cycle_nodesc_cpu_s"]), ("cycle_wall", cy["cycle_nodesc_wall_s"])):
                     res["nodesc"].setdefault(metric, []).append(v)
-    print(f"cluster: {args.connections} idle + {args.active} active connections; {args.turns} turns of "
+    print(f"cluster: {args.connections - args.active} idle + {args.active} active connections; {args.turns} turns of "
           f"{args.rounds} rounds; medians over turns")
     for base in (["baseline"] if "baseline" in res else []) + ["nodesc"]:
         print(f"this build against {'the baseline build' if base == 'baseline' else 'itself without the descendant scan (interleaved)'}:")

@@ -247,3 +247,43 @@ def test_archiver_children_compared_with_settings(daemon_factory):
         c.stop()
         import shutil
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_restore_command_child_expected(daemon_factory):
+    """A standby's startup process runs restore_command: its child is expected because it is what
+    restore_command says (the reason names the settings of the startup process)."""
+    tmp = tempfile.mkdtemp(prefix="pgtree-restore-", dir=os.environ.get("PGTREE_TEST_TMP"))
+    os.chmod(tmp, 0o777)
+    script = os.path.join(tmp, "fetch.sh")
+    with open(script, "w") as f:
+        # "not in the archive" at once until the test holds it (the standby must first become
+        # consistent from its own pg_wal), then waiting until released
+        f.write(f"#!/bin/sh\nwhile [ -e {tmp}/hold ] && [ ! -e {tmp}/release ]; do sleep 0.2; done\nexit 1\n")
+    os.chmod(script, 0o755)
+    p = Cluster(name=f"pgtree_fp_rp_{os.getpid()}")
+    p.start()
+    sb = None
+    try:
+        sb = p.make_standby(f"pgtree_fp_rs_{os.getpid()}",
+                            settings={"primary_conninfo": "''", "restore_command": f"'{script} %f %p'"})
+        sb.launch()
+        open(os.path.join(tmp, "hold"), "w").close()
+        d = daemon_factory("[daemon]\ninterval = 300ms\n").start()
+        child = wait_for(lambda: next((x for x in descendants(sb.pm_pid) if f"{script} " in cmdline(x)), None), 60,
+                         what="restore_command's child")
+
+        def judged():
+            t = d.client_json("tree")
+            return next((x for x in t["foreign_processes"] if x["pid"] == child and x["judged"]), None)
+        fp = wait_for(judged, 30, interval=0.3, what="the child judged")
+        assert fp["expected"] is True, fp
+        assert fp["judged"] == (f"what the startup process runs: restore_command is '{script} %f %p', "
+                                "recovery_end_command is empty"), fp
+        assert not foreign_findings(d.client_json("orphans"), pid=child)
+    finally:
+        open(os.path.join(tmp, "release"), "w").close()
+        if sb:
+            sb.stop()
+        p.stop()
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
