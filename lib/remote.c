@@ -838,6 +838,7 @@ static void tree_truncate(PgTree *t, size_t n_clusters, size_t n_procs) {
         for (size_t i = n_procs; i < t->n_procs; i++) {
                 free(t->procs[i].rec.title);
                 free(t->procs[i].cwd);
+                free(t->procs[i].container);
         }
         if (n_procs < t->n_procs)
                 t->n_procs = n_procs;
