@@ -803,7 +803,7 @@ void activity_conn_process(ActivityConn *a, uint64_t now) {
                 return;
         }
         /* the query is done; the server's commands are read when due, on the same connection */
-        if (a->state == STATE_QUERYING && a->settings_due && a->have_snap) {
+        if (a->state == STATE_QUERYING && a->settings_due && a->have_snap && !a->opt.no_commands) {
                 a->settings_due = false;
                 if (!PQsendQueryParams(a->conn, activity_settings_sql, 0, NULL, NULL, NULL, NULL, 0)) {
                         fail(a, now, "query failed");

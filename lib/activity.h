@@ -88,6 +88,7 @@ typedef struct ActivityOptions {
         uint64_t connect_timeout_usec;
         uint64_t query_timeout_usec;
         unsigned query_max_length;
+        bool no_commands;       /* never read the server's commands (a remote server: no processes) */
 } ActivityOptions;
 
 /* conninfo: libpq keywords; host/port are added when it has none (from postmaster.pid). */

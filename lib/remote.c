@@ -762,7 +762,8 @@ int remote_set_begin(RemoteSet **sp, const Config *c, uint64_t now) {
                         snprintf(rs->why, sizeof rs->why, "%s", why);
                         ActivityOptions o = { .connect_timeout_usec = c->connect_timeout_usec,
                                               .query_timeout_usec = c->query_timeout_usec,
-                                              .query_max_length = c->query_max_length };
+                                              .query_max_length = c->query_max_length,
+                                              .no_commands = true /* no processes to compare them with */ };
                         if (conninfo) {
                                 (void) activity_conn_new(conninfo, NULL, 0, &o, &rs->conn);
                                 (void) params_from_conninfo(conninfo, "pgtreed action", &rs->action_params);

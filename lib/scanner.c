@@ -964,10 +964,12 @@ static int collect_foreign(Scanner *s, PgTree *t, const ProcRecord *all, size_t 
                 const PgProcess *p = &t->procs[i];
                 if (p->cluster >= 0 && p->depth >= 1 && !p->rec.from_cache && !t->clusters[p->cluster].remote &&
                     !known_idle(s, &p->rec))
+                        /* below a postmaster's child that is not PostgreSQL: generations counted from
+                         * the postmaster, as a discovery scan counts them */
                         r = foreign_descend(&fs, p->rec.pid, p->identity == PG_IDENTITY_FOREIGN
                                                                      ? (int) t->clusters[p->cluster].postmaster
                                                                      : (int) i,
-                                            p->cluster, 1);
+                                            p->cluster, p->identity == PG_IDENTITY_FOREIGN ? p->depth + 1 : 1);
         }
         if (r >= 0)
                 r = foreign_known(&fs);
