@@ -2,7 +2,9 @@
 PostgreSQL, with the backend it came from."""
 import contextlib
 import os
+import shutil
 import signal
+import subprocess
 import tempfile
 import time
 
@@ -287,3 +289,55 @@ def test_restore_command_child_expected(daemon_factory):
         p.stop()
         import shutil
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_ssl_passphrase_command_child_expected(daemon_factory):
+    """The postmaster runs ssl_passphrase_command when it reloads (with
+    ssl_passphrase_command_supports_reload): while it waits for it, the command's shell below the
+    postmaster is expected because it is what ssl_passphrase_command says, prompt filled in."""
+    tmp = tempfile.mkdtemp(prefix="pgtree-ssl-", dir=os.environ.get("PGTREE_TEST_TMP"))
+    os.chmod(tmp, 0o755)
+    ask = os.path.join(tmp, "ask.sh")
+    with open(ask, "w") as f:
+        f.write(f"#!/bin/sh\nwhile [ -e {tmp}/hold ] && [ ! -e {tmp}/release ]; do sleep 0.2; done\necho pgtree-pass\n")
+    os.chmod(ask, 0o755)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-passout", "pass:pgtree-pass", "-keyout", f"{tmp}/server.key", "-out", f"{tmp}/server.crt",
+                    "-days", "2", "-subj", "/CN=localhost"], check=True, capture_output=True, timeout=120)
+    for name in ("server.key", "server.crt"):
+        shutil.chown(f"{tmp}/{name}", "postgres", "postgres")
+    os.chmod(f"{tmp}/server.key", 0o600)
+    setting = f'{ask} "%p"'
+    c = Cluster(name=f"pgtree_fp_ssl_{os.getpid()}",
+                settings={"ssl": "on", "ssl_cert_file": f"'{tmp}/server.crt'", "ssl_key_file": f"'{tmp}/server.key'",
+                          "ssl_passphrase_command": "'" + setting.replace("'", "''") + "'",
+                          "ssl_passphrase_command_supports_reload": "on"})
+    c.start()
+    try:
+        d = daemon_factory("[daemon]\ninterval = 300ms\n").start()
+        wait_for(lambda: (lambda cl: cl["activity"] == "ok" and cl["server_commands_known"])(
+            cluster_of(d.client_json("tree"), c.pm_pid)), 60, interval=0.3, what="the cluster's settings read")
+        open(os.path.join(tmp, "hold"), "w").close()
+        c.sql("SELECT pg_reload_conf()")
+        shell = wait_for(lambda: next((p for p in children(c.pm_pid) if cmdline(p).startswith(f"sh -c {ask} ")), None),
+                         60, what="ssl_passphrase_command's shell below the postmaster")
+
+        def judged():
+            t = d.client_json("tree")
+            return next((x for x in t["foreign_processes"] if x["pid"] == shell and x["judged"]), None)
+        fp = wait_for(judged, 30, interval=0.3, what="the shell judged")
+        assert fp["expected"] is True, fp
+        assert fp["judged"] == f"what the postmaster runs: ssl_passphrase_command is '{setting}'", fp
+        assert cmdline(shell) == f'sh -c {ask} "Enter PEM pass phrase:"'
+        name = cluster_of(d.client_json("tree"), c.pm_pid)["name"]
+        assert not foreign_findings(d.client_json("orphans"), cluster=name), d.client_json("orphans")["findings"]
+    finally:
+        open(os.path.join(tmp, "release"), "w").close()
+        c.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def children(pid):
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(x) for x in f.read().split()]
+    return []
