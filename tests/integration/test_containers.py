@@ -214,7 +214,7 @@ def busy_backend(c, app):
     return conn, ns, host
 
 
-def test_orphan_in_container(pgtreed):
+def test_orphan_in_container(pgtreed, daemon_factory):
     """The postmaster of a containerized cluster dies (the test kills its own, as test_orphan
     does on the host) while a CPU-bound backend runs on, re-parented to the container's init:
     an orphan_backend of that container, with its host pid and its pid in the container."""
@@ -247,6 +247,15 @@ def test_orphan_in_container(pgtreed):
             assert finding["cluster"] == c.data, finding
             text = run_once(pgtreed).stdout
             assert f"!! [{c.data} in container {c.hostname}]" in text, text
+            # the client's list of orphans says where it runs and its pid there
+            d = daemon_factory("[daemon]\ninterval = 300ms\n").start()
+            out = wait_for(lambda: (lambda o: o if f"{pid} " in o else None)(d.client("orphans").stdout), 30,
+                           interval=0.3, what="the orphan in pgtree orphans")
+            line = next(l for l in out.splitlines() if l.startswith(f"{pid} "))
+            assert f"{c.data} in container {c.hostname} (pid {ns} there)" in line, out
+            fline = next(l for l in out.splitlines() if l.startswith("orphan_backend") and f" pid {pid} " in l)
+            assert f"in container {c.hostname} (pid {ns} there)" in fline, out
+            d.stop()
 
             # end it the way pgtree would: SIGTERM to this very process (its host pid)
             os.kill(pid, signal.SIGTERM)
