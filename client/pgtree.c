@@ -651,6 +651,12 @@ static void print_findings(json_object *fa) {
                 duration(atof(get_str(f, "duration_s") ?: "0"), d, sizeof d);
                 printf("%-22s pid %-7s %8s  ", get_str(f, "kind"), get_str(f, "pid"), d);
                 safe(stdout, get_str(f, "cluster") ?: "-");
+                if (get_str(f, "container")) {
+                        printf(" in container ");
+                        safe(stdout, get_str(f, "container"));
+                        if (get_str(f, "ns_pid"))
+                                printf(" (pid %s there)", get_str(f, "ns_pid"));
+                }
                 printf("  ");
                 safe(stdout, get_str(f, "user") ?: "?");
                 if (get_str(f, "application_name")) {
@@ -767,6 +773,12 @@ static int show_orphans(json_object *o) {
                 json_object *p = json_object_array_get_idx(oa, i);
                 printf("%-7s ppid %-7s %-16s ", get_str(p, "pid"), get_str(p, "ppid"), get_str(p, "backend_type"));
                 safe(stdout, get_str(p, "data_directory") ?: "(data directory unknown)");
+                if (get_str(p, "container")) { /* where it runs, and its pid there */
+                        printf(" in container ");
+                        safe(stdout, get_str(p, "container"));
+                        if (get_str(p, "ns_pid"))
+                                printf(" (pid %s there)", get_str(p, "ns_pid"));
+                }
                 printf("  ");
                 safe(stdout, get_str(p, "title"));
                 printf("\n");

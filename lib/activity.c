@@ -26,6 +26,7 @@ typedef enum ConnState {
         STATE_PREPARING,
         STATE_IDLE,
         STATE_QUERYING,
+        STATE_SETTINGS,         /* after a query: the server's commands (foreign.h), when due */
         STATE_BACKOFF,
 } ConnState;
 
@@ -56,6 +57,9 @@ struct ActivityConn {
         PGresult *result;
         ServerIdentity identity;        /* of the server this connection reached */
         bool have_identity;
+        ServerCommands commands;
+        double conf_loaded_at;  /* pg_conf_load_time() when the commands were last due */
+        bool settings_due;      /* a new connection, or the server reloaded its configuration */
 };
 
 /* Text results: one row. pg_control_system() is only asked when the role may call it. */
@@ -151,7 +155,9 @@ int activity_query_sql(int v, unsigned qmax, char **ret) {
                          "(SELECT pg_catalog.clock_timestamp()), (SELECT %s), "
                          /* who blocks it: asked only of sessions waiting for a lock, so the cost
                           * follows the number of waiters, not of sessions */
-                         "CASE WHEN wait_event_type = 'Lock' THEN pg_catalog.pg_blocking_pids(pid) END "
+                         "CASE WHEN wait_event_type = 'Lock' THEN pg_catalog.pg_blocking_pids(pid) END, "
+                         /* once per query: a reload makes pgtreed read the commands again */
+                         "(SELECT pg_catalog.pg_conf_load_time()) "
                          "FROM pg_catalog.pg_stat_activity",
                          v >= 100000 ? "backend_type" : "NULL::text", v >= 130000 ? "leader_pid" : "NULL::int4", query,
                          v >= 130000 ? "pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())"
@@ -318,6 +324,7 @@ ActivityConn *activity_conn_free(ActivityConn *a) {
                 PQfinish(a->conn);
         activity_snapshot_clear(&a->snap);
         activity_snapshot_clear(&a->retired);
+        server_commands_clear(&a->commands);
         free_params(a);
         free(a);
         return NULL;
@@ -430,6 +437,9 @@ static void connected(ActivityConn *a, uint64_t now) {
                 return;
         }
         a->connects++;
+        /* another server, maybe: its commands are read after the first query */
+        server_commands_clear(&a->commands);
+        a->settings_due = true;
         if (!a->opt.identify) {
                 prepare(a, now);
                 return;
@@ -470,13 +480,14 @@ void activity_conn_start(ActivityConn *a, uint64_t now) {
                 a->refresh_pending = true;
                 return;
         case STATE_QUERYING:
+        case STATE_SETTINGS:
                 return; /* the previous one is still running */
         }
 }
 
 bool activity_conn_busy(const ActivityConn *a) {
         return a->state == STATE_CONNECTING || a->state == STATE_IDENTIFYING || a->state == STATE_PREPARING ||
-               a->state == STATE_QUERYING;
+               a->state == STATE_QUERYING || a->state == STATE_SETTINGS;
 }
 
 bool activity_conn_connecting(const ActivityConn *a) {
@@ -500,7 +511,7 @@ static const Oid column_types[][2] = {
         { OID_INT4 }, { OID_NAME, OID_TEXT }, { OID_NAME, OID_TEXT }, { OID_TEXT }, { OID_INET }, { OID_INT4 },
         { OID_TEXT }, { OID_TEXT }, { OID_TEXT }, { OID_TIMESTAMPTZ }, { OID_TIMESTAMPTZ }, { OID_TIMESTAMPTZ },
         { OID_TIMESTAMPTZ }, { OID_TEXT }, { OID_TEXT }, { OID_INT4 }, { OID_XID }, { OID_TEXT },
-        { OID_TIMESTAMPTZ }, { OID_INT8, OID_XID8 }, { OID_INT4ARRAY },
+        { OID_TIMESTAMPTZ }, { OID_INT8, OID_XID8 }, { OID_INT4ARRAY }, { OID_TIMESTAMPTZ },
 };
 
 static int check_columns(const PGresult *res) {
@@ -660,6 +671,52 @@ int activity_parse_pid_array(const char *text, pid_t *pids, size_t max) {
 }
 
 
+void server_commands_clear(ServerCommands *c) {
+        unsigned reads = c->reads;
+        free(c->archive_command);
+        free(c->archive_library);
+        free(c->restore_command);
+        free(c->archive_cleanup_command);
+        free(c->recovery_end_command);
+        free(c->ssl_passphrase_command);
+        *c = (ServerCommands){ .reads = reads };
+}
+
+const char activity_settings_sql[] =
+        "SELECT name, setting FROM pg_catalog.pg_settings WHERE name IN ('archive_command', 'archive_library', "
+        "'restore_command', 'archive_cleanup_command', 'recovery_end_command', 'ssl_passphrase_command')";
+
+#define SETTING_MAX 8192
+
+static int take_settings(ActivityConn *a, const PGresult *res) {
+        server_commands_clear(&a->commands);
+        ServerCommands *c = &a->commands;
+        if (PQnfields(res) != 2)
+                return -EBADMSG;
+        for (int i = 0; i < PQntuples(res); i++) {
+                if (PQgetisnull(res, i, 0) || PQgetisnull(res, i, 1) || PQgetlength(res, i, 1) > SETTING_MAX)
+                        continue; /* unknown */
+                const char *name = PQgetvalue(res, i, 0), *v = PQgetvalue(res, i, 1);
+                char **slot = !strcmp(name, "archive_command") ? &c->archive_command
+                            : !strcmp(name, "archive_library") ? &c->archive_library
+                            : !strcmp(name, "restore_command") ? &c->restore_command
+                            : !strcmp(name, "archive_cleanup_command") ? &c->archive_cleanup_command
+                            : !strcmp(name, "recovery_end_command") ? &c->recovery_end_command
+                            : !strcmp(name, "ssl_passphrase_command") ? &c->ssl_passphrase_command : NULL;
+                if (!slot || *slot || strlen(v) != (size_t) PQgetlength(res, i, 1))
+                        continue;
+                if (!(*slot = strdup(v)))
+                        return -ENOMEM;
+        }
+        c->known = true;
+        c->reads++;
+        return 0;
+}
+
+const ServerCommands *activity_conn_commands(const ActivityConn *a) {
+        return a ? &a->commands : NULL;
+}
+
 static int take_rows(ActivityConn *a, const PGresult *res) {
         int n = PQntuples(res);
         if (check_columns(res) < 0)
@@ -679,6 +736,11 @@ static int take_rows(ActivityConn *a, const PGresult *res) {
                         next_xid = (uint32_t) x;
                 if (r >= 0)
                         r = time_value(res, 0, 18, idt, &s.taken_at);
+                double loaded = 0;
+                if (r >= 0 && (r = time_value(res, 0, 21, idt, &loaded)) >= 0 && loaded != a->conf_loaded_at) {
+                        a->conf_loaded_at = loaded;
+                        a->settings_due = true;
+                }
         }
         for (int i = 0; r >= 0 && i < n; i++) {
                 if (PQgetisnull(res, i, 0))
@@ -726,6 +788,10 @@ static bool drain(ActivityConn *a, uint64_t now, bool *ok, char *error, size_t e
                                 snprintf(error, error_size, "unexpected answer to which server this is");
                                 *ok = false;
                         }
+                } else if (a->state == STATE_SETTINGS) {
+                        /* not readable: the commands stay unknown, the connection serves on */
+                        if (st != PGRES_TUPLES_OK || take_settings(a, res) < 0)
+                                server_commands_clear(&a->commands);
                 } else if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
                         snprintf(error, error_size, "%s", PQresultErrorMessage(res));
                         *ok = false;
@@ -796,7 +862,18 @@ void activity_conn_process(ActivityConn *a, uint64_t now) {
                         send_query(a, now);
                 return;
         }
-        /* the query is done */
+        /* the query is done; the server's commands are read when due, on the same connection */
+        if (a->state == STATE_QUERYING && a->settings_due && a->have_snap && !a->opt.no_commands) {
+                a->settings_due = false;
+                if (!PQsendQueryParams(a->conn, activity_settings_sql, 0, NULL, NULL, NULL, NULL, 0)) {
+                        fail(a, now, "query failed");
+                        return;
+                }
+                a->state = STATE_SETTINGS;
+                a->deadline = now + a->opt.query_timeout_usec;
+                a->want_write = PQflush(a->conn) == 1;
+                return;
+        }
         a->state = STATE_IDLE;
         a->backoff = BACKOFF_MIN_USEC;
         if (a->have_snap)

@@ -6,6 +6,22 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+/* What a server is configured to run through a shell (see foreign.h). NULL: not a setting of
+ * that version, or not readable by pgtreed's role; "": set to nothing. Read once per connection
+ * and again when the server reloads its configuration (pg_conf_load_time() changes). */
+typedef struct ServerCommands {
+        bool known;             /* read since the server last loaded its configuration */
+        char *archive_command;
+        char *archive_library;
+        char *restore_command;
+        char *archive_cleanup_command;
+        char *recovery_end_command;
+        char *ssl_passphrase_command;
+        unsigned reads;         /* how many times they were read (tests, status) */
+} ServerCommands;
+
+void server_commands_clear(ServerCommands *c);
+
 /* One row of pg_stat_activity. Strings may be NULL (SQL NULL, or hidden from a role without
  * pg_read_all_stats); times are seconds since the epoch, 0 for NULL. */
 typedef struct ActivityRow {
@@ -75,6 +91,7 @@ typedef struct ActivityOptions {
         /* On each connect, before anything else, ask which server answers (system_identifier,
          * pg_postmaster_start_time()): managed servers behind one name can change (failover). */
         bool identify;
+        bool no_commands;       /* never read the server's commands (a remote server: no processes) */
 } ActivityOptions;
 
 /* Which server a connection reached: pg_control_system()'s system_identifier ("" when the role
@@ -119,6 +136,11 @@ const char *activity_conn_describe(const ActivityConn *a);
 /* Over a Unix socket: the pid (in pgtreed's PID namespace) of the process that listens on it,
  * the postmaster itself (SO_PEERCRED). 0 over TCP, or when not connected. */
 pid_t activity_conn_peer_pid(const ActivityConn *a);
+
+/* The server's commands as last read (known false if not read yet, or the read failed). */
+const ServerCommands *activity_conn_commands(const ActivityConn *a);
+/* The query that reads them (text results: name, setting). */
+extern const char activity_settings_sql[];
 
 /* Drives every connection until all are idle or the deadline passes (for --once). */
 void activity_conns_run(ActivityConn **conns, size_t n, uint64_t deadline_usec);

@@ -11,6 +11,7 @@
 
 #include "container.h"
 #include "engine.h"
+#include "foreign.h"
 #include "join.h"
 #include "macro.h"
 #include "proc-scan.h"
@@ -462,6 +463,15 @@ static int finish_cycle(Engine *e, FindingEvents *events) {
                             activity_conn_backend_pid(s->conn) == pg_process_ns_pid(p)) /* the server's pid */
                                 p->own = true;
                 }
+        }
+        /* what runs below the archiver, startup process, checkpointer or postmaster: expected only if
+         * it is what the server is configured to run (its settings, read over its connection) */
+        for (size_t i = 0; i < t->n_clusters; i++) {
+                ClusterSlot *s = slot_of_cluster(e, t, &t->clusters[i]);
+                const ServerCommands *sc = s && s->conn && !s->wrong_server[0] ? activity_conn_commands(s->conn) : NULL;
+                foreign_judge(t, i, sc);
+                t->clusters[i].server_commands_reads = sc ? sc->reads : 0;
+                t->clusters[i].server_commands_known = sc && sc->known;
         }
         /* pg_stat_activity tells the state of joined sessions: their titles need not be read
          * again until they turn active */

@@ -78,6 +78,7 @@ static Finding *add_for_process(Findings *out, const PgTree *t, size_t i, Findin
                 return NULL;
         x->kind = kind;
         x->pid = p->rec.pid;
+        x->ns_pid = p->rec.ident.ns_pid > 0 ? p->rec.ident.ns_pid : 0;
         x->start_ticks = p->rec.start_ticks;
         x->proc = (int) i;
         if (p->cluster >= 0) {
@@ -86,8 +87,10 @@ static Finding *add_for_process(Findings *out, const PgTree *t, size_t i, Findin
                 if (cl->cluster_name_known && strcmp(cl->cluster_name, cl->name) != 0)
                         COPY(x->cluster_name, cl->cluster_name);
                 COPY(x->container, cl->container.name);
-        } else
+        } else {
                 COPY(x->cluster, p->cwd);
+                COPY(x->container, p->container);
+        }
         COPY(x->user, proc_user(p));
         COPY(x->database, proc_database(p));
         COPY(x->application_name, proc_application(p));
@@ -298,6 +301,7 @@ static int detect_foreign(const PgTree *t, const PgForeign *g, Findings *out) {
                 return -ENOMEM;
         x->kind = FINDING_FOREIGN_PROCESS;
         x->pid = g->rec.pid;
+        x->ns_pid = g->rec.ident.ns_pid > 0 ? g->rec.ident.ns_pid : 0;
         x->start_ticks = g->rec.start_ticks;
         COPY(x->cluster, t->clusters[g->cluster].name);
         COPY(x->container, t->clusters[g->cluster].container.name);
@@ -326,8 +330,10 @@ static int detect_foreign(const PgTree *t, const PgForeign *g, Findings *out) {
         }
         int n = snprintf(x->detail, sizeof x->detail, "%s", g->why);
         if (g->via_pid > 0 && n > 0 && (size_t) n < sizeof x->detail)
-                snprintf(x->detail + n, sizeof x->detail - (size_t) n, " (%s %d%s)",
-                         b ? proc_backend_type(b) : "PostgreSQL process", (int) g->via_pid, b ? "" : ", gone");
+                n += snprintf(x->detail + n, sizeof x->detail - (size_t) n, " (%s %d%s)",
+                              b ? proc_backend_type(b) : "PostgreSQL process", (int) g->via_pid, b ? "" : ", gone");
+        if (g->judged[0] && n > 0 && (size_t) n < sizeof x->detail)
+                snprintf(x->detail + n, sizeof x->detail - (size_t) n, ": %s", g->judged);
         return 0;
 }
 

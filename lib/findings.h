@@ -44,6 +44,7 @@ int action_from_string(const char *s);      /* −EINVAL if unknown */
 typedef struct Finding {
         FindingKind kind;
         pid_t pid;
+        pid_t ns_pid;           /* its pid in its container's PID namespace, 0 if the same as pid */
         uint64_t start_ticks;   /* with pid and kind: the finding's identity (stale_activity:
                                  * backend_start in centiseconds) */
         int proc;               /* index in the tree it was found in, −1 if none */
@@ -67,7 +68,7 @@ typedef struct Finding {
         char rule[128];         /* the rule that decided, "" if none (then the action is log) */
         Action action;
         bool dry_run;
-        char detail[256];
+        char detail[512];
         /* lock_wait: the root of the chain of sessions that blocks it (blocker_pid 0: not known, or
          * a cycle of waiters with no root: lock_cycle) */
         pid_t blocker_pid;

@@ -75,6 +75,8 @@ void log_add_finding(LogEntry *e, const Finding *f) {
                 log_add(e, "PGTREE_CLUSTER", "%s", f->cluster);
         if (f->container[0])
                 log_add(e, "PGTREE_CONTAINER", "%s", f->container);
+        if (f->ns_pid > 0)
+                log_add(e, "PGTREE_NS_PID", "%d", (int) f->ns_pid);
         if (f->user[0])
                 log_add(e, "PGTREE_USER", "%s", f->user);
         if (f->database[0])

@@ -316,6 +316,10 @@ int proc_read_details(ProcScan *s, ProcRecord *r, unsigned what) {
 }
 
 bool proc_exe_trusted(const char *path, const struct stat *st, uid_t uid) {
+        return proc_exe_trusted_in(NULL, path, st, uid);
+}
+
+bool proc_exe_trusted_in(const char *root, const char *path, const struct stat *st, uid_t uid) {
         if (!path || path[0] != '/' || !S_ISREG(st->st_mode))
                 return false;
         if ((st->st_uid != 0 && st->st_uid != uid) || (st->st_mode & 022))
@@ -324,11 +328,13 @@ bool proc_exe_trusted(const char *path, const struct stat *st, uid_t uid) {
         if (strcmp(base, "postgres") != 0 && strcmp(base, "postmaster") != 0)
                 return false;
         char dir[PATH_MAX];
-        size_t len = (size_t) (base - path);
-        if (len >= sizeof dir)
+        size_t len = (size_t) (base - path), rl = root ? strlen(root) : 0;
+        if (rl + len >= sizeof dir)
                 return false;
-        memcpy(dir, path, len);
-        dir[len] = 0;
+        if (rl > 0)
+                memcpy(dir, root, rl);
+        memcpy(dir + rl, path, len);
+        dir[rl + len] = 0;
         struct stat ds;
         if (stat(dir, &ds) < 0 || !S_ISDIR(ds.st_mode))
                 return false;
@@ -393,7 +399,12 @@ static void read_identity(ProcScan *s, pid_t pid, ProcIdentity *id) {
                 id->exe_valid = true;
                 id->exe_dev = (uint64_t) st.st_dev;
                 id->exe_ino = (uint64_t) st.st_ino;
-                id->exe_trusted = proc_exe_trusted(target, &st, id->ids_valid ? id->euid : (uid_t) -1);
+                /* a container's binary (its image's path, not the host's): its directory is seen
+                 * through its root */
+                char root[64] = "";
+                if (id->ns_pid > 0)
+                        snprintf(root, sizeof root, "/proc/%d/root", (int) pid);
+                id->exe_trusted = proc_exe_trusted_in(root, target, &st, id->ids_valid ? id->euid : (uid_t) -1);
         }
         snprintf(path, sizeof path, "%d/cwd", (int) pid);
         if (fstatat(s->proc_fd, path, &st, 0) < 0)

@@ -59,6 +59,9 @@ int proc_read_details(ProcScan *s, ProcRecord *r, unsigned what);
  * its home). An unprivileged user cannot make such a file of another program. Pure but for the
  * stat of the directory. */
 bool proc_exe_trusted(const char *path, const struct stat *st, uid_t uid);
+/* The same for a process in another mount namespace (a container's): path is as it sees it, its
+ * directory is looked at through root ("/proc/PID/root"; NULL or "": ours). */
+bool proc_exe_trusted_in(const char *root, const char *path, const struct stat *st, uid_t uid);
 
 /* The children of a (single-threaded) process, from /proc/PID/task/PID/children. That file can
  * miss or add children that fork or exit while it is read: callers cross-check ppid. */

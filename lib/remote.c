@@ -839,7 +839,8 @@ int remote_set_begin(RemoteSet **sp, const Config *c, uint64_t now) {
                         ActivityOptions o = { .connect_timeout_usec = c->connect_timeout_usec,
                                               .query_timeout_usec = c->query_timeout_usec,
                                               .query_max_length = c->query_max_length,
-                                              .identify = true };
+                                              .identify = true,
+                                              .no_commands = true /* no processes to compare them with */ };
                         if (conninfo) {
                                 (void) activity_conn_new(conninfo, NULL, 0, &o, &rs->conn);
                                 (void) params_from_conninfo(conninfo, "pgtreed action", &rs->action_params);
@@ -981,6 +982,7 @@ static void tree_truncate(PgTree *t, size_t n_clusters, size_t n_procs) {
         for (size_t i = n_procs; i < t->n_procs; i++) {
                 free(t->procs[i].rec.title);
                 free(t->procs[i].cwd);
+                free(t->procs[i].container);
         }
         if (n_procs < t->n_procs)
                 t->n_procs = n_procs;

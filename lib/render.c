@@ -144,6 +144,8 @@ json_object *render_process_json(const PgTree *t, const PgProcess *p) {
                 json_object_object_add(o, "leader_missing", json_object_new_boolean(true));
         if (pg_process_is_orphan(p)) {
                 json_object_object_add(o, "data_directory", str_or_null(p->cwd));
+                if (p->container)
+                        json_object_object_add(o, "container", json_object_new_string(p->container));
                 json_object_object_add(o, "blocks_restart", json_object_new_boolean(
                         backend_type_holds_shared_memory(ti->backend_type, p->server_major)));
         }
@@ -164,6 +166,8 @@ json_object *render_finding_json(const Finding *x) {
         json_object *o = json_object_new_object();
         json_object_object_add(o, "kind", json_object_new_string(finding_kind_to_string(x->kind)));
         json_object_object_add(o, "pid", json_object_new_int(x->pid));
+        if (x->ns_pid > 0)
+                json_object_object_add(o, "ns_pid", json_object_new_int(x->ns_pid));
         json_object_object_add(o, "cluster", str_or_null(x->cluster));
         if (x->container[0])
                 json_object_object_add(o, "container", json_object_new_string(x->container));
@@ -344,6 +348,10 @@ json_object *render_json_for(const PgTree *t, const Findings *f, const char *wan
                 json_object_object_add(o, "config_section", str_or_null(cl->config_name));
                 json_object_object_add(o, "enforce", json_object_new_boolean(cl->enforce));
                 json_object_object_add(o, "view", json_object_new_string(cl->remote ? "remote" : "host"));
+                if (!cl->remote) { /* what runs below the archiver & co. is compared with them */
+                        json_object_object_add(o, "server_commands_known", json_object_new_boolean(cl->server_commands_known));
+                        json_object_object_add(o, "server_commands_reads", json_object_new_int64(cl->server_commands_reads));
+                }
                 json_object_object_add(o, "container", str_or_null(cl->container.name));
                 if (cl->container.name[0]) {
                         json_object_object_add(o, "container_hostname", str_or_null(cl->container.hostname));
@@ -409,6 +417,7 @@ json_object *render_json_for(const PgTree *t, const Findings *f, const char *wan
                 json_object_object_add(o, "depth", json_object_new_int(g->depth));
                 json_object_object_add(o, "detached", json_object_new_boolean(g->detached));
                 json_object_object_add(o, "expected", json_object_new_boolean(g->expected));
+                json_object_object_add(o, "judged", str_or_null(g->judged));
                 json_object_object_add(o, "allowed", json_object_new_boolean(g->allowed));
                 json_object_object_add(o, "found", json_object_new_string(g->why));
                 json_object_array_add(foreign, o);
@@ -865,11 +874,12 @@ void render_text(FILE *out, const PgTree *t, const Findings *f, const RenderOpti
                 if (!any)
                         fputs("ORPHANS — PostgreSQL processes with no live postmaster (!! blocks its restart)\n", out);
                 any = true;
-                char graph[PATH_MAX + 32];
+                char graph[PATH_MAX + 320];
                 bool blocks = backend_type_holds_shared_memory(p->title.backend_type, p->server_major);
                 /* "!!": attached to the dead server's shared memory, it blocks the restart; "--":
                  * the logger and the like, which hold none and exit on their own */
-                snprintf(graph, sizeof graph, "%s [%s] ", blocks ? "!!" : "--", p->cwd ? p->cwd : "data directory unknown");
+                snprintf(graph, sizeof graph, "%s [%s%s%s] ", blocks ? "!!" : "--", p->cwd ? p->cwd : "data directory unknown",
+                         p->container ? " in container " : "", p->container ? p->container : "");
                 process_line(out, t, p, graph, o);
         }
         if (any)

@@ -88,6 +88,7 @@ struct Scanner {
         KnownVersion *versions;
         size_t n_versions;
         uint64_t discovery_usec;
+        bool no_descendants;    /* benchmarks only: no foreign process scan */
         uint64_t last_full;     /* monotonic µs, 0 = never */
         Known *pms;             /* postmasters found by the last full scan */
         size_t n_pms;
@@ -189,6 +190,10 @@ Scanner *scanner_free(Scanner *s) {
         free(s->awaited);
         free(s);
         return NULL;
+}
+
+void scanner_set_descendants(Scanner *s, bool on) {
+        s->no_descendants = !on;
 }
 
 void scanner_set_discovery_interval(Scanner *s, uint64_t usec) {
@@ -965,10 +970,12 @@ static int collect_foreign(Scanner *s, PgTree *t, const ProcRecord *all, size_t 
                 const PgProcess *p = &t->procs[i];
                 if (p->cluster >= 0 && p->depth >= 1 && !p->rec.from_cache && !t->clusters[p->cluster].remote &&
                     !known_idle(s, &p->rec))
+                        /* below a postmaster's child that is not PostgreSQL: generations counted from
+                         * the postmaster, as a discovery scan counts them */
                         r = foreign_descend(&fs, p->rec.pid, p->identity == PG_IDENTITY_FOREIGN
                                                                      ? (int) t->clusters[p->cluster].postmaster
                                                                      : (int) i,
-                                            p->cluster, 1);
+                                            p->cluster, p->identity == PG_IDENTITY_FOREIGN ? p->depth + 1 : 1);
         }
         if (r >= 0)
                 r = foreign_known(&fs);
@@ -1014,7 +1021,7 @@ int scanner_refresh(Scanner *s, bool force_full, PgTree *ret, ScanStats *stats) 
 
         PgTree t;
         r = tree_build(recs, n, &t);
-        if (r >= 0 && (r = collect_foreign(s, &t, recs, n, full)) < 0)
+        if (r >= 0 && !s->no_descendants && (r = collect_foreign(s, &t, recs, n, full)) < 0)
                 tree_free(&t);
         proc_records_free(recs, n);
         if (r < 0)
@@ -1043,6 +1050,16 @@ int scanner_refresh(Scanner *s, bool force_full, PgTree *ret, ScanStats *stats) 
                         snprintf(link, sizeof link, "/proc/%d/cwd", (int) p->rec.pid);
                         int major = pg_version_read(link); /* its data directory, wherever its root is */
                         p->server_major = major > 0 ? major : 0;
+                }
+                if (pg_process_is_orphan(p)) {
+                        /* an orphan of a containerized cluster: its postmaster (and the cluster's
+                         * probe) is gone, the orphan says where it runs (orphans are few) */
+                        ContainerInfo ci;
+                        container_probe(NULL, p->rec.pid, p->rec.ident.ns_pid, &ci);
+                        if (ci.name[0] && !(p->container = strdup(ci.name))) {
+                                tree_free(&t);
+                                return -ENOMEM;
+                        }
                 }
         }
         if ((r = set_versions(s, &t)) < 0) {

@@ -28,6 +28,9 @@ void scanner_set_discovery_interval(Scanner *s, uint64_t usec);
 /* How long refreshes keep discovering after a postmaster went away, waiting for it to run again
  * (default 120 s; 0: the default). */
 void scanner_set_eager_window(Scanner *s, uint64_t usec);
+/* Whether refreshes look below the clusters' processes for foreign processes (default yes; no
+ * only for benchmarks that measure what that costs). */
+void scanner_set_descendants(Scanner *s, bool on);
 
 /* Is it discovering at every refresh, waiting for a postmaster that went away to run again? */
 bool scanner_discovering(const Scanner *s);

@@ -238,7 +238,7 @@ static int append(PgTree *t, size_t *allocated, const ProcRecord *r, int cluster
         if (GROW(t->procs, *allocated, t->n_procs + 1) < 0)
                 return -ENOMEM;
         PgProcess *p = &t->procs[t->n_procs];
-        *p = (PgProcess){ .rec = *r, .cluster = cluster, .leader = -1, .depth = depth, .cwd = NULL };
+        *p = (PgProcess){ .rec = *r, .cluster = cluster, .leader = -1, .depth = depth, .cwd = NULL, .container = NULL };
         p->rec.title = NULL;
         if (r->title && !(p->rec.title = strdup(r->title)))
                 return -ENOMEM;
@@ -447,6 +447,7 @@ void tree_free(PgTree *t) {
         for (size_t i = 0; i < t->n_procs; i++) {
                 free(t->procs[i].rec.title);
                 free(t->procs[i].cwd);
+                free(t->procs[i].container);
         }
         free(t->procs);
         free(t->clusters);

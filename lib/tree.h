@@ -25,6 +25,7 @@ typedef struct PgProcess {
         bool leader_missing;    /* parallel worker whose leader is not alive in its cluster */
         int depth;              /* 0 postmaster/orphan, 1 its children, 2 their children */
         char *cwd;              /* an orphan's working directory (its data directory), owned */
+        char *container;        /* an orphan's container (ContainerInfo.name), owned; NULL if none */
         const struct ActivityRow *act;  /* its pg_stat_activity row (same pid and start), or NULL */
         bool act_mismatch;      /* a row has its pid but belongs to an earlier process (pid reused) */
         bool own;               /* pgtree's own connection */
@@ -77,6 +78,10 @@ typedef struct PgCluster {
         /* A cluster in a container: its paths (data_directory, pmfile) are as its processes see
          * them, read through container.root; its processes carry their namespace pids. */
         ContainerInfo container;
+        /* the commands its server runs on purpose (foreign.h): read this many times over its
+         * connection (once per connect, again per configuration reload); known: read */
+        unsigned server_commands_reads;
+        bool server_commands_known;
 } PgCluster;
 
 /* A process below a cluster's processes that is not PostgreSQL (COPY … FROM PROGRAM, an untrusted
@@ -96,6 +101,7 @@ typedef struct PgForeign {
         bool allowed;           /* the operator allows it (allow_foreign) */
         char exe[256];          /* readlink /proc/PID/exe, "" unknown (pgtreed not root nor owner) */
         char why[160];          /* how it was found */
+        char judged[256];       /* why it is expected or not (foreign_judge), "" if not judged */
 } PgForeign;
 
 typedef struct PgTree {

@@ -34,6 +34,21 @@ static void test_finding_fields(void **state) {
                 assert_null(strstr(e.fields[k], "PGTREE_DATABASE")); /* empty: left out */
                 free(e.fields[k]);
         }
+        /* a containerized cluster's: its container and the pid in it */
+        Finding c = { .kind = FINDING_ORPHAN_BACKEND, .pid = 4242, .ns_pid = 7, .xmin_age = -1 };
+        strcpy(c.container, "ctr-a");
+        e = (LogEntry){};
+        log_add_finding(&e, &c);
+        const char *cwant[] = { "PGTREE_PID=4242", "PGTREE_NS_PID=7", "PGTREE_CONTAINER=ctr-a" };
+        for (size_t i = 0; i < sizeof cwant / sizeof cwant[0]; i++) {
+                bool found = false;
+                for (size_t k = 0; k < e.n && !found; k++)
+                        found = !strcmp(e.fields[k], cwant[i]);
+                if (!found)
+                        fail_msg("missing %s", cwant[i]);
+        }
+        for (size_t k = 0; k < e.n; k++)
+                free(e.fields[k]);
         /* a manual request has no kind */
         Finding m = { .kind = _FINDING_KIND_MAX, .pid = 5, .xmin_age = -1 };
         e = (LogEntry){};

@@ -112,18 +112,23 @@ int main(int argc, char **argv) {
         if (engine_new(cfg, &e) < 0)
                 return 1;
         double *pc = calloc((size_t) rounds, sizeof(double)), *pw = calloc((size_t) rounds, sizeof(double));
+        /* the same cycles without the descendant scan (foreign processes), in turn with those */
+        double *nc = calloc((size_t) rounds, sizeof(double)), *nw = calloc((size_t) rounds, sizeof(double));
         engine_run_cycle_blocking(e, true, NULL); /* discovery, connect */
         engine_run_cycle_blocking(e, false, NULL);
         size_t n_procs = 0;
-        for (int i = 0; i < rounds; i++) {
+        for (int i = 0; i < 2 * rounds; i++) {
+                bool plain = i % 2 == 1;
+                scanner_set_descendants(e->scanner, !plain);
                 double w = clk(CLOCK_MONOTONIC), u = clk(CLOCK_PROCESS_CPUTIME_ID);
                 FindingEvents ev = {};
                 engine_run_cycle_blocking(e, false, &ev);
                 finding_events_clear(&ev);
-                pc[i] = clk(CLOCK_PROCESS_CPUTIME_ID) - u;
-                pw[i] = clk(CLOCK_MONOTONIC) - w;
+                (plain ? nc : pc)[i / 2] = clk(CLOCK_PROCESS_CPUTIME_ID) - u;
+                (plain ? nw : pw)[i / 2] = clk(CLOCK_MONOTONIC) - w;
                 n_procs = e->tree.n_procs;
         }
+        scanner_set_descendants(e->scanner, true);
         bool joined = e->tree.n_clusters > 0 && e->tree.clusters[0].snapshot;
         json_object *o = json_object_new_object();
         json_object_object_add(o, "floor_cpu_mean_s", json_object_new_double(mean(fc, rounds)));
@@ -133,6 +138,8 @@ int main(int argc, char **argv) {
         json_object_object_add(o, "floor_processes", json_object_new_int(procs));
         json_object_object_add(o, "cycle_cpu_s", json_object_new_double(median(pc, rounds)));
         json_object_object_add(o, "cycle_wall_s", json_object_new_double(median(pw, rounds)));
+        json_object_object_add(o, "cycle_nodesc_cpu_s", json_object_new_double(median(nc, rounds)));
+        json_object_object_add(o, "cycle_nodesc_wall_s", json_object_new_double(median(nw, rounds)));
         json_object_object_add(o, "cycle_processes", json_object_new_int64((int64_t) n_procs));
         json_object_object_add(o, "cycle_activity_joined", json_object_new_boolean(joined));
         puts(json_object_to_json_string(o));

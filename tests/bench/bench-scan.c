@@ -2,7 +2,8 @@
 /* Times pgtree's scanner: full discovery scans and refreshes of the known clusters.
  * usage: bench-scan ROUNDS
  * Prints one JSON object: median wall and CPU seconds per full scan and per refresh, the records
- * each read, and the processes in the resulting trees. */
+ * each read, and the processes in the resulting trees; refresh_nodesc_*: refreshes without the
+ * descendant scan (foreign processes), run in turn with the others in the same process. */
 #include <errno.h>
 #include <json-c/json.h>
 #include <stdio.h>
@@ -34,8 +35,13 @@ typedef struct Series {
         size_t examined, procs;
 } Series;
 
-static int measure(Scanner *s, bool full, int rounds, Series *out) {
-        for (int i = 0; i < rounds; i++) {
+/* other: when set, every other refresh runs without the descendant scan, into other */
+static int measure(Scanner *s, bool full, int rounds, Series *out, Series *other) {
+        for (int i = 0; i < rounds * (other ? 2 : 1); i++) {
+                bool plain = other && i % 2 == 1;
+                Series *into = plain ? other : out;
+                int k = other ? i / 2 : i;
+                scanner_set_descendants(s, !plain);
                 PgTree t;
                 ScanStats st;
                 double w0 = now(CLOCK_MONOTONIC), c0 = now(CLOCK_PROCESS_CPUTIME_ID);
@@ -49,12 +55,13 @@ static int measure(Scanner *s, bool full, int rounds, Series *out) {
                         tree_free(&t);
                         return -EAGAIN;
                 }
-                out->wall[i] = w1 - w0;
-                out->cpu[i] = c1 - c0;
-                out->examined = st.examined;
-                out->procs = t.n_procs;
+                into->wall[k] = w1 - w0;
+                into->cpu[k] = c1 - c0;
+                into->examined = st.examined;
+                into->procs = t.n_procs;
                 tree_free(&t);
         }
+        scanner_set_descendants(s, true);
         return 0;
 }
 
@@ -69,8 +76,8 @@ int main(int argc, char **argv) {
         if (r < 0)
                 return 1;
         scanner_set_discovery_interval(s, 3600ULL * 1000000ULL);
-        static Series full, refresh;
-        if ((r = measure(s, true, rounds, &full)) < 0 || (r = measure(s, false, rounds, &refresh)) < 0) {
+        static Series full, refresh, plain;
+        if ((r = measure(s, true, rounds, &full, NULL)) < 0 || (r = measure(s, false, rounds, &refresh, &plain)) < 0) {
                 fprintf(stderr, "bench-scan: %s\n", strerror(-r));
                 return 1;
         }
@@ -82,6 +89,9 @@ int main(int argc, char **argv) {
         json_object_object_add(o, "refresh_cpu_s", json_object_new_double(median(refresh.cpu, rounds)));
         json_object_object_add(o, "refresh_examined", json_object_new_int64((int64_t) refresh.examined));
         json_object_object_add(o, "tree_processes", json_object_new_int64((int64_t) refresh.procs));
+        /* the same refreshes without the descendant scan, interleaved with those above */
+        json_object_object_add(o, "refresh_nodesc_wall_s", json_object_new_double(median(plain.wall, rounds)));
+        json_object_object_add(o, "refresh_nodesc_cpu_s", json_object_new_double(median(plain.cpu, rounds)));
         puts(json_object_to_json_string(o));
         json_object_put(o);
         scanner_free(s);

@@ -15,9 +15,10 @@ stop_on_signals()
 
 
 @contextlib.contextmanager
-def busy_cluster(name, connections):
-    """A cluster with `connections` idle sessions (application_name FakeParent:0..6)."""
-    with Cluster(name=name, settings={"max_connections": connections + 20}) as c:
+def busy_cluster(name, connections, extra=0):
+    """A cluster with `connections` idle sessions (application_name FakeParent:0..6), and room
+    for `extra` more (and 20 of headroom)."""
+    with Cluster(name=name, settings={"max_connections": connections + extra + 20}) as c:
         conns = [c.connect(application_name=f"FakeParent:{i % 7}") for i in range(connections)]
         try:
             yield c

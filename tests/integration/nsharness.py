@@ -6,6 +6,16 @@ cluster's base directory (data directory and socket: the host sees an empty dire
 path), its own SysV IPC and hostname (also written to an /etc/hostname bound over the host's, as
 container engines do). The postmaster is stopped by its HOST pid with SIGINT (fast shutdown):
 nothing here signals a pid of the container's namespace from outside.
+
+With init=True the container's pid 1 is a shell that starts the postmaster and stays (as a
+container engine's init does): the postmaster is its child, and a postmaster that dies leaves
+its backends re-parented to that init. The init exits when the test asks (stop()), after the
+cluster's processes are gone.
+
+With userns=BASE the container also gets its own user namespace: uids and gids 0-65535 inside
+are BASE-BASE+65535 on the host (written to uid_map/gid_map by the test, root on the host, as a
+container engine's newuidmap does). The postmaster runs as os_user's uid inside, BASE + that uid
+outside; the host's files (root's) show as nobody inside.
 """
 import contextlib
 import os
@@ -14,6 +24,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import textwrap
 
 import psycopg2
 
@@ -29,6 +40,50 @@ def ns_pids(pid):
     return [pid]
 
 
+# Run as: python3 -c USERNS_LAUNCHER W R COMMAND…: a new user namespace; tell the test (on fd W)
+# and wait (on fd R) until it has written the uid and gid maps, then become root inside (the
+# capabilities stay across exec) and exec COMMAND in it.
+USERNS_LAUNCHER = textwrap.dedent("""
+    import ctypes, os, sys
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(0x10000000) != 0:  # CLONE_NEWUSER
+        e = ctypes.get_errno()
+        sys.exit(f"unshare(CLONE_NEWUSER): {os.strerror(e)}")
+    w, r = int(sys.argv[1]), int(sys.argv[2])
+    os.write(w, b"u")
+    os.close(w)
+    if os.read(r, 1) != b"m":
+        sys.exit("no uid map")
+    os.close(r)
+    os.setgroups([])
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+    os.execvp(sys.argv[3], sys.argv[3:])
+""")
+
+
+def userns_popen(argv, base, count=65536, **kw):
+    """Popen of argv in a new user namespace mapping 0..count-1 inside to base.. outside."""
+    r1, w1 = os.pipe()   # child -> test
+    r2, w2 = os.pipe()   # test -> child
+    p = subprocess.Popen(["python3", "-c", USERNS_LAUNCHER, str(w1), str(r2)] + argv,
+                         pass_fds=(w1, r2), **kw)
+    os.close(w1)
+    os.close(r2)
+    try:
+        if os.read(r1, 1) != b"u":
+            p.wait(30)
+            raise RuntimeError(f"the user namespace was not created (exit {p.returncode})")
+        for f in ("uid_map", "gid_map"):
+            with open(f"/proc/{p.pid}/{f}", "w") as m:
+                m.write(f"0 {base} {count}\n")
+        os.write(w2, b"m")
+    finally:
+        os.close(r1)
+        os.close(w2)
+    return p
+
+
 def children(pid):
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
@@ -38,8 +93,14 @@ def children(pid):
 
 
 class ContainerCluster:
-    def __init__(self, name, hostname, os_user="postgres", settings=None, bindir=None):
+    def __init__(self, name, hostname, os_user="postgres", settings=None, bindir=None, init=False, userns=None,
+                 image_bindir=False):
         self.name, self.hostname, self.os_user = name, hostname, os_user
+        # the server's binaries at a path only the container has (as an image's are): the host's
+        # installation bound under the container's private base directory
+        self.image_bindir = image_bindir
+        self.init = init
+        self.userns = userns
         self.settings = settings or {}
         self.bindir = bindir or pg_bindir()
         self.major = server_major(self.bindir)
@@ -50,8 +111,10 @@ class ContainerCluster:
         self.logdir = tempfile.mkdtemp(prefix=f"pgtree-ctrlog-{name}-", dir=os.environ.get("PGTREE_TEST_TMP"))
         self.log = os.path.join(self.logdir, "server.log")
         self.port = free_port()
+        self.stopfile = os.path.join(self.logdir, "init-may-exit")
         self.proc = None
         self.pm_pid = None       # host pid
+        self.init_pid = None     # host pid of the container's init (init=True), else the postmaster
         self._conns = []
 
     def start(self):
@@ -64,33 +127,51 @@ class ContainerCluster:
         conf.update(self.settings)
         conf_text = "".join(f"{k} = {v}\n" for k, v in conf.items())
         as_user = f"setpriv --reuid={pw.pw_uid} --regid={pw.pw_gid} --init-groups"
+        image_bindir = self.image_bindir
+        bindir = f"{self.base}/pg/bin" if image_bindir else self.bindir
         script = f"""set -e
 hostname {self.hostname}
 mount -t tmpfs -o mode=0755 pgtree-ctr {self.base}
 echo {self.hostname} > {self.base}/hostname
 mount --bind {self.base}/hostname /etc/hostname
 chown {pw.pw_uid}:{pw.pw_gid} {self.base}
+{f"mkdir {self.base}/pg && mount --bind {os.path.dirname(self.bindir)} {self.base}/pg" if image_bindir else ""}
 {as_user} {self.bindir}/initdb -D {self.data} -U postgres --auth=trust --no-sync -E UTF8 --locale=C >/dev/null
 cat >> {self.data}/postgresql.conf <<'PGTREE_EOF'
 {conf_text}PGTREE_EOF
 cd {self.data}
-exec {as_user} {self.bindir}/postgres -D {self.data}
 """
+        if self.init:
+            script += f"""{as_user} {bindir}/postgres -D {self.data} &
+while [ ! -e {self.stopfile} ]; do sleep 0.3; done
+"""
+        else:
+            script += f"exec {as_user} {bindir}/postgres -D {self.data}\n"
         self._logf = open(self.log, "w")
-        self.proc = subprocess.Popen(["unshare", "--pid", "--fork", "--mount", "--ipc", "--uts", "--mount-proc",
-                                      "--propagation", "private", "sh", "-c", script],
-                                     stdout=self._logf, stderr=subprocess.STDOUT, start_new_session=True)
+        argv = ["unshare", "--pid", "--fork", "--mount", "--ipc", "--uts", "--mount-proc",
+                "--propagation", "private", "sh", "-c", script]
+        kw = dict(stdout=self._logf, stderr=subprocess.STDOUT, start_new_session=True)
+        if self.userns is not None:
+            self.proc = userns_popen(argv, self.userns, **kw)
+        else:
+            self.proc = subprocess.Popen(argv, **kw)
 
         def postmaster():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name}: the container exited: {open(self.log).read()[-3000:]}")
-            for c in children(self.proc.pid):
+            tops = children(self.proc.pid)
+            if self.init:
+                self.init_pid = tops[0] if tops else None
+                tops = [c for t in tops for c in children(t)]
+            for c in tops:
                 with contextlib.suppress(OSError):
                     with open(f"/proc/{c}/comm") as f:
                         if f.read().strip() == "postgres":
                             return c
             return None
         self.pm_pid = wait_for(postmaster, 180, what=f"{self.name}'s postmaster")
+        if not self.init:
+            self.init_pid = self.pm_pid
 
         def ready():
             with contextlib.suppress(OSError):
@@ -138,6 +219,21 @@ exec {as_user} {self.bindir}/postgres -D {self.data}
         if self.pm_pid and pid_alive(self.pm_pid) and self.proc and self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pm_pid, signal.SIGINT)  # fast shutdown, by its host pid
+        if self.init and self.proc:
+            # the init stays until told: first the cluster's processes end (the postmaster by
+            # SIGINT above; backends a test orphaned by SIGTERM, the way pgtree ends them)
+            with contextlib.suppress(TimeoutError):
+                wait_for(lambda: not pid_alive(self.pm_pid), 60, what=f"{self.name}'s postmaster to stop")
+            left = []
+            for pid in children(self.init_pid) if self.init_pid else []:
+                with contextlib.suppress(OSError):
+                    if pid != self.pm_pid and open(f"/proc/{pid}/comm").read().strip() == "postgres":
+                        os.kill(pid, signal.SIGTERM)
+                        left.append(pid)
+            with contextlib.suppress(TimeoutError):
+                wait_for(lambda: not any(pid_alive(p) for p in left), 60, what=f"{self.name}'s orphans to exit")
+            with contextlib.suppress(OSError):
+                open(self.stopfile, "w").close()
         if self.proc:
             try:
                 self.proc.wait(60)

@@ -2,7 +2,9 @@
 PostgreSQL, with the backend it came from."""
 import contextlib
 import os
+import shutil
 import signal
+import subprocess
 import tempfile
 import time
 
@@ -155,3 +157,187 @@ def test_orphans_command_lists_it(cluster, copy_table, daemon_factory):
         assert f"COPY fp_t FROM PROGRAM 'sleep {marker}'" in out.split(line, 1)[1].lstrip("\n").splitlines()[0], out
     finally:
         end_session(cluster, pid)
+
+
+def test_archiver_children_compared_with_settings(daemon_factory):
+    """What runs below the archiver is compared with archive_command, read over pgtreed's
+    connection once per connect and again when the server reloads its configuration: the
+    configured script is expected; once archive_command names another program, or nothing, the
+    same running child is a foreign_process with the reason; a program the script starts that
+    outlives it (re-parented away from the archiver) is one too."""
+    tmp = tempfile.mkdtemp(prefix="pgtree-arch-", dir=os.environ.get("PGTREE_TEST_TMP"))
+    os.chmod(tmp, 0o777)
+    arch = os.path.join(tmp, "arch.sh")
+    arch2 = os.path.join(tmp, "arch2.sh")
+    lingerer = os.path.join(tmp, "lingerer")
+    os.symlink("/bin/sleep", lingerer)
+    with open(arch, "w") as f:
+        f.write(f"#!/bin/sh\nwhile [ ! -e {tmp}/release ]; do sleep 0.2; done\nexit 0\n")
+    with open(arch2, "w") as f:
+        f.write(f"#!/bin/sh\n{lingerer} 300 &\necho $! > {tmp}/lingerer.pid\n"
+                f"while [ ! -e {tmp}/release2 ]; do sleep 0.2; done\nexit 0\n")
+    for p in (arch, arch2):
+        os.chmod(p, 0o755)
+    linger_pid = None
+    c = Cluster(name=f"pgtree_fp_set_{os.getpid()}",
+                settings={"archive_mode": "on", "archive_command": f"'{arch} %p %f'", "wal_level": "replica"})
+    c.start()
+    d = daemon_factory("[daemon]\ninterval = 300ms\n").start()
+    try:
+        def archive_segment():
+            c.sql("CREATE TABLE IF NOT EXISTS a (x int); INSERT INTO a SELECT generate_series(1, 1000); SELECT pg_switch_wal()")
+
+        def foreign(pid):
+            t = d.client_json("tree")
+            return next((x for x in t["foreign_processes"] if x["pid"] == pid), None), t
+
+        archive_segment()
+        child = wait_for(lambda: next((p for p in descendants(c.pm_pid) if f"{arch} pg_wal/" in cmdline(p)), None), 60,
+                         what="archive_command's child")
+        fp = wait_for(lambda: foreign(child)[0], 30, interval=0.3, what="the child in the tree")
+        assert fp["expected"] is True and fp["depth"] == 1, fp
+        assert fp["judged"] == f"what the archiver runs: archive_command is '{arch} %p %f'", fp
+        name = cluster_of(d.client_json("tree"), c.pm_pid)["name"]
+        cl = cluster_of(d.client_json("tree"), c.pm_pid)
+        assert cl["server_commands_known"] is True
+        reads = cl["server_commands_reads"]
+        assert reads >= 1
+        # read once, not per cycle
+        d.wait_cycles(10)
+        assert cluster_of(d.client_json("tree"), c.pm_pid)["server_commands_reads"] == reads
+        assert not foreign_findings(d.client_json("orphans"), cluster=name)
+
+        # the same child, now that archive_command names another program: a finding, with why
+        c.sql("ALTER SYSTEM SET archive_command = '/bin/true %p'")
+        c.sql("SELECT pg_reload_conf()")
+        f = wait_for(lambda: foreign_findings(d.client_json("orphans"), pid=child), 30, interval=0.3,
+                     what="the archiver's child to be a finding")[0]
+        assert ("below the archiver, but not what the server runs there: archive_command is '/bin/true %p'"
+                in f["detail"]), f
+        assert f["backend_type"] == "archiver" and f["cluster"] == name
+        assert cluster_of(d.client_json("tree"), c.pm_pid)["server_commands_reads"] == reads + 1
+        # empty: PostgreSQL runs nothing there
+        c.sql("ALTER SYSTEM SET archive_command = ''")
+        c.sql("SELECT pg_reload_conf()")
+        wait_for(lambda: any("archive_command is empty" in x["detail"]
+                             for x in foreign_findings(d.client_json("orphans"), pid=child)), 30, interval=0.3,
+                 what="the reason to name the empty archive_command")
+
+        # a script that starts a differently named program and exits before it
+        c.sql(f"ALTER SYSTEM SET archive_command = '{arch2} %p %f'")
+        c.sql("SELECT pg_reload_conf()")
+        open(os.path.join(tmp, "release"), "w").close()
+        wait_for(lambda: not pid_alive(child), 60, what="the first script to end")
+        archive_segment()
+        linger_pid = wait_for(lambda: (lambda s: int(s) if s.strip() else None)(
+            open(os.path.join(tmp, "lingerer.pid")).read()) if os.path.exists(os.path.join(tmp, "lingerer.pid")) else None,
+            60, what="the lingering program")
+        lf = wait_for(lambda: foreign(linger_pid)[0], 30, interval=0.3, what="the lingering program in the tree")
+        assert lf["expected"] is True and lf["depth"] >= 2 and not lf["detached"], lf
+        assert not foreign_findings(d.client_json("orphans"), pid=linger_pid)
+        open(os.path.join(tmp, "release2"), "w").close()
+        f = wait_for(lambda: foreign_findings(d.client_json("orphans"), pid=linger_pid), 30, interval=0.3,
+                     what="the program that outlived its script to be a finding")[0]
+        assert f["detached"] is True, f
+        assert "it outlived the command that started it" in f["detail"], f
+        assert pid_alive(c.pm_pid)
+    finally:
+        for name in ("release", "release2"):
+            open(os.path.join(tmp, name), "w").close()
+        if linger_pid and pid_alive(linger_pid):
+            os.kill(linger_pid, signal.SIGTERM)
+        c.stop()
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_restore_command_child_expected(daemon_factory):
+    """A standby's startup process runs restore_command: its child is expected because it is what
+    restore_command says (the reason names the settings of the startup process)."""
+    tmp = tempfile.mkdtemp(prefix="pgtree-restore-", dir=os.environ.get("PGTREE_TEST_TMP"))
+    os.chmod(tmp, 0o777)
+    script = os.path.join(tmp, "fetch.sh")
+    with open(script, "w") as f:
+        # "not in the archive" at once until the test holds it (the standby must first become
+        # consistent from its own pg_wal), then waiting until released
+        f.write(f"#!/bin/sh\nwhile [ -e {tmp}/hold ] && [ ! -e {tmp}/release ]; do sleep 0.2; done\nexit 1\n")
+    os.chmod(script, 0o755)
+    p = Cluster(name=f"pgtree_fp_rp_{os.getpid()}")
+    p.start()
+    sb = None
+    try:
+        sb = p.make_standby(f"pgtree_fp_rs_{os.getpid()}",
+                            settings={"primary_conninfo": "''", "restore_command": f"'{script} %f %p'"})
+        sb.launch()
+        open(os.path.join(tmp, "hold"), "w").close()
+        d = daemon_factory("[daemon]\ninterval = 300ms\n").start()
+        child = wait_for(lambda: next((x for x in descendants(sb.pm_pid) if f"{script} " in cmdline(x)), None), 60,
+                         what="restore_command's child")
+
+        def judged():
+            t = d.client_json("tree")
+            return next((x for x in t["foreign_processes"] if x["pid"] == child and x["judged"]), None)
+        fp = wait_for(judged, 30, interval=0.3, what="the child judged")
+        assert fp["expected"] is True, fp
+        assert fp["judged"] == (f"what the startup process runs: restore_command is '{script} %f %p', "
+                                "recovery_end_command is empty"), fp
+        assert not foreign_findings(d.client_json("orphans"), pid=child)
+    finally:
+        open(os.path.join(tmp, "release"), "w").close()
+        if sb:
+            sb.stop()
+        p.stop()
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_ssl_passphrase_command_child_expected(daemon_factory):
+    """The postmaster runs ssl_passphrase_command when it reloads (with
+    ssl_passphrase_command_supports_reload): while it waits for it, the command's shell below the
+    postmaster is expected because it is what ssl_passphrase_command says, prompt filled in."""
+    tmp = tempfile.mkdtemp(prefix="pgtree-ssl-", dir=os.environ.get("PGTREE_TEST_TMP"))
+    os.chmod(tmp, 0o755)
+    ask = os.path.join(tmp, "ask.sh")
+    with open(ask, "w") as f:
+        f.write(f"#!/bin/sh\nwhile [ -e {tmp}/hold ] && [ ! -e {tmp}/release ]; do sleep 0.2; done\necho pgtree-pass\n")
+    os.chmod(ask, 0o755)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-passout", "pass:pgtree-pass", "-keyout", f"{tmp}/server.key", "-out", f"{tmp}/server.crt",
+                    "-days", "2", "-subj", "/CN=localhost"], check=True, capture_output=True, timeout=120)
+    for name in ("server.key", "server.crt"):
+        shutil.chown(f"{tmp}/{name}", "postgres", "postgres")
+    os.chmod(f"{tmp}/server.key", 0o600)
+    setting = f'{ask} "%p"'
+    c = Cluster(name=f"pgtree_fp_ssl_{os.getpid()}",
+                settings={"ssl": "on", "ssl_cert_file": f"'{tmp}/server.crt'", "ssl_key_file": f"'{tmp}/server.key'",
+                          "ssl_passphrase_command": "'" + setting.replace("'", "''") + "'",
+                          "ssl_passphrase_command_supports_reload": "on"})
+    c.start()
+    try:
+        d = daemon_factory("[daemon]\ninterval = 300ms\n").start()
+        wait_for(lambda: (lambda cl: cl["activity"] == "ok" and cl["server_commands_known"])(
+            cluster_of(d.client_json("tree"), c.pm_pid)), 60, interval=0.3, what="the cluster's settings read")
+        open(os.path.join(tmp, "hold"), "w").close()
+        c.sql("SELECT pg_reload_conf()")
+        shell = wait_for(lambda: next((p for p in children(c.pm_pid) if cmdline(p).startswith(f"sh -c {ask} ")), None),
+                         60, what="ssl_passphrase_command's shell below the postmaster")
+
+        def judged():
+            t = d.client_json("tree")
+            return next((x for x in t["foreign_processes"] if x["pid"] == shell and x["judged"]), None)
+        fp = wait_for(judged, 30, interval=0.3, what="the shell judged")
+        assert fp["expected"] is True, fp
+        assert fp["judged"] == f"what the postmaster runs: ssl_passphrase_command is '{setting}'", fp
+        assert cmdline(shell) == f'sh -c {ask} "Enter PEM pass phrase:"'
+        name = cluster_of(d.client_json("tree"), c.pm_pid)["name"]
+        assert not foreign_findings(d.client_json("orphans"), cluster=name), d.client_json("orphans")["findings"]
+    finally:
+        open(os.path.join(tmp, "release"), "w").close()
+        c.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def children(pid):
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(x) for x in f.read().split()]
+    return []
