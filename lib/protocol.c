@@ -315,16 +315,26 @@ const char *varlink_pgtree_description(void) {
                "error TooManyConnections (limit: int, reason: string)\n";
 }
 
-int varlink_connect_unix(const char *path) {
+int varlink_connect_unix(const char *path, int timeout_ms) {
         struct sockaddr_un a = { .sun_family = AF_UNIX };
         if (!path || strlen(path) >= sizeof a.sun_path)
                 return -ENAMETOOLONG;
         int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0)
                 return -errno;
+        /* a listener that accepts nothing (hung, stopped) with a full backlog makes connect()
+         * wait for ever: Linux bounds a Unix stream connect (and later sends) by SO_SNDTIMEO */
+        if (timeout_ms < 1)
+                timeout_ms = 1;
+        struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000 };
+        if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) < 0) {
+                int r = -errno;
+                close(fd);
+                return r;
+        }
         memcpy(a.sun_path, path, strlen(path) + 1);
         if (connect(fd, (struct sockaddr *) &a, sizeof a) < 0) {
-                int r = -errno;
+                int r = errno == EAGAIN ? -ETIMEDOUT : -errno;
                 close(fd);
                 return r;
         }
@@ -341,7 +351,8 @@ int varlink_call_once(const char *path, const char *method, json_object *paramet
                       json_object **ret, char **error) {
         *ret = NULL;
         *error = NULL;
-        int fd = varlink_connect_unix(path);
+        long long end = monotonic_ms() + timeout_ms;
+        int fd = varlink_connect_unix(path, timeout_ms);
         if (fd < 0) {
                 json_object_put(parameters);
                 return fd;
@@ -356,7 +367,6 @@ int varlink_call_once(const char *path, const char *method, json_object *paramet
         free(msg);
         VarlinkBuffer b = {};
         int r = -EIO;
-        long long end = monotonic_ms() + timeout_ms;
         for (;;) {
                 struct pollfd p = { .fd = fd, .events = POLLIN };
                 long long left = end - monotonic_ms();

@@ -254,8 +254,60 @@ static void test_call_once(void **state) {
         memset(longpath, 'x', sizeof longpath - 1);
         longpath[0] = '/';
         longpath[sizeof longpath - 1] = 0;
-        assert_int_equal(varlink_connect_unix(longpath), -ENAMETOOLONG);
+        assert_int_equal(varlink_connect_unix(longpath, 1000), -ENAMETOOLONG);
         assert_int_equal(varlink_call_once(longpath, "io.pgtree.Status", NULL, 1000, 1024, &ret, &error), -ENAMETOOLONG);
+        rmdir(dir);
+}
+
+static void on_hung(int sig) {
+        static const char m[] = "connect() to a socket whose backlog is full blocked beyond the call's deadline\n";
+        (void) !write(STDERR_FILENO, m, sizeof m - 1);
+        _exit(1);
+}
+
+/* A daemon that accepts nothing (hung, stopped with SIGSTOP, or a hostile socket): once its
+ * listen backlog is full, a blocking connect() waits for ever; the deadline of the call must
+ * hold for the connect too (pgtree status in a health check, pgtree top's reconnect). */
+static void test_call_once_backlog_full(void **state) {
+        char dir[] = "/tmp/pgtree-test-protocol.XXXXXX";
+        assert_non_null(mkdtemp(dir));
+        char path[128];
+        snprintf(path, sizeof path, "%s/s", dir);
+        int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        assert_true(l >= 0);
+        struct sockaddr_un a = { .sun_family = AF_UNIX };
+        memcpy(a.sun_path, path, strlen(path) + 1);
+        assert_int_equal(bind(l, (struct sockaddr *) &a, sizeof a), 0);
+        assert_int_equal(listen(l, 0), 0);
+        int fill[64], n = 0;
+        for (; n < 64; n++) {
+                fill[n] = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+                assert_true(fill[n] >= 0);
+                if (connect(fill[n], (struct sockaddr *) &a, sizeof a) < 0) {
+                        assert_int_equal(errno, EAGAIN);
+                        close(fill[n]);
+                        break;
+                }
+        }
+        assert_true(n < 64); /* the backlog is full now */
+        signal(SIGALRM, on_hung);
+        alarm(30);
+        json_object *ret;
+        char *error;
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        assert_int_equal(varlink_call_once(path, "io.pgtree.Status", NULL, 300, 1024, &ret, &error), -ETIMEDOUT);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        assert_true(t1.tv_sec - t0.tv_sec < 10);
+        assert_null(ret);
+        /* a connection by itself (top) is bounded too */
+        assert_int_equal(varlink_connect_unix(path, 300), -ETIMEDOUT);
+        alarm(0);
+        signal(SIGALRM, SIG_DFL);
+        for (int i = 0; i < n; i++)
+                close(fill[i]);
+        close(l);
+        unlink(path);
         rmdir(dir);
 }
 
@@ -267,6 +319,7 @@ int main(void) {
                 cmocka_unit_test(test_framing),
                 cmocka_unit_test(test_descriptions),
                 cmocka_unit_test(test_call_once),
+                cmocka_unit_test(test_call_once_backlog_full),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
