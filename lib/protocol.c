@@ -267,7 +267,7 @@ const char *varlink_pgtree_description(void) {
                "                (clusters: [](name: string, activity: string, chains: []object), text: ?string)\n"
                "\n"
                "# Client backends, filtered (shell globs) and sorted (pid, age, duration, cpu, memory, user).\n"
-               "# pgtreed's own connections (application_name pgtreed, pgtree_connection: true) only with all.\n"
+               "# pgtreed's own connections (its backend pids, pgtree_connection: true) only with all.\n"
                "method Sessions(user: ?string, database: ?string, application_name: ?string, state: ?string,\n"
                "                sort: ?string, cluster: ?string, all: ?bool) -> (sessions: []object)\n"
                "\n"
