@@ -370,12 +370,17 @@ int varlink_call_once(const char *path, const char *method, json_object *paramet
         for (;;) {
                 struct pollfd p = { .fd = fd, .events = POLLIN };
                 long long left = end - monotonic_ms();
-                if (left <= 0 || poll(&p, 1, (int) left) <= 0) {
-                        r = -ETIMEDOUT;
+                int n = left > 0 ? poll(&p, 1, (int) left) : 0;
+                if (n < 0 && errno == EINTR)
+                        continue; /* a signal (top's SIGWINCH) is not a timeout: the deadline stays */
+                if (n <= 0) {
+                        r = n < 0 ? -errno : -ETIMEDOUT;
                         break;
                 }
                 char buf[65536];
                 ssize_t k = read(fd, buf, sizeof buf);
+                if (k < 0 && (errno == EINTR || errno == EAGAIN))
+                        continue;
                 if (k <= 0 || varlink_buffer_feed(&b, buf, (size_t) k, max) < 0)
                         break;
                 char *m;

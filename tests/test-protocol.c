@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 #include <cmocka.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -166,7 +167,7 @@ static void test_descriptions(void **state) {
 
 
 /* A server child for one connection: how it answers is the case under test. */
-enum { SERVE_SPLIT, SERVE_SILENT, SERVE_CLOSE, SERVE_HUGE };
+enum { SERVE_SPLIT, SERVE_SILENT, SERVE_CLOSE, SERVE_HUGE, SERVE_LATE };
 
 static pid_t serve(const char *path, int how) {
         int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -188,7 +189,11 @@ static pid_t serve(const char *path, int how) {
         if (k <= 0 || !memmem(buf, (size_t) k, "io.pgtree.Status", 16))
                 _exit(3);
         const char reply[] = "{\"parameters\":{\"cycles\":7}}";
-        if (how == SERVE_SPLIT) /* one byte at a time, the NUL last */
+        if (how == SERVE_LATE) { /* whole, after 300 ms */
+                usleep(300 * 1000);
+                if (write(c, reply, sizeof reply) != (ssize_t) sizeof reply)
+                        _exit(4);
+        } else if (how == SERVE_SPLIT) /* one byte at a time, the NUL last */
                 for (size_t i = 0; i < sizeof reply; i++) {
                         if (write(c, reply + i, 1) != 1)
                                 _exit(4);
@@ -259,6 +264,37 @@ static void test_call_once(void **state) {
         rmdir(dir);
 }
 
+static void on_tick(int sig) {
+}
+
+/* A signal that interrupts the wait (pgtree top's SIGWINCH when the terminal is resized) is not
+ * a timeout: the reply that comes within the deadline is read. */
+static void test_call_once_interrupted(void **state) {
+        char dir[] = "/tmp/pgtree-test-protocol.XXXXXX";
+        assert_non_null(mkdtemp(dir));
+        char path[128];
+        snprintf(path, sizeof path, "%s/s", dir);
+        struct sigaction sa = { .sa_handler = on_tick }, old;
+        sigemptyset(&sa.sa_mask);
+        assert_int_equal(sigaction(SIGALRM, &sa, &old), 0);
+        pid_t pid = serve(path, SERVE_LATE);
+        struct itimerval it = { .it_interval = { .tv_usec = 20000 }, .it_value = { .tv_usec = 20000 } };
+        assert_int_equal(setitimer(ITIMER_REAL, &it, NULL), 0);
+        json_object *ret;
+        char *error;
+        int r = varlink_call_once(path, "io.pgtree.Status", NULL, 20000, 1024, &ret, &error);
+        it = (struct itimerval){};
+        setitimer(ITIMER_REAL, &it, NULL);
+        sigaction(SIGALRM, &old, NULL);
+        assert_int_equal(r, 0);
+        json_object *v;
+        assert_true(json_object_object_get_ex(ret, "cycles", &v) && json_object_get_int(v) == 7);
+        json_object_put(ret);
+        reap(pid);
+        unlink(path);
+        rmdir(dir);
+}
+
 static void on_hung(int sig) {
         static const char m[] = "connect() to a socket whose backlog is full blocked beyond the call's deadline\n";
         (void) !write(STDERR_FILENO, m, sizeof m - 1);
@@ -320,6 +356,7 @@ int main(void) {
                 cmocka_unit_test(test_descriptions),
                 cmocka_unit_test(test_call_once),
                 cmocka_unit_test(test_call_once_backlog_full),
+                cmocka_unit_test(test_call_once_interrupted),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
