@@ -64,7 +64,7 @@ static const Command commands[] = {
           "client backends as a table (filters are shell globs)",
           "  --user, --database, --app, --state GLOB   only the sessions that match\n"
           "  --sort pid|age|duration|cpu|memory|user   the order (largest first, names A-Z)\n"
-          "  --all                        also pgtreed's own connections (application_name pgtreed)\n"
+          "  --all                        also pgtreed's own connections (known by backend pid, not application_name)\n"
           "  -o, --output COLUMNS         columns (comma-separated; +COL adds to the default):\n"
           "                               pid cluster user database application client state for xact wait\n"
           "                               blocked_by blocking cpu priv type query\n"

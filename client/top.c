@@ -170,7 +170,7 @@ static void disconnect(Top *t) {
 static void try_connect(Top *t) {
         if (t->fd >= 0 || now_ms() < t->next_connect_ms)
                 return;
-        int fd = varlink_connect_unix(t->socket_path);
+        int fd = varlink_connect_unix(t->socket_path, RECONNECT_MS);
         if (fd < 0 || send_call(fd, VARLINK_INTERFACE ".Watch", NULL, true) < 0) {
                 if (fd >= 0)
                         close(fd);
@@ -1415,7 +1415,7 @@ int top_run(const char *socket_path, const TopOptions *o) {
                 return 2;
         }
         /* the first connection says at once whether pgtreed is there at all */
-        int fd = varlink_connect_unix(socket_path);
+        int fd = varlink_connect_unix(socket_path, CALL_TIMEOUT_MS);
         if (fd < 0) {
                 fprintf(stderr, "pgtree top: cannot connect to pgtreed on %s: %s\n", socket_path, strerror(-fd));
                 return fd == -EACCES || fd == -EPERM ? 4 : 5;

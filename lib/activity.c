@@ -780,6 +780,15 @@ static bool drain(ActivityConn *a, uint64_t now, bool *ok, char *error, size_t e
                 if (!res)
                         return true;
                 ExecStatusType st = PQresultStatus(res);
+                if (st == PGRES_COPY_OUT || st == PGRES_COPY_IN || st == PGRES_COPY_BOTH) {
+                        /* no statement of ours copies: a hostile or broken server (or proxy). libpq
+                         * would return this result for ever and PQisBusy() stays false: give up
+                         * the connection instead of looping */
+                        PQclear(res);
+                        snprintf(error, error_size, "unexpected answer (the server started a COPY)");
+                        *ok = false;
+                        return true;
+                }
                 if (st == PGRES_TUPLES_OK && a->state == STATE_QUERYING) {
                         if (take_rows(a, res) < 0)
                                 *ok = false;

@@ -267,7 +267,7 @@ const char *varlink_pgtree_description(void) {
                "                (clusters: [](name: string, activity: string, chains: []object), text: ?string)\n"
                "\n"
                "# Client backends, filtered (shell globs) and sorted (pid, age, duration, cpu, memory, user).\n"
-               "# pgtreed's own connections (application_name pgtreed, pgtree_connection: true) only with all.\n"
+               "# pgtreed's own connections (its backend pids, pgtree_connection: true) only with all.\n"
                "method Sessions(user: ?string, database: ?string, application_name: ?string, state: ?string,\n"
                "                sort: ?string, cluster: ?string, all: ?bool) -> (sessions: []object)\n"
                "\n"
@@ -315,16 +315,26 @@ const char *varlink_pgtree_description(void) {
                "error TooManyConnections (limit: int, reason: string)\n";
 }
 
-int varlink_connect_unix(const char *path) {
+int varlink_connect_unix(const char *path, int timeout_ms) {
         struct sockaddr_un a = { .sun_family = AF_UNIX };
         if (!path || strlen(path) >= sizeof a.sun_path)
                 return -ENAMETOOLONG;
         int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0)
                 return -errno;
+        /* a listener that accepts nothing (hung, stopped) with a full backlog makes connect()
+         * wait for ever: Linux bounds a Unix stream connect (and later sends) by SO_SNDTIMEO */
+        if (timeout_ms < 1)
+                timeout_ms = 1;
+        struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000 };
+        if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) < 0) {
+                int r = -errno;
+                close(fd);
+                return r;
+        }
         memcpy(a.sun_path, path, strlen(path) + 1);
         if (connect(fd, (struct sockaddr *) &a, sizeof a) < 0) {
-                int r = -errno;
+                int r = errno == EAGAIN ? -ETIMEDOUT : -errno;
                 close(fd);
                 return r;
         }
@@ -341,7 +351,8 @@ int varlink_call_once(const char *path, const char *method, json_object *paramet
                       json_object **ret, char **error) {
         *ret = NULL;
         *error = NULL;
-        int fd = varlink_connect_unix(path);
+        long long end = monotonic_ms() + timeout_ms;
+        int fd = varlink_connect_unix(path, timeout_ms);
         if (fd < 0) {
                 json_object_put(parameters);
                 return fd;
@@ -356,16 +367,20 @@ int varlink_call_once(const char *path, const char *method, json_object *paramet
         free(msg);
         VarlinkBuffer b = {};
         int r = -EIO;
-        long long end = monotonic_ms() + timeout_ms;
         for (;;) {
                 struct pollfd p = { .fd = fd, .events = POLLIN };
                 long long left = end - monotonic_ms();
-                if (left <= 0 || poll(&p, 1, (int) left) <= 0) {
-                        r = -ETIMEDOUT;
+                int n = left > 0 ? poll(&p, 1, (int) left) : 0;
+                if (n < 0 && errno == EINTR)
+                        continue; /* a signal (top's SIGWINCH) is not a timeout: the deadline stays */
+                if (n <= 0) {
+                        r = n < 0 ? -errno : -ETIMEDOUT;
                         break;
                 }
                 char buf[65536];
                 ssize_t k = read(fd, buf, sizeof buf);
+                if (k < 0 && (errno == EINTR || errno == EAGAIN))
+                        continue;
                 if (k <= 0 || varlink_buffer_feed(&b, buf, (size_t) k, max) < 0)
                         break;
                 char *m;

@@ -47,8 +47,9 @@ int varlink_buffer_feed(VarlinkBuffer *b, const char *data, size_t n, size_t max
 int varlink_buffer_next(VarlinkBuffer *b, char **msg, size_t *len);
 void varlink_buffer_clear(VarlinkBuffer *b);
 
-/* A client's connection to a Unix socket: the fd, or -errno. */
-int varlink_connect_unix(const char *path);
+/* A client's connection to a Unix socket: the fd, or -errno (-ETIMEDOUT: the listener accepted
+ * nothing within timeout_ms and its backlog is full). Sends on the fd wait at most timeout_ms. */
+int varlink_connect_unix(const char *path, int timeout_ms);
 /* One call on a connection of its own: connects to path, sends method(parameters) (consumed),
  * and reads the one reply within timeout_ms in all, messages of at most max bytes. 0 with
  * *parameters / *error as varlink_reply_parse gives them; -errno of the connect; -ETIMEDOUT

@@ -459,6 +459,14 @@ void remote_target_from_process(const PgProcess *p, FindingKind kind, RemoteTarg
 
 /* ---- a bounded round trip on a libpq connection ---- */
 
+/* No statement of ours copies: a COPY answer is a hostile or broken server (or proxy). libpq
+ * returns such a result from every PQgetResult() while PQisBusy() is false, so a loop reading
+ * results until NULL would never end. */
+static bool result_is_copy(const PGresult *res) {
+        ExecStatusType st = res ? PQresultStatus(res) : PGRES_EMPTY_QUERY;
+        return st == PGRES_COPY_OUT || st == PGRES_COPY_IN || st == PGRES_COPY_BOTH;
+}
+
 static int wait_socket(PGconn *c, bool write, uint64_t deadline) {
         uint64_t now = now_monotonic_usec();
         if (now >= deadline)
@@ -552,6 +560,11 @@ static int run_statement(PGconn *c, const RemoteTarget *t, Action a, uint64_t de
                 PGresult *res = PQgetResult(c);
                 if (!res)
                         break;
+                if (result_is_copy(res)) {
+                        PQclear(res);
+                        snprintf(msg, msg_size, "unexpected answer (the server started a COPY)");
+                        return -EBADMSG;
+                }
                 if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && PQnfields(res) == 1 &&
                     !PQgetisnull(res, 0, 0)) {
                         int o = remote_outcome_from_string(PQgetvalue(res, 0, 0));
@@ -1227,6 +1240,14 @@ static void read_answer(RemoteServer *rs) {
         snprintf(msg, sizeof msg, "unexpected answer");
         while (!PQisBusy(rs->action)) {
                 PGresult *res = PQgetResult(rs->action);
+                if (result_is_copy(res)) {
+                        /* libpq would return it for ever (PQisBusy() stays false) */
+                        PQclear(res);
+                        snprintf(msg, sizeof msg, "unexpected answer (the server started a COPY)");
+                        drop_action_conn(rs);
+                        complete(rs, 0, -EBADMSG, REMOTE_GONE, msg);
+                        return;
+                }
                 if (!res) {
                         /* done: the connection is ready for the next one, unless it failed */
                         if (result < 0 && result != -EPERM)

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 #include <cmocka.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -166,7 +167,7 @@ static void test_descriptions(void **state) {
 
 
 /* A server child for one connection: how it answers is the case under test. */
-enum { SERVE_SPLIT, SERVE_SILENT, SERVE_CLOSE, SERVE_HUGE };
+enum { SERVE_SPLIT, SERVE_SILENT, SERVE_CLOSE, SERVE_HUGE, SERVE_LATE };
 
 static pid_t serve(const char *path, int how) {
         int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -188,7 +189,11 @@ static pid_t serve(const char *path, int how) {
         if (k <= 0 || !memmem(buf, (size_t) k, "io.pgtree.Status", 16))
                 _exit(3);
         const char reply[] = "{\"parameters\":{\"cycles\":7}}";
-        if (how == SERVE_SPLIT) /* one byte at a time, the NUL last */
+        if (how == SERVE_LATE) { /* whole, after 300 ms */
+                usleep(300 * 1000);
+                if (write(c, reply, sizeof reply) != (ssize_t) sizeof reply)
+                        _exit(4);
+        } else if (how == SERVE_SPLIT) /* one byte at a time, the NUL last */
                 for (size_t i = 0; i < sizeof reply; i++) {
                         if (write(c, reply + i, 1) != 1)
                                 _exit(4);
@@ -254,8 +259,91 @@ static void test_call_once(void **state) {
         memset(longpath, 'x', sizeof longpath - 1);
         longpath[0] = '/';
         longpath[sizeof longpath - 1] = 0;
-        assert_int_equal(varlink_connect_unix(longpath), -ENAMETOOLONG);
+        assert_int_equal(varlink_connect_unix(longpath, 1000), -ENAMETOOLONG);
         assert_int_equal(varlink_call_once(longpath, "io.pgtree.Status", NULL, 1000, 1024, &ret, &error), -ENAMETOOLONG);
+        rmdir(dir);
+}
+
+static void on_tick(int sig) {
+}
+
+/* A signal that interrupts the wait (pgtree top's SIGWINCH when the terminal is resized) is not
+ * a timeout: the reply that comes within the deadline is read. */
+static void test_call_once_interrupted(void **state) {
+        char dir[] = "/tmp/pgtree-test-protocol.XXXXXX";
+        assert_non_null(mkdtemp(dir));
+        char path[128];
+        snprintf(path, sizeof path, "%s/s", dir);
+        struct sigaction sa = { .sa_handler = on_tick }, old;
+        sigemptyset(&sa.sa_mask);
+        assert_int_equal(sigaction(SIGALRM, &sa, &old), 0);
+        pid_t pid = serve(path, SERVE_LATE);
+        struct itimerval it = { .it_interval = { .tv_usec = 20000 }, .it_value = { .tv_usec = 20000 } };
+        assert_int_equal(setitimer(ITIMER_REAL, &it, NULL), 0);
+        json_object *ret;
+        char *error;
+        int r = varlink_call_once(path, "io.pgtree.Status", NULL, 20000, 1024, &ret, &error);
+        it = (struct itimerval){};
+        setitimer(ITIMER_REAL, &it, NULL);
+        sigaction(SIGALRM, &old, NULL);
+        assert_int_equal(r, 0);
+        json_object *v;
+        assert_true(json_object_object_get_ex(ret, "cycles", &v) && json_object_get_int(v) == 7);
+        json_object_put(ret);
+        reap(pid);
+        unlink(path);
+        rmdir(dir);
+}
+
+static void on_hung(int sig) {
+        static const char m[] = "connect() to a socket whose backlog is full blocked beyond the call's deadline\n";
+        (void) !write(STDERR_FILENO, m, sizeof m - 1);
+        _exit(1);
+}
+
+/* A daemon that accepts nothing (hung, stopped with SIGSTOP, or a hostile socket): once its
+ * listen backlog is full, a blocking connect() waits for ever; the deadline of the call must
+ * hold for the connect too (pgtree status in a health check, pgtree top's reconnect). */
+static void test_call_once_backlog_full(void **state) {
+        char dir[] = "/tmp/pgtree-test-protocol.XXXXXX";
+        assert_non_null(mkdtemp(dir));
+        char path[128];
+        snprintf(path, sizeof path, "%s/s", dir);
+        int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        assert_true(l >= 0);
+        struct sockaddr_un a = { .sun_family = AF_UNIX };
+        memcpy(a.sun_path, path, strlen(path) + 1);
+        assert_int_equal(bind(l, (struct sockaddr *) &a, sizeof a), 0);
+        assert_int_equal(listen(l, 0), 0);
+        int fill[64], n = 0;
+        for (; n < 64; n++) {
+                fill[n] = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+                assert_true(fill[n] >= 0);
+                if (connect(fill[n], (struct sockaddr *) &a, sizeof a) < 0) {
+                        assert_int_equal(errno, EAGAIN);
+                        close(fill[n]);
+                        break;
+                }
+        }
+        assert_true(n < 64); /* the backlog is full now */
+        signal(SIGALRM, on_hung);
+        alarm(30);
+        json_object *ret;
+        char *error;
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        assert_int_equal(varlink_call_once(path, "io.pgtree.Status", NULL, 300, 1024, &ret, &error), -ETIMEDOUT);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        assert_true(t1.tv_sec - t0.tv_sec < 10);
+        assert_null(ret);
+        /* a connection by itself (top) is bounded too */
+        assert_int_equal(varlink_connect_unix(path, 300), -ETIMEDOUT);
+        alarm(0);
+        signal(SIGALRM, SIG_DFL);
+        for (int i = 0; i < n; i++)
+                close(fill[i]);
+        close(l);
+        unlink(path);
         rmdir(dir);
 }
 
@@ -267,6 +355,8 @@ int main(void) {
                 cmocka_unit_test(test_framing),
                 cmocka_unit_test(test_descriptions),
                 cmocka_unit_test(test_call_once),
+                cmocka_unit_test(test_call_once_backlog_full),
+                cmocka_unit_test(test_call_once_interrupted),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,6 +12,8 @@
 #include <unistd.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <cmocka.h>
 
@@ -463,6 +465,139 @@ static void test_actions_async(void **state) {
         config_free(c);
 }
 
+/* ---- a server that answers every statement with COPY ---- */
+
+/* A PostgreSQL server in small, hostile: it lets any client in (trust) and answers whatever it is
+ * asked with CopyOutResponse, then says nothing more. libpq then returns a COPY result from
+ * PQgetResult() for ever and PQisBusy() is false: a loop "while (!PQisBusy) PQgetResult" never
+ * ends (the daemon's loop hung there, 100% CPU, no cycle, no client answered). */
+typedef struct CopyServer {
+        int listen_fd;
+        int port;
+        pthread_t thread;
+} CopyServer;
+
+static bool read_full(int fd, void *buf, size_t n) {
+        for (size_t got = 0; got < n;) {
+                ssize_t k = read(fd, (char *) buf + got, n - got);
+                if (k <= 0)
+                        return false;
+                got += (size_t) k;
+        }
+        return true;
+}
+
+static void *copy_server_conn(void *p) {
+        int fd = (int) (intptr_t) p;
+        unsigned char len[4], buf[4096];
+        /* the startup packet: length, then the rest */
+        if (read_full(fd, len, 4)) {
+                uint32_t l = (uint32_t) len[0] << 24 | (uint32_t) len[1] << 16 | (uint32_t) len[2] << 8 | len[3];
+                if (l >= 8 && l - 4 <= sizeof buf && read_full(fd, buf, l - 4)) {
+                        static const unsigned char hello[] = {
+                                'R', 0, 0, 0, 8, 0, 0, 0, 0,                            /* AuthenticationOk */
+                                'S', 0, 0, 0, 24, 's', 'e', 'r', 'v', 'e', 'r', '_', 'v', 'e', 'r', 's', 'i', 'o', 'n',
+                                0, '1', '5', '.', '0', 0,                               /* ParameterStatus */
+                                'K', 0, 0, 0, 12, 0, 0, 0, 7, 0, 0, 0, 9,               /* BackendKeyData */
+                                'Z', 0, 0, 0, 5, 'I',                                   /* ReadyForQuery */
+                        };
+                        static const unsigned char copy[] = { 'H', 0, 0, 0, 7, 0, 0, 0 }; /* CopyOutResponse, 0 columns */
+                        if (write(fd, hello, sizeof hello) == (ssize_t) sizeof hello)
+                                /* whatever comes (a query, its parts, Sync): COPY, once per read */
+                                while (read(fd, buf, sizeof buf) > 0)
+                                        if (write(fd, copy, sizeof copy) != (ssize_t) sizeof copy)
+                                                break;
+                }
+        }
+        close(fd);
+        return NULL;
+}
+
+static void *copy_server_main(void *p) {
+        CopyServer *cs = p;
+        for (;;) {
+                int fd = accept4(cs->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+                if (fd < 0)
+                        return NULL; /* closed: the test is over */
+                pthread_t t;
+                pthread_attr_t attr;
+                pthread_attr_init(&attr);
+                pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+                if (pthread_create(&t, &attr, copy_server_conn, (void *) (intptr_t) fd) != 0)
+                        close(fd);
+                pthread_attr_destroy(&attr);
+        }
+}
+
+static void copy_server_start(CopyServer *cs) {
+        cs->port = tcp_port(true, &cs->listen_fd);
+        assert_int_equal(pthread_create(&cs->thread, NULL, copy_server_main, cs), 0);
+}
+
+static void copy_server_stop(CopyServer *cs) {
+        shutdown(cs->listen_fd, SHUT_RDWR);
+        close(cs->listen_fd);
+        pthread_join(cs->thread, NULL);
+}
+
+static void on_hung(int sig) {
+        static const char m[] = "a server answering with COPY hung the caller (endless PQgetResult loop)\n";
+        (void) !write(STDERR_FILENO, m, sizeof m - 1);
+        _exit(1);
+}
+
+static void test_server_answers_copy(void **state) {
+        CopyServer cs;
+        copy_server_start(&cs);
+        signal(SIGALRM, on_hung);
+        alarm(60);
+        char conninfo[256], text[512];
+        snprintf(conninfo, sizeof conninfo,
+                 "host=127.0.0.1 port=%d dbname=x user=x sslmode=disable gssencmode=disable", cs.port);
+
+        /* the action connection: the outcome is an error, known before action_timeout ends */
+        snprintf(text, sizeof text, "[cluster copying]\nhost = remote\nconninfo = %s\n", conninfo);
+        Config *c = parse_config(text);
+        RemoteSet *s = NULL;
+        assert_int_equal(remote_set_begin(&s, c, now_monotonic_usec()), 0);
+        RemoteTarget t = { .pid = 42, .backend_start = 1764432000.5, .usename = "app" };
+        Outcome o = {};
+        char msg[400];
+        outcome_seq = 0;
+        uint64_t t0 = now_monotonic_usec();
+        assert_int_equal(remote_set_act_start(s, "copying", &t, ACTION_TERMINATE, 20 * USEC_PER_SEC, now_monotonic_usec(),
+                                              on_outcome, &o, msg, sizeof msg), 0);
+        int want = 1;
+        drive(s, &want, 30 * USEC_PER_SEC);
+        assert_int_equal(o.seq, 1);
+        assert_int_equal(o.r, -EBADMSG);
+        assert_non_null(strstr(o.msg, "unexpected answer"));
+        assert_true(now_monotonic_usec() - t0 < 15 * USEC_PER_SEC);
+        remote_set_free(s);
+        config_free(c);
+
+        /* the activity connection (what every cycle runs): unavailable, naming why */
+        ActivityOptions ao = { .connect_timeout_usec = 10 * USEC_PER_SEC, .query_timeout_usec = 10 * USEC_PER_SEC,
+                               .query_max_length = 1024, .identify = true };
+        ActivityConn *a = NULL;
+        assert_int_equal(activity_conn_new(conninfo, NULL, 0, &ao, &a), 0);
+        activity_conn_start(a, now_monotonic_usec());
+        activity_conns_run(&a, 1, now_monotonic_usec() + 30 * USEC_PER_SEC);
+        assert_false(activity_conn_busy(a));
+        assert_null(activity_conn_snapshot(a));
+        assert_non_null(strstr(activity_conn_status(a), "unexpected answer"));
+        activity_conn_free(a);
+
+        /* the synchronous one (remote_act_conninfo) */
+        RemoteOutcome ro;
+        assert_int_equal(remote_act_conninfo(conninfo, &t, ACTION_CANCEL, 10 * USEC_PER_SEC, &ro, msg, sizeof msg), -EBADMSG);
+        assert_non_null(strstr(msg, "unexpected answer"));
+
+        alarm(0);
+        signal(SIGALRM, SIG_DFL);
+        copy_server_stop(&cs);
+}
+
 static void test_render(void **state) {
         PgTree t;
         ActivitySnapshot s;
@@ -517,6 +652,7 @@ int main(void) {
                 cmocka_unit_test(test_findings),
                 cmocka_unit_test(test_action_params),
                 cmocka_unit_test(test_actions_async),
+                cmocka_unit_test(test_server_answers_copy),
                 cmocka_unit_test(test_render),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
