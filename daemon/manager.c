@@ -565,6 +565,7 @@ static void apply_rule_actions(Manager *m) {
                 }
                 a->done = f->action;
                 f->dry_run = !strcmp(result, "dry-run");
+                finding_store_set_dry_run(&m->engine->store, f, f->dry_run);
         }
         log_alert_drops(m, &drops);
         for (size_t i = 0; i < m->n_actions;) {

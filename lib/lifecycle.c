@@ -204,3 +204,10 @@ void finding_events_clear(FindingEvents *e) {
         free(e->items);
         *e = (FindingEvents){};
 }
+
+void finding_store_set_dry_run(FindingStore *s, const Finding *f, bool dry_run) {
+        Tracked key = { .f = *f };
+        Tracked *t = bsearch(&key, s->items, s->n, sizeof *s->items, cmp_finding);
+        if (t)
+                t->f.dry_run = dry_run;
+}

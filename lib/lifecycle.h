@@ -43,6 +43,10 @@ typedef struct FindingStore {
 int finding_store_update(FindingStore *s, const Findings *candidates, const Config *config, double now,
                          FindingEvents *events);
 
+/* Records what the rule's action came to for the tracked finding of f's identity: whether it was
+ * a dry run stays with the finding for as long as it lasts (the cycles after too). */
+void finding_store_set_dry_run(FindingStore *s, const Finding *f, bool dry_run);
+
 /* The open findings, in store order. */
 int finding_store_list(const FindingStore *s, Findings *ret);
 size_t finding_store_count_open(const FindingStore *s);

@@ -173,6 +173,34 @@ static void test_unknown_since(void **state) {
         config_free(c);
 }
 
+/* A rule's dry run stays with its finding in the cycles after the one that decided it (it was
+ * shown for one cycle only: `pgtree long` said dry_run false a cycle later). */
+static void test_dry_run_kept(void **state) {
+        Config *c = parse_config("[rule q]\nkind = long_query\nafter = 60s\naction = terminate\n");
+        FindingStore s = {};
+        FindingEvents ev = {};
+        Finding q = cand(FINDING_LONG_QUERY, 10, 1000), other = cand(FINDING_LONG_QUERY, 11, 1000);
+        Finding both[] = { q, other };
+        cycle(&s, c, 1061, &ev, both, 2);
+        assert_int_equal(count_events(&ev, FINDING_OPENED), 2);
+        finding_store_set_dry_run(&s, &q, true);
+        Finding gone = cand(FINDING_LONG_QUERY, 12, 1000); /* not tracked: nothing happens */
+        finding_store_set_dry_run(&s, &gone, true);
+        for (int i = 0; i < 3; i++) {
+                Finding again[] = { q, other };
+                cycle(&s, c, 1062 + i, &ev, again, 2);
+                Findings open = {};
+                assert_int_equal(finding_store_list(&s, &open), 0);
+                assert_int_equal(open.n, 2);
+                for (size_t k = 0; k < open.n; k++)
+                        assert_int_equal(open.items[k].dry_run, open.items[k].pid == 10);
+                findings_free(&open);
+        }
+        finding_events_clear(&ev);
+        finding_store_clear(&s);
+        config_free(c);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_open_once_then_resolve),
@@ -182,6 +210,7 @@ int main(void) {
                 cmocka_unit_test(test_orphans_without_rule),
                 cmocka_unit_test(test_escalation),
                 cmocka_unit_test(test_unknown_since),
+                cmocka_unit_test(test_dry_run_kept),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -384,6 +384,7 @@ def test_dry_run_then_terminate_exactly_the_group(pgtreed, pgtree_client, remote
     try:
         for pid in scenario["1001"]:
             d.wait_log(rf"dry run: would call pg_terminate_backend\({pid}\) on {SERVER_NAME}", 30)
+        d.wait_cycles(2)  # the dry run stays with the findings, not only in the cycle that decided it
         f = [x for x in d.client_json("long")["findings"] if x["cluster"] == "azure-sim" and x["kind"] == "long_query"]
         assert {x["pid"] for x in f if x["rule"] == "fakeparent-1001"} == set(scenario["1001"])
         assert all(x["dry_run"] for x in f if x["rule"] == "fakeparent-1001"), f
@@ -897,7 +898,7 @@ def test_failover_behind_one_name(pgtreed, pgtree_client, tmp_path):
     try:
         a.start()
         a_sysid = a.sql("SELECT system_identifier::text FROM pg_control_system()")[0][0]
-        x, ca = sleeper(a, "failover-s")
+        x, ca = sleeper(a, "failover-a")
         conns.append(ca)
         text = (f"[daemon]\ninterval = 500ms\nmax_actions_per_minute = 100\n"
                 f"[cluster moving]\nhost = remote\nconninfo = host={name} port={port} dbname=postgres user=postgres "
@@ -932,7 +933,7 @@ def test_failover_behind_one_name(pgtreed, pgtree_client, tmp_path):
             for _ in range(30):
                 subprocess.run(["nsenter", "-t", str(b.host_pm_pid), "-p", "-m", "sh", "-c",
                                 f"echo {x - 1} > /proc/sys/kernel/ns_last_pid"], check=True, timeout=30)
-                xb, cb = sleeper(b, "failover-s")
+                xb, cb = sleeper(b, "failover-b")
                 conns.append(cb)
                 if xb == x:
                     break
@@ -954,13 +955,20 @@ def test_failover_behind_one_name(pgtreed, pgtree_client, tmp_path):
             cycles0 = d.client_json("status")["cycles"]
 
             def watching_b():
+                # B's session by its application: A and B can start within one second, and
+                # backend_start is shown to the second
                 p = proc_x()
-                return p and p["backend_start"] != seen_a["backend_start"] and p
-            seen_b = wait_for(watching_b, 30, what="B's session X in the view")
+                return p and p.get("application_name") == "failover-b" and p
+            try:
+                seen_b = wait_for(watching_b, 30, what="B's session X in the view")
+            except TimeoutError:
+                c = remote_cluster(d.client_json("tree"), "moving")
+                raise AssertionError((c["activity"], [(p["pid"], p.get("backend_start")) for p in c["processes"]],
+                                      seen_a["backend_start"], d.log()[-4000:]))
             took = time.monotonic() - b_changed
             print(f"B watched {took:.1f}s after its session X appeared, "
                   f"{d.client_json('status')['cycles'] - cycles0} cycles after the change was logged")
-            assert seen_b["application_name"] == "failover-s"
+            assert seen_b["application_name"] == "failover-b"
             st = d.client_json("status")
             ch = st["server_changes"]
             assert len(ch) == 1 and ch[0]["cluster"] == "moving" and ch[0]["server"] == f"{name}:{port}", ch
