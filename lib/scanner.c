@@ -990,6 +990,13 @@ bool scanner_discovering(const Scanner *s) {
         return s->eager_until != 0;
 }
 
+bool scanner_awaiting(const Scanner *s, const char *data_directory) {
+        for (size_t i = 0; i < s->n_awaited; i++)
+                if (!strcmp(s->awaited[i], data_directory))
+                        return true;
+        return false;
+}
+
 int scanner_refresh(Scanner *s, bool force_full, PgTree *ret, ScanStats *stats) {
         uint64_t t0 = now_usec(CLOCK_MONOTONIC);
         ScanStats st = {};

@@ -34,6 +34,8 @@ void scanner_set_descendants(Scanner *s, bool on);
 
 /* Is it discovering at every refresh, waiting for a postmaster that went away to run again? */
 bool scanner_discovering(const Scanner *s);
+/* Is it waiting for a postmaster to run again in this data directory? */
+bool scanner_awaiting(const Scanner *s, const char *data_directory);
 
 /* One refresh into *ret (which the caller frees with tree_free). force_full: discover now. */
 int scanner_refresh(Scanner *s, bool force_full, PgTree *ret, ScanStats *stats);

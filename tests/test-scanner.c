@@ -124,6 +124,7 @@ static void test_discover_refresh_orphan(void **state) {
         /* 5. until a postmaster runs in that data directory again, every refresh discovers (a
          * restart is seen within one refresh, not one discovery interval later) */
         assert_true(scanner_discovering(s));
+        assert_true(scanner_awaiting(s, fc.data));
         assert_int_equal(scanner_refresh(s, false, &t, &st), 0);
         assert_true(st.full);
         assert_string_equal(st.full_reason, "awaiting a restarted postmaster");
@@ -136,7 +137,8 @@ static void test_discover_refresh_orphan(void **state) {
         assert_non_null(c);
         assert_string_equal(c->data_directory, fc.data);
         assert_true(c->pmfile_valid);
-        assert_false(scanner_discovering(s));
+        /* not waiting for it any more (other postmasters of the host may still be awaited) */
+        assert_false(scanner_awaiting(s, fc.data));
         tree_free(&t);
 
         /* orphans are followed by the cheap refresh too, and forgotten when they end */
