@@ -197,6 +197,8 @@ def test_tree_matches_ps_and_activity(daemon, cluster):
     q = "SELECT pid, backend_type FROM pg_stat_activity"
     a1 = dict(cluster.sql(q))
     ps1 = set(cluster.backend_pids())
+    # a tree scanned after ps1 was read: the one running then may have begun before it
+    daemon.wait_cycles(2)
     tree = daemon.client_json("tree")
     ps2 = set(cluster.backend_pids())
     a2 = dict(cluster.sql(q))

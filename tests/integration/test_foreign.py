@@ -2,6 +2,7 @@
 PostgreSQL, with the backend it came from."""
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -134,9 +135,14 @@ kind = foreign_process
 command = sleep *
 action = terminate
 """).start()
-    time.sleep(1)  # the first (full) scan is done: the COPY is found by a refresh
-    pid, sleeper, marker = start_copy(cluster, 60, "copy-terminated")
-    d.wait_log(r"sent SIGTERM to pid %d \(the backend that runs foreign process %d\)" % (pid, sleeper), 30)
+    d.wait_cycles(2)  # the first (full) scan is done: the COPY is found by a refresh
+    # not start_copy(): the rule may end the program before this test has seen it in /proc,
+    # so its pid comes from pgtreed's log
+    marker = f"60.{os.getpid() % 1000}"
+    _, pid, _ = cluster.run_async(f"COPY fp_t FROM PROGRAM 'sleep {marker}'", application_name="copy-terminated")
+    line = d.wait_log(r"sent SIGTERM to pid %d \(the backend that runs foreign process \d+\)" % pid, 30)[-1]
+    sleeper = int(re.search(r"runs foreign process (\d+)", line).group(1))
+    assert any(re.search(rf"foreign_process opened: pid {sleeper} .*copy-terminated", l) for l in d.lines), d.log()
     # its program got SIGTERM too (a backend reading a program's output waits for it to end)
     d.wait_log(r"sent SIGTERM to foreign process %d\b" % sleeper, 30)
     wait_for(lambda: not pid_alive(pid), 20, what="the backend to exit")
