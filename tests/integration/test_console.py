@@ -104,7 +104,9 @@ def test_sessions_and_long_show_the_query(daemon, session):
 
 def test_cut_to_the_terminal_in_a_terminal(daemon, session):
     # (tree: the Varlink test above checks its width; other clusters on this host make it too long to capture)
-    for args in (["sessions", "--app", "console-q"], ["long"]):
+    # only this cluster's ([cluster c]): other suites' long queries on this host would make the
+    # output longer than the terminal can capture
+    for args in (["sessions", "--app", "console-q", "--cluster", "c"], ["long", "--cluster", "c"]):
         argv = [daemon.client_path, "--socket", daemon.socket, *args]
         # a call answered while a cycle is half done can miss pg_stat_activity: run again then
         for attempt in range(5):
