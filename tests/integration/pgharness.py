@@ -44,8 +44,12 @@ def pid_alive(pid):
 
 
 def stop_on_signals():
-    """Turns SIGTERM and SIGHUP into SystemExit, so that `with Cluster()` blocks clean up."""
+    """Turns SIGTERM and SIGHUP into SystemExit, so that `with Cluster()` blocks clean up. Only the
+    first one: a second (meson forwards the SIGTERM its process group got too) must not cut the
+    clean-up short and leave clusters running."""
     def handler(signum, frame):
+        for s in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(s, signal.SIG_IGN)
         raise SystemExit(128 + signum)
     for s in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, handler)
