@@ -1194,22 +1194,26 @@ uint64_t remote_set_actions_deadline(const RemoteSet *s) {
         return d;
 }
 
+/* The action connection broke (why: what was being done): the head action fails with it. */
+static void action_conn_lost(RemoteServer *rs, const char *why) {
+        char msg[400];
+        first_line(msg, sizeof msg, why, PQerrorMessage(rs->action));
+        drop_action_conn(rs);
+        complete(rs, 0, -EIO, REMOTE_GONE, msg);
+}
+
 static void send_head(RemoteServer *rs, uint64_t now) {
         PendingAction *p = &rs->queue[0];
-        char bufs[4][32], msg[400];
+        char bufs[4][32];
         const char *values[REMOTE_ACTION_NPARAMS];
         remote_action_params(&p->target, p->action, bufs, values);
         if (!PQsendQueryParams(rs->action, remote_action_sql, REMOTE_ACTION_NPARAMS, NULL, values, NULL, NULL, 0)) {
-                first_line(msg, sizeof msg, "cannot send the statement", PQerrorMessage(rs->action));
-                drop_action_conn(rs);
-                complete(rs, 0, -EIO, REMOTE_GONE, msg);
+                action_conn_lost(rs, "cannot send the statement");
                 return;
         }
         int f = PQflush(rs->action);
         if (f < 0) {
-                first_line(msg, sizeof msg, "connection lost", PQerrorMessage(rs->action));
-                drop_action_conn(rs);
-                complete(rs, 0, -EIO, REMOTE_GONE, msg);
+                action_conn_lost(rs, "connection lost");
                 return;
         }
         rs->act_want_write = f == 1;
@@ -1222,17 +1226,13 @@ static void read_answer(RemoteServer *rs) {
         if (rs->act_want_write) {
                 int f = PQflush(rs->action);
                 if (f < 0) {
-                        first_line(msg, sizeof msg, "connection lost", PQerrorMessage(rs->action));
-                        drop_action_conn(rs);
-                        complete(rs, 0, -EIO, REMOTE_GONE, msg);
+                        action_conn_lost(rs, "connection lost");
                         return;
                 }
                 rs->act_want_write = f == 1;
         }
         if (!PQconsumeInput(rs->action)) {
-                first_line(msg, sizeof msg, "connection lost", PQerrorMessage(rs->action));
-                drop_action_conn(rs);
-                complete(rs, 0, -EIO, REMOTE_GONE, msg);
+                action_conn_lost(rs, "connection lost");
                 return;
         }
         int result = -EBADMSG;
