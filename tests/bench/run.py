@@ -24,6 +24,8 @@ usage: tests/bench/run.py [--build NAME=DIR ...] [--scales 50,500,2000] [--round
                           [--host-size N [--age 130]]  (each round twice: as is, then with N more
                               idle host processes, started for the round, aged AGE seconds while
                               pgtreed runs, and stopped by pid after it: rows "+0" and "+N")
+                          [--latency]  (then tests/bench/latency.py: detection latency per finding
+                              kind at 1 s and 5 s, pgbench -C churn; its table follows)
                           [--layouts 1x500,10x50]  (clusters x connections each: every layout set up
                               at once, each in its own PID namespace, measured in turn per round;
                               the table compares each to the first)
@@ -57,6 +59,7 @@ ap.add_argument("--extra-procs", type=int, default=0)
 ap.add_argument("--host-size", type=int, default=0)
 ap.add_argument("--age", type=float, default=130.0)
 ap.add_argument("--layouts", default="")
+ap.add_argument("--latency", action="store_true")
 ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
 ap.add_argument("--clusters", type=int, default=1)
 ap.add_argument("--json", help="also write the raw results here")
@@ -530,3 +533,7 @@ if args.host_size:
 if args.json:
     with open(args.json, "w") as f:
         json.dump(all_results, f, indent=1)
+if args.latency:
+    sys.stdout.flush()
+    subprocess.run([sys.executable, os.path.join(HERE, "latency.py"), "--build",
+                    builds[-1][1]], check=True)
