@@ -675,24 +675,52 @@ static void arm_connections(Manager *m) {
                 same = fds[i] == m->conn_fds[i] && events[i] == m->conn_events[i] && owners[i] == m->conn_owners[i] &&
                        !activity_conn_connecting(owners[i]);
         if (!same) {
-                for (size_t i = 0; i < m->n_conn_sources; i++)
-                        sd_event_source_disable_unref(m->conn_sources[i]);
-                m->n_conn_sources = 0;
+                /* per connection: a source that watches the same socket of the same connection is
+                 * kept (its events changed if need be), the others go, new ones come (rebuilding
+                 * them all whenever one of many connections finished cost epoll_ctl calls per
+                 * connection squared, per cycle) */
+                sd_event_source *src[64];
+                int sfd[64];
+                uint32_t sev[64];
+                ActivityConn *sown[64];
+                bool used[64] = {};
+                size_t ns = 0;
                 for (size_t i = 0; i < k; i++) {
-                        if (sd_event_add_io(m->event, &m->conn_sources[m->n_conn_sources], fds[i], events[i], on_conn_event, m) < 0)
+                        sd_event_source *keep = NULL;
+                        for (size_t j = 0; !keep && j < m->n_conn_sources; j++)
+                                if (!used[j] && m->conn_fds[j] == fds[i] && m->conn_owners[j] == owners[i] &&
+                                    !activity_conn_connecting(owners[i]) &&
+                                    (m->conn_events[j] == events[i] ||
+                                     sd_event_source_set_io_events(m->conn_sources[j], events[i]) >= 0)) {
+                                        used[j] = true;
+                                        keep = m->conn_sources[j];
+                                }
+                        if (!keep && sd_event_add_io(m->event, &keep, fds[i], events[i], on_conn_event, m) < 0)
                                 continue;
-                        m->conn_fds[m->n_conn_sources] = fds[i];
-                        m->conn_events[m->n_conn_sources] = events[i];
-                        m->conn_owners[m->n_conn_sources++] = owners[i];
+                        src[ns] = keep;
+                        sfd[ns] = fds[i];
+                        sev[ns] = events[i];
+                        sown[ns++] = owners[i];
                 }
+                for (size_t j = 0; j < m->n_conn_sources; j++)
+                        if (!used[j])
+                                sd_event_source_disable_unref(m->conn_sources[j]);
+                memcpy(m->conn_sources, src, ns * sizeof *src);
+                memcpy(m->conn_fds, sfd, ns * sizeof *sfd);
+                memcpy(m->conn_events, sev, ns * sizeof *sev);
+                memcpy(m->conn_owners, sown, ns * sizeof *sown);
+                m->n_conn_sources = ns;
         }
         uint64_t remote = engine_remote_deadline(m->engine);
         if (remote < deadline)
                 deadline = remote;
         if (m->conn_timer && deadline == m->conn_deadline)
                 return;
-        m->conn_timer = sd_event_source_disable_unref(m->conn_timer);
         m->conn_deadline = deadline;
+        if (m->conn_timer && sd_event_source_set_time(m->conn_timer, deadline) >= 0 &&
+            sd_event_source_set_enabled(m->conn_timer, SD_EVENT_ONESHOT) >= 0)
+                return;
+        m->conn_timer = sd_event_source_disable_unref(m->conn_timer);
         sd_event_add_time(m->event, &m->conn_timer, CLOCK_MONOTONIC, deadline, 1000, on_conn_timer, m);
 }
 
