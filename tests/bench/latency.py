@@ -2,7 +2,7 @@
 """Detection latency per finding kind, and pgbench -C churn (issue 10).
 
 Latency: pgtreed runs as a daemon at --intervals (default 1 s and 5 s) with one rule per kind
-(action = log); each trial sets up every condition at once on a fresh cluster's sessions and
+(action = log); each trial, at a random phase of the daemon's cycle, sets up every condition at once on a fresh cluster's sessions and
 records, per kind, the time from the condition becoming true (the rule's threshold passed, the
 client killed) to the daemon's "KIND opened: pid N" line (read as it is written). Kinds:
 long_query, idle_in_transaction, long_transaction (thresholds 2 s), lock_wait (1 s), client_gone
@@ -12,12 +12,13 @@ Churn: `pgbench -n -C -S` over a Unix socket for --churn-seconds, without pgtree
 (1 s interval, a client_gone rule), interleaved over --churn-rounds: connections per second and
 the client_gone findings opened (all of them false: every pgbench client disconnects cleanly).
 
-usage: tests/bench/latency.py [--intervals 1,5] [--trials 5] [--churn-rounds 2] [--churn-seconds 15]
+usage: tests/bench/latency.py [--intervals 1,5] [--trials 8] [--churn-rounds 2] [--churn-seconds 15]
 Prints one table (median and max latency per kind and interval, as seconds and as a fraction of
 the interval; churn throughput and false findings).
 """
 import argparse
 import os
+import random
 import re
 import signal
 import statistics
@@ -35,7 +36,7 @@ from pgharness import Cluster, stop_on_signals, wait_for  # noqa: E402
 ap = argparse.ArgumentParser()
 ap.add_argument("--build", default=os.path.join(ROOT, "build"))
 ap.add_argument("--intervals", default="1,5")
-ap.add_argument("--trials", type=int, default=5)
+ap.add_argument("--trials", type=int, default=8)
 ap.add_argument("--churn-rounds", type=int, default=2)
 ap.add_argument("--churn-seconds", type=int, default=15)
 args = ap.parse_args()
@@ -199,7 +200,9 @@ def main():
                         lat.setdefault((interval, k), []).append(v)
                     print(f"  interval {interval:g} s, trial {n + 1}: " +
                           ", ".join(f"{k} {v:.2f}" for k, v in r.items()), file=sys.stderr, flush=True)
-                    time.sleep(interval)
+                    # a random phase against the daemon's cycle: trials that each take the same
+                    # time would all meet the cycle at the same point (one latency, five times)
+                    time.sleep(interval + random.uniform(0, interval))
             finally:
                 d.stop()
         for r in range(args.churn_rounds):
