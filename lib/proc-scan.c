@@ -480,8 +480,8 @@ static int list_host(ProcScan *s, HostProc **ret, size_t *n_ret) {
         bool sorted = true;
         s->scans++;
         struct dirent *e;
-        /* errno tells readdir's own failure apart from its end: the reads in the loop set it */
-        while ((errno = 0, e = readdir(d))) {
+        errno = 0;
+        while ((e = readdir(d))) {
                 char *end;
                 if (e->d_name[0] < '1' || e->d_name[0] > '9')
                         continue;
@@ -516,6 +516,7 @@ static int list_host(ProcScan *s, HostProc **ret, size_t *n_ret) {
                 sorted &= n == 0 || next[n - 1].pid < next[n].pid;
                 n++;
                 s->stats.host_read++;
+                errno = 0;
         }
         int r = errno ? -errno : 0;
         closedir(d);
