@@ -22,7 +22,7 @@ typedef struct ProcIdentity {
                                  * field, what pg_stat_activity shows), 0 if it is in ours */
 } ProcIdentity;
 
-/* One process as seen in /proc, as plain data. The scanner fills it from /proc; tests build
+/* One process as seen in /proc, as plain data. The scanner fills it from libproc2; tests build
  * literal arrays of it. title is only set for processes that can be PostgreSQL. */
 typedef struct ProcRecord {
         pid_t pid;

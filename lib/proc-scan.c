@@ -1,48 +1,46 @@
 /* SPDX-License-Identifier: MIT */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <libproc2/pids.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "macro.h"
 #include "proc-scan.h"
 #include "proc-stat.h"
 
-/* Discovery is incremental: every process of the host is listed (one getdents of /proc), but
- * the stat of a process seen by the last scan is not read again while it is the same process —
- * its /proc/PID entry has the same inode number (procfs drops a process's entries when it dies,
- * and a new process on a reused pid gets a new inode). What a process can change without a new
- * entry is its program (exec: a shell or an entrypoint script becoming postgres), its uid and
- * its parent (re-parenting): so processes younger than HOST_YOUNG_SEC are read at every scan
- * (pg_ctl's shell, an entrypoint running initdb, then exec'ing postgres), and the others every
- * HOST_RECHECK_EVERY scans, staggered by pid (a tenth of them each time). */
-#define HOST_YOUNG_SEC 120
-#define HOST_RECHECK_EVERY 10
+enum {
+        I_PID,
+        I_PPID,
+        I_EUID,
+        I_STATE,
+        I_BEGAN,
+        I_TICS,
+        I_RSS,
+        I_CMD,
+        N_ITEMS,
+};
 
-typedef struct HostProc {
-        pid_t pid;
-        pid_t ppid;
-        uid_t uid;
-        char state;
-        char comm[16];
-        uint64_t start_ticks;
-        uint64_t cpu_ticks;     /* as last read (not kept up to date: no one uses them of */
-        uint64_t rss_kb;        /*   a process that cannot be PostgreSQL) */
-        uint64_t ino;           /* of /proc/PID */
-} HostProc;
+static enum pids_item items[N_ITEMS] = {
+        [I_PID] = PIDS_ID_PID,
+        [I_PPID] = PIDS_ID_PPID,
+        [I_EUID] = PIDS_ID_EUID,
+        [I_STATE] = PIDS_STATE,
+        [I_BEGAN] = PIDS_TICS_BEGAN,
+        [I_TICS] = PIDS_TICS_ALL,
+        [I_RSS] = PIDS_RSS,
+        [I_CMD] = PIDS_CMD,
+};
 
 /* Titles longer than this are cut (PostgreSQL's own title area is rarely above a few KiB). */
 #define TITLE_READ_MAX 4096
 
-/* Discovery lists every process (list_host: stat, of new processes only); the processes that
- * can be PostgreSQL are then read one by one (read_record). */
+/* Discovery enumerates every process with libproc2 (stat only); the processes that can be
+ * PostgreSQL are then read one by one (read_record). */
 /* An open /proc/PID/stat per watched process: re-read with pread(), it is regenerated on every
  * read, and it stays bound to that very process (a reused pid gets a new one) — a refresh then
  * costs one read per process instead of open + read + close. */
@@ -59,6 +57,7 @@ struct ProcScan;
 static void drop_fd(struct ProcScan *s, StatFd *f);
 
 struct ProcScan {
+        struct pids_info *base;
         int proc_fd;
         long page_kb;
         uid_t euid;
@@ -69,23 +68,7 @@ struct ProcScan {
         void *ident_userdata;
         ProcKnownLookup known_lookup;
         void *known_userdata;
-        HostProc *host;         /* every process of the last discovery scan, sorted by pid */
-        size_t n_host;
-        uint64_t scans;
-        unsigned recheck_every;
-        uint64_t young_ticks;
-        unsigned long hz;
-        ProcScanStats stats;
 };
-
-void proc_scan_set_recheck(ProcScan *s, unsigned every, unsigned young_sec) {
-        s->recheck_every = every > 0 ? every : 1;
-        s->young_ticks = (uint64_t) young_sec * s->hz;
-}
-
-ProcScanStats proc_scan_stats(const ProcScan *s) {
-        return s->stats;
-}
 
 void proc_scan_set_known_lookup(ProcScan *s, ProcKnownLookup lookup, void *userdata) {
         s->known_lookup = lookup;
@@ -104,9 +87,11 @@ int proc_scan_new(ProcScan **ret) {
         s->proc_fd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (s->proc_fd < 0)
                 return negative_errno();
-        long hz = sysconf(_SC_CLK_TCK);
-        s->hz = hz > 0 ? (unsigned long) hz : 100;
-        proc_scan_set_recheck(s, HOST_RECHECK_EVERY, HOST_YOUNG_SEC);
+        int r = procps_pids_new(&s->base, items, N_ITEMS);
+        if (r < 0) {
+                close(s->proc_fd);
+                return r;
+        }
         s->euid = geteuid();
         struct rlimit rl;
         /* entries of three descriptors; a third of the limit stays for pidfds and the rest */
@@ -122,7 +107,7 @@ int proc_scan_new(ProcScan **ret) {
 ProcScan *proc_scan_free(ProcScan *s) {
         if (!s)
                 return NULL;
-        free(s->host);
+        procps_pids_unref(&s->base);
         if (s->proc_fd >= 0)
                 close(s->proc_fd);
         while (s->n_fds > 0)
@@ -132,6 +117,18 @@ ProcScan *proc_scan_free(ProcScan *s) {
         return NULL;
 }
 
+static void fill_base(ProcScan *s, struct pids_stack *st, ProcRecord *r) {
+        *r = (ProcRecord){ .cpu_percent = -1 };
+        r->pid = PIDS_VAL(I_PID, s_int, st, NULL);
+        r->ppid = PIDS_VAL(I_PPID, s_int, st, NULL);
+        r->uid = PIDS_VAL(I_EUID, u_int, st, NULL);
+        r->state = PIDS_VAL(I_STATE, s_ch, st, NULL);
+        r->start_ticks = PIDS_VAL(I_BEGAN, ull_int, st, NULL);
+        r->cpu_ticks = PIDS_VAL(I_TICS, ull_int, st, NULL);
+        r->rss_kb = PIDS_VAL(I_RSS, ul_int, st, NULL) * (unsigned long) s->page_kb;
+        const char *comm = PIDS_VAL(I_CMD, str, st, NULL);
+        snprintf(r->comm, sizeof r->comm, "%s", comm ? comm : "");
+}
 
 static int cmp_record_pid(const void *a, const void *b) {
         pid_t x = ((const ProcRecord *) a)->pid, y = ((const ProcRecord *) b)->pid;
@@ -451,108 +448,19 @@ int proc_scan_pids(ProcScan *s, const pid_t *pids, size_t n, ProcRecord **ret, s
         return 0;
 }
 
-static int cmp_host(const void *a, const void *b) {
-        pid_t x = ((const HostProc *) a)->pid, y = ((const HostProc *) b)->pid;
-        return (x > y) - (x < y);
-}
-
-static uint64_t boot_ticks(const ProcScan *s) {
-        struct timespec ts;
-        clock_gettime(CLOCK_BOOTTIME, &ts);
-        return (uint64_t) ts.tv_sec * s->hz + (uint64_t) ts.tv_nsec / (1000000000UL / s->hz);
-}
-
-/* Every process of the host, each from the last scan when it is the same and not due for a
- * re-read (see HOST_YOUNG_SEC), else read now: its stat and the owner of /proc/PID. */
-static int list_host(ProcScan *s, HostProc **ret, size_t *n_ret) {
-        int dfd = openat(s->proc_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd < 0)
-                return negative_errno();
-        DIR *d = fdopendir(dfd);
-        if (!d) {
-                int r = negative_errno();
-                close(dfd);
-                return r;
-        }
-        _cleanup_free_ HostProc *next = NULL;
-        size_t n = 0, allocated = 0;
-        uint64_t now = boot_ticks(s);
-        bool sorted = true;
-        s->scans++;
-        struct dirent *e;
-        errno = 0;
-        while ((e = readdir(d))) {
-                char *end;
-                if (e->d_name[0] < '1' || e->d_name[0] > '9')
-                        continue;
-                long pid = strtol(e->d_name, &end, 10);
-                if (*end || pid <= 0 || pid > INT_MAX)
-                        continue;
-                if (GROW(next, allocated, n + 1) < 0) {
-                        closedir(d);
-                        return -ENOMEM;
-                }
-                HostProc key = { .pid = (pid_t) pid };
-                const HostProc *old = s->n_host ? bsearch(&key, s->host, s->n_host, sizeof key, cmp_host) : NULL;
-                if (old && old->ino == (uint64_t) e->d_ino && e->d_ino != 0 &&
-                    now - old->start_ticks >= s->young_ticks && (s->scans + (uint64_t) pid) % s->recheck_every != 0) {
-                        next[n++] = *old;
-                        s->stats.host_kept++;
-                        continue;
-                }
-                char path[32], buf[1024];
-                snprintf(path, sizeof path, "%ld/stat", pid);
-                ssize_t k = read_at(s->proc_fd, path, buf, sizeof buf - 1);
-                ProcStat st;
-                if (k <= 0 || proc_stat_parse(buf, (size_t) k, &st) < 0 || st.pid != (pid_t) pid)
-                        continue; /* gone since, or unreadable */
-                struct stat sb;
-                snprintf(path, sizeof path, "%ld", pid);
-                next[n] = (HostProc){ .pid = st.pid, .ppid = st.ppid, .state = st.state, .start_ticks = st.start_ticks,
-                                      .cpu_ticks = st.utime + st.stime, .rss_kb = st.rss_pages * (uint64_t) s->page_kb,
-                                      .ino = (uint64_t) e->d_ino,
-                                      .uid = fstatat(s->proc_fd, path, &sb, 0) == 0 ? sb.st_uid : (uid_t) -1 };
-                memcpy(next[n].comm, st.comm, sizeof next[n].comm);
-                sorted &= n == 0 || next[n - 1].pid < next[n].pid;
-                n++;
-                s->stats.host_read++;
-                errno = 0;
-        }
-        int r = errno ? -errno : 0;
-        closedir(d);
-        if (r < 0)
-                return r;
-        for (size_t i = 1; i < n && sorted; i++)
-                sorted = next[i - 1].pid < next[i].pid;
-        if (!sorted)
-                qsort(next, n, sizeof *next, cmp_host);
-        *n_ret = n;
-        *ret = TAKE_PTR(next);
-        return 0;
-}
-
 int proc_scan_all(ProcScan *s, ProcRecord **ret, size_t *n_ret) {
         *ret = NULL;
         *n_ret = 0;
-        s->stats = (ProcScanStats){};
-        HostProc *host = NULL;
-        size_t n_host = 0;
-        int r = list_host(s, &host, &n_host);
-        if (r < 0)
-                return r;
-        free(s->host);
-        s->host = host;
-        s->n_host = n_host;
-        int total = (int) n_host;
-        _cleanup_free_ ProcRecord *all = calloc(n_host ? n_host : 1, sizeof *all);
+        struct pids_fetch *f = procps_pids_reap(s->base, PIDS_FETCH_TASKS_ONLY);
+        if (!f)
+                return negative_errno();
+        int total = f->counts->total;
+        _cleanup_free_ ProcRecord *all = calloc(total > 0 ? (size_t) total : 1, sizeof *all);
         if (!all)
                 return -ENOMEM;
-        for (size_t i = 0; i < n_host; i++) {
-                all[i] = (ProcRecord){ .pid = host[i].pid, .ppid = host[i].ppid, .uid = host[i].uid,
-                                       .state = host[i].state, .start_ticks = host[i].start_ticks, .cpu_percent = -1,
-                                       .cpu_ticks = host[i].cpu_ticks, .rss_kb = host[i].rss_kb };
-                memcpy(all[i].comm, host[i].comm, sizeof all[i].comm);
-        }
+        for (int i = 0; i < total; i++)
+                fill_base(s, f->stacks[i], &all[i]);
+        qsort(all, (size_t) total, sizeof *all, cmp_record_pid);
 
         /* Candidates: postgres/postmaster, and any child of one (a postmaster's children are all
          * listed even when their comm is something else). */
@@ -571,7 +479,7 @@ int proc_scan_all(ProcScan *s, ProcRecord **ret, size_t *n_ret) {
 
         ProcRecord *detail = NULL;
         size_t n_detail = 0;
-        r = proc_scan_pids(s, want, n_want, &detail, &n_detail);
+        int r = proc_scan_pids(s, want, n_want, &detail, &n_detail);
         if (r < 0)
                 return r;
         /* Replace the candidates' base records by the detailed ones; a candidate that exited in

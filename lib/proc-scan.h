@@ -7,28 +7,16 @@
 
 #include "proc-record.h"
 
-/* Reads /proc: discovery scans of the whole host and refreshes of known processes. */
+/* The one adapter over libproc2 (procps-ng 4). libproc2 always reads /proc. */
 typedef struct ProcScan ProcScan;
 
 int proc_scan_new(ProcScan **ret);
 ProcScan *proc_scan_free(ProcScan *s);
 
-/* Every process on the host: pid, ppid, uid (owner of /proc/PID), state, start time, comm, CPU
- * ticks and RSS for all of them, read again only for processes new since the last scan or due for
- * a re-read (see proc_scan_set_recheck); all of that, read now, and title and identity only for
- * those that can be PostgreSQL (comm postgres/postmaster, or a child of one). The records are sorted by pid. */
+/* Every process on the host: pid, ppid, uid, state, times, rss, comm for all of them, title and
+ * private memory only for those that can be PostgreSQL (comm postgres/postmaster, or a child of
+ * one). The records are sorted by pid. */
 int proc_scan_all(ProcScan *s, ProcRecord **ret, size_t *n_ret);
-
-/* How often a process seen by the last scan is read again although its /proc entry is the same:
- * every `every` scans (staggered by pid), and at every scan while it is younger than young_sec
- * (default 10 and 120 s). */
-void proc_scan_set_recheck(ProcScan *s, unsigned every, unsigned young_sec);
-
-typedef struct ProcScanStats {
-        size_t host_read;       /* processes whose stat the last proc_scan_all read */
-        size_t host_kept;       /* processes it took from the scan before */
-} ProcScanStats;
-ProcScanStats proc_scan_stats(const ProcScan *s);
 
 /* The same fields, title included, for the given pids only. Processes that are gone are missing
  * from the result. */

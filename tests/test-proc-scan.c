@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* The /proc reader against this host's real /proc. */
+/* The libproc2 adapter against this host's real /proc. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -125,7 +125,7 @@ static void test_children_cwd_cmdline(void **state) {
         assert_non_null(strstr(buf, "test-proc-scan"));
 }
 
-/* Many pids (more than libproc2, used before, selected in one call: 255): every one is read. */
+/* More pids than libproc2 selects in one call (255): every one is read. */
 static void test_many_pids(void **state) {
         enum { N = 300 };
         pid_t kids[N];
@@ -152,188 +152,6 @@ static void test_many_pids(void **state) {
                 assert_int_equal(r[i].ppid, getpid());
         proc_records_free(r, n);
         proc_scan_free(s);
-}
-
-/* ---- incremental discovery: what the scan before knew must not hide a change ---- */
-
-/* A copy of sleep named postgres in dir (its comm is then "postgres"). */
-static void make_postgres(char *dir, char *exe, size_t size) {
-        assert_non_null(mkdtemp(dir));
-        snprintf(exe, size, "%s/postgres", dir);
-        char cmd[512];
-        snprintf(cmd, sizeof cmd, "cp /bin/sleep '%s'", exe);
-        assert_int_equal(system(cmd), 0);
-}
-
-static void remove_dir(const char *dir) {
-        char cmd[512];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-        assert_int_equal(system(cmd), 0);
-}
-
-static bool has_comm(pid_t pid, const char *comm) {
-        char path[64], buf[32] = "";
-        snprintf(path, sizeof path, "/proc/%d/comm", (int) pid);
-        FILE *f = fopen(path, "re");
-        if (!f)
-                return false;
-        bool yes = fgets(buf, sizeof buf, f) && strncmp(buf, comm, strlen(comm)) == 0 && buf[strlen(comm)] == '\n';
-        fclose(f);
-        return yes;
-}
-
-static void wait_comm(pid_t pid, const char *comm) {
-        for (int i = 0; i < 1000 && !has_comm(pid, comm); i++)
-                fake_sleep_ms(10);
-        assert_true(has_comm(pid, comm));
-}
-
-static const ProcRecord *scan_find(ProcScan *s, pid_t pid, ProcRecord **r, size_t *n) {
-        assert_int_equal(proc_scan_all(s, r, n), 0);
-        return find(*r, *n, pid);
-}
-
-/* A child that waits for a byte on fd, then execs exe (named postgres): a shell or an entrypoint
- * script that becomes the server. */
-static pid_t spawn_exec_later(int fd, const char *exe) {
-        pid_t pid = fork();
-        assert_true(pid >= 0);
-        if (pid == 0) {
-                char c;
-                if (read(fd, &c, 1) == 1)
-                        execl(exe, "postgres", "600", (char *) NULL);
-                _exit(127);
-        }
-        return pid;
-}
-
-/* A process seen by the last scan that execs postgres is found within `every` scans, and at the
- * next scan while it is young. */
-static void test_scan_all_sees_exec(void **state) {
-        char dir[] = "/tmp/pgtree-exec-XXXXXX", exe[128];
-        make_postgres(dir, exe, sizeof exe);
-        ProcScan *s;
-        assert_int_equal(proc_scan_new(&s), 0);
-        ProcRecord *r;
-        size_t n;
-        int p[2];
-
-        /* old processes: re-read every third scan */
-        proc_scan_set_recheck(s, 3, 0);
-        assert_int_equal(pipe(p), 0);
-        pid_t kid = spawn_exec_later(p[0], exe);
-        const ProcRecord *k = scan_find(s, kid, &r, &n);
-        assert_non_null(k);
-        assert_string_not_equal(k->comm, "postgres");
-        proc_records_free(r, n);
-        assert_int_equal(write(p[1], "x", 1), 1);
-        wait_comm(kid, "postgres");
-        bool seen = false;
-        for (int i = 0; i < 3 && !seen; i++) {
-                k = scan_find(s, kid, &r, &n);
-                seen = k && strcmp(k->comm, "postgres") == 0 && k->title && strstr(k->title, "600");
-                proc_records_free(r, n);
-        }
-        kill(kid, SIGTERM);
-        waitpid(kid, NULL, 0);
-        close(p[0]);
-        close(p[1]);
-        assert_true(seen);
-
-        /* a young process: at the very next scan */
-        proc_scan_set_recheck(s, 1000000, 3600);
-        assert_int_equal(pipe(p), 0);
-        kid = spawn_exec_later(p[0], exe);
-        k = scan_find(s, kid, &r, &n);
-        assert_non_null(k);
-        proc_records_free(r, n);
-        assert_int_equal(write(p[1], "x", 1), 1);
-        wait_comm(kid, "postgres");
-        k = scan_find(s, kid, &r, &n);
-        seen = k && strcmp(k->comm, "postgres") == 0;
-        proc_records_free(r, n);
-        kill(kid, SIGTERM);
-        waitpid(kid, NULL, 0);
-        close(p[0]);
-        close(p[1]);
-        assert_true(seen);
-
-        /* and what did not change is not read again */
-        proc_scan_set_recheck(s, 1000000, 0);
-        assert_int_equal(proc_scan_all(s, &r, &n), 0);
-        proc_records_free(r, n);
-        assert_int_equal(proc_scan_all(s, &r, &n), 0);
-        proc_records_free(r, n);
-        ProcScanStats st = proc_scan_stats(s);
-        assert_true(st.host_kept > st.host_read);
-        proc_scan_free(s);
-        remove_dir(dir);
-}
-
-/* A pid reused by a new process between two scans is read again, though the process before on
- * that pid was known and not due for a re-read: its /proc entry is another. The pid is made
- * reused with ns_last_pid (root only; retried while other forks of the host take it first). */
-static void test_scan_all_sees_reused_pid(void **state) {
-        if (geteuid() != 0 || access("/proc/sys/kernel/ns_last_pid", W_OK) != 0)
-                skip();
-        char dir[] = "/tmp/pgtree-reuse-XXXXXX", exe[128];
-        make_postgres(dir, exe, sizeof exe);
-        ProcScan *s;
-        assert_int_equal(proc_scan_new(&s), 0);
-        proc_scan_set_recheck(s, 1000000, 0); /* never re-read what looks the same */
-        ProcRecord *r;
-        size_t n;
-        pid_t got = -1, target = 0;
-        for (int attempt = 0; attempt < 50 && got != target; attempt++) {
-                pid_t old = fork();
-                assert_true(old >= 0);
-                if (old == 0) {
-                        pause();
-                        _exit(0);
-                }
-                target = old;
-                const ProcRecord *k = scan_find(s, old, &r, &n);
-                assert_non_null(k);
-                assert_string_not_equal(k->comm, "postgres");
-                proc_records_free(r, n);
-                assert_int_equal(proc_scan_all(s, &r, &n), 0); /* known now */
-                proc_records_free(r, n);
-                kill(old, SIGTERM);
-                waitpid(old, NULL, 0);
-                for (int i = 0; i < 200; i++) {
-                        FILE *f = fopen("/proc/sys/kernel/ns_last_pid", "we");
-                        assert_non_null(f);
-                        fprintf(f, "%d", (int) target - 1);
-                        fclose(f);
-                        got = fork();
-                        assert_true(got >= 0);
-                        if (got == 0) {
-                                if (getpid() == target)
-                                        execl(exe, "postgres", "600", (char *) NULL);
-                                _exit(0);
-                        }
-                        if (got == target)
-                                break;
-                        waitpid(got, NULL, 0);
-                }
-        }
-        if (got != target) {
-                proc_scan_free(s);
-                remove_dir(dir);
-                print_message("could not get pid %d again: other forks of the host took it first\n", (int) target);
-                skip();
-        }
-        wait_comm(got, "postgres");
-        const ProcRecord *k = scan_find(s, got, &r, &n);
-        kill(got, SIGTERM);
-        waitpid(got, NULL, 0);
-        assert_non_null(k);
-        assert_string_equal(k->comm, "postgres");
-        assert_non_null(k->title);
-        assert_non_null(strstr(k->title, "600"));
-        proc_records_free(r, n);
-        proc_scan_free(s);
-        remove_dir(dir);
 }
 
 /* What makes an executable a PostgreSQL server binary of the host. */
@@ -383,8 +201,6 @@ int main(void) {
                 cmocka_unit_test(test_scan_pids),
                 cmocka_unit_test(test_children_cwd_cmdline),
                 cmocka_unit_test(test_many_pids),
-                cmocka_unit_test(test_scan_all_sees_exec),
-                cmocka_unit_test(test_scan_all_sees_reused_pid),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
