@@ -710,16 +710,52 @@ static void arm_connections(Manager *m) {
                 same = fds[i] == m->conn_fds[i] && events[i] == m->conn_events[i] && owners[i] == m->conn_owners[i] &&
                        !activity_conn_connecting(owners[i]);
         if (!same) {
-                for (size_t i = 0; i < m->n_conn_sources; i++)
-                        sd_event_source_disable_unref(m->conn_sources[i]);
-                m->n_conn_sources = 0;
+                /* per connection: a source that watches the same socket of the same connection is
+                 * kept (its events changed if need be), the others go, new ones come (rebuilding
+                 * them all whenever one of many connections finished cost epoll_ctl calls per
+                 * connection squared, per cycle). Only a source added once the connection was up
+                 * and still on that connection (libpq may open another socket under the same
+                 * number while it connects: an epoll registration of the closed one is gone). */
+                sd_event_source *src[64];
+                int sfd[64];
+                uint32_t sev[64];
+                ActivityConn *sown[64];
+                unsigned sgen[64];
+                bool used[64] = {};
+                size_t ns = 0;
+                sd_event_source *kept[64] = {};
+                unsigned gen[64];
                 for (size_t i = 0; i < k; i++) {
-                        if (sd_event_add_io(m->event, &m->conn_sources[m->n_conn_sources], fds[i], events[i], on_conn_event, m) < 0)
-                                continue;
-                        m->conn_fds[m->n_conn_sources] = fds[i];
-                        m->conn_events[m->n_conn_sources] = events[i];
-                        m->conn_owners[m->n_conn_sources++] = owners[i];
+                        gen[i] = activity_conn_connecting(owners[i]) ? ~0u : activity_conn_connects(owners[i]);
+                        for (size_t j = 0; !kept[i] && gen[i] != ~0u && j < m->n_conn_sources; j++)
+                                if (!used[j] && m->conn_fds[j] == fds[i] && m->conn_owners[j] == owners[i] &&
+                                    m->conn_gen[j] == gen[i] &&
+                                    (m->conn_events[j] == events[i] ||
+                                     sd_event_source_set_io_events(m->conn_sources[j], events[i]) >= 0)) {
+                                        used[j] = true;
+                                        kept[i] = m->conn_sources[j];
+                                }
                 }
+                /* the others go first: epoll refuses a second registration of the same descriptor */
+                for (size_t j = 0; j < m->n_conn_sources; j++)
+                        if (!used[j])
+                                sd_event_source_disable_unref(m->conn_sources[j]);
+                for (size_t i = 0; i < k; i++) {
+                        sd_event_source *src_i = kept[i];
+                        if (!src_i && sd_event_add_io(m->event, &src_i, fds[i], events[i], on_conn_event, m) < 0)
+                                continue;
+                        src[ns] = src_i;
+                        sfd[ns] = fds[i];
+                        sev[ns] = events[i];
+                        sgen[ns] = gen[i];
+                        sown[ns++] = owners[i];
+                }
+                memcpy(m->conn_sources, src, ns * sizeof *src);
+                memcpy(m->conn_fds, sfd, ns * sizeof *sfd);
+                memcpy(m->conn_events, sev, ns * sizeof *sev);
+                memcpy(m->conn_owners, sown, ns * sizeof *sown);
+                memcpy(m->conn_gen, sgen, ns * sizeof *sgen);
+                m->n_conn_sources = ns;
         }
         uint64_t remote = engine_remote_deadline(m->engine);
         if (remote < deadline)

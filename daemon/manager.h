@@ -68,6 +68,7 @@ typedef struct Manager {
         int conn_fds[64];               /* what each source watches, to keep it while unchanged */
         uint32_t conn_events[64];
         ActivityConn *conn_owners[64];
+        unsigned conn_gen[64];          /* its connection's connects when added, ~0u if it was connecting */
         size_t n_conn_sources;
         sd_event_source *conn_timer;
         uint64_t conn_deadline;

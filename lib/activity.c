@@ -134,6 +134,19 @@ const ActivityRow *activity_snapshot_find(const ActivitySnapshot *s, pid_t pid) 
         return bsearch(&key, s->rows, s->n, sizeof key, cmp_row);
 }
 
+static bool str_eq(const char *a, const char *b) {
+        return a && b && strcmp(a, b) == 0;
+}
+
+bool activity_row_same_statement(const ActivityRow *a, const ActivityRow *b) {
+        return a && b && a->pid == b->pid && a->pid > 0 && a->backend_start == b->backend_start &&
+               str_eq(a->backend_type, "client backend") && str_eq(b->backend_type, "client backend") &&
+               str_eq(a->state, "active") && str_eq(b->state, "active") && a->query_start != 0 &&
+               a->query_start == b->query_start && a->state_change == b->state_change &&
+               a->xact_start == b->xact_start && !str_eq(a->wait_event_type, "Lock") &&
+               !str_eq(b->wait_event_type, "Lock");
+}
+
 /* One round trip, binary results: the server formats nothing (timestamps are 8-byte integers,
  * inet is bytes) and runs no function per row. age(backend_xmin) is computed here from the next
  * transaction id (one InitPlan), and the query text is sent only for sessions that are not idle
@@ -336,6 +349,10 @@ pid_t activity_conn_backend_pid(const ActivityConn *a) {
 
 bool activity_conn_is_own_backend(const ActivityConn *a, pid_t pid) {
         return a && pid > 0 && (a->backend_pids[0] == pid || a->backend_pids[1] == pid);
+}
+
+const ActivitySnapshot *activity_conn_previous_snapshot(const ActivityConn *a) {
+        return a && a->have_snap && a->retired.n > 0 ? &a->retired : NULL;
 }
 
 void activity_conn_release_retired(ActivityConn *a) {

@@ -58,6 +58,13 @@ typedef struct ActivitySnapshot {
 void activity_snapshot_clear(ActivitySnapshot *s);
 const ActivityRow *activity_snapshot_find(const ActivitySnapshot *s, pid_t pid);
 
+/* Do two rows of one client backend, from two answers, show it running one and the same
+ * statement all along: active in both, the same query_start, state_change and xact_start, and
+ * waiting for a lock in neither (a lock wait adds " waiting" to the title)? Then its title read
+ * between the two answers is still its title. Parallel workers, walsenders and auxiliary
+ * processes change their titles on their own (LSNs, WAL segments): never. */
+bool activity_row_same_statement(const ActivityRow *before, const ActivityRow *now);
+
 /* Parses pg_blocking_pids()'s text form ("{123,456}") into at most max pids; pids ≤ 0 (a
  * prepared transaction) are left out. Returns how many, or -EINVAL on anything else. */
 int activity_parse_pid_array(const char *text, pid_t *pids, size_t max);
@@ -119,6 +126,9 @@ bool activity_conn_connecting(const ActivityConn *a);
 const ActivitySnapshot *activity_conn_snapshot(const ActivityConn *a);
 /* A new result retires the snapshot before it instead of freeing it (a published tree may point
  * into it); the owner of that tree frees it with this once the tree is replaced. */
+/* The answer before this cycle's (NULL if this cycle has none, or there was none before):
+ * valid until activity_conn_release_retired. */
+const ActivitySnapshot *activity_conn_previous_snapshot(const ActivityConn *a);
 void activity_conn_release_retired(ActivityConn *a);
 /* The backend serving this connection (the last one that did), 0 if none yet. */
 pid_t activity_conn_backend_pid(const ActivityConn *a);

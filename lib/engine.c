@@ -430,6 +430,19 @@ int engine_finish_cycle(Engine *e, FindingEvents *events) {
         return r;
 }
 
+/* An active session's title, read when this cycle began (between the previous answer and this
+ * one), is still its title if both answers show it running the same statement and the title
+ * shows no lock wait that may have ended since. */
+static bool title_still_valid(const ActivitySnapshot *prev, const PgProcess *p) {
+        if (!prev || !p->rec.title)
+                return false;
+        size_t len = strlen(p->rec.title);
+        if (len >= 8 && strcmp(p->rec.title + len - 8, " waiting") == 0)
+                return false;
+        /* backend_start, compared there, tells a reused pid apart */
+        return activity_row_same_statement(activity_snapshot_find(prev, p->act->pid), p->act);
+}
+
 static int finish_cycle(Engine *e, FindingEvents *events) {
         PgTree *t = &e->next;
         for (size_t i = 0; i < t->n_clusters; i++) {
@@ -474,11 +487,21 @@ static int finish_cycle(Engine *e, FindingEvents *events) {
                 t->clusters[i].server_commands_known = sc && sc->known;
         }
         /* pg_stat_activity tells the state of joined sessions: their titles need not be read
-         * again until they turn active */
+         * again until they turn active, nor while they run the same statement */
+        _cleanup_free_ const ActivitySnapshot **prev = calloc(t->n_clusters ? t->n_clusters : 1, sizeof *prev);
+        if (!prev)
+                return -ENOMEM;
+        for (size_t i = 0; i < t->n_clusters; i++) {
+                ClusterSlot *s = t->clusters[i].snapshot ? slot_of_cluster(e, t, &t->clusters[i]) : NULL;
+                prev[i] = s ? activity_conn_previous_snapshot(s->conn) : NULL;
+        }
         for (size_t i = 0; i < t->n_procs; i++) {
                 const PgProcess *p = &t->procs[i];
                 if (p->act && (!p->act->state || strcmp(p->act->state, "active") != 0))
                         scanner_title_stable(e->scanner, p->rec.pid, p->rec.start_ticks);
+                else if (p->act && p->cluster >= 0 && (size_t) p->cluster < t->n_clusters &&
+                         title_still_valid(prev[p->cluster], p))
+                        scanner_title_keep(e->scanner, p->rec.pid, p->rec.start_ticks);
         }
 
         /* client_gone: dead when the cycle began, and still working by the answer that came after

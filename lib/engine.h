@@ -53,6 +53,7 @@ typedef struct Engine {
         ScanStats scan;
         Findings open;          /* the open findings after the last cycle */
         uint64_t cycles;
+        uint64_t full_scans;    /* cycles that began with a discovery scan */
         double cycle_seconds;   /* wall time of the last whole cycle */
         uint64_t cycle_started;
         /* client_gone: the client connections are looked at when a cycle begins, before the

@@ -58,6 +58,7 @@ typedef struct Cached {
         bool io_valid;
         uint64_t read_bytes, write_bytes;
         bool title_stable;
+        bool title_keep;        /* for the next refresh only (scanner_title_keep) */
 } Cached;
 
 #define SLOW_EVERY 5
@@ -332,7 +333,9 @@ static int refresh_known(Scanner *s, ProcRecord **ret, size_t *n_ret, const char
                         rec->ident = c->ident;
                         if (strcmp(c->comm, rec->comm) != 0) /* it exec'd another program */
                                 what |= PROC_DETAIL_IDENTITY;
-                        if (c->title_stable && c->title) {
+                        bool keep = c->title_keep && strcmp(c->comm, rec->comm) == 0 &&
+                                    (s->refreshes + (uint64_t) rec->pid) % SLOW_EVERY != 0;
+                        if ((c->title_stable || keep) && c->title) {
                                 if (!(rec->title = strdup(c->title))) {
                                         proc_records_free(recs, n_recs + 1);
                                         return -ENOMEM;
@@ -506,6 +509,13 @@ static int update_cache(Scanner *s, PgTree *t, uint64_t mono_now, double uptime,
         s->n_cache = t->n_procs;
         s->cache_at = mono_now;
         return 0;
+}
+
+void scanner_title_keep(Scanner *s, pid_t pid, uint64_t start_ticks) {
+        Cached key = { .pid = pid };
+        Cached *c = s->n_cache ? bsearch(&key, s->cache, s->n_cache, sizeof key, cmp_known_cached) : NULL;
+        if (c && c->start_ticks == start_ticks)
+                c->title_keep = true;
 }
 
 void scanner_title_stable(Scanner *s, pid_t pid, uint64_t start_ticks) {

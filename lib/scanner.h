@@ -44,6 +44,12 @@ int scanner_refresh(Scanner *s, bool force_full, PgTree *ret, ScanStats *stats);
  * engine says so for every joined process that is not active). */
 void scanner_title_stable(Scanner *s, pid_t pid, uint64_t start_ticks);
 
+/* The title read by the last refresh stays the process's title for the next one (the engine
+ * says so for an active session that pg_stat_activity shows running the same statement before
+ * and after that read): only its stat is read. Every SLOW_EVERY refreshes (staggered by pid) the
+ * title is read anyway: a multi-statement query string changes titles under one query_start. */
+void scanner_title_keep(Scanner *s, pid_t pid, uint64_t start_ticks);
+
 /* Reads what identifies a cluster: its data directory (/proc/PM/cwd, else -D on the command
  * line) and postmaster.pid there, valid only if its pid and start time are the postmaster's
  * (pm_start: epoch seconds, 0 unknown); else pmfile_why says why. Missing pieces stay empty. */

@@ -218,6 +218,58 @@ static void test_snapshot_find(void **state) {
         assert_null(activity_snapshot_find(NULL, 8));
 }
 
+/* When may an active session's title read between two answers be kept (scanner_title_keep)?
+ * Only while both show the same statement: any change must make the title be read again. */
+static void test_same_statement(void **state) {
+        ActivityRow a = { .pid = 42, .backend_type = (char *) "client backend", .state = (char *) "active",
+                          .backend_start = 100, .xact_start = 200, .query_start = 200, .state_change = 200,
+                          .wait_event_type = (char *) "Timeout", .wait_event = (char *) "PgSleep" };
+        ActivityRow b = a;
+        assert_true(activity_row_same_statement(&a, &b));
+        assert_false(activity_row_same_statement(NULL, &b));
+        assert_false(activity_row_same_statement(&a, NULL));
+        /* another statement: a new query_start (and state_change, xact_start) */
+        b.query_start = 201;
+        assert_false(activity_row_same_statement(&a, &b));
+        b = a;
+        b.state_change = 201; /* went idle and active again within the same query_start: never */
+        assert_false(activity_row_same_statement(&a, &b));
+        b = a;
+        b.xact_start = 150;
+        assert_false(activity_row_same_statement(&a, &b));
+        /* a reused pid: another backend */
+        b = a;
+        b.backend_start = 101;
+        assert_false(activity_row_same_statement(&a, &b));
+        b = a;
+        b.pid = 43;
+        assert_false(activity_row_same_statement(&a, &b));
+        /* not active in one of them */
+        b = a;
+        b.state = (char *) "idle in transaction";
+        assert_false(activity_row_same_statement(&a, &b));
+        assert_false(activity_row_same_statement(&b, &a));
+        b.state = NULL;
+        assert_false(activity_row_same_statement(&a, &b));
+        /* a lock wait (the title says "waiting") before or now */
+        b = a;
+        b.wait_event_type = (char *) "Lock";
+        assert_false(activity_row_same_statement(&a, &b));
+        assert_false(activity_row_same_statement(&b, &a));
+        /* processes that retitle themselves while "active" */
+        b = a;
+        b.backend_type = (char *) "walsender";
+        assert_false(activity_row_same_statement(&b, &b));
+        b.backend_type = (char *) "parallel worker";
+        assert_false(activity_row_same_statement(&b, &b));
+        b.backend_type = NULL;
+        assert_false(activity_row_same_statement(&b, &b));
+        /* no query_start (hidden from the role): nothing to compare */
+        b = a;
+        b.query_start = 0;
+        assert_false(activity_row_same_statement(&b, &b));
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_sql_per_version),
@@ -230,6 +282,7 @@ int main(void) {
                 cmocka_unit_test(test_hung_server),
                 cmocka_unit_test(test_describe_hides_password),
                 cmocka_unit_test(test_snapshot_find),
+                cmocka_unit_test(test_same_statement),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

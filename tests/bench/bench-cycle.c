@@ -44,11 +44,16 @@ static int floor_round(PGconn *c, pid_t pm) {
         PQclear(r);
         char path[64], buf[65536];
         snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int) pm, (int) pm);
+        /* the kernel hands the list out a page at a time: read to the end (one read() of a
+         * 2,000-child list returned about 1,000 of them) */
         int fd = open(path, O_RDONLY | O_CLOEXEC);
-        ssize_t k = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+        size_t k = 0;
+        ssize_t got = 0;
+        while (fd >= 0 && k < sizeof buf - 1 && (got = read(fd, buf + k, sizeof buf - 1 - k)) > 0)
+                k += (size_t) got;
         if (fd >= 0)
                 close(fd);
-        if (k <= 0)
+        if (k == 0 || got < 0)
                 return -1;
         buf[k] = 0;
         int n = 0;

@@ -21,6 +21,14 @@ so that pgtreed sees only the benchmark's processes, not other clusters of the h
 usage: tests/bench/run.py [--build NAME=DIR ...] [--scales 50,500,2000] [--rounds 3]
                           [--window 10] [--interval 1] [--tools pgtreed,floor,pg_activity,exporter]
                           [--extra-procs 0]   (idle host processes added, for the host-size test)
+                          [--host-size N [--age 130]]  (each round twice: as is, then with N more
+                              idle host processes, started for the round, aged AGE seconds while
+                              pgtreed runs, and stopped by pid after it: rows "+0" and "+N")
+                          [--latency]  (then tests/bench/latency.py: detection latency per finding
+                              kind at 1 s and 5 s, pgbench -C churn; its table follows)
+                          [--layouts 1x500,10x50]  (clusters x connections each: every layout set up
+                              at once, each in its own PID namespace, measured in turn per round;
+                              the table compares each to the first)
                           [--clusters 1]      (split the connections over that many clusters)
 """
 import argparse
@@ -48,12 +56,17 @@ ap.add_argument("--window", type=float, default=10.0)
 ap.add_argument("--interval", type=float, default=1.0)
 ap.add_argument("--tools", default="pgtreed,floor,pg_activity,exporter")
 ap.add_argument("--extra-procs", type=int, default=0)
+ap.add_argument("--host-size", type=int, default=0)
+ap.add_argument("--age", type=float, default=130.0)
+ap.add_argument("--layouts", default="")
+ap.add_argument("--latency", action="store_true")
+ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
 ap.add_argument("--clusters", type=int, default=1)
 ap.add_argument("--json", help="also write the raw results here")
 ap.add_argument("--in-namespace", action="store_true", help=argparse.SUPPRESS)
 args = ap.parse_args()
 
-if not args.in_namespace and os.geteuid() == 0:
+if not args.in_namespace and os.geteuid() == 0 and not args.layouts:
     # a private PID namespace: pgtreed's discovery sees this benchmark's processes only
     os.execvp("unshare", ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, os.path.abspath(__file__),
                           "--in-namespace"] + sys.argv[1:])
@@ -205,8 +218,14 @@ class Pgtreed:
         b1 = [schedstat_ms(p) for p in backends]
         x1 = [ctxt_switches(p) for p in backends]
         k1 = self.cycles()
+        after = [p for c in self.clusters for p in backends_of(c, f"application_name = '{self.app}'")]
         self.stop()
         n = max(k1 - k0, 1)
+        if sorted(after) != sorted(backends):
+            # it reconnected (a query timed out under load): its new backend's CPU is not counted,
+            # so the round is left out of the medians
+            return {"client_ms": (d1 - d0) / n, "server_ms": float("nan"), "refreshes": n, "backend_ctxt": 0.0,
+                    "invalid": "reconnected"}
         server = sum((y - x) for x, y in zip(b0, b1) if x is not None and y is not None)
         ctxt = sum((y - x) for x, y in zip(x0, x1) if x is not None and y is not None)
         return {"client_ms": (d1 - d0) / n, "server_ms": server / n, "refreshes": n, "backend_ctxt": ctxt / n}
@@ -323,6 +342,41 @@ def extra_processes(n):
     return [subprocess.Popen(["sleep", "86400"]) for _ in range(n)]
 
 
+def stop_processes(procs):
+    for p in procs:
+        with contextlib.suppress(ProcessLookupError):
+            p.terminate()
+    for p in procs:
+        p.wait()
+
+
+def host_size_round(r, instances, results, total):
+    """One round of --host-size: every tool as is, then with args.host_size more processes (aged
+    args.age seconds while the pgtreed instances run: discovery sees them new, then young, then
+    as the long-lived processes of a big host)."""
+    for phase in (0, args.host_size):
+        extra = []
+        try:
+            if phase:
+                t0 = time.monotonic()
+                extra = extra_processes(phase)
+                for _, inst in instances:
+                    if isinstance(inst, Pgtreed):
+                        inst.cont()
+                time.sleep(max(0.0, args.age - (time.monotonic() - t0)))
+                for _, inst in instances:
+                    if isinstance(inst, Pgtreed):
+                        inst.stop()
+            for label, inst in instances:
+                res = inst.measure()
+                results.setdefault(f"{label} +{phase}", []).append(res)
+                print(f"  {total} conns, round {r + 1}: {label:22} +{phase:<5} client {res['client_ms']:8.2f} ms  "
+                      f"server {res['server_ms']:8.2f} ms  ({res['refreshes']} refreshes)"
+                      f"{'  LEFT OUT: ' + res['invalid'] if 'invalid' in res else ''}", file=sys.stderr, flush=True)
+        finally:
+            stop_processes(extra)
+
+
 # ---- the run ----
 
 def run_scale(total):
@@ -354,19 +408,95 @@ def run_scale(total):
                 inst = Exporter(clusters)
                 stack.callback(inst.close)
                 instances.append(("postgres_exporter", inst))
-        for r in range(args.rounds):
+        if args.serve:  # --layouts: measure when the parent says so
+            print(json.dumps({"ready": True}), flush=True)
+            for line in sys.stdin:
+                if line.strip() != "measure":
+                    break
+                print(json.dumps({label: inst.measure() for label, inst in instances}), flush=True)
+            return results
+        for r in range(args.rounds if args.host_size else 0):
+            host_size_round(r, instances, results, total)
+        for r in range(args.rounds if not args.host_size else 0):
             for label, inst in instances:
                 res = inst.measure()
                 results.setdefault(label, []).append(res)
                 print(f"  {total} conns, round {r + 1}: {label:22} client {res['client_ms']:8.2f} ms  "
                       f"server {res['server_ms']:8.2f} ms  ({res['refreshes']} refreshes"
-              f"{', backend context switches %.1f' % res['backend_ctxt'] if 'backend_ctxt' in res else ''})", file=sys.stderr, flush=True)
+              f"{', backend context switches %.1f' % res['backend_ctxt'] if 'backend_ctxt' in res else ''})"
+                      f"{'  LEFT OUT: ' + res['invalid'] if 'invalid' in res else ''}", file=sys.stderr, flush=True)
     return results
 
 
 def med(rs, key):
-    return statistics.median(r[key] for r in rs)
+    v = [r[key] for r in rs if "invalid" not in r]
+    return statistics.median(v) if v else float("nan")
 
+
+def round_ratio(res, label, fkey="floor"):
+    """Median over the rounds of total / the floor's total of the same round (the load of the
+    machine changes between rounds, not within one)."""
+    if fkey not in res:
+        return None
+    v = [(r["client_ms"] + r["server_ms"]) / (f["client_ms"] + f["server_ms"])
+         for r, f in zip(res[label], res[fkey]) if "invalid" not in r and "invalid" not in f]
+    return statistics.median(v) if v else None
+
+
+def run_layouts():
+    """--layouts: one server process per layout, each in its own PID namespace (its pgtreed sees
+    its own clusters only), all set up at once, measured in turn round after round."""
+    layouts = [tuple(int(x) for x in spec.split("x")) for spec in args.layouts.split(",")]
+    passthrough = []
+    for b in args.build:
+        passthrough += ["--build", b]
+    passthrough += ["--window", str(args.window), "--interval", str(args.interval), "--tools", args.tools]
+    servers = []
+    for n_clusters, per in layouts:
+        argv = [sys.executable, os.path.abspath(__file__), "--in-namespace", "--serve", "--scales",
+                str(n_clusters * per), "--clusters", str(n_clusters)] + passthrough
+        if os.geteuid() == 0:
+            argv = ["unshare", "--pid", "--fork", "--mount-proc"] + argv
+        servers.append(subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+    try:
+        for p in servers:
+            if "ready" not in json.loads(p.stdout.readline() or "{}"):
+                raise RuntimeError("a layout failed to set up")
+        results = {}
+        for r in range(args.rounds):
+            for (n_clusters, per), p in zip(layouts, servers):
+                p.stdin.write("measure\n")
+                p.stdin.flush()
+                got = json.loads(p.stdout.readline())
+                for label, res in got.items():
+                    results.setdefault(f"{n_clusters}x{per} {label}", []).append(res)
+                    print(f"  round {r + 1}: {n_clusters:>2} x {per:<5} {label:22} client {res['client_ms']:8.2f} ms  "
+                          f"server {res['server_ms']:8.2f} ms  ({res['refreshes']} refreshes)"
+                          f"{'  LEFT OUT: ' + res['invalid'] if 'invalid' in res else ''}", file=sys.stderr, flush=True)
+    finally:
+        for p in servers:
+            with contextlib.suppress(Exception):
+                p.stdin.close()
+        for p in servers:
+            p.wait(300)
+    print(f"\nlayouts: {args.layouts}; interval {args.interval:g} s, window {args.window:g} s, {args.rounds} rounds; "
+          f"load average at the end: {' '.join(open('/proc/loadavg').read().split()[:3])}")
+    print("CPU per refresh (ms), client + its backends; ratio = / the first layout's, median of the rounds' own ratios")
+    first = f"{layouts[0][0]}x{layouts[0][1]}"
+    for key, rs in results.items():
+        lay, label = key.split(" ", 1)
+        c, sv = med(rs, "client_ms"), med(rs, "server_ms")
+        base = results[f"{first} {label}"]
+        v = [(x["client_ms"] + x["server_ms"]) / (y["client_ms"] + y["server_ms"]) for x, y in zip(rs, base)
+             if "invalid" not in x and "invalid" not in y]
+        ratio = f"{statistics.median(v):6.2f}x" if v else ""
+        print(f"{lay:>9} | {label:22} | {c:8.2f} | {sv:8.2f} | {c + sv:8.2f} | {ratio}  "
+              f"(rounds: {', '.join(f'{x:.2f}' for x in v)})")
+    sys.exit(0)
+
+
+if args.layouts:
+    run_layouts()
 
 all_results = {}
 for scale in [int(x) for x in args.scales.split(",")]:
@@ -376,14 +506,34 @@ cpu = open("/proc/cpuinfo").read()
 model = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("model name")), "?")
 print(f"\nmachine: {os.cpu_count()} CPUs, {model}, kernel {os.uname().release}; interval {args.interval:g} s, "
       f"window {args.window:g} s, {args.rounds} rounds, {args.clusters} cluster(s), +{args.extra_procs} host processes")
-print("CPU per refresh (ms), client + its backend = total; median of the rounds' means; ratio = total / floor")
-print(f"{'connections':>11} | {'tool':22} | {'client':>8} | {'backend':>8} | {'total':>8} | {'/ floor':>8}")
+print(f"load average at the end: {' '.join(open('/proc/loadavg').read().split()[:3])}")
+print("CPU per refresh (ms), client + its backend = total; median of the rounds' means; / floor = total / the "
+      "floor's; per round = median of the rounds' own ratios (rounds where pgtreed reconnected left out)")
+print(f"{'connections':>11} | {'tool':22} | {'client':>8} | {'backend':>8} | {'total':>8} | {'/ floor':>8} | "
+      f"{'per round':>9}")
 for scale, res in all_results.items():
-    floor = med(res["floor"], "client_ms") + med(res["floor"], "server_ms") if "floor" in res else None
+    fkey = "floor" if "floor" in res else "floor +0" if "floor +0" in res else None
+    floor = med(res[fkey], "client_ms") + med(res[fkey], "server_ms") if fkey else None
     for label, rs in res.items():
         c, s = med(rs, "client_ms"), med(rs, "server_ms")
         ratio = f"{(c + s) / floor:7.2f}x" if floor else ""
-        print(f"{scale:>11} | {label:22} | {c:8.2f} | {s:8.2f} | {c + s:8.2f} | {ratio:>8}")
+        rr = round_ratio(res, label, fkey)
+        per = f"{rr:8.2f}x" if rr else ""
+        print(f"{scale:>11} | {label:22} | {c:8.2f} | {s:8.2f} | {c + s:8.2f} | {ratio:>8} | {per:>9}")
+if args.host_size:
+    print(f"host size: pgtreed with +{args.host_size} host processes / with +0, median of the rounds' own ratios")
+    for scale, res in all_results.items():
+        for label in [k[:-3] for k in res if k.endswith(" +0") and k.startswith("pgtreed")]:
+            a, b = res[f"{label} +0"], res[f"{label} +{args.host_size}"]
+            v = [(y["client_ms"] + y["server_ms"]) / (x["client_ms"] + x["server_ms"]) for x, y in zip(a, b)
+                 if "invalid" not in x and "invalid" not in y]
+            if v:
+                print(f"{scale:>11} | {label:22} | {statistics.median(v):6.2f}x  (rounds: "
+                      f"{', '.join(f'{x:.2f}' for x in v)})")
 if args.json:
     with open(args.json, "w") as f:
         json.dump(all_results, f, indent=1)
+if args.latency:
+    sys.stdout.flush()
+    subprocess.run([sys.executable, os.path.join(HERE, "latency.py"), "--build",
+                    builds[-1][1]], check=True)
