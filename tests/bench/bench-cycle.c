@@ -7,6 +7,8 @@
 #include <fcntl.h>
 #include <json-c/json.h>
 #include <libpq-fe.h>
+
+#include "floor-reads.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,38 +44,9 @@ static int floor_round(PGconn *c, pid_t pm) {
         PGresult *r = PQexecPrepared(c, "floor", 0, NULL, NULL, NULL, 0);
         int rows = PQresultStatus(r) == PGRES_TUPLES_OK ? PQntuples(r) : -1;
         PQclear(r);
-        char path[64], buf[65536];
-        snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int) pm, (int) pm);
-        /* the kernel hands the list out a page at a time: read to the end (one read() of a
-         * 2,000-child list returned about 1,000 of them) */
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        size_t k = 0;
-        ssize_t got = 0;
-        while (fd >= 0 && k < sizeof buf - 1 && (got = read(fd, buf + k, sizeof buf - 1 - k)) > 0)
-                k += (size_t) got;
-        if (fd >= 0)
-                close(fd);
-        if (k == 0 || got < 0)
+        int n = floor_proc_reads(pm);
+        if (n < 0)
                 return -1;
-        buf[k] = 0;
-        int n = 0;
-        for (char *p = buf; *p;) {
-                char *e;
-                long pid = strtol(p, &e, 10);
-                if (e == p)
-                        break;
-                char sp[64], st[1024];
-                snprintf(sp, sizeof sp, "/proc/%ld/stat", pid);
-                int f = open(sp, O_RDONLY | O_CLOEXEC);
-                if (f >= 0) {
-                        if (read(f, st, sizeof st) > 0)
-                                n++;
-                        close(f);
-                }
-                p = e;
-                while (*p == ' ' || *p == '\n')
-                        p++;
-        }
         return rows >= 0 ? n : -1;
 }
 

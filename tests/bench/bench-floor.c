@@ -9,6 +9,8 @@
  * the rounds, and the rows of the last round. */
 #include <fcntl.h>
 #include <libpq-fe.h>
+
+#include "floor-reads.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,39 +56,7 @@ static long ctxt_switches(int pid) {
 }
 
 static int proc_reads(int pm) {
-        char path[64], buf[1 << 16];
-        snprintf(path, sizeof path, "/proc/%d/task/%d/children", pm, pm);
-        /* the kernel hands the list out a page at a time: read to the end (one read() of a
-         * 2,000-child list returned about 1,000 of them) */
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        size_t k = 0;
-        ssize_t got = 0;
-        while (fd >= 0 && k < sizeof buf - 1 && (got = read(fd, buf + k, sizeof buf - 1 - k)) > 0)
-                k += (size_t) got;
-        if (fd >= 0)
-                close(fd);
-        if (k == 0 || got < 0)
-                return -1;
-        buf[k] = 0;
-        int n = 0;
-        for (char *p = buf; *p;) {
-                char *e;
-                long pid = strtol(p, &e, 10);
-                if (e == p)
-                        break;
-                char sp[64], st[1024];
-                snprintf(sp, sizeof sp, "/proc/%ld/stat", pid);
-                int f = open(sp, O_RDONLY | O_CLOEXEC);
-                if (f >= 0) {
-                        if (read(f, st, sizeof st) > 0)
-                                n++;
-                        close(f);
-                }
-                p = e;
-                while (*p == ' ' || *p == '\n')
-                        p++;
-        }
-        return n;
+        return floor_proc_reads((pid_t) pm);
 }
 
 int main(int argc, char **argv) {
