@@ -55,6 +55,26 @@ def stop_on_signals():
         signal.signal(s, handler)
 
 
+def query_in_thread(conn, query):
+    """Runs query on conn in a thread of its own: (thread, backend pid, holder); holder["error"]
+    is what ended it (a cancel, a terminate, an orphaning)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        pid = cur.fetchone()[0]
+    holder = {"conn": conn, "error": None}
+
+    def work():
+        try:
+            with conn.cursor() as cur:
+                cur.execute(query)
+        except Exception as e:
+            holder["error"] = e
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    return t, pid, holder
+
+
 def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -226,21 +246,7 @@ class Cluster:
 
     def run_async(self, query, **connect_kw):
         """Runs query in a thread on its own connection; returns (thread, backend pid, holder)."""
-        conn = self.connect(**connect_kw)
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_backend_pid()")
-            pid = cur.fetchone()[0]
-        holder = {"conn": conn, "error": None}
-
-        def work():
-            try:
-                with conn.cursor() as cur:
-                    cur.execute(query)
-            except Exception as e:  # ended by a test: cancel, terminate, orphaning
-                holder["error"] = e
-
-        t = threading.Thread(target=work, daemon=True)
-        t.start()
+        t, pid, holder = query_in_thread(self.connect(**connect_kw), query)
         self._threads.append((t, holder))
         return t, pid, holder
 

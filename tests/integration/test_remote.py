@@ -21,7 +21,7 @@ import psycopg2
 import pytest
 
 from conftest import Daemon
-from pgharness import free_port, pg_bindir, pid_alive, wait_for
+from pgharness import free_port, pg_bindir, pid_alive, query_in_thread, wait_for
 
 TAG = f"rt{os.getpid() % 100000}"
 READER, ADMIN = f"{TAG}r", f"{TAG}a"
@@ -143,20 +143,7 @@ log_line_prefix = '%m [%p] '
             return cur.fetchall() if cur.description else None
 
     def run_async(self, query, **kw):
-        conn = self.connect(**kw)
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_backend_pid()")
-            pid = cur.fetchone()[0]
-        holder = {"conn": conn, "error": None}
-
-        def work():
-            try:
-                with conn.cursor() as cur:
-                    cur.execute(query)
-            except Exception as e:  # ended by the test or by pgtreed
-                holder["error"] = e
-        t = threading.Thread(target=work, daemon=True)
-        t.start()
+        _, pid, holder = query_in_thread(self.connect(**kw), query)
         return pid, holder
 
     def host_children(self):
