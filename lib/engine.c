@@ -497,7 +497,10 @@ static int finish_cycle(Engine *e, FindingEvents *events) {
         }
         for (size_t i = 0; i < t->n_procs; i++) {
                 const PgProcess *p = &t->procs[i];
-                if (p->act && (!p->act->state || strcmp(p->act->state, "active") != 0))
+                /* client backends only: the archiver, startup process and checkpointer have no
+                 * state there, and what they run (their children) is looked at every refresh */
+                if (p->act && p->title.backend_type == BACKEND_CLIENT &&
+                    (!p->act->state || strcmp(p->act->state, "active") != 0))
                         scanner_title_stable(e->scanner, p->rec.pid, p->rec.start_ticks);
                 else if (p->act && p->cluster >= 0 && (size_t) p->cluster < t->n_clusters &&
                          title_still_valid(prev[p->cluster], p))

@@ -188,7 +188,8 @@ def test_archiver_children_compared_with_settings(daemon_factory):
     c = Cluster(name=f"pgtree_fp_set_{os.getpid()}",
                 settings={"archive_mode": "on", "archive_command": f"'{arch} %p %f'", "wal_level": "replica"})
     c.start()
-    d = daemon_factory("[daemon]\ninterval = 300ms\n").start()
+    # refreshes, not discovery scans, must see what the archiver runs
+    d = daemon_factory("[daemon]\ninterval = 300ms\ndiscovery_interval = 1h\n").start()
     try:
         def archive_segment():
             c.sql("CREATE TABLE IF NOT EXISTS a (x int); INSERT INTO a SELECT generate_series(1, 1000); SELECT pg_switch_wal()")
