@@ -28,7 +28,7 @@ import textwrap
 
 import psycopg2
 
-from pgharness import free_port, pg_bindir, pid_alive, server_major, wait_for
+from pgharness import children, free_port, pg_bindir, pid_alive, server_major, wait_for
 
 
 def ns_pids(pid):
@@ -83,13 +83,6 @@ def userns_popen(argv, base, count=65536, **kw):
         os.close(w2)
     return p
 
-
-def children(pid):
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
 
 
 class ContainerCluster:

@@ -55,6 +55,15 @@ def stop_on_signals():
         signal.signal(s, handler)
 
 
+def children(pid):
+    """The pids of pid's children (none if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
 def query_in_thread(conn, query):
     """Runs query on conn in a thread of its own: (thread, backend pid, holder); holder["error"]
     is what ended it (a cancel, a terminate, an orphaning)."""

@@ -10,7 +10,7 @@ import subprocess
 import time
 
 from osusers import os_users
-from pgharness import Cluster, pid_alive, wait_for
+from pgharness import Cluster, children, pid_alive, wait_for
 
 
 def script(path, body):
@@ -18,13 +18,6 @@ def script(path, body):
     path.chmod(0o755)
     return path
 
-
-def children(pid):
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
 
 
 def sessions(cluster, app, n):

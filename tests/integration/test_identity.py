@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import cluster_of, once_json
-from pgharness import Cluster, pid_alive, wait_for
+from pgharness import Cluster, children, pid_alive, wait_for
 
 
 @pytest.fixture
@@ -91,13 +91,6 @@ class Fakes:
         import shutil
         shutil.rmtree(self.dir, ignore_errors=True)
 
-
-def children(pid):
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
 
 
 def comm(pid):
