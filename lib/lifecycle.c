@@ -105,61 +105,71 @@ static int decide(Tracked *t, const Config *c, double now, FindingEvents *events
         return 0;
 }
 
+/* Candidates in key order, the later of two with one key last; sorted as pointers: a Finding is
+ * 8 KB, and copying, sorting and merging hundreds of them by value each cycle was a tenth of a
+ * cycle at 2,000 sessions. */
+static int cmp_candidate(const void *a, const void *b) {
+        const Finding *x = *(const Finding *const *) a, *y = *(const Finding *const *) b;
+        int c = cmp_key(x, y);
+        return c ? c : (x > y) - (x < y);
+}
+
 int finding_store_update(FindingStore *s, const Findings *candidates, const Config *c, double now,
                          FindingEvents *events) {
         size_t n = candidates ? candidates->n : 0;
-        _cleanup_free_ Finding *cand = malloc((n ? n : 1) * sizeof *cand);
+        _cleanup_free_ const Finding **cand = malloc((n ? n : 1) * sizeof *cand);
         Tracked *next = malloc((n ? n : 1) * sizeof *next);
         if (!cand || !next) {
                 free(next);
                 return -ENOMEM;
         }
-        if (n)
-                memcpy(cand, candidates->items, n * sizeof *cand);
-        qsort(cand, n, sizeof *cand, cmp_finding);
+        for (size_t x = 0; x < n; x++)
+                cand[x] = &candidates->items[x];
+        qsort(cand, n, sizeof *cand, cmp_candidate);
 
         size_t i = 0, j = 0, k = 0;
         int r = 0;
         while (r >= 0 && (i < s->n || j < n)) {
-                int cmp = i >= s->n ? 1 : j >= n ? -1 : cmp_key(&s->items[i].f, &cand[j]);
+                int cmp = i >= s->n ? 1 : j >= n ? -1 : cmp_key(&s->items[i].f, cand[j]);
                 if (cmp < 0) { /* tracked, not seen now: it ended */
                         if (s->items[i].open)
                                 r = emit(events, FINDING_RESOLVED, &s->items[i].f, s->items[i].f.action);
                         i++;
                         continue;
                 }
-                if (j + 1 < n && cmp_key(&cand[j], &cand[j + 1]) == 0) {
+                if (j + 1 < n && cmp_key(cand[j], cand[j + 1]) == 0) {
                         j++; /* a duplicate candidate: keep the last */
                         continue;
                 }
-                Tracked t;
+                Tracked *t = &next[k++];
+                t->f = *cand[j++];
                 if (cmp == 0) { /* kept: refresh what it says, keep its identity and decision */
-                        t = s->items[i++];
-                        Finding keep = t.f;
-                        t.f = cand[j++];
-                        t.f.first_seen = keep.first_seen;
-                        memcpy(t.f.rule, keep.rule, sizeof t.f.rule);
-                        t.f.action = keep.action;
-                        t.f.dry_run = keep.dry_run;
-                        t.f.act_on_blocker = keep.act_on_blocker;
+                        const Tracked *old = &s->items[i++];
+                        const Finding *keep = &old->f;
+                        t->open = old->open;
+                        t->cycles = old->cycles + 1;
+                        t->f.first_seen = keep->first_seen;
+                        memcpy(t->f.rule, keep->rule, sizeof t->f.rule);
+                        t->f.action = keep->action;
+                        t->f.dry_run = keep->dry_run;
+                        t->f.act_on_blocker = keep->act_on_blocker;
                         /* a foreign process whose backend is gone keeps that backend's evidence */
-                        if (t.f.kind == FINDING_FOREIGN_PROCESS && !t.f.user[0] && keep.via_pid == t.f.via_pid) {
-                                memcpy(t.f.user, keep.user, sizeof t.f.user);
-                                memcpy(t.f.database, keep.database, sizeof t.f.database);
-                                memcpy(t.f.application_name, keep.application_name, sizeof t.f.application_name);
-                                memcpy(t.f.client, keep.client, sizeof t.f.client);
-                                memcpy(t.f.backend_type, keep.backend_type, sizeof t.f.backend_type);
-                                memcpy(t.f.query, keep.query, sizeof t.f.query);
+                        if (t->f.kind == FINDING_FOREIGN_PROCESS && !t->f.user[0] && keep->via_pid == t->f.via_pid) {
+                                memcpy(t->f.user, keep->user, sizeof t->f.user);
+                                memcpy(t->f.database, keep->database, sizeof t->f.database);
+                                memcpy(t->f.application_name, keep->application_name, sizeof t->f.application_name);
+                                memcpy(t->f.client, keep->client, sizeof t->f.client);
+                                memcpy(t->f.backend_type, keep->backend_type, sizeof t->f.backend_type);
+                                memcpy(t->f.query, keep->query, sizeof t->f.query);
                         }
-                        t.cycles++;
                 } else { /* new */
-                        t = (Tracked){ .f = cand[j++], .cycles = 1 };
-                        t.f.first_seen = now;
-                        t.f.action = ACTION_LOG;
-                        t.f.rule[0] = 0;
+                        t->open = false;
+                        t->cycles = 1;
+                        t->f.first_seen = now;
+                        t->f.action = ACTION_LOG;
+                        t->f.rule[0] = 0;
                 }
-                r = decide(&t, c, now, events);
-                next[k++] = t;
+                r = decide(t, c, now, events);
         }
         if (r < 0) {
                 free(next);
