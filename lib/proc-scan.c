@@ -44,8 +44,8 @@ static enum pids_item items[N_ITEMS] = {
 /* An open /proc/PID/stat per watched process: re-read with pread(), it is regenerated on every
  * read, and it stays bound to that very process (a reused pid gets a new one) — a refresh then
  * costs one read per process instead of open + read + close. */
-enum { KEPT_STAT, KEPT_STATM, KEPT_IO, _KEPT_MAX };
-static const char *const kept_names[_KEPT_MAX] = { "stat", "statm", "io" };
+enum { KEPT_STAT, KEPT_STATM, KEPT_IO, KEPT_CHILDREN, _KEPT_MAX };
+static const char *const kept_names[_KEPT_MAX] = { "stat", "statm", "io", "children" };
 
 typedef struct StatFd {
         pid_t pid;
@@ -95,7 +95,7 @@ int proc_scan_new(ProcScan **ret) {
         s->euid = geteuid();
         struct rlimit rl;
         /* entries of three descriptors; a third of the limit stays for pidfds and the rest */
-        s->max_fds = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 256 ? (rl.rlim_cur - 128) / 6 : 0;
+        s->max_fds = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 256 ? (rl.rlim_cur - 128) / 8 : 0; /* up to _KEPT_MAX each, and the scanner's pidfds */
         if (s->max_fds > 65536)
                 s->max_fds = 65536;
         long ps = sysconf(_SC_PAGESIZE);
@@ -187,7 +187,9 @@ static StatFd *kept_entry(ProcScan *s, pid_t pid) {
         if (f || s->n_fds >= s->max_fds || GROW(s->fds, s->fds_allocated, s->n_fds + 1) < 0)
                 return f;
         memmove(&s->fds[at + 1], &s->fds[at], (s->n_fds - at) * sizeof *s->fds);
-        s->fds[at] = (StatFd){ .pid = pid, .fd = { -1, -1, -1 } };
+        s->fds[at] = (StatFd){ .pid = pid };
+        for (int k = 0; k < _KEPT_MAX; k++)
+                s->fds[at].fd[k] = -1;
         s->n_fds++;
         return &s->fds[at];
 }
@@ -195,7 +197,10 @@ static StatFd *kept_entry(ProcScan *s, pid_t pid) {
 /* Reads /proc/PID/<which> through its kept descriptor (opening it on first use). */
 static ssize_t read_kept(ProcScan *s, pid_t pid, int which, char *buf, size_t size) {
         char path[64];
-        snprintf(path, sizeof path, "%d/%s", (int) pid, kept_names[which]);
+        if (which == KEPT_CHILDREN)
+                snprintf(path, sizeof path, "%d/task/%d/children", (int) pid, (int) pid);
+        else
+                snprintf(path, sizeof path, "%d/%s", (int) pid, kept_names[which]);
         StatFd *f = kept_entry(s, pid);
         if (!f)
                 return read_at(s->proc_fd, path, buf, size);
@@ -207,6 +212,8 @@ static ssize_t read_kept(ProcScan *s, pid_t pid, int which, char *buf, size_t si
                 return r;
         }
         ssize_t k = pread(f->fd[which], buf, size, 0);
+        if (k == 0 && which == KEPT_CHILDREN)
+                return 0; /* no children (or gone: its stat tells) */
         if (k <= 0) { /* the process is gone: its descriptors read nothing (or ESRCH) */
                 int r = k == 0 ? -ESRCH : negative_errno();
                 drop_fd(s, f);
@@ -519,28 +526,8 @@ int proc_scan_all(ProcScan *s, ProcRecord **ret, size_t *n_ret) {
         return 0;
 }
 
-int proc_read_children(const char *proc_root, pid_t pid, pid_t **ret, size_t *n_ret) {
-        char path[PATH_MAX];
-        snprintf(path, sizeof path, "%s/%d/task/%d/children", proc_root ? proc_root : "/proc", (int) pid, (int) pid);
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return errno == ENOENT ? -ESRCH : negative_errno();
-        _cleanup_free_ char *text = NULL;
-        size_t len = 0, text_allocated = 0;
-        for (;;) {
-                if (GROW(text, text_allocated, len + 4096 + 1) < 0)
-                        return -ENOMEM;
-                ssize_t k = read(fd, text + len, 4096);
-                if (k < 0)
-                        return negative_errno();
-                if (k == 0)
-                        break;
-                len += (size_t) k;
-        }
-        if (!text && GROW(text, text_allocated, 1) < 0)
-                return -ENOMEM;
-        text[len] = 0;
-
+/* The pids of a children file's text. */
+static int parse_children(const char *text, pid_t **ret, size_t *n_ret) {
         _cleanup_free_ pid_t *pids = NULL;
         size_t n = 0, allocated = 0;
         for (const char *p = text; *p;) {
@@ -561,6 +548,43 @@ int proc_read_children(const char *proc_root, pid_t pid, pid_t **ret, size_t *n_
         *ret = TAKE_PTR(pids);
         *n_ret = n;
         return 0;
+}
+
+/* Read in large pieces: each read() of a children file walks the list again from its start. */
+int proc_read_children(const char *proc_root, pid_t pid, pid_t **ret, size_t *n_ret) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/%d/task/%d/children", proc_root ? proc_root : "/proc", (int) pid, (int) pid);
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return errno == ENOENT ? -ESRCH : negative_errno();
+        _cleanup_free_ char *text = NULL;
+        size_t len = 0, text_allocated = 0;
+        for (;;) {
+                if (GROW(text, text_allocated, len + 65536 + 1) < 0)
+                        return -ENOMEM;
+                ssize_t k = read(fd, text + len, 65536);
+                if (k < 0)
+                        return negative_errno();
+                if (k == 0)
+                        break;
+                len += (size_t) k;
+        }
+        if (!text && GROW(text, text_allocated, 1) < 0)
+                return -ENOMEM;
+        text[len] = 0;
+
+        return parse_children(text, ret, n_ret);
+}
+
+int proc_scan_children(ProcScan *s, pid_t pid, pid_t **ret, size_t *n_ret) {
+        char buf[4096];
+        ssize_t k = read_kept(s, pid, KEPT_CHILDREN, buf, sizeof buf - 1);
+        if (k == -ESRCH || k == -ENOENT)
+                return -ESRCH;
+        if (k < 0 || (size_t) k >= sizeof buf - 1) /* unreadable that way, or more than a page */
+                return proc_read_children(NULL, pid, ret, n_ret);
+        buf[k] = 0;
+        return parse_children(buf, ret, n_ret);
 }
 
 int proc_read_cwd(const char *proc_root, pid_t pid, char *buf, size_t size) {

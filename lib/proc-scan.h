@@ -66,6 +66,9 @@ bool proc_exe_trusted_in(const char *root, const char *path, const struct stat *
 /* The children of a (single-threaded) process, from /proc/PID/task/PID/children. That file can
  * miss or add children that fork or exit while it is read: callers cross-check ppid. */
 int proc_read_children(const char *proc_root, pid_t pid, pid_t **ret, size_t *n_ret);
+/* The same, through a descriptor kept open for the process (re-read with pread() each refresh,
+ * as its stat is): a refresh that looks below hundreds of active sessions opens nothing. */
+int proc_scan_children(ProcScan *s, pid_t pid, pid_t **ret, size_t *n_ret);
 
 /* From the text of /proc/PID/status: the process's pid in the innermost PID namespace it is in
  * (NSpid's last field) if that is not ours, else 0 (also when the line is missing or malformed,

@@ -798,7 +798,7 @@ static int foreign_descend(ForeignScan *fs, pid_t pid, int via, int cluster, int
                 return 0;
         _cleanup_free_ pid_t *children = NULL;
         size_t n = 0;
-        if (proc_read_children(NULL, pid, &children, &n) < 0)
+        if (proc_scan_children(fs->s->ps, pid, &children, &n) < 0)
                 return 0; /* gone */
         for (size_t k = 0; k < n; k++) {
                 if (member(fs, children[k]) >= 0)

@@ -238,7 +238,7 @@ static int each_unix(const struct nlmsghdr *h, void *ud) {
         return 0;
 }
 
-int sockdiag_unix(UnixSock **ret, size_t *n_ret) {
+int sockdiag_unix(bool names, UnixSock **ret, size_t *n_ret) {
         _cleanup_close_ int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
         if (fd < 0)
                 return negative_errno();
@@ -248,7 +248,7 @@ int sockdiag_unix(UnixSock **ret, size_t *n_ret) {
         } req = {
                 .h = { .nlmsg_len = sizeof req, .nlmsg_type = SOCK_DIAG_BY_FAMILY, .nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP },
                 .r = { .sdiag_family = AF_UNIX, .udiag_states = 1u << TCP_STATE_ESTABLISHED,
-                       .udiag_show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER },
+                       .udiag_show = (names ? UDIAG_SHOW_NAME : 0) | UDIAG_SHOW_PEER },
         };
         UnixCollect c = {};
         int r = dump(fd, &req, sizeof req, each_unix, &c);
@@ -417,7 +417,7 @@ int client_gone_scan(const PgTree *t, unsigned what, pid_t **ret, size_t *n_ret)
         if (r >= 0 && any_local) {
                 UnixSock *socks = NULL;
                 size_t ns = 0;
-                r = sockdiag_unix(&socks, &ns);
+                r = sockdiag_unix(true, &socks, &ns);
                 for (size_t c = 0; r >= 0 && c < t->n_clusters; c++) {
                         uint32_t *inodes;
                         size_t ni;
@@ -649,7 +649,8 @@ int client_gone_probe_run(ClientGoneProbe *p, const PgTree *t, bool (*wanted)(co
                 /* many at once: one dump costs less than that many lookups */
                 UnixSock *socks = NULL;
                 size_t ns = 0;
-                r = sockdiag_unix(&socks, &ns);
+                /* by inode: names would cost the kernel a copy per socket of the host */
+                r = sockdiag_unix(false, &socks, &ns);
                 p->stats.unix_dumps++;
                 if (r >= 0 && ns > 0)
                         qsort(socks, ns, sizeof *socks, cmp_unix_inode);

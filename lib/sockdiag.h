@@ -29,9 +29,9 @@ typedef struct UnixSock {
 /* TCP sockets (IPv4 and IPv6) in the given states (bit per TCP state), through NETLINK_SOCK_DIAG:
  * one dump, filtered by the kernel, instead of parsing /proc/net/tcp per backend. */
 int sockdiag_tcp(uint32_t states, TcpSock **ret, size_t *n_ret);
-/* Unix stream sockets with their bound name (an accepted socket carries its listener's), peer
- * inode and shutdown state. */
-int sockdiag_unix(UnixSock **ret, size_t *n_ret);
+/* Unix stream sockets with their peer inode, shutdown state and (names) their bound name (an
+ * accepted socket carries its listener's). */
+int sockdiag_unix(bool names, UnixSock **ret, size_t *n_ret);
 
 /* Unix sockets by inode, through exact sock_diag requests (UNIX_DIAG with udiag_ino, batched:
  * many requests per send): found[i] tells whether inodes[i] still exists, ret[i] what it is. */

@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <sys/prctl.h>
+
 #include "fake-cluster.h"
 #include "proc-scan.h"
 #include "proc-stat.h"
@@ -156,6 +158,88 @@ static void test_many_pids(void **state) {
         proc_scan_free(s);
 }
 
+/* A process's children through its kept descriptor: none (an empty read keeps the descriptor and
+ * the process's other ones), one, more than a page of them (read whole another way), and the
+ * process gone. */
+static void spawn_children(int cmd_fd, int ack_fd) {
+        int want;
+        while (read(cmd_fd, &want, sizeof want) == sizeof want) {
+                for (int i = 0; i < want; i++) {
+                        pid_t k = fork();
+                        if (k == 0) {
+                                prctl(PR_SET_PDEATHSIG, SIGTERM);
+                                pause();
+                                _exit(0);
+                        }
+                }
+                char ok = 1;
+                (void) !write(ack_fd, &ok, 1);
+        }
+        _exit(0);
+}
+
+static size_t kept_children(ProcScan *s, pid_t pid) {
+        pid_t *kids = NULL;
+        size_t n = 0;
+        assert_int_equal(proc_scan_children(s, pid, &kids, &n), 0);
+        for (size_t i = 0; i < n; i++)
+                assert_true(kids[i] > 0);
+        free(kids);
+        return n;
+}
+
+static void test_kept_children(void **state) {
+        int cmd[2], ack[2];
+        assert_int_equal(pipe(cmd), 0);
+        assert_int_equal(pipe(ack), 0);
+        pid_t x = fork();
+        assert_true(x >= 0);
+        if (x == 0) {
+                close(cmd[1]);
+                close(ack[0]);
+                spawn_children(cmd[0], ack[1]);
+        }
+        close(cmd[0]);
+        close(ack[1]);
+        ProcScan *s;
+        assert_int_equal(proc_scan_new(&s), 0);
+        proc_scan_begin(s);
+        ProcRecord r;
+        assert_int_equal(proc_read_stat_record(s, x, &r), 0);
+        assert_int_equal(kept_children(s, x), 0);
+        assert_int_equal(kept_children(s, x), 0);
+        assert_int_equal(proc_read_stat_record(s, x, &r), 0); /* still kept and readable */
+        assert_int_equal(r.pid, x);
+
+        char ok;
+        int want = 1;
+        assert_int_equal(write(cmd[1], &want, sizeof want), sizeof want);
+        assert_int_equal(read(ack[0], &ok, 1), 1);
+        assert_int_equal(kept_children(s, x), 1);
+
+        want = 600; /* 601 pids: more than the 4 KB one pread() of the kept descriptor takes */
+        assert_int_equal(write(cmd[1], &want, sizeof want), sizeof want);
+        assert_int_equal(read(ack[0], &ok, 1), 1);
+        assert_int_equal(kept_children(s, x), 601);
+        pid_t *all = NULL;
+        size_t n_all = 0;
+        assert_int_equal(proc_read_children(NULL, x, &all, &n_all), 0);
+        assert_int_equal(n_all, 601);
+        free(all);
+
+        close(cmd[1]); /* x exits; its children get SIGTERM */
+        assert_int_equal(waitpid(x, NULL, 0), x);
+        close(ack[0]);
+        pid_t *kids = NULL;
+        size_t n = 0;
+        int rc = proc_scan_children(s, x, &kids, &n);
+        assert_true(rc == -ESRCH || (rc == 0 && n == 0));
+        free(kids);
+        assert_int_equal(proc_read_stat_record(s, x, &r), -ESRCH);
+        proc_scan_end(s);
+        proc_scan_free(s);
+}
+
 /* What makes an executable a PostgreSQL server binary of the host. */
 static void test_exe_trusted(void **state) {
         char dir[] = "/tmp/pgtree-exe-XXXXXX", path[128], cmd[300];
@@ -203,6 +287,7 @@ int main(void) {
                 cmocka_unit_test(test_scan_pids),
                 cmocka_unit_test(test_children_cwd_cmdline),
                 cmocka_unit_test(test_many_pids),
+                cmocka_unit_test(test_kept_children),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

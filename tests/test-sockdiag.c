@@ -112,7 +112,7 @@ static size_t wait_dead_unix(const PgCluster *cl, size_t want) {
                 UnixSock *socks;
                 size_t n;
                 uint32_t *inodes;
-                assert_int_equal(sockdiag_unix(&socks, &n), 0);
+                assert_int_equal(sockdiag_unix(true, &socks, &n), 0);
                 assert_int_equal(client_gone_dead_unix(cl, socks, n, &inodes, &ni), 0);
                 free(socks);
                 free(inodes);
@@ -183,7 +183,7 @@ static void test_real_unix_dead_peer(void **state) {
         size_t n;
         uint32_t *inodes;
         size_t ni;
-        assert_int_equal(sockdiag_unix(&socks, &n), 0);
+        assert_int_equal(sockdiag_unix(true, &socks, &n), 0);
         assert_int_equal(client_gone_dead_unix(&cl, socks, n, &inodes, &ni), 0);
         assert_int_equal(ni, 0); /* the client is there */
         free(socks);
@@ -225,7 +225,7 @@ static void test_real_large_dump(void **state) {
         close(cl[N - 1]);
         UnixSock *socks;
         size_t n;
-        assert_int_equal(sockdiag_unix(&socks, &n), 0);
+        assert_int_equal(sockdiag_unix(true, &socks, &n), 0);
         assert_true(n >= N);
         free(socks);
         PgCluster c = { .pmfile_valid = true, .pmfile = { .port = 5998 } };
