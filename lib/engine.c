@@ -536,13 +536,15 @@ static int finish_cycle(Engine *e, FindingEvents *events) {
                 return r;
         }
         Findings cand = {};
+        /* room for as many as last time: no realloc copying 8 KB findings while they are added */
+        (void) GROW(cand.items, cand.allocated, e->store.n + 16);
         uint64_t min_after[_FINDING_KIND_MAX];
         for (unsigned k = 0; k < _FINDING_KIND_MAX; k++)
                 min_after[k] = rules_min_after(e->config, (FindingKind) k);
         r = findings_detect_filtered(t, gone, n_gone, min_after, &cand);
         free(gone);
         if (r >= 0)
-                r = finding_store_update(&e->store, &cand, e->config, t->now, events);
+                r = finding_store_update_take(&e->store, &cand, e->config, t->now, events);
         findings_free(&cand);
         if (r < 0)
                 return r;

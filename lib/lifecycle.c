@@ -29,8 +29,8 @@ static int cmp_key(const Finding *a, const Finding *b) {
         return 0;
 }
 
-static int cmp_finding(const void *a, const void *b) {
-        return cmp_key(a, b);
+static int cmp_tracked(const void *a, const void *b) {
+        return cmp_key(((const Tracked *) a)->f, ((const Tracked *) b)->f);
 }
 
 static int emit(FindingEvents *e, FindingEventType type, const Finding *f, Action previous) {
@@ -44,7 +44,7 @@ static int emit(FindingEvents *e, FindingEventType type, const Finding *f, Actio
 
 /* Decides one tracked finding for this cycle. */
 static int decide(Tracked *t, const Config *c, double now, FindingEvents *events) {
-        Finding *f = &t->f;
+        Finding *f = t->f;
         double start = f->since > 0 ? f->since : f->first_seen;
         f->duration_s = now > start ? now - start : 0;
 
@@ -114,13 +114,14 @@ static int cmp_candidate(const void *a, const void *b) {
         return c ? c : (x > y) - (x < y);
 }
 
-int finding_store_update(FindingStore *s, const Findings *candidates, const Config *c, double now,
-                         FindingEvents *events) {
-        size_t n = candidates ? candidates->n : 0;
-        _cleanup_free_ const Finding **cand = malloc((n ? n : 1) * sizeof *cand);
+int finding_store_update_take(FindingStore *s, Findings *candidates, const Config *c, double now,
+                              FindingEvents *events) {
+        size_t n = candidates->n;
+        _cleanup_free_ Finding **cand = malloc((n ? n : 1) * sizeof *cand);
         Tracked *next = malloc((n ? n : 1) * sizeof *next);
         if (!cand || !next) {
                 free(next);
+                findings_free(candidates);
                 return -ENOMEM;
         }
         for (size_t x = 0; x < n; x++)
@@ -130,10 +131,10 @@ int finding_store_update(FindingStore *s, const Findings *candidates, const Conf
         size_t i = 0, j = 0, k = 0;
         int r = 0;
         while (r >= 0 && (i < s->n || j < n)) {
-                int cmp = i >= s->n ? 1 : j >= n ? -1 : cmp_key(&s->items[i].f, cand[j]);
+                int cmp = i >= s->n ? 1 : j >= n ? -1 : cmp_key(s->items[i].f, cand[j]);
                 if (cmp < 0) { /* tracked, not seen now: it ended */
                         if (s->items[i].open)
-                                r = emit(events, FINDING_RESOLVED, &s->items[i].f, s->items[i].f.action);
+                                r = emit(events, FINDING_RESOLVED, s->items[i].f, s->items[i].f->action);
                         i++;
                         continue;
                 }
@@ -142,44 +143,61 @@ int finding_store_update(FindingStore *s, const Findings *candidates, const Conf
                         continue;
                 }
                 Tracked *t = &next[k++];
-                t->f = *cand[j++];
+                t->f = cand[j++];
                 if (cmp == 0) { /* kept: refresh what it says, keep its identity and decision */
                         const Tracked *old = &s->items[i++];
-                        const Finding *keep = &old->f;
+                        const Finding *keep = old->f;
                         t->open = old->open;
                         t->cycles = old->cycles + 1;
-                        t->f.first_seen = keep->first_seen;
-                        memcpy(t->f.rule, keep->rule, sizeof t->f.rule);
-                        t->f.action = keep->action;
-                        t->f.dry_run = keep->dry_run;
-                        t->f.act_on_blocker = keep->act_on_blocker;
+                        t->f->first_seen = keep->first_seen;
+                        memcpy(t->f->rule, keep->rule, sizeof t->f->rule);
+                        t->f->action = keep->action;
+                        t->f->dry_run = keep->dry_run;
+                        t->f->act_on_blocker = keep->act_on_blocker;
                         /* a foreign process whose backend is gone keeps that backend's evidence */
-                        if (t->f.kind == FINDING_FOREIGN_PROCESS && !t->f.user[0] && keep->via_pid == t->f.via_pid) {
-                                memcpy(t->f.user, keep->user, sizeof t->f.user);
-                                memcpy(t->f.database, keep->database, sizeof t->f.database);
-                                memcpy(t->f.application_name, keep->application_name, sizeof t->f.application_name);
-                                memcpy(t->f.client, keep->client, sizeof t->f.client);
-                                memcpy(t->f.backend_type, keep->backend_type, sizeof t->f.backend_type);
-                                memcpy(t->f.query, keep->query, sizeof t->f.query);
+                        if (t->f->kind == FINDING_FOREIGN_PROCESS && !t->f->user[0] && keep->via_pid == t->f->via_pid) {
+                                memcpy(t->f->user, keep->user, sizeof t->f->user);
+                                memcpy(t->f->database, keep->database, sizeof t->f->database);
+                                memcpy(t->f->application_name, keep->application_name, sizeof t->f->application_name);
+                                memcpy(t->f->client, keep->client, sizeof t->f->client);
+                                memcpy(t->f->backend_type, keep->backend_type, sizeof t->f->backend_type);
+                                memcpy(t->f->query, keep->query, sizeof t->f->query);
                         }
                 } else { /* new */
                         t->open = false;
                         t->cycles = 1;
-                        t->f.first_seen = now;
-                        t->f.action = ACTION_LOG;
-                        t->f.rule[0] = 0;
+                        t->f->first_seen = now;
+                        t->f->action = ACTION_LOG;
+                        t->f->rule[0] = 0;
                 }
                 r = decide(t, c, now, events);
         }
         if (r < 0) {
                 free(next);
+                findings_free(candidates);
                 return r;
         }
         free(s->items);
+        findings_free(&s->pool);
         s->items = next;
         s->n = k;
         s->allocated = n ? n : 1;
+        s->pool = *candidates;
+        *candidates = (Findings){};
         return 0;
+}
+
+int finding_store_update(FindingStore *s, const Findings *candidates, const Config *c, double now,
+                         FindingEvents *events) {
+        Findings copy = {};
+        size_t n = candidates ? candidates->n : 0;
+        if (n > 0) {
+                if (!(copy.items = malloc(n * sizeof *copy.items)))
+                        return -ENOMEM;
+                memcpy(copy.items, candidates->items, n * sizeof *copy.items);
+                copy.n = copy.allocated = n;
+        }
+        return finding_store_update_take(s, &copy, c, now, events);
 }
 
 int finding_store_list(const FindingStore *s, Findings *ret) {
@@ -189,7 +207,7 @@ int finding_store_list(const FindingStore *s, Findings *ret) {
                 Finding *x = findings_add(ret);
                 if (!x)
                         return -ENOMEM;
-                *x = s->items[i].f;
+                *x = *s->items[i].f;
         }
         return 0;
 }
@@ -205,6 +223,7 @@ void finding_store_clear(FindingStore *s) {
         if (!s)
                 return;
         free(s->items);
+        findings_free(&s->pool);
         *s = (FindingStore){};
 }
 
@@ -216,8 +235,8 @@ void finding_events_clear(FindingEvents *e) {
 }
 
 void finding_store_set_dry_run(FindingStore *s, const Finding *f, bool dry_run) {
-        Tracked key = { .f = *f };
-        Tracked *t = bsearch(&key, s->items, s->n, sizeof *s->items, cmp_finding);
+        Tracked key = { .f = (Finding *) f };
+        Tracked *t = s->n ? bsearch(&key, s->items, s->n, sizeof *s->items, cmp_tracked) : NULL;
         if (t)
-                t->f.dry_run = dry_run;
+                t->f->dry_run = dry_run;
 }

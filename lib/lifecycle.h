@@ -25,15 +25,18 @@ typedef struct FindingEvents {
 } FindingEvents;
 
 typedef struct Tracked {
-        Finding f;
+        Finding *f;             /* in the store's pool */
         unsigned cycles;        /* consecutive cycles it was seen in */
         bool open;
 } Tracked;
 
+/* The findings of the last cycle stay where that cycle's detection wrote them (pool): a Finding
+ * is 8 KB, and with hundreds open, copying them into the store each cycle was a tenth of it. */
 typedef struct FindingStore {
         Tracked *items;         /* sorted by (pid, kind, start_ticks) */
         size_t n;
         size_t allocated;
+        Findings pool;
 } FindingStore;
 
 /* Feeds one cycle's candidates (now: epoch seconds). A candidate is confirmed when seen in two
@@ -42,6 +45,10 @@ typedef struct FindingStore {
  * when a rule decides for it; orphan kinds open without a rule too (action log). Pure. */
 int finding_store_update(FindingStore *s, const Findings *candidates, const Config *config, double now,
                          FindingEvents *events);
+/* The same, taking the candidates over (*candidates is left empty, also on failure, when the
+ * store stays as it was). */
+int finding_store_update_take(FindingStore *s, Findings *candidates, const Config *config, double now,
+                              FindingEvents *events);
 
 /* Records what the rule's action came to for the tracked finding of f's identity: whether it was
  * a dry run stays with the finding for as long as it lasts (the cycles after too). */
