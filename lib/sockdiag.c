@@ -228,17 +228,21 @@ int proc_socket_inodes(pid_t pid, uint32_t *inodes, size_t max, size_t *n_ret) {
         return 0;
 }
 
+typedef struct UnixEach {
+        int (*each)(const UnixSock *s, void *ud);
+        void *ud;
+} UnixEach;
+
 static int each_unix(const struct nlmsghdr *h, void *ud) {
-        UnixCollect *c = ud;
+        UnixEach *e = ud;
         if (h->nlmsg_len < NLMSG_LENGTH(sizeof(struct unix_diag_msg)))
                 return 0;
-        if (GROW(c->items, c->allocated, c->n + 1) < 0)
-                return -ENOMEM;
-        parse_unix(h, &c->items[c->n++]);
-        return 0;
+        UnixSock s;
+        parse_unix(h, &s);
+        return e->each(&s, e->ud);
 }
 
-int sockdiag_unix(bool names, UnixSock **ret, size_t *n_ret) {
+int sockdiag_unix_foreach(bool names, int (*each)(const UnixSock *s, void *ud), void *ud) {
         _cleanup_close_ int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
         if (fd < 0)
                 return negative_errno();
@@ -250,8 +254,21 @@ int sockdiag_unix(bool names, UnixSock **ret, size_t *n_ret) {
                 .r = { .sdiag_family = AF_UNIX, .udiag_states = 1u << TCP_STATE_ESTABLISHED,
                        .udiag_show = (names ? UDIAG_SHOW_NAME : 0) | UDIAG_SHOW_PEER },
         };
+        UnixEach e = { each, ud };
+        return dump(fd, &req, sizeof req, each_unix, &e);
+}
+
+static int collect_unix(const UnixSock *s, void *ud) {
+        UnixCollect *c = ud;
+        if (GROW(c->items, c->allocated, c->n + 1) < 0)
+                return -ENOMEM;
+        c->items[c->n++] = *s;
+        return 0;
+}
+
+int sockdiag_unix(bool names, UnixSock **ret, size_t *n_ret) {
         UnixCollect c = {};
-        int r = dump(fd, &req, sizeof req, each_unix, &c);
+        int r = sockdiag_unix_foreach(names, collect_unix, &c);
         if (r < 0) {
                 free(c.items);
                 return r;
@@ -260,8 +277,6 @@ int sockdiag_unix(bool names, UnixSock **ret, size_t *n_ret) {
         *n_ret = c.n;
         return 0;
 }
-
-/* ---- matching ---- */
 
 static bool client_addr(const char *client, int *family, unsigned char addr[16], uint16_t *port) {
         char host[64];
@@ -553,9 +568,29 @@ static int cmp_gone(const void *a, const void *b) {
         return (x > y) - (x < y);
 }
 
-static int cmp_unix_inode(const void *a, const void *b) {
-        uint32_t x = ((const UnixSock *) a)->inode, y = ((const UnixSock *) b)->inode;
+typedef struct WantedSock {
+        uint32_t inode;
+        bool dead;
+        size_t at;              /* its backend in the tree */
+} WantedSock;
+
+typedef struct WantedSet {
+        WantedSock *items;
+        size_t n;
+} WantedSet;
+
+static int cmp_wanted(const void *a, const void *b) {
+        uint32_t x = ((const WantedSock *) a)->inode, y = ((const WantedSock *) b)->inode;
         return (x > y) - (x < y);
+}
+
+static int mark_dead(const UnixSock *s, void *ud) {
+        WantedSet *set = ud;
+        WantedSock key = { .inode = s->inode };
+        WantedSock *w = bsearch(&key, set->items, set->n, sizeof key, cmp_wanted);
+        if (w && unix_dead(s))
+                w->dead = true;
+        return 0;
 }
 
 int client_gone_probe_run(ClientGoneProbe *p, const PgTree *t, bool (*wanted)(const PgProcess *p, void *userdata),
@@ -646,21 +681,24 @@ int client_gone_probe_run(ClientGoneProbe *p, const PgTree *t, bool (*wanted)(co
                         if (found[k] && unix_dead(&socks[k])) /* not found: closed, the backend is leaving */
                                 r = add_gone(&gone, &n, &allocated, &t->procs[which[k]]);
         } else if (r >= 0 && nw > 0) {
-                /* many at once: one dump costs less than that many lookups */
-                UnixSock *socks = NULL;
-                size_t ns = 0;
-                /* by inode: names would cost the kernel a copy per socket of the host */
-                r = sockdiag_unix(false, &socks, &ns);
-                p->stats.unix_dumps++;
-                if (r >= 0 && ns > 0)
-                        qsort(socks, ns, sizeof *socks, cmp_unix_inode);
-                for (size_t k = 0; r >= 0 && k < nw; k++) {
-                        UnixSock key = { .inode = inodes[k] };
-                        const UnixSock *s = ns ? bsearch(&key, socks, ns, sizeof key, cmp_unix_inode) : NULL;
-                        if (s && unix_dead(s))
-                                r = add_gone(&gone, &n, &allocated, &t->procs[which[k]]);
+                /* many at once: one dump costs less than that many lookups; each socket of the
+                 * host is looked up among the wanted ones as it comes (nothing kept, nothing sorted
+                 * but those) */
+                _cleanup_free_ WantedSock *w = malloc(nw * sizeof *w);
+                if (!w)
+                        r = -ENOMEM;
+                for (size_t k = 0; r >= 0 && k < nw; k++)
+                        w[k] = (WantedSock){ .inode = inodes[k], .at = which[k] };
+                WantedSet set = { w, nw };
+                if (r >= 0) {
+                        qsort(w, nw, sizeof *w, cmp_wanted);
+                        /* by inode: names would cost the kernel a copy per socket of the host */
+                        r = sockdiag_unix_foreach(false, mark_dead, &set);
+                        p->stats.unix_dumps++;
                 }
-                free(socks);
+                for (size_t k = 0; r >= 0 && k < nw; k++)
+                        if (w[k].dead)
+                                r = add_gone(&gone, &n, &allocated, &t->procs[w[k].at]);
         }
         /* forget the backends that are gone */
         size_t kept = 0;

@@ -32,6 +32,8 @@ int sockdiag_tcp(uint32_t states, TcpSock **ret, size_t *n_ret);
 /* Unix stream sockets with their peer inode, shutdown state and (names) their bound name (an
  * accepted socket carries its listener's). */
 int sockdiag_unix(bool names, UnixSock **ret, size_t *n_ret);
+/* The same, one socket at a time as the kernel sends them (nothing collected). */
+int sockdiag_unix_foreach(bool names, int (*each)(const UnixSock *s, void *ud), void *ud);
 
 /* Unix sockets by inode, through exact sock_diag requests (UNIX_DIAG with udiag_ino, batched:
  * many requests per send): found[i] tells whether inodes[i] still exists, ret[i] what it is. */

@@ -420,6 +420,97 @@ static void test_probe_unix(void **state) {
         rmdir(dir);
 }
 
+/* More working backends than the probe looks up one by one: one dump of the host's Unix
+ * sockets, each matched by inode as it comes; exactly the backends whose client went are
+ * reported. */
+static void test_probe_unix_dump(void **state) {
+        enum { N = CLIENT_GONE_LOOKUP_MAX + 12 };
+        char dir[] = "/tmp/pgtree-sockdiag-XXXXXX";
+        struct sockaddr_un a;
+        int l = listen_unix(dir, 5997, &a);
+        static int cl[N];
+        static pid_t kid[N];
+        int ready[2];
+        assert_int_equal(pipe(ready), 0);
+        for (int i = 0; i < N; i++) {
+                cl[i] = socket(AF_UNIX, SOCK_STREAM, 0);
+                assert_int_equal(connect(cl[i], (struct sockaddr *) &a, sizeof a), 0);
+                int sv = accept(l, NULL, NULL);
+                assert_true(sv >= 0);
+                kid[i] = fork();
+                assert_true(kid[i] >= 0);
+                if (kid[i] == 0) {
+                        prctl(PR_SET_PDEATHSIG, SIGTERM);
+                        close(l);
+                        for (int j = 0; j <= i; j++)
+                                close(cl[j]);
+                        close(ready[0]);
+                        (void) !write(ready[1], "x", 1);
+                        close(ready[1]);
+                        pause();
+                        _exit(0);
+                }
+                close(sv);
+        }
+        close(ready[1]);
+        char buf[N];
+        for (size_t got = 0; got < N;) {
+                ssize_t k = read(ready[0], buf, sizeof buf);
+                assert_true(k > 0);
+                got += (size_t) k;
+        }
+        close(ready[0]);
+        static ProcRecord r[N + 1];
+        r[0] = (ProcRecord) REC(100, 1, "/usr/bin/postgres -D /srv/a");
+        for (int i = 0; i < N; i++)
+                r[i + 1] = (ProcRecord) REC(kid[i], 100, "postgres: eve shop [local] SELECT");
+        PgTree t;
+        assert_int_equal(tree_build(r, N + 1, &t), 0);
+        t.clusters[0].pmfile_valid = true;
+        t.clusters[0].pmfile.port = 5997;
+        snprintf(t.clusters[0].pmfile.socket_dir, sizeof t.clusters[0].pmfile.socket_dir, "%s", dir);
+
+        ClientGoneProbe *p;
+        assert_int_equal(client_gone_probe_new(&p), 0);
+        GoneBackend *gone;
+        size_t n;
+        int calls = 0;
+        assert_int_equal(client_gone_probe_run(p, &t, not_idle, &calls, &gone, &n), 0);
+        assert_int_equal(n, 0);
+        free(gone);
+        ClientGoneStats st = client_gone_probe_stats(p);
+        assert_int_equal(st.unix_wanted, N);
+        assert_int_equal(st.unix_dumps, 1);
+
+        int went[] = { 0, 57, N - 1 };
+        for (size_t k = 0; k < sizeof went / sizeof went[0]; k++)
+                close(cl[went[k]]);
+        usleep(20000);
+        assert_int_equal(client_gone_probe_run(p, &t, not_idle, &calls, &gone, &n), 0);
+        assert_int_equal(n, 3);
+        pid_t want[3] = { kid[went[0]], kid[went[1]], kid[went[2]] };
+        for (size_t k = 0; k < 3; k++) {
+                bool found = false;
+                for (size_t g = 0; g < n; g++)
+                        found |= gone[g].pid == want[k];
+                assert_true(found);
+        }
+        free(gone);
+        assert_int_equal(client_gone_probe_stats(p).unix_dumps, 1);
+
+        client_gone_probe_free(p);
+        tree_free(&t);
+        for (int i = 0; i < N; i++) {
+                kill(kid[i], SIGTERM);
+                waitpid(kid[i], NULL, 0);
+                if (i != 0 && i != 57 && i != N - 1)
+                        close(cl[i]);
+        }
+        close(l);
+        unlink(a.sun_path);
+        rmdir(dir);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_match_tcp),
@@ -429,6 +520,7 @@ int main(void) {
                 cmocka_unit_test(test_real_large_dump),
                 cmocka_unit_test(test_real_unix_lookup),
                 cmocka_unit_test(test_probe_unix),
+                cmocka_unit_test(test_probe_unix_dump),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
