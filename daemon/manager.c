@@ -593,11 +593,38 @@ static void write_metrics_file(Manager *m) {
 
 /* ---- the cycle ---- */
 
+/* When a long runner reaches a rule's threshold, on the monotonic clock (UINT64_MAX: none). The
+ * engine's moment is on the clock its tree's time is read from (the realtime clock: durations are
+ * measured against it when the cycle runs), a few ms late so that the cycle's tree, read after the
+ * timer fires, has the threshold behind it. */
+static uint64_t crossing_deadline(Manager *m, uint64_t now) {
+        double at = m->engine->next_crossing;
+        if (at <= 0)
+                return UINT64_MAX;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        double real = (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+        double wait = at - real;
+        if (wait <= 0)
+                return now;
+        if (wait > 1e6)
+                return UINT64_MAX;
+        return now + (uint64_t) (wait * 1e6) + 5000;
+}
+
 static void schedule_next(Manager *m) {
-        uint64_t next = m->cycle_started + m->config->interval_usec;
+        uint64_t interval = m->config->interval_usec;
+        uint64_t next = m->regular_started + interval;
         uint64_t now = now_monotonic_usec();
         if (m->force_full || next < now)
                 next = now;
+        m->extra_next = false;
+        /* one extra cycle per period, and none in its last tenth (the regular one comes then) */
+        uint64_t d = crossing_deadline(m, now);
+        if (!m->force_full && m->extra_in != m->regular_started && d < next && next - d > interval / 10) {
+                next = d;
+                m->extra_next = true;
+        }
         sd_event_source_set_time(m->cycle_timer, next);
         sd_event_source_set_enabled(m->cycle_timer, SD_EVENT_ONESHOT);
 }
@@ -771,6 +798,12 @@ static void start_cycle(Manager *m) {
         if (m->cycle_running)
                 return;
         m->cycle_started = now_monotonic_usec();
+        if (m->extra_next && !m->force_full) {
+                m->extra_in = m->regular_started;
+                m->extra_cycles++;
+        } else
+                m->regular_started = m->cycle_started;
+        m->extra_next = false;
         bool full = m->force_full;
         m->force_full = false;
         manager_remote_acts_release(m); /* a server removed by a reload closes its action connection */

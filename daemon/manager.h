@@ -79,6 +79,14 @@ typedef struct Manager {
         bool force_full;
         bool ready;
         uint64_t cycle_started;
+        /* The cadence: regular cycles begin an interval apart, from regular_started. Between two
+         * of them one extra cycle may run when a long runner reaches a rule's threshold
+         * (engine->next_crossing), so that its finding does not wait for the next regular one;
+         * one per interval at most, whatever the sessions do. */
+        uint64_t regular_started;
+        uint64_t extra_in;      /* the regular_started of the period whose extra cycle ran */
+        bool extra_next;        /* the cycle the timer is set for is that extra one */
+        uint64_t extra_cycles;  /* how many ran */
         PmWatch *pm;
         size_t n_pm, pm_allocated;
         DirWatch *dir_watches[DIR_WATCHES_MAX];

@@ -555,6 +555,7 @@ static int finish_cycle(Engine *e, FindingEvents *events) {
                 Finding *f = &e->open.items[i];
                 f->proc = f->kind == FINDING_STALE_ACTIVITY ? -1 : tree_find_finding(t, f);
         }
+        e->next_crossing = findings_next_crossing(t, e->config);
         e->cycles++;
         e->cycle_seconds = (double) (now_monotonic_usec() - e->cycle_started) / 1e6;
         return 0;

@@ -56,34 +56,8 @@ static int decide(Tracked *t, const Config *c, double now, FindingEvents *events
         if (!confirmed)
                 return 0;
 
-        Subject s = {
-                .kind = f->kind,
-                .duration_usec = (uint64_t) (f->duration_s * 1e6),
-                .user = f->user[0] ? f->user : NULL,
-                .database = f->database[0] ? f->database : NULL,
-                .application_name = f->application_name[0] ? f->application_name : NULL,
-                .client = f->client[0] ? f->client : NULL,
-                .backend_type = f->backend_type[0] ? f->backend_type : NULL,
-                .state = f->state[0] ? f->state : NULL,
-                .cluster = f->cluster[0] ? f->cluster : NULL,
-                .cluster_name = f->cluster_name[0] ? f->cluster_name : NULL,
-                .container = f->container[0] ? f->container : NULL,
-                .command = f->command[0] ? f->command : NULL,
-        };
-        Subject blocker = {
-                .kind = f->kind,
-                .duration_usec = s.duration_usec,
-                .user = f->blocker_user[0] ? f->blocker_user : NULL,
-                .database = f->blocker_database[0] ? f->blocker_database : NULL,
-                .application_name = f->blocker_application_name[0] ? f->blocker_application_name : NULL,
-                .client = f->blocker_client[0] ? f->blocker_client : NULL,
-                .backend_type = f->blocker_backend_type[0] ? f->blocker_backend_type : NULL,
-                .state = f->blocker_state[0] ? f->blocker_state : NULL,
-                .cluster = s.cluster,
-                .cluster_name = s.cluster_name,
-        };
-        if (f->blocker_pid > 0)
-                s.blocker = &blocker;
+        Subject s, blocker;
+        subject_of_finding(f, (uint64_t) (f->duration_s * 1e6), &s, &blocker);
         const Rule *r = rules_decide(c, &s);
         if (!r && !finding_kind_always_open(f->kind))
                 return 0; /* a long runner below every threshold */
