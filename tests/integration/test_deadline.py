@@ -1,0 +1,106 @@
+"""A long runner's finding opens when it reaches its rule's threshold, not at the next regular
+cycle (issue 10): pgtreed runs one extra cycle at that moment, and no more than one between two
+regular cycles however many sessions cross their thresholds."""
+import re
+import time
+
+import pytest
+
+from pgharness import Cluster, wait_for
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with Cluster(name="pgtree_deadline") as c:
+        yield c
+
+
+def tree_cycle(d):
+    return d.client_json("tree")["cycle"]
+
+
+def test_finding_at_the_threshold_not_the_next_cycle(daemon_factory, cluster):
+    """interval 10 s, long_query after 2 s, the query started right after a cycle: the finding
+    opens about 2 s after the query began; the next regular cycle is 10 s after that one."""
+    d = daemon_factory(f"""[daemon]
+interval = 10s
+[cluster deadline]
+data_directory = {cluster.data}
+[rule slow]
+kind = long_query
+after = 2s
+application_name = deadline-probe
+action = log
+""")
+    d.start()
+    conn = cluster.connect(application_name="deadline-probe")
+    try:
+        pid = conn.get_backend_pid()
+        # the phase: right after a cycle finished (seen by the tree's cycle number changing)
+        k = tree_cycle(d)
+        wait_for(lambda: tree_cycle(d) > k, 30, interval=0.02, what="a cycle")
+        started = time.monotonic()
+        conn.cursor().execute("SELECT 1")  # the connection is ready
+        cur = conn.cursor()
+        import threading
+        threading.Thread(target=lambda: _quiet(cur, "SELECT pg_sleep(15)"), daemon=True).start()
+        rx = re.compile(rf"long_query opened: pid {pid}\b")
+        wait_for(lambda: any(rx.search(l) for l in d.lines), 20, interval=0.02, what="the long_query finding")
+        took = time.monotonic() - started
+        print(f"long_query opened {took:.2f} s after the query began (threshold 2 s, interval 10 s)")
+        # 2 s and a cycle; the old behaviour waits for the regular cycle, 10 s after the last
+        assert took < 5.0, f"opened {took:.2f} s after the query began:\n" + d.log()
+        assert d.client_json("status")["extra_cycles"] >= 1
+    finally:
+        cluster.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'deadline-probe'")
+        conn.close()
+        d.stop()
+
+
+def _quiet(cur, sql):
+    try:
+        cur.execute(sql)
+    except Exception:
+        pass
+
+
+def test_many_crossings_do_not_make_it_spin(daemon_factory, cluster):
+    """30 sessions that cross their threshold 150 ms apart (one every 1/7 interval, for 4.5 s):
+    at most one extra cycle between two regular ones, two cycles per interval."""
+    d = daemon_factory(f"""[daemon]
+interval = 1s
+[cluster deadline]
+data_directory = {cluster.data}
+[rule idle-tx]
+kind = idle_in_transaction
+after = 1500ms
+application_name = deadline-storm
+action = log
+""")
+    d.start()
+    conns = []
+    try:
+        wait_for(lambda: d.client_json("status")["cycles"] >= 2, 20, what="two cycles")
+        before = d.client_json("status")
+        t0 = time.monotonic()
+        for i in range(30):
+            c = cluster.connect(application_name="deadline-storm", autocommit=False)
+            c.cursor().execute("SELECT 1")  # idle in transaction from now
+            conns.append(c)
+            time.sleep(max(0.0, t0 + 0.15 * (i + 1) - time.monotonic()))
+        # the last crossing is 1.5 s after the last session went idle
+        time.sleep(2.0)
+        after = d.client_json("status")
+        elapsed = time.monotonic() - t0
+        ran = after["cycles"] - before["cycles"]
+        extra = after["extra_cycles"] - before["extra_cycles"]
+        print(f"{ran} cycles ({extra} extra) in {elapsed:.1f} s at a 1 s interval, 30 staggered crossings")
+        assert extra >= 1, d.log()
+        # one regular and one extra per interval, and one of each at the window's edges
+        assert ran <= 2 * elapsed + 2, f"{ran} cycles in {elapsed:.1f} s"
+        wait_for(lambda: len([l for l in d.lines if "idle_in_transaction opened" in l]) >= 30, 30,
+                 what="the 30 findings")
+    finally:
+        for c in conns:
+            c.close()
+        d.stop()
