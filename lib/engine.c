@@ -555,7 +555,8 @@ static int finish_cycle(Engine *e, FindingEvents *events) {
                 Finding *f = &e->open.items[i];
                 f->proc = f->kind == FINDING_STALE_ACTIVITY ? -1 : tree_find_finding(t, f);
         }
-        e->next_crossing = findings_next_crossing(t, e->config);
+        /* thresholds reached within a tenth of an interval of the first: one cycle for them all */
+        e->next_crossing = findings_next_crossing(t, e->config, (double) e->config->interval_usec / 10e6);
         e->cycles++;
         e->cycle_seconds = (double) (now_monotonic_usec() - e->cycle_started) / 1e6;
         return 0;

@@ -57,8 +57,8 @@ typedef struct Engine {
         double cycle_seconds;   /* wall time of the last whole cycle */
         uint64_t cycle_started;
         /* The moment (epoch seconds, the clock of tree.now) a long runner of the last tree reaches
-         * a rule's threshold, the earliest, or 0: a cycle then opens (or escalates) its finding
-         * without waiting for the next interval. */
+         * a rule's threshold, the earliest (or the last within a tenth of an interval of it), or
+         * 0: a cycle then opens (or escalates) its finding without waiting for the next interval. */
         double next_crossing;
         /* client_gone: the client connections are looked at when a cycle begins, before the
          * server is asked; a backend whose client was dead then and that the answer shows still

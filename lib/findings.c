@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -374,7 +375,9 @@ int findings_detect_filtered(const PgTree *t, const pid_t *gone, size_t n_gone, 
         return 0;
 }
 
-double findings_next_crossing(const PgTree *t, const Config *c) {
+/* The earliest (or the latest) moment in (lo, hi] at which a long runner reaches the threshold of
+ * a rule that then matches it, or 0. */
+static double crossing_in(const PgTree *t, const Config *c, double lo, double hi, bool latest) {
         double best = 0;
         Finding f;
         for (size_t i = 0; i < t->n_procs; i++) {
@@ -393,8 +396,8 @@ double findings_next_crossing(const PgTree *t, const Config *c) {
                                 if (!(rule->kinds & (1u << lr[k].kind)) || rule->after_usec == 0)
                                         continue;
                                 double at = lr[k].since + (double) rule->after_usec / 1e6;
-                                if (at <= t->now || (best > 0 && at >= best))
-                                        continue; /* reached already (decided this cycle), or not the first */
+                                if (at <= lo || at > hi || (best > 0 && (latest ? at <= best : at >= best)))
+                                        continue;
                                 if (!built) {
                                         fill_for_process(&f, t, i, lr[k].kind);
                                         f.since = lr[k].since;
@@ -410,4 +413,13 @@ double findings_next_crossing(const PgTree *t, const Config *c) {
                 }
         }
         return best;
+}
+
+double findings_next_crossing(const PgTree *t, const Config *c, double window) {
+        /* reached already: decided this cycle */
+        double first = crossing_in(t, c, t->now, INFINITY, false);
+        if (first <= 0 || window <= 0)
+                return first;
+        double last = crossing_in(t, c, first, first + window, true);
+        return last > 0 ? last : first;
 }

@@ -50,8 +50,9 @@ bool rule_matches(const Rule *r, const Subject *s);
 /* The earliest moment after t->now (epoch seconds, the clock t->now is read from) at which a
  * long runner of t reaches the threshold ('after') of a rule that then matches it: a finding that
  * opens, or one that escalates. 0 if none. Sessions whose start is unknown (tracked from first
- * sight) have no such moment. */
-double findings_next_crossing(const PgTree *t, const Config *c);
+ * sight) have no such moment. With a window, the last such moment within window seconds of the
+ * earliest: one cycle then catches the thresholds reached close together. */
+double findings_next_crossing(const PgTree *t, const Config *c, double window);
 
 /* Does [daemon] allow_foreign allow this process below a backend (a glob on its command line or
  * its executable)? An allowed process is no foreign_process finding. */

@@ -385,7 +385,7 @@ static void test_next_crossing(void **state) {
         build(&t, &snap);
         /* 110's query started 400 s ago: its rule of 410 s is reached in 10 s */
         Config *c = parse("[rule lq]\nkind = long_query\nafter = 410s\n");
-        assert_int_equal(ms_after_now(findings_next_crossing(&t, c)), 10 * 1000);
+        assert_int_equal(ms_after_now(findings_next_crossing(&t, c, 0)), 10 * 1000);
         config_free(c);
         /* the earliest of several rules and kinds: 120's transaction (900 s) reaches 903 s in 3 s;
          * a threshold behind (lq-old) and rules that will not match then are no moment: 120 is bob's,
@@ -396,24 +396,34 @@ static void test_next_crossing(void **state) {
                   "[rule lt]\nkind = long_transaction\nafter = 903s\n"
                   "[rule it]\nkind = idle_in_transaction\nafter = 601s\nuser = nobody\n"
                   "[rule ws]\nkind = long_query\nafter = 9001s\n");
-        assert_int_equal(ms_after_now(findings_next_crossing(&t, c)), 3 * 1000);
+        assert_int_equal(ms_after_now(findings_next_crossing(&t, c, 0)), 3 * 1000);
         config_free(c);
         /* the same walsender rule naming its backend_type: 1 s; lock_wait from its query's start
          * (130: 50 s), a rule acting on the blocker included */
         c = parse("[rule ws]\nkind = long_query\nafter = 9001s\nbackend_type = walsender\n");
-        assert_int_equal(ms_after_now(findings_next_crossing(&t, c)), 1 * 1000);
+        assert_int_equal(ms_after_now(findings_next_crossing(&t, c, 0)), 1 * 1000);
         config_free(c);
         c = parse("[rule lw]\nkind = lock_wait\nafter = 52s\n");
-        assert_int_equal(ms_after_now(findings_next_crossing(&t, c)), 2 * 1000);
+        assert_int_equal(ms_after_now(findings_next_crossing(&t, c, 0)), 2 * 1000);
         config_free(c);
         /* escalation: a finding open already by one rule (after 100 s) escalates at 420 s */
         c = parse("[rule lq-old]\nkind = long_query\nafter = 100s\n"
                   "[rule lq-kill]\nkind = long_query\nafter = 420s\naction = terminate\n");
-        assert_int_equal(ms_after_now(findings_next_crossing(&t, c)), 20 * 1000);
+        assert_int_equal(ms_after_now(findings_next_crossing(&t, c, 0)), 20 * 1000);
+        /* with a window: the last moment within it of the first (110 at 20 s, 120's transaction at
+         * 3 s, 130's lock wait at 2 s); none within it: the first */
+        config_free(c);
+        c = parse("[rule lq]\nkind = long_query\nafter = 420s\n[rule lt]\nkind = long_transaction\nafter = 903s\n"
+                  "[rule lw]\nkind = lock_wait\nafter = 52s\n");
+        assert_int_equal(ms_after_now(findings_next_crossing(&t, c, 0)), 2000);
+        assert_int_equal(ms_after_now(findings_next_crossing(&t, c, 0.5)), 2000);
+        assert_int_equal(ms_after_now(findings_next_crossing(&t, c, 1.0)), 3000);
+        assert_int_equal(ms_after_now(findings_next_crossing(&t, c, 17.0)), 3000);
+        assert_int_equal(ms_after_now(findings_next_crossing(&t, c, 18.0)), 20000);
         /* thresholds all behind: no moment */
         config_free(c);
         c = parse("[rule lq]\nkind = long_query\nafter = 1s\n[rule lt]\nkind = long_transaction\nafter = 1s\n");
-        assert_true(findings_next_crossing(&t, c) == 0);
+        assert_true(findings_next_crossing(&t, c, 0) == 0);
         config_free(c);
         tree_free(&t);
 
@@ -421,7 +431,7 @@ static void test_next_crossing(void **state) {
         assert_int_equal(tree_build(recs, sizeof recs / sizeof recs[0], &t), 0);
         t.now = NOW;
         c = parse("[rule lq]\nkind = long_query\nafter = 410s\n");
-        assert_true(findings_next_crossing(&t, c) == 0);
+        assert_true(findings_next_crossing(&t, c, 0) == 0);
         config_free(c);
         tree_free(&t);
 }

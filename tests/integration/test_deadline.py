@@ -1,6 +1,6 @@
 """A long runner's finding opens when it reaches its rule's threshold, not at the next regular
-cycle (issue 10): pgtreed runs one extra cycle at that moment, and no more than one between two
-regular cycles however many sessions cross their thresholds."""
+cycle (issue 10): pgtreed runs an extra cycle at that moment, and no more than one per interval on
+average however many sessions cross their thresholds."""
 import re
 import time
 
@@ -20,15 +20,16 @@ def tree_cycle(d):
 
 
 def test_finding_at_the_threshold_not_the_next_cycle(daemon_factory, cluster):
-    """interval 10 s, long_query after 2 s, the query started right after a cycle: the finding
-    opens about 2 s after the query began; the next regular cycle is 10 s after that one."""
+    """interval 10 s, long_query after 12 s, the query started right after a cycle: the next
+    regular cycle sees it (10 s), the finding opens at its threshold (12 s), not at the regular
+    cycle after (20 s)."""
     d = daemon_factory(f"""[daemon]
 interval = 10s
 [cluster deadline]
 data_directory = {cluster.data}
 [rule slow]
 kind = long_query
-after = 2s
+after = 12s
 application_name = deadline-probe
 action = log
 """)
@@ -43,13 +44,13 @@ action = log
         conn.cursor().execute("SELECT 1")  # the connection is ready
         cur = conn.cursor()
         import threading
-        threading.Thread(target=lambda: _quiet(cur, "SELECT pg_sleep(15)"), daemon=True).start()
+        threading.Thread(target=lambda: _quiet(cur, "SELECT pg_sleep(40)"), daemon=True).start()
         rx = re.compile(rf"long_query opened: pid {pid}\b")
-        wait_for(lambda: any(rx.search(l) for l in d.lines), 20, interval=0.02, what="the long_query finding")
+        wait_for(lambda: any(rx.search(l) for l in d.lines), 40, interval=0.02, what="the long_query finding")
         took = time.monotonic() - started
-        print(f"long_query opened {took:.2f} s after the query began (threshold 2 s, interval 10 s)")
-        # 2 s and a cycle; the old behaviour waits for the regular cycle, 10 s after the last
-        assert took < 5.0, f"opened {took:.2f} s after the query began:\n" + d.log()
+        print(f"long_query opened {took:.2f} s after the query began (threshold 12 s, interval 10 s)")
+        # 12 s and a cycle; the old behaviour waits for the second regular cycle, at 20 s
+        assert took < 16.0, f"opened {took:.2f} s after the query began:\n" + d.log()
         assert d.client_json("status")["extra_cycles"] >= 1
     finally:
         cluster.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'deadline-probe'")
@@ -66,7 +67,7 @@ def _quiet(cur, sql):
 
 def test_many_crossings_do_not_make_it_spin(daemon_factory, cluster):
     """30 sessions that cross their threshold 150 ms apart (one every 1/7 interval, for 4.5 s):
-    at most one extra cycle between two regular ones, two cycles per interval."""
+    one extra cycle per interval on average (a bucket of two), two cycles per interval."""
     d = daemon_factory(f"""[daemon]
 interval = 1s
 [cluster deadline]
@@ -96,8 +97,9 @@ action = log
         extra = after["extra_cycles"] - before["extra_cycles"]
         print(f"{ran} cycles ({extra} extra) in {elapsed:.1f} s at a 1 s interval, 30 staggered crossings")
         assert extra >= 1, d.log()
-        # one regular and one extra per interval, and one of each at the window's edges
-        assert ran <= 2 * elapsed + 2, f"{ran} cycles in {elapsed:.1f} s"
+        # one regular and one extra per interval, the bucket's second extra, and one of each at
+        # the window's edges
+        assert ran <= 2 * elapsed + 3, f"{ran} cycles in {elapsed:.1f} s"
         wait_for(lambda: len([l for l in d.lines if "idle_in_transaction opened" in l]) >= 30, 30,
                  what="the 30 findings")
     finally:
