@@ -84,6 +84,7 @@ Manager *manager_free(Manager *m) {
         control_free(m->control);
         clear_conn_sources(m);
         sd_event_source_disable_unref(m->cycle_timer);
+        sd_event_source_disable_unref(m->probe_timer);
         sd_event_source_disable_unref(m->alert_timer);
         for (size_t i = 0; i < m->n_alert_sources; i++)
                 sd_event_source_disable_unref(m->alert_sources[i]);
@@ -715,6 +716,32 @@ static void schedule_next(Manager *m) {
         sd_event_source_set_enabled(m->cycle_timer, SD_EVENT_ONESHOT);
 }
 
+/* A client found dead between cycles: a cycle now, if the bucket of extra cycles allows one and
+ * the regular cycle is not due in a tenth of an interval anyway. */
+static int on_probe_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+        uint64_t interval = m->config->interval_usec;
+        uint64_t now = now_monotonic_usec();
+        uint64_t period = interval / 4 > 50000 ? interval / 4 : 50000;
+        sd_event_source_set_time(s, now + period);
+        sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        if (m->cycle_running || m->extra_next || m->force_full)
+                return 0;
+        uint64_t next = m->regular_started + interval;
+        if (next <= now || next - now <= interval / 10)
+                return 0;
+        refill_extra_tokens(m, now);
+        if (m->extra_tokens < 1.0)
+                return 0;
+        m->client_probes++;
+        if (!engine_clients_died(m->engine))
+                return 0;
+        m->extra_next = true;
+        sd_event_source_set_time(m->cycle_timer, now);
+        sd_event_source_set_enabled(m->cycle_timer, SD_EVENT_ONESHOT);
+        return 0;
+}
+
 static void finish_cycle(Manager *m) {
         clear_conn_sources(m);
         FindingEvents events = {};
@@ -1071,6 +1098,10 @@ int manager_run(Manager *m) {
         if ((r = sd_event_add_time(m->event, &m->cycle_timer, CLOCK_MONOTONIC, 0, 1000, on_cycle_timer, m)) < 0)
                 return r;
         sd_event_source_set_enabled(m->cycle_timer, SD_EVENT_ONESHOT);
+        if ((r = sd_event_add_time_relative(m->event, &m->probe_timer, CLOCK_MONOTONIC, m->config->interval_usec / 4, 1000,
+                                            on_probe_timer, m)) < 0)
+                return r;
+        sd_event_source_set_enabled(m->probe_timer, SD_EVENT_ONESHOT);
         if ((r = control_new(m, &m->control)) < 0)
                 return r;
         m->force_full = true;

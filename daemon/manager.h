@@ -93,6 +93,10 @@ typedef struct Manager {
         uint64_t extra_refilled;
         bool extra_next;        /* the cycle the timer is set for is an extra one */
         uint64_t extra_cycles;  /* how many ran */
+        /* between cycles, every quarter interval: the clients of the last tree's busy backends
+         * (cheap); one dead since the last cycle began starts an extra cycle */
+        sd_event_source *probe_timer;
+        uint64_t client_probes; /* how many ran */
         PmWatch *pm;
         size_t n_pm, pm_allocated;
         DirWatch *dir_watches[DIR_WATCHES_MAX];

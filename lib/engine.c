@@ -250,6 +250,24 @@ static void probe_clients(Engine *e) {
         (void) client_gone_probe_run(e->probe, &e->next, client_wanted, e, &e->gone, &e->n_gone);
 }
 
+bool engine_clients_died(Engine *e) {
+        if (!e->have_tree || e->have_next)
+                return false; /* no tree yet, or a cycle is under way (it probes itself) */
+        GoneBackend *gone = NULL;
+        size_t n = 0;
+        /* on the published tree: the same backends the last cycle looked at */
+        if (client_gone_probe_run(e->probe, &e->tree, client_wanted, e, &gone, &n) < 0)
+                return false;
+        bool news = false;
+        for (size_t i = 0; i < n && !news; i++) {
+                /* not dead when the last cycle began (judged then) */
+                const GoneBackend *g = e->n_gone ? bsearch(&gone[i], e->gone, e->n_gone, sizeof *g, cmp_gone_backend) : NULL;
+                news = !g || g->start_ticks != gone[i].start_ticks;
+        }
+        free(gone);
+        return news;
+}
+
 /* The local backends idle now, for the next cycle's probe. */
 static void remember_idle(Engine *e) {
         const PgTree *t = &e->next; /* called while the cycle's tree is built */

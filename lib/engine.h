@@ -72,6 +72,11 @@ typedef struct Engine {
 } Engine;
 
 int engine_new(const Config *c, Engine **ret);
+
+/* Between cycles: is a client of a backend of the last tree dead now that was not when the last
+ * cycle began? (A cycle then says whether it is a finding: the backend still working.) Cheap: the
+ * host's CLOSE_WAIT sockets, and the Unix sockets of the backends that are not idle. */
+bool engine_clients_died(Engine *e);
 Engine *engine_free(Engine *e);
 void engine_set_config(Engine *e, const Config *c);
 

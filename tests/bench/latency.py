@@ -3,9 +3,10 @@
 
 Latency: pgtreed runs as a daemon at --intervals (default 1 s and 5 s) with one rule per kind
 (action = log). Each trial, at a random phase of the daemon's cycle, sets up the long runners at
-once (long_query, idle_in_transaction, long_transaction: thresholds 2 s; lock_wait: 1 s) and,
-after another random pause (so that a cycle run for them cannot catch it), kills the clients of
-two queries (psql over a Unix socket and over TCP: psql is the client, never PostgreSQL). It
+once (long_query, idle_in_transaction, long_transaction: thresholds interval + 1 s; lock_wait:
+interval + 0.5 s) and then, once a cycle has seen them and after another random pause, kills
+the clients of two queries (psql over a Unix socket and over TCP: psql is the client, never
+PostgreSQL). It
 records, per kind, the time from the condition becoming true (the rule's threshold passed, the
 client killed) to the daemon's "KIND opened: pid N" line (read as it is written).
 
@@ -60,7 +61,15 @@ KINDS = ["long_query", "idle_in_transaction", "long_transaction", "lock_wait", "
 LIFECYCLE = ["postmaster exit: logged", "postmaster exit: tree", "restart: in tree", "restart: connected",
              "new cluster: in tree", "new cluster: connected"]
 ROWS = KINDS + LIFECYCLE
-AFTER = {"long_query": 2.0, "idle_in_transaction": 2.0, "long_transaction": 2.0, "lock_wait": 1.0}
+def thresholds(interval):
+    """Longer than the interval: a cycle sees each session before its threshold, as with the
+    minutes-long thresholds of real rules and intervals of seconds (a threshold shorter than the
+    interval is reached, for a session begun after the last cycle, before any cycle saw it)."""
+    return {"long_query": interval + 1.0, "idle_in_transaction": interval + 1.0, "long_transaction": interval + 1.0,
+            "lock_wait": interval + 0.5}
+
+
+AFTER = {}
 
 
 class Daemon:
@@ -177,6 +186,11 @@ def trial(cluster, d, n, interval):
                                                     what="psql's backend")
         wait_for(lambda: all(cluster.sql("SELECT state = 'active' FROM pg_stat_activity WHERE pid = %s", (pid_of[k],))
                              for k in ("client_gone unix", "client_gone tcp")), 20, what="psql running")
+        # running a while, as the queries whose clients die are: seen by a cycle, then killed at a
+        # random phase of the daemon's cycle
+        wait_for(lambda: all(seen_in_tree(d, pid_of[k]) for k in ("client_gone unix", "client_gone tcp")), 30,
+                 interval=0.05, what="psql's backends in the tree")
+        time.sleep(random.uniform(0, interval))
         for via, p in zip(("unix", "tcp"), clients):
             p.send_signal(signal.SIGKILL)  # psql, the client program: never PostgreSQL
             p.wait()
@@ -195,6 +209,10 @@ def trial(cluster, d, n, interval):
                 c.close()
             except Exception:
                 pass
+
+
+def seen_in_tree(d, pid):
+    return any(p.get("pid") == pid for c in d.tree().get("clusters", []) for p in c.get("processes", []))
 
 
 def watch_file(path, stop):
@@ -293,8 +311,9 @@ def pgbench(cluster, seconds):
     return float(m.group(1))
 
 
-RULES = "".join(f"[rule {k}]\nkind = {k}\nafter = {int(AFTER[k] * 1000)}ms\naction = log\n" for k in AFTER) + \
-    "[rule client_gone]\nkind = client_gone\naction = log\n"
+def rules():
+    return "".join(f"[rule {k}]\nkind = {k}\nafter = {int(AFTER[k] * 1000)}ms\naction = log\n" for k in AFTER) + \
+        "[rule client_gone]\nkind = client_gone\naction = log\n"
 
 
 def main():
@@ -315,7 +334,8 @@ def main():
             fresh.append(new_cluster(cluster, n))
         try:
             for interval in intervals:
-                d = Daemon(cluster, interval, RULES, f"[cluster restart]\ndata_directory = {restarting.data}\n")
+                AFTER.update(thresholds(interval))
+                d = Daemon(cluster, interval, rules(), f"[cluster restart]\ndata_directory = {restarting.data}\n")
                 try:
                     time.sleep(3 * interval)  # connected, a few cycles run
                     for n in range(args.trials):
