@@ -299,6 +299,7 @@ int engine_begin_cycle(Engine *e, bool force_full) {
         if (r < 0)
                 return r;
         e->have_next = true;
+        e->full_scans += e->scan.full;
         for (size_t i = 0; i < e->next.n_foreign; i++)
                 e->next.foreign[i].allowed = config_foreign_allowed(e->config, e->next.foreign[i].rec.title,
                                                                     e->next.foreign[i].exe);
