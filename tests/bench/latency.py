@@ -346,7 +346,7 @@ def main():
                               ", ".join(f"{k} {v:.2f}" for k, v in r.items()), file=sys.stderr, flush=True)
                         # a random phase against the daemon's cycle: trials that each take the same
                         # time would all meet the cycle at the same point (one latency, five times)
-                        time.sleep(interval + random.uniform(0, interval))
+                        time.sleep(random.uniform(0, interval))
                     for n in range(args.lifecycle_trials):
                         r = {}
                         lifecycle(d, restarting, fresh[used], r, interval)
