@@ -203,7 +203,9 @@ static int on_pmfile(sd_event_source *s, const struct inotify_event *ev, void *u
         return 0;
 }
 
-static void watch_in(Manager *m, DirWatch **v, size_t *n, const char *dir, sd_event_inotify_handler_t cb) {
+/* evict: when DIR_WATCHES_MAX are watched already, the oldest goes (else the new one is not
+ * watched); discovery still finds what is not watched */
+static void watch_in(Manager *m, DirWatch **v, size_t *n, const char *dir, sd_event_inotify_handler_t cb, bool evict) {
         if (!dir || dir[0] != '/')
                 return;
         for (size_t i = 0; i < *n; i++)
@@ -211,7 +213,9 @@ static void watch_in(Manager *m, DirWatch **v, size_t *n, const char *dir, sd_ev
                         v[i]->wanted = true;
                         return;
                 }
-        if (*n >= DIR_WATCHES_MAX) /* the oldest goes (discovery still finds it) */
+        if (*n >= DIR_WATCHES_MAX && !evict)
+                return;
+        if (*n >= DIR_WATCHES_MAX)
                 dir_watch_free(v[0]), memmove(&v[0], &v[1], --*n * sizeof v[0]);
         DirWatch *w = calloc(1, sizeof *w);
         if (!w || !(w->directory = strdup(dir))) {
@@ -229,7 +233,7 @@ static void watch_in(Manager *m, DirWatch **v, size_t *n, const char *dir, sd_ev
 }
 
 static void watch_directory(Manager *m, const char *dir) {
-        watch_in(m, m->dir_watches, &m->n_dir_watches, dir, on_pmfile);
+        watch_in(m, m->dir_watches, &m->n_dir_watches, dir, on_pmfile, true);
 }
 
 /* A server starting in a socket directory: .s.PGSQL.PORT.lock appeared. A discovery scan at once,
@@ -261,12 +265,14 @@ static void sync_sock_watches(Manager *m) {
         static const char *const usual[] = { SOCKET_DIRECTORIES_DEFAULT };
         for (size_t i = 0; i < m->n_sock_watches; i++)
                 m->sock_watches[i]->wanted = false;
+        /* the usual ones first; then the clusters' while there is room (a host with more socket
+         * directories than that: the others' new clusters wait for the discovery interval) */
         for (size_t i = 0; i < ELEMENTSOF(usual); i++)
-                watch_in(m, m->sock_watches, &m->n_sock_watches, usual[i], on_sockfile);
+                watch_in(m, m->sock_watches, &m->n_sock_watches, usual[i], on_sockfile, false);
         for (size_t c = 0; c < t->n_clusters; c++) {
                 const PgCluster *cl = &t->clusters[c];
                 if (!cl->remote && !cl->container.root[0] && cl->pmfile_valid && cl->pmfile.socket_dir[0])
-                        watch_in(m, m->sock_watches, &m->n_sock_watches, cl->pmfile.socket_dir, on_sockfile);
+                        watch_in(m, m->sock_watches, &m->n_sock_watches, cl->pmfile.socket_dir, on_sockfile, false);
         }
         for (size_t i = 0; i < m->n_sock_watches;) {
                 if (!m->sock_watches[i]->wanted) {
