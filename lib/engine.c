@@ -576,6 +576,10 @@ static int finish_cycle(Engine *e, FindingEvents *events) {
         }
         /* thresholds reached within a tenth of an interval of the first: one cycle for them all */
         e->next_crossing = findings_next_crossing(t, e->config, (double) e->config->interval_usec / 10e6);
+        /* and what the store tracks: second looks, graces, the thresholds of orphan kinds */
+        double due = finding_store_next_moment(&e->store, e->config, t->now);
+        if (due > 0 && (e->next_crossing <= 0 || due < e->next_crossing))
+                e->next_crossing = due;
         e->cycles++;
         e->cycle_seconds = (double) (now_monotonic_usec() - e->cycle_started) / 1e6;
         return 0;

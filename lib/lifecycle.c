@@ -146,6 +146,35 @@ int finding_store_update(FindingStore *s, const Findings *candidates, const Conf
         return 0;
 }
 
+double finding_store_next_moment(const FindingStore *s, const Config *c, double now) {
+        double best = 0;
+#define TAKE(at) do { if ((at) > now && (best == 0 || (at) < best)) best = (at); } while (0)
+        for (size_t i = 0; i < s->n; i++) {
+                const Tracked *t = &s->items[i];
+                const Finding *f = &t->f;
+                double start = f->since > 0 ? f->since : f->first_seen;
+                bool twice = f->kind == FINDING_STALE_ACTIVITY || f->kind == FINDING_UNLISTED_PROCESS;
+                if (twice && t->cycles < 2)
+                        TAKE(now + 1e-3); /* the second look: as soon as the next cycle may run */
+                if (f->kind == FINDING_UNLISTED_PROCESS)
+                        TAKE(start + (double) c->unlisted_grace_usec / 1e6);
+                for (size_t r = 0; r < c->n_rules; r++) {
+                        const Rule *rule = &c->rules[r];
+                        if (!(rule->kinds & (1u << f->kind)) || rule->after_usec == 0)
+                                continue;
+                        double at = start + (double) rule->after_usec / 1e6;
+                        if (at <= now || (best > 0 && at >= best))
+                                continue;
+                        Subject subj, blocker;
+                        subject_of_finding(f, rule->after_usec, &subj, &blocker);
+                        if (rule_matches(rule, &subj))
+                                best = at;
+                }
+        }
+#undef TAKE
+        return best;
+}
+
 int finding_store_list(const FindingStore *s, Findings *ret) {
         for (size_t i = 0; i < s->n; i++) {
                 if (!s->items[i].open)
