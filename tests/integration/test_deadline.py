@@ -106,3 +106,48 @@ action = log
         for c in conns:
             c.close()
         d.stop()
+
+
+def test_unlisted_confirmed_by_a_second_look_sooner(daemon_factory, cluster):
+    """A backend stuck in authentication (a client that never answers the password request) is
+    unlisted: seen once, its confirming second look comes a quarter interval later, not an
+    interval. At a 10 s interval, the connection made right after a cycle: seen at 10 s, reported
+    at about 12.5 s, not at the regular cycle at 20 s."""
+    import os
+    import socket
+    import struct
+    hba = os.path.join(cluster.data, "pg_hba.conf")
+    with open(hba) as f:
+        rules = f.read()
+    if "slowpoke" not in rules:
+        with open(hba, "w") as f:
+            f.write("host all slowpoke 127.0.0.1/32 scram-sha-256\n" + rules)
+        cluster.sql("SELECT pg_reload_conf()")
+    d = daemon_factory(f"""[daemon]
+interval = 10s
+unlisted_grace = 1s
+[cluster deadline]
+data_directory = {cluster.data}
+[rule o]
+kind = unlisted_process
+action = log
+""")
+    d.start()
+    s = None
+    try:
+        k = tree_cycle(d)
+        wait_for(lambda: tree_cycle(d) > k, 30, interval=0.02, what="a cycle")
+        s = socket.create_connection(("127.0.0.1", cluster.port))
+        body = struct.pack("!I", 196608) + b"user\0slowpoke\0database\0postgres\0\0"
+        s.sendall(struct.pack("!I", len(body) + 4) + body)
+        assert s.recv(1) == b"R"  # the server asks for a password: the backend waits for it
+        started = time.monotonic()
+        rx = re.compile(rf"unlisted_process opened: pid \d+ on {re.escape(cluster.name)}(:{cluster.port})? ")
+        wait_for(lambda: any(rx.search(l) for l in d.lines), 40, interval=0.05, what="the unlisted_process finding")
+        took = time.monotonic() - started
+        print(f"unlisted_process opened {took:.2f} s after the connection (interval 10 s)")
+        assert took < 16.0, d.log()
+    finally:
+        if s:
+            s.close()
+        d.stop()
