@@ -6,9 +6,9 @@ Latency: pgtreed runs as a daemon at --intervals (default 1 s and 5 s) with one 
 once (long_query, idle_in_transaction, long_transaction: thresholds interval + 1 s; lock_wait:
 interval + 0.5 s) and then, once a cycle has seen them and after another random pause, kills
 the clients of two queries (psql over a Unix socket and over TCP: psql is the client, never
-PostgreSQL). It
-records, per kind, the time from the condition becoming true (the rule's threshold passed, the
-client killed) to the daemon's "KIND opened: pid N" line (read as it is written).
+PostgreSQL). It records, per kind, the time from the condition becoming true (the rule's
+threshold passed, the client killed) to the daemon's "KIND opened: pid N" line (read as it is
+written). About 10 minutes with the defaults.
 
 Clusters starting and stopping (--lifecycle-trials per interval, on clusters of their own):
 "postmaster exit" — a configured cluster stopped (pg_ctl -m fast), from its postmaster's exit (a
