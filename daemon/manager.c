@@ -84,6 +84,7 @@ Manager *manager_free(Manager *m) {
         control_free(m->control);
         clear_conn_sources(m);
         sd_event_source_disable_unref(m->cycle_timer);
+        sd_event_source_disable_unref(m->probe_timer);
         sd_event_source_disable_unref(m->alert_timer);
         for (size_t i = 0; i < m->n_alert_sources; i++)
                 sd_event_source_disable_unref(m->alert_sources[i]);
@@ -96,6 +97,8 @@ Manager *manager_free(Manager *m) {
         free(m->pm);
         for (size_t i = 0; i < m->n_dir_watches; i++)
                 dir_watch_free(m->dir_watches[i]);
+        for (size_t i = 0; i < m->n_sock_watches; i++)
+                dir_watch_free(m->sock_watches[i]);
         for (size_t i = 0; i < m->n_terms; i++)
                 term_watch_free(m->terms[i]);
         free(m->terms);
@@ -200,17 +203,20 @@ static int on_pmfile(sd_event_source *s, const struct inotify_event *ev, void *u
         return 0;
 }
 
-static void watch_directory(Manager *m, const char *dir) {
+/* evict: when DIR_WATCHES_MAX are watched already, the oldest goes (else the new one is not
+ * watched); discovery still finds what is not watched */
+static void watch_in(Manager *m, DirWatch **v, size_t *n, const char *dir, sd_event_inotify_handler_t cb, bool evict) {
         if (!dir || dir[0] != '/')
                 return;
-        for (size_t i = 0; i < m->n_dir_watches; i++)
-                if (!strcmp(m->dir_watches[i]->directory, dir)) {
-                        m->dir_watches[i]->wanted = true;
+        for (size_t i = 0; i < *n; i++)
+                if (!strcmp(v[i]->directory, dir)) {
+                        v[i]->wanted = true;
                         return;
                 }
-        if (m->n_dir_watches >= DIR_WATCHES_MAX) /* the oldest goes (discovery still finds it) */
-                dir_watch_free(m->dir_watches[0]), memmove(&m->dir_watches[0], &m->dir_watches[1],
-                                                           --m->n_dir_watches * sizeof m->dir_watches[0]);
+        if (*n >= DIR_WATCHES_MAX && !evict)
+                return;
+        if (*n >= DIR_WATCHES_MAX)
+                dir_watch_free(v[0]), memmove(&v[0], &v[1], --*n * sizeof v[0]);
         DirWatch *w = calloc(1, sizeof *w);
         if (!w || !(w->directory = strdup(dir))) {
                 free(w);
@@ -218,16 +224,71 @@ static void watch_directory(Manager *m, const char *dir) {
         }
         w->manager = m;
         w->wanted = true;
-        if (sd_event_add_inotify(m->event, &w->source, dir, IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE | IN_ONLYDIR,
-                                 on_pmfile, w) < 0) {
+        if (sd_event_add_inotify(m->event, &w->source, dir, IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE | IN_ONLYDIR, cb,
+                                 w) < 0) {
                 dir_watch_free(w); /* gone, or not ours to read: the discovery interval finds it */
                 return;
         }
-        m->dir_watches[m->n_dir_watches++] = w;
+        v[(*n)++] = w;
+}
+
+static void watch_directory(Manager *m, const char *dir) {
+        watch_in(m, m->dir_watches, &m->n_dir_watches, dir, on_pmfile, true);
+}
+
+/* A server starting in a socket directory: .s.PGSQL.PORT.lock appeared. A discovery scan at once,
+ * at most once an interval (anyone may create such a file in /tmp): else the next regular cycle's. */
+static int on_sockfile(sd_event_source *s, const struct inotify_event *ev, void *userdata) {
+        DirWatch *w = userdata;
+        Manager *m = w->manager;
+        if (!(ev->mask & (IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE)) || ev->len == 0 ||
+            strncmp(ev->name, ".s.PGSQL.", 9) != 0 || strlen(ev->name) < 14 ||
+            strcmp(ev->name + strlen(ev->name) - 5, ".lock") != 0)
+                return 0;
+        uint64_t now = now_monotonic_usec();
+        if (m->sock_triggered && now - m->sock_triggered < m->config->interval_usec) {
+                m->full_next = true;
+                return 0;
+        }
+        m->sock_triggered = now;
+        log_plain(LOG_INFO, "%s appeared in %s: scanning for its postmaster now", ev->name, w->directory);
+        m->force_full = true;
+        if (!m->cycle_running)
+                sd_event_source_set_time_relative(m->cycle_timer, 0);
+        return 0;
+}
+
+/* After each cycle: watch the socket directories of the local clusters that run, and the usual
+ * ones; stop watching the others. */
+static void sync_sock_watches(Manager *m) {
+        const PgTree *t = &m->engine->tree;
+        static const char *const usual[] = { SOCKET_DIRECTORIES_DEFAULT };
+        for (size_t i = 0; i < m->n_sock_watches; i++)
+                m->sock_watches[i]->wanted = false;
+        /* the usual ones first; then the clusters' while there is room (a host with more socket
+         * directories than that: the others' new clusters wait for the discovery interval) */
+        for (size_t i = 0; i < ELEMENTSOF(usual); i++)
+                watch_in(m, m->sock_watches, &m->n_sock_watches, usual[i], on_sockfile, false);
+        for (size_t c = 0; c < t->n_clusters; c++) {
+                const PgCluster *cl = &t->clusters[c];
+                if (!cl->remote && !cl->container.root[0] && cl->pmfile_valid && cl->pmfile.socket_dir[0])
+                        watch_in(m, m->sock_watches, &m->n_sock_watches, cl->pmfile.socket_dir, on_sockfile, false);
+        }
+        for (size_t i = 0; i < m->n_sock_watches;) {
+                if (!m->sock_watches[i]->wanted) {
+                        dir_watch_free(m->sock_watches[i]);
+                        memmove(&m->sock_watches[i], &m->sock_watches[i + 1],
+                                (m->n_sock_watches - i - 1) * sizeof m->sock_watches[0]);
+                        m->n_sock_watches--;
+                } else
+                        i++;
+        }
 }
 
 /* After each cycle: watch the directories of configured clusters that have no running
- * postmaster, and of postmasters that exited; stop watching those that run again. */
+ * postmaster, and of postmasters that exited; stop watching those that run again once their
+ * pg_stat_activity is read (a server found while it starts is not connected to before its
+ * postmaster.pid says ready: that rewrite of the file starts the next cycle, not the interval). */
 static void sync_dir_watches(Manager *m) {
         const PgTree *t = &m->engine->tree;
         for (size_t i = 0; i < m->n_pm; i++)
@@ -235,10 +296,20 @@ static void sync_dir_watches(Manager *m) {
                         watch_directory(m, m->pm[i].data_directory);
         for (size_t i = 0; i < m->config->n_clusters; i++)
                 watch_directory(m, m->config->clusters[i].data_directory);
+        /* servers still starting: not connected to before their postmaster.pid says ready */
+        for (size_t c = 0; c < t->n_clusters; c++) {
+                const PgCluster *cl = &t->clusters[c];
+                bool starting = !cl->children_titled ||
+                                (cl->pmfile_valid && cl->pmfile.status[0] && strcmp(cl->pmfile.status, "ready") != 0 &&
+                                 strcmp(cl->pmfile.status, "standby") != 0);
+                if (starting && !cl->snapshot && !cl->remote && !cl->container.root[0])
+                        watch_directory(m, cl->data_directory);
+        }
         for (size_t i = 0; i < m->n_dir_watches;) {
                 bool running = false;
                 for (size_t c = 0; c < t->n_clusters && !running; c++)
-                        running = !strcmp(t->clusters[c].data_directory, m->dir_watches[i]->directory);
+                        running = !strcmp(t->clusters[c].data_directory, m->dir_watches[i]->directory) &&
+                                  t->clusters[c].snapshot;
                 if (running) {
                         dir_watch_free(m->dir_watches[i]);
                         memmove(&m->dir_watches[i], &m->dir_watches[i + 1], (m->n_dir_watches - i - 1) * sizeof m->dir_watches[0]);
@@ -298,6 +369,7 @@ static void sync_pm_watches(Manager *m) {
         }
         /* realloc may have moved the watches: re-point their userdata */
         sync_dir_watches(m);
+        sync_sock_watches(m);
         for (size_t i = 0; i < m->n_pm;) {
                 if (!m->pm[i].seen) {
                         sd_event_source_disable_unref(m->pm[i].source);
@@ -593,13 +665,87 @@ static void write_metrics_file(Manager *m) {
 
 /* ---- the cycle ---- */
 
+/* When a long runner reaches a rule's threshold, on the monotonic clock (UINT64_MAX: none). The
+ * engine's moment is on the clock its tree's time is read from (the realtime clock: durations are
+ * measured against it when the cycle runs), a few ms late so that the cycle's tree, read after the
+ * timer fires, has the threshold behind it. */
+static uint64_t crossing_deadline(Manager *m, uint64_t now) {
+        double at = m->engine->next_crossing;
+        if (at <= 0)
+                return UINT64_MAX;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        double real = (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+        double wait = at - real;
+        if (wait <= 0)
+                return now;
+        if (wait > 1e6)
+                return UINT64_MAX;
+        return now + (uint64_t) (wait * 1e6) + 5000;
+}
+
+#define EXTRA_TOKENS_MAX 2.0
+
+static void refill_extra_tokens(Manager *m, uint64_t now) {
+        if (m->extra_refilled && now > m->extra_refilled)
+                m->extra_tokens += (double) (now - m->extra_refilled) / (double) m->config->interval_usec;
+        if (!m->extra_refilled || m->extra_tokens > EXTRA_TOKENS_MAX)
+                m->extra_tokens = m->extra_refilled ? EXTRA_TOKENS_MAX : 1.0;
+        m->extra_refilled = now;
+}
+
 static void schedule_next(Manager *m) {
-        uint64_t next = m->cycle_started + m->config->interval_usec;
+        uint64_t interval = m->config->interval_usec;
+        uint64_t next = m->regular_started + interval;
         uint64_t now = now_monotonic_usec();
         if (m->force_full || next < now)
                 next = now;
+        m->extra_next = false;
+        /* an extra cycle: a token for it when it is due (one per interval), a quarter of an
+         * interval after the last cycle began, and none in a period's last tenth (the regular
+         * cycle comes then) */
+        uint64_t d = crossing_deadline(m, now);
+        if (!m->force_full && d < next) {
+                refill_extra_tokens(m, now);
+                double need = 1.0 - m->extra_tokens;
+                uint64_t have_token = now + (need > 0 ? (uint64_t) (need * (double) interval) : 0);
+                if (d < have_token)
+                        d = have_token;
+                if (d < m->cycle_started + interval / 4)
+                        d = m->cycle_started + interval / 4;
+                if (d < next && next - d > interval / 10) {
+                        next = d;
+                        m->extra_next = true;
+                }
+        }
         sd_event_source_set_time(m->cycle_timer, next);
         sd_event_source_set_enabled(m->cycle_timer, SD_EVENT_ONESHOT);
+}
+
+/* A client found dead between cycles: a cycle now, if the bucket of extra cycles allows one and
+ * the regular cycle is not due in a tenth of an interval anyway. */
+static int on_probe_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+        uint64_t interval = m->config->interval_usec;
+        uint64_t now = now_monotonic_usec();
+        uint64_t period = interval / 4 > 50000 ? interval / 4 : 50000;
+        sd_event_source_set_time(s, now + period);
+        sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        if (m->cycle_running || m->extra_next || m->force_full)
+                return 0;
+        uint64_t next = m->regular_started + interval;
+        if (next <= now || next - now <= interval / 10)
+                return 0;
+        refill_extra_tokens(m, now);
+        if (m->extra_tokens < 1.0)
+                return 0;
+        m->client_probes++;
+        if (!engine_clients_died(m->engine))
+                return 0;
+        m->extra_next = true;
+        sd_event_source_set_time(m->cycle_timer, now);
+        sd_event_source_set_enabled(m->cycle_timer, SD_EVENT_ONESHOT);
+        return 0;
 }
 
 static void finish_cycle(Manager *m) {
@@ -771,8 +917,15 @@ static void start_cycle(Manager *m) {
         if (m->cycle_running)
                 return;
         m->cycle_started = now_monotonic_usec();
-        bool full = m->force_full;
-        m->force_full = false;
+        if (m->extra_next && !m->force_full) {
+                refill_extra_tokens(m, m->cycle_started);
+                m->extra_tokens = m->extra_tokens >= 1.0 ? m->extra_tokens - 1.0 : 0;
+                m->extra_cycles++;
+        } else
+                m->regular_started = m->cycle_started;
+        m->extra_next = false;
+        bool full = m->force_full || m->full_next;
+        m->force_full = m->full_next = false;
         manager_remote_acts_release(m); /* a server removed by a reload closes its action connection */
         int r = engine_begin_cycle(m->engine, full);
         manager_remote_acts_arm(m);
@@ -951,6 +1104,10 @@ int manager_run(Manager *m) {
         if ((r = sd_event_add_time(m->event, &m->cycle_timer, CLOCK_MONOTONIC, 0, 1000, on_cycle_timer, m)) < 0)
                 return r;
         sd_event_source_set_enabled(m->cycle_timer, SD_EVENT_ONESHOT);
+        if ((r = sd_event_add_time_relative(m->event, &m->probe_timer, CLOCK_MONOTONIC, m->config->interval_usec / 4, 1000,
+                                            on_probe_timer, m)) < 0)
+                return r;
+        sd_event_source_set_enabled(m->probe_timer, SD_EVENT_ONESHOT);
         if ((r = control_new(m, &m->control)) < 0)
                 return r;
         m->force_full = true;

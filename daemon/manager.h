@@ -48,13 +48,17 @@ typedef struct PmWatch {
 } PmWatch;
 
 /* A data directory without a running postmaster (one exited, or a configured cluster that is
- * not running): its postmaster.pid appearing starts a discovery scan at once. */
+ * not running) or whose server is not connected to yet: its postmaster.pid appearing or being
+ * rewritten (the server ready) starts a discovery scan at once. Or a socket directory (of the
+ * clusters that run, and PostgreSQL's usual ones): a server that starts creates its
+ * .s.PGSQL.PORT.lock there, which starts a discovery scan (at most one per interval). */
 typedef struct DirWatch {
         struct Manager *manager;
         char *directory;
         sd_event_source *source;
         bool wanted;
 } DirWatch;
+#define SOCKET_DIRECTORIES_DEFAULT "/run/postgresql", "/var/run/postgresql", "/tmp"
 #define DIR_WATCHES_MAX 64
 
 typedef struct Manager {
@@ -79,10 +83,28 @@ typedef struct Manager {
         bool force_full;
         bool ready;
         uint64_t cycle_started;
+        /* The cadence: regular cycles begin an interval apart, from regular_started. Between them
+         * extra cycles run when long runners reach a rule's threshold (engine->next_crossing), so
+         * that their findings do not wait for the next regular cycle: one per interval on average
+         * (a bucket of two, refilled by one each interval), a quarter of an interval apart at
+         * least, whatever the sessions do. */
+        uint64_t regular_started;
+        double extra_tokens;
+        uint64_t extra_refilled;
+        bool extra_next;        /* the cycle the timer is set for is an extra one */
+        uint64_t extra_cycles;  /* how many ran */
+        /* between cycles, every quarter interval: the clients of the last tree's busy backends
+         * (cheap); one dead since the last cycle began starts an extra cycle */
+        sd_event_source *probe_timer;
+        uint64_t client_probes; /* how many ran */
         PmWatch *pm;
         size_t n_pm, pm_allocated;
         DirWatch *dir_watches[DIR_WATCHES_MAX];
         size_t n_dir_watches;
+        DirWatch *sock_watches[DIR_WATCHES_MAX];
+        size_t n_sock_watches;
+        uint64_t sock_triggered;        /* when a socket lock file last started a scan */
+        bool full_next;                 /* the next regular cycle begins with a discovery scan */
         ActionState *actions;
         size_t n_actions, actions_allocated;
         TermWatch **terms;

@@ -250,6 +250,24 @@ static void probe_clients(Engine *e) {
         (void) client_gone_probe_run(e->probe, &e->next, client_wanted, e, &e->gone, &e->n_gone);
 }
 
+bool engine_clients_died(Engine *e) {
+        if (!e->have_tree || e->have_next)
+                return false; /* no tree yet, or a cycle is under way (it probes itself) */
+        GoneBackend *gone = NULL;
+        size_t n = 0;
+        /* on the published tree: the same backends the last cycle looked at */
+        if (client_gone_probe_run(e->probe, &e->tree, client_wanted, e, &gone, &n) < 0)
+                return false;
+        bool news = false;
+        for (size_t i = 0; i < n && !news; i++) {
+                /* not dead when the last cycle began (judged then) */
+                const GoneBackend *g = e->n_gone ? bsearch(&gone[i], e->gone, e->n_gone, sizeof *g, cmp_gone_backend) : NULL;
+                news = !g || g->start_ticks != gone[i].start_ticks;
+        }
+        free(gone);
+        return news;
+}
+
 /* The local backends idle now, for the next cycle's probe. */
 static void remember_idle(Engine *e) {
         const PgTree *t = &e->next; /* called while the cycle's tree is built */
@@ -281,6 +299,7 @@ int engine_begin_cycle(Engine *e, bool force_full) {
         if (r < 0)
                 return r;
         e->have_next = true;
+        e->full_scans += e->scan.full;
         for (size_t i = 0; i < e->next.n_foreign; i++)
                 e->next.foreign[i].allowed = config_foreign_allowed(e->config, e->next.foreign[i].rec.title,
                                                                     e->next.foreign[i].exe);
@@ -557,6 +576,12 @@ static int finish_cycle(Engine *e, FindingEvents *events) {
                 Finding *f = &e->open.items[i];
                 f->proc = f->kind == FINDING_STALE_ACTIVITY ? -1 : tree_find_finding(t, f);
         }
+        /* thresholds reached within a tenth of an interval of the first: one cycle for them all */
+        e->next_crossing = findings_next_crossing(t, e->config, (double) e->config->interval_usec / 10e6);
+        /* and what the store tracks: second looks, graces, the thresholds of orphan kinds */
+        double due = finding_store_next_moment(&e->store, e->config, t->now);
+        if (due > 0 && (e->next_crossing <= 0 || due < e->next_crossing))
+                e->next_crossing = due;
         e->cycles++;
         e->cycle_seconds = (double) (now_monotonic_usec() - e->cycle_started) / 1e6;
         return 0;

@@ -56,6 +56,10 @@ typedef struct Engine {
         uint64_t full_scans;    /* cycles that began with a discovery scan */
         double cycle_seconds;   /* wall time of the last whole cycle */
         uint64_t cycle_started;
+        /* The moment (epoch seconds, the clock of tree.now) a long runner of the last tree reaches
+         * a rule's threshold, the earliest (or the last within a tenth of an interval of it), or
+         * 0: a cycle then opens (or escalates) its finding without waiting for the next interval. */
+        double next_crossing;
         /* client_gone: the client connections are looked at when a cycle begins, before the
          * server is asked; a backend whose client was dead then and that the answer shows still
          * working is the finding (one that is idle, or gone, had disconnected cleanly) */
@@ -68,6 +72,11 @@ typedef struct Engine {
 } Engine;
 
 int engine_new(const Config *c, Engine **ret);
+
+/* Between cycles: is a client of a backend of the last tree dead now that was not when the last
+ * cycle began? (A cycle then says whether it is a finding: the backend still working.) Cheap: the
+ * host's CLOSE_WAIT sockets, and the Unix sockets of the backends that are not idle. */
+bool engine_clients_died(Engine *e);
 Engine *engine_free(Engine *e);
 void engine_set_config(Engine *e, const Config *c);
 

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include "locks.h"
 #include "render.h"
 #include "macro.h"
+#include "rules.h"
 
 static const char *const kind_names[_FINDING_KIND_MAX] = {
         [FINDING_ORPHAN_BACKEND] = "orphan_backend",
@@ -71,11 +73,9 @@ void findings_free(Findings *f) {
 
 #define COPY(dst, src) snprintf((dst), sizeof(dst), "%s", (src) ? (src) : "")
 
-static Finding *add_for_process(Findings *out, const PgTree *t, size_t i, FindingKind kind) {
+static void fill_for_process(Finding *x, const PgTree *t, size_t i, FindingKind kind) {
         const PgProcess *p = &t->procs[i];
-        Finding *x = findings_add(out);
-        if (!x)
-                return NULL;
+        *x = (Finding){ .proc = -1, .action = ACTION_LOG, .xmin_age = -1, .uid = -1 };
         x->kind = kind;
         x->pid = p->rec.pid;
         x->ns_pid = p->rec.ident.ns_pid > 0 ? p->rec.ident.ns_pid : 0;
@@ -99,6 +99,12 @@ static Finding *add_for_process(Findings *out, const PgTree *t, size_t i, Findin
         COPY(x->state, proc_state(p));
         if (p->act)
                 x->xmin_age = p->act->xmin_age;
+}
+
+static Finding *add_for_process(Findings *out, const PgTree *t, size_t i, FindingKind kind) {
+        Finding *x = findings_add(out);
+        if (x)
+                fill_for_process(x, t, i, kind);
         return x;
 }
 
@@ -162,6 +168,36 @@ static bool past_threshold(const PgTree *t, const uint64_t *min_after, FindingKi
         return age >= 0 && age * 1e6 >= (double) min_after[kind];
 }
 
+/* A long-runner condition of a process: its kind, and since when (0: unknown, tracked from first
+ * sight). */
+typedef struct LongRunner {
+        FindingKind kind;
+        double since;
+} LongRunner;
+
+/* The long-runner conditions that hold for p now (at most one of each kind). */
+static size_t long_runner_conditions(const PgTree *t, const PgProcess *p, LongRunner out[static 4]) {
+        const PgCluster *c = &t->clusters[p->cluster];
+        const char *state = proc_state(p);
+        const ActivityRow *a = p->act;
+        bool known = c->snapshot != NULL;
+        size_t n = 0;
+        if (state && !strcmp(state, "active") && (!known || (a && a->query_start > 0)))
+                out[n++] = (LongRunner){ FINDING_LONG_QUERY, a ? a->query_start : 0 };
+        if (state && !strncmp(state, "idle in transaction", 19) && (!known || (a && a->state_change > 0)))
+                out[n++] = (LongRunner){ FINDING_IDLE_IN_TRANSACTION, a ? a->state_change : 0 };
+        if (a && a->xact_start > 0)
+                out[n++] = (LongRunner){ FINDING_LONG_TRANSACTION, a->xact_start };
+        else if (!known && state && !strncmp(state, "idle in transaction", 19))
+                out[n++] = (LongRunner){ FINDING_LONG_TRANSACTION, 0 };
+        bool lock = a ? (a->wait_event_type && !strcmp(a->wait_event_type, "Lock"))
+                      : (p->title.flags & TITLE_WAITING) && p->title.backend_type == BACKEND_CLIENT;
+        /* PostgreSQL does not say when the wait began: its query's start bounds it */
+        if (lock)
+                out[n++] = (LongRunner){ FINDING_LOCK_WAIT, a ? a->query_start : 0 };
+        return n;
+}
+
 static int detect_process(const PgTree *t, size_t i, const pid_t *gone, size_t n_gone, const uint64_t *min_after,
                           Findings *out) {
         const PgProcess *p = &t->procs[i];
@@ -209,43 +245,21 @@ static int detect_process(const PgTree *t, size_t i, const pid_t *gone, size_t n
         }
 
         /* long runners */
-        const char *state = proc_state(p);
-        const ActivityRow *a = p->act;
-        bool known = c->snapshot != NULL;
-        if (state && !strcmp(state, "active") && (!known || (a && a->query_start > 0)) &&
-            past_threshold(t, min_after, FINDING_LONG_QUERY, a ? a->query_start : 0)) {
-                if (!(x = add_for_process(out, t, i, FINDING_LONG_QUERY)))
+        LongRunner lr[4];
+        size_t n = long_runner_conditions(t, p, lr);
+        for (size_t k = 0; k < n; k++) {
+                if (!past_threshold(t, min_after, lr[k].kind, lr[k].since))
+                        continue;
+                if (!(x = add_for_process(out, t, i, lr[k].kind)))
                         return -ENOMEM;
-                x->since = a ? a->query_start : 0;
-        }
-        if (state && !strncmp(state, "idle in transaction", 19) && (!known || (a && a->state_change > 0)) &&
-            past_threshold(t, min_after, FINDING_IDLE_IN_TRANSACTION, a ? a->state_change : 0)) {
-                if (!(x = add_for_process(out, t, i, FINDING_IDLE_IN_TRANSACTION)))
-                        return -ENOMEM;
-                x->since = a ? a->state_change : 0;
-        }
-        if (a && a->xact_start > 0) {
-                if (past_threshold(t, min_after, FINDING_LONG_TRANSACTION, a->xact_start)) {
-                        if (!(x = add_for_process(out, t, i, FINDING_LONG_TRANSACTION)))
-                                return -ENOMEM;
-                        x->since = a->xact_start;
+                x->since = lr[k].since;
+                if (lr[k].kind == FINDING_LOCK_WAIT) {
+                        const ActivityRow *a = p->act;
+                        if (a && a->wait_event)
+                                snprintf(x->detail, sizeof x->detail, "waiting for a %s lock", a->wait_event);
+                        if (a && c->snapshot)
+                                add_blocker(x, t, p, c->snapshot);
                 }
-        } else if (!known && state && !strncmp(state, "idle in transaction", 19) &&
-                   past_threshold(t, min_after, FINDING_LONG_TRANSACTION, 0)) {
-                if (!(x = add_for_process(out, t, i, FINDING_LONG_TRANSACTION)))
-                        return -ENOMEM;
-        }
-        bool lock = a ? (a->wait_event_type && !strcmp(a->wait_event_type, "Lock"))
-                      : (p->title.flags & TITLE_WAITING) && p->title.backend_type == BACKEND_CLIENT;
-        if (lock && past_threshold(t, min_after, FINDING_LOCK_WAIT, a ? a->query_start : 0)) {
-                if (!(x = add_for_process(out, t, i, FINDING_LOCK_WAIT)))
-                        return -ENOMEM;
-                /* PostgreSQL does not say when the wait began: its query's start bounds it */
-                x->since = a ? a->query_start : 0;
-                if (a && a->wait_event)
-                        snprintf(x->detail, sizeof x->detail, "waiting for a %s lock", a->wait_event);
-                if (a && c->snapshot)
-                        add_blocker(x, t, p, c->snapshot);
         }
         return 0;
 }
@@ -359,4 +373,53 @@ int findings_detect_filtered(const PgTree *t, const pid_t *gone, size_t n_gone, 
                         return r;
         }
         return 0;
+}
+
+/* The earliest (or the latest) moment in (lo, hi] at which a long runner reaches the threshold of
+ * a rule that then matches it, or 0. */
+static double crossing_in(const PgTree *t, const Config *c, double lo, double hi, bool latest) {
+        double best = 0;
+        Finding f;
+        for (size_t i = 0; i < t->n_procs; i++) {
+                const PgProcess *p = &t->procs[i];
+                if (p->depth == 0 || p->own || p->cluster < 0 || pg_process_is_orphan(p))
+                        continue;
+                LongRunner lr[4];
+                size_t n = long_runner_conditions(t, p, lr);
+                for (size_t k = 0; k < n; k++) {
+                        if (lr[k].since <= 0)
+                                continue; /* tracked from first sight: no moment known */
+                        bool built = false;
+                        Subject s, blocker;
+                        for (size_t r = 0; r < c->n_rules; r++) {
+                                const Rule *rule = &c->rules[r];
+                                if (!(rule->kinds & (1u << lr[k].kind)) || rule->after_usec == 0)
+                                        continue;
+                                double at = lr[k].since + (double) rule->after_usec / 1e6;
+                                if (at <= lo || at > hi || (best > 0 && (latest ? at <= best : at >= best)))
+                                        continue;
+                                if (!built) {
+                                        fill_for_process(&f, t, i, lr[k].kind);
+                                        f.since = lr[k].since;
+                                        const PgCluster *cl = &t->clusters[p->cluster];
+                                        if (lr[k].kind == FINDING_LOCK_WAIT && p->act && cl->snapshot)
+                                                add_blocker(&f, t, p, cl->snapshot);
+                                        built = true;
+                                }
+                                subject_of_finding(&f, rule->after_usec, &s, &blocker);
+                                if (rule_matches(rule, &s))
+                                        best = at;
+                        }
+                }
+        }
+        return best;
+}
+
+double findings_next_crossing(const PgTree *t, const Config *c, double window) {
+        /* reached already: decided this cycle */
+        double first = crossing_in(t, c, t->now, INFINITY, false);
+        if (first <= 0 || window <= 0)
+                return first;
+        double last = crossing_in(t, c, first, first + window, true);
+        return last > 0 ? last : first;
 }

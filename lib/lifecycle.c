@@ -56,34 +56,8 @@ static int decide(Tracked *t, const Config *c, double now, FindingEvents *events
         if (!confirmed)
                 return 0;
 
-        Subject s = {
-                .kind = f->kind,
-                .duration_usec = (uint64_t) (f->duration_s * 1e6),
-                .user = f->user[0] ? f->user : NULL,
-                .database = f->database[0] ? f->database : NULL,
-                .application_name = f->application_name[0] ? f->application_name : NULL,
-                .client = f->client[0] ? f->client : NULL,
-                .backend_type = f->backend_type[0] ? f->backend_type : NULL,
-                .state = f->state[0] ? f->state : NULL,
-                .cluster = f->cluster[0] ? f->cluster : NULL,
-                .cluster_name = f->cluster_name[0] ? f->cluster_name : NULL,
-                .container = f->container[0] ? f->container : NULL,
-                .command = f->command[0] ? f->command : NULL,
-        };
-        Subject blocker = {
-                .kind = f->kind,
-                .duration_usec = s.duration_usec,
-                .user = f->blocker_user[0] ? f->blocker_user : NULL,
-                .database = f->blocker_database[0] ? f->blocker_database : NULL,
-                .application_name = f->blocker_application_name[0] ? f->blocker_application_name : NULL,
-                .client = f->blocker_client[0] ? f->blocker_client : NULL,
-                .backend_type = f->blocker_backend_type[0] ? f->blocker_backend_type : NULL,
-                .state = f->blocker_state[0] ? f->blocker_state : NULL,
-                .cluster = s.cluster,
-                .cluster_name = s.cluster_name,
-        };
-        if (f->blocker_pid > 0)
-                s.blocker = &blocker;
+        Subject s, blocker;
+        subject_of_finding(f, (uint64_t) (f->duration_s * 1e6), &s, &blocker);
         const Rule *r = rules_decide(c, &s);
         if (!r && !finding_kind_always_open(f->kind))
                 return 0; /* a long runner below every threshold */
@@ -198,6 +172,35 @@ int finding_store_update(FindingStore *s, const Findings *candidates, const Conf
                 copy.n = copy.allocated = n;
         }
         return finding_store_update_take(s, &copy, c, now, events);
+}
+
+double finding_store_next_moment(const FindingStore *s, const Config *c, double now) {
+        double best = 0;
+#define TAKE(at) do { if ((at) > now && (best == 0 || (at) < best)) best = (at); } while (0)
+        for (size_t i = 0; i < s->n; i++) {
+                const Tracked *t = &s->items[i];
+                const Finding *f = t->f;
+                double start = f->since > 0 ? f->since : f->first_seen;
+                bool twice = f->kind == FINDING_STALE_ACTIVITY || f->kind == FINDING_UNLISTED_PROCESS;
+                if (twice && t->cycles < 2)
+                        TAKE(now + 1e-3); /* the second look: as soon as the next cycle may run */
+                if (f->kind == FINDING_UNLISTED_PROCESS)
+                        TAKE(start + (double) c->unlisted_grace_usec / 1e6);
+                for (size_t r = 0; r < c->n_rules; r++) {
+                        const Rule *rule = &c->rules[r];
+                        if (!(rule->kinds & (1u << f->kind)) || rule->after_usec == 0)
+                                continue;
+                        double at = start + (double) rule->after_usec / 1e6;
+                        if (at <= now || (best > 0 && at >= best))
+                                continue;
+                        Subject subj, blocker;
+                        subject_of_finding(f, rule->after_usec, &subj, &blocker);
+                        if (rule_matches(rule, &subj))
+                                best = at;
+                }
+        }
+#undef TAKE
+        return best;
 }
 
 int finding_store_list(const FindingStore *s, Findings *ret) {

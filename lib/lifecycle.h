@@ -54,6 +54,12 @@ int finding_store_update_take(FindingStore *s, Findings *candidates, const Confi
  * a dry run stays with the finding for as long as it lasts (the cycles after too). */
 void finding_store_set_dry_run(FindingStore *s, const Finding *f, bool dry_run);
 
+/* The next moment (epoch seconds, after now) a cycle would change what the store says of what it
+ * tracks as it is: a stale_activity or unlisted_process seen once needs its second look (now:
+ * as soon as a cycle may run), an unlisted_process its grace, a finding a rule's threshold that
+ * opens or escalates it. 0 if none. */
+double finding_store_next_moment(const FindingStore *s, const Config *c, double now);
+
 /* The open findings, in store order. */
 int finding_store_list(const FindingStore *s, Findings *ret);
 size_t finding_store_count_open(const FindingStore *s);

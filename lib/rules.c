@@ -84,6 +84,37 @@ static bool filters_match(const Rule *r, const Subject *s) {
         return true;
 }
 
+void subject_of_finding(const Finding *f, uint64_t duration_usec, Subject *s, Subject *blocker) {
+        *s = (Subject){
+                .kind = f->kind,
+                .duration_usec = duration_usec,
+                .user = f->user[0] ? f->user : NULL,
+                .database = f->database[0] ? f->database : NULL,
+                .application_name = f->application_name[0] ? f->application_name : NULL,
+                .client = f->client[0] ? f->client : NULL,
+                .backend_type = f->backend_type[0] ? f->backend_type : NULL,
+                .state = f->state[0] ? f->state : NULL,
+                .cluster = f->cluster[0] ? f->cluster : NULL,
+                .cluster_name = f->cluster_name[0] ? f->cluster_name : NULL,
+                .container = f->container[0] ? f->container : NULL,
+                .command = f->command[0] ? f->command : NULL,
+        };
+        *blocker = (Subject){
+                .kind = f->kind,
+                .duration_usec = duration_usec,
+                .user = f->blocker_user[0] ? f->blocker_user : NULL,
+                .database = f->blocker_database[0] ? f->blocker_database : NULL,
+                .application_name = f->blocker_application_name[0] ? f->blocker_application_name : NULL,
+                .client = f->blocker_client[0] ? f->blocker_client : NULL,
+                .backend_type = f->blocker_backend_type[0] ? f->blocker_backend_type : NULL,
+                .state = f->blocker_state[0] ? f->blocker_state : NULL,
+                .cluster = s->cluster,
+                .cluster_name = s->cluster_name,
+        };
+        if (f->blocker_pid > 0)
+                s->blocker = blocker;
+}
+
 const Rule *rules_decide(const Config *c, const Subject *s) {
         const Rule *best = NULL;
         for (size_t i = 0; i < c->n_rules; i++) {

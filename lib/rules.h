@@ -24,6 +24,10 @@ struct Subject {
         const struct Subject *blocker;  /* lock_wait: the root of the chain that blocks it, or NULL */
 };
 
+/* The subject of a finding that has lasted duration_usec (blocker: storage for its root blocker's,
+ * linked from s when the finding has one). */
+void subject_of_finding(const Finding *f, uint64_t duration_usec, Subject *s, Subject *blocker);
+
 /* The rule that decides for this subject, or NULL: among the rules that cover its kind, match
  * every filter and whose threshold ('after') is reached, the one with the strongest action
  * (terminate > cancel > alert > log), the first in the file on a tie. Long-runner kinds match
@@ -42,6 +46,13 @@ uint64_t rules_min_after(const Config *c, FindingKind kind);
  * subject whose root blocker is known: kind and threshold are the waiter's (how long it has been
  * blocked), every filter is the blocker's (the session it acts on). */
 bool rule_matches(const Rule *r, const Subject *s);
+
+/* The earliest moment after t->now (epoch seconds, the clock t->now is read from) at which a
+ * long runner of t reaches the threshold ('after') of a rule that then matches it: a finding that
+ * opens, or one that escalates. 0 if none. Sessions whose start is unknown (tracked from first
+ * sight) have no such moment. With a window, the last such moment within window seconds of the
+ * earliest: one cycle then catches the thresholds reached close together. */
+double findings_next_crossing(const PgTree *t, const Config *c, double window);
 
 /* Does [daemon] allow_foreign allow this process below a backend (a glob on its command line or
  * its executable)? An allowed process is no foreign_process finding. */

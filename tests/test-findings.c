@@ -6,11 +6,13 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <math.h>
 #include <string.h>
 #include <cmocka.h>
 
 #include "findings.h"
 #include "join.h"
+#include "rules.h"
 
 #define BOOT 1700000000.0
 #define NOW (BOOT + 10000.0)
@@ -358,12 +360,89 @@ static void test_foreign(void **state) {
         tree_free(&t);
 }
 
+
+static Config *parse(const char *text) {
+        Config *c = NULL;
+        ConfigErrors errs = {};
+        int r = config_parse_string(text, "test.ini", &c, &errs);
+        config_errors_print(&errs, stderr);
+        config_errors_clear(&errs);
+        assert_int_equal(r, 0);
+        return c;
+}
+
+/* a moment as ms after NOW (doubles: cmocka's float comparison has 24 bits) */
+static long long ms_after_now(double at) {
+        return llround((at - NOW) * 1000);
+}
+
+/* When the next cycle should run for a long runner to reach a rule's threshold: the earliest
+ * since + after still ahead, of a rule that then matches the session (filters, backend_type),
+ * thresholds already behind left out (decided this cycle), unknown starts left out. */
+static void test_next_crossing(void **state) {
+        PgTree t;
+        ActivitySnapshot snap;
+        build(&t, &snap);
+        /* 110's query started 400 s ago: its rule of 410 s is reached in 10 s */
+        Config *c = parse("[rule lq]\nkind = long_query\nafter = 410s\n");
+        assert_int_equal(ms_after_now(findings_next_crossing(&t, c, 0)), 10 * 1000);
+        config_free(c);
+        /* the earliest of several rules and kinds: 120's transaction (900 s) reaches 903 s in 3 s;
+         * a threshold behind (lq-old) and rules that will not match then are no moment: 120 is bob's,
+         * not nobody's; 170, active for 9000 s, is a walsender (long-runner rules mean client
+         * backends unless they name backend_type) */
+        c = parse("[rule lq]\nkind = long_query\nafter = 410s\n"
+                  "[rule lq-old]\nkind = long_query\nafter = 100s\n"
+                  "[rule lt]\nkind = long_transaction\nafter = 903s\n"
+                  "[rule it]\nkind = idle_in_transaction\nafter = 601s\nuser = nobody\n"
+                  "[rule ws]\nkind = long_query\nafter = 9001s\n");
+        assert_int_equal(ms_after_now(findings_next_crossing(&t, c, 0)), 3 * 1000);
+        config_free(c);
+        /* the same walsender rule naming its backend_type: 1 s; lock_wait from its query's start
+         * (130: 50 s), a rule acting on the blocker included */
+        c = parse("[rule ws]\nkind = long_query\nafter = 9001s\nbackend_type = walsender\n");
+        assert_int_equal(ms_after_now(findings_next_crossing(&t, c, 0)), 1 * 1000);
+        config_free(c);
+        c = parse("[rule lw]\nkind = lock_wait\nafter = 52s\n");
+        assert_int_equal(ms_after_now(findings_next_crossing(&t, c, 0)), 2 * 1000);
+        config_free(c);
+        /* escalation: a finding open already by one rule (after 100 s) escalates at 420 s */
+        c = parse("[rule lq-old]\nkind = long_query\nafter = 100s\n"
+                  "[rule lq-kill]\nkind = long_query\nafter = 420s\naction = terminate\n");
+        assert_int_equal(ms_after_now(findings_next_crossing(&t, c, 0)), 20 * 1000);
+        /* with a window: the last moment within it of the first (110 at 20 s, 120's transaction at
+         * 3 s, 130's lock wait at 2 s); none within it: the first */
+        config_free(c);
+        c = parse("[rule lq]\nkind = long_query\nafter = 420s\n[rule lt]\nkind = long_transaction\nafter = 903s\n"
+                  "[rule lw]\nkind = lock_wait\nafter = 52s\n");
+        assert_int_equal(ms_after_now(findings_next_crossing(&t, c, 0)), 2000);
+        assert_int_equal(ms_after_now(findings_next_crossing(&t, c, 0.5)), 2000);
+        assert_int_equal(ms_after_now(findings_next_crossing(&t, c, 1.0)), 3000);
+        assert_int_equal(ms_after_now(findings_next_crossing(&t, c, 17.0)), 3000);
+        assert_int_equal(ms_after_now(findings_next_crossing(&t, c, 18.0)), 20000);
+        /* thresholds all behind: no moment */
+        config_free(c);
+        c = parse("[rule lq]\nkind = long_query\nafter = 1s\n[rule lt]\nkind = long_transaction\nafter = 1s\n");
+        assert_true(findings_next_crossing(&t, c, 0) == 0);
+        config_free(c);
+        tree_free(&t);
+
+        /* without pg_stat_activity nothing has a known start */
+        assert_int_equal(tree_build(recs, sizeof recs / sizeof recs[0], &t), 0);
+        t.now = NOW;
+        c = parse("[rule lq]\nkind = long_query\nafter = 410s\n");
+        assert_true(findings_next_crossing(&t, c, 0) == 0);
+        config_free(c);
+        tree_free(&t);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_every_kind),
                 cmocka_unit_test(test_without_activity),
                 cmocka_unit_test(test_names),
                 cmocka_unit_test(test_filtered_by_threshold),
+                cmocka_unit_test(test_next_crossing),
                 cmocka_unit_test(test_unlisted_by_version),
                 cmocka_unit_test(test_orphan_logger),
                 cmocka_unit_test(test_foreign),

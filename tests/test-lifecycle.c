@@ -201,6 +201,50 @@ static void test_dry_run_kept(void **state) {
         config_free(c);
 }
 
+
+/* When the store needs a cycle for what it tracks: a stale_activity seen once, its second look
+ * (now); an unlisted_process also its grace; a rule's threshold that opens or escalates. */
+static void test_next_moment(void **state) {
+        Config *c = parse_config("[daemon]\nunlisted_grace = 60s\n"
+                                 "[rule orphans]\nkind = stale_activity, unlisted_process\naction = log\n"
+                                 "[rule q]\nkind = long_query\nafter = 60s\naction = log\n"
+                                 "[rule q-kill]\nkind = long_query\nafter = 90s\naction = terminate\nuser = alice\n"
+                                 "[rule q-bob]\nkind = long_query\nafter = 70s\naction = terminate\nuser = bob\n");
+        FindingStore s = {};
+        FindingEvents ev = {};
+        assert_true(finding_store_next_moment(&s, c, 1000) == 0);
+        Finding st = cand(FINDING_STALE_ACTIVITY, 20, 0);
+        cycle(&s, c, 1000, &ev, &st, 1);
+        double at = finding_store_next_moment(&s, c, 1000);
+        assert_true(at > 1000 && at < 1000.01); /* the second look, at once */
+        cycle(&s, c, 1000.5, &ev, &st, 1);
+        assert_int_equal(count_events(&ev, FINDING_OPENED), 1);
+        assert_true(finding_store_next_moment(&s, c, 1000.5) == 0); /* confirmed, open */
+
+        /* unlisted since 1000: the second look, then its grace (60 s from its start) */
+        finding_store_clear(&s);
+        Finding un = cand(FINDING_UNLISTED_PROCESS, 30, 1000);
+        cycle(&s, c, 1010, &ev, &un, 1);
+        at = finding_store_next_moment(&s, c, 1010);
+        assert_true(at > 1010 && at < 1010.01);
+        cycle(&s, c, 1011, &ev, &un, 1);
+        assert_int_equal(ev.n, 0);
+        assert_true(finding_store_next_moment(&s, c, 1011) == 1060);
+
+        /* a long query open by q (60 s) escalates at 90 s by q-kill (alice's; q-bob is not for her) */
+        finding_store_clear(&s);
+        Finding q = cand(FINDING_LONG_QUERY, 10, 1000);
+        cycle(&s, c, 1061, &ev, &q, 1);
+        assert_int_equal(count_events(&ev, FINDING_OPENED), 1);
+        assert_true(finding_store_next_moment(&s, c, 1061) == 1090);
+        cycle(&s, c, 1090, &ev, &q, 1);
+        assert_int_equal(count_events(&ev, FINDING_ESCALATED), 1);
+        assert_true(finding_store_next_moment(&s, c, 1090) == 0);
+        finding_events_clear(&ev);
+        finding_store_clear(&s);
+        config_free(c);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_open_once_then_resolve),
@@ -211,6 +255,7 @@ int main(void) {
                 cmocka_unit_test(test_escalation),
                 cmocka_unit_test(test_unknown_since),
                 cmocka_unit_test(test_dry_run_kept),
+                cmocka_unit_test(test_next_moment),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

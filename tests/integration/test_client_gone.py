@@ -109,3 +109,52 @@ def test_dead_client_within_one_interval(daemon, churn_cluster, via):
     # the cycle running when it died, at most, and the one after it
     print(f"client_gone via {via}: worst {worst} cycles")
     assert worst <= 2, f"client_gone took {worst} cycles"
+
+
+@pytest.mark.parametrize("via", ["unix", "tcp"])
+def test_dead_client_seen_between_cycles(daemon_factory, churn_cluster, via):
+    """interval 10 s: a client killed right after a cycle is found by the look at busy backends'
+    clients between cycles (every 2.5 s), and its finding opens within a few seconds, not at the
+    next regular cycle 10 s later."""
+    d = daemon_factory(f"""[daemon]
+interval = 10s
+[cluster churn]
+data_directory = {churn_cluster.data}
+[rule gone]
+kind = client_gone
+action = log
+""")
+    d.start()
+    host = churn_cluster.base if via == "unix" else "127.0.0.1"
+    tag = f"probe-{via}"
+    client = subprocess.Popen(["psql", "-X", "-h", host, "-p", str(churn_cluster.port), "-U", "postgres",
+                               "-d", "postgres", "-c", "SELECT pg_sleep(60)"],
+                              env={**os.environ, "PGAPPNAME": tag}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        pid = wait_for(lambda: (churn_cluster.sql("SELECT pid FROM pg_stat_activity WHERE application_name = %s "
+                                                  "AND state = 'active'", (tag,)) or [[None]])[0][0], 20,
+                       what="the client's backend")
+        # seen working by a cycle, then killed right after the next one
+        wait_for(lambda: any(p["pid"] == pid for c in d.client_json("tree")["clusters"] for p in c["processes"]),
+                 30, interval=0.1, what="the backend in the tree")
+        k = d.client_json("tree")["cycle"]
+        wait_for(lambda: d.client_json("tree")["cycle"] > k, 30, interval=0.02, what="a cycle")
+        client.send_signal(signal.SIGKILL)  # the client program, never PostgreSQL
+        client.wait()
+        died = time.monotonic()
+        wait_for(lambda: any(f"pid {pid} " in l for l in opened(d, churn_cluster)), 30, interval=0.02,
+                 what=f"client_gone of {pid}")
+        took = time.monotonic() - died
+        print(f"client_gone via {via} opened {took:.2f} s after the client died (interval 10 s)")
+        # a look every 2.5 s, and a cycle; the regular cycle is 10 s after the last one
+        assert took < 6.0, d.log()
+        assert d.client_json("status")["client_probes"] >= 1
+        assert pid_alive(pid)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+        churn_cluster.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                          (tag,))
+        d.stop()
