@@ -84,6 +84,7 @@ Manager *manager_free(Manager *m) {
         control_free(m->control);
         clear_conn_sources(m);
         sd_event_source_disable_unref(m->cycle_timer);
+        sd_event_source_disable_unref(m->socket_source);
         sd_event_source_disable_unref(m->alert_timer);
         for (size_t i = 0; i < m->n_alert_sources; i++)
                 sd_event_source_disable_unref(m->alert_sources[i]);
@@ -194,6 +195,10 @@ static int on_pmfile(sd_event_source *s, const struct inotify_event *ev, void *u
         if (!(ev->mask & (IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE)) || ev->len == 0 || strcmp(ev->name, "postmaster.pid") != 0)
                 return 0;
         log_plain(LOG_INFO, "postmaster.pid appeared in %s: scanning for its postmaster now", w->directory);
+        /* every process read again: its postmaster may be an old process that exec'd postgres */
+        char why[PATH_MAX + 64];
+        snprintf(why, sizeof why, "postmaster.pid appeared in %s", w->directory);
+        scanner_request_complete(m->engine->scanner, why);
         m->force_full = true;
         if (!m->cycle_running)
                 sd_event_source_set_time_relative(m->cycle_timer, 0);
@@ -246,6 +251,19 @@ static void sync_dir_watches(Manager *m) {
                 } else
                         i++;
         }
+}
+
+/* ---- PostgreSQL sockets appearing (lib/scanner.h): a complete discovery at once ---- */
+
+static int on_socket_created(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Manager *m = userdata;
+        if (scanner_socket_events(m->engine->scanner) <= 0 || m->force_full)
+                return 0; /* nothing for it, waiting (at most one per 10 s), or already coming */
+        log_plain(LOG_INFO, "%s: discovering every process now", scanner_pending_complete(m->engine->scanner));
+        m->force_full = true;
+        if (!m->cycle_running)
+                sd_event_source_set_time_relative(m->cycle_timer, 0);
+        return 0;
 }
 
 /* ---- postmaster pidfds: a postmaster that exits triggers a full scan at once ---- */
@@ -951,6 +969,17 @@ int manager_run(Manager *m) {
         if ((r = sd_event_add_time(m->event, &m->cycle_timer, CLOCK_MONOTONIC, 0, 1000, on_cycle_timer, m)) < 0)
                 return r;
         sd_event_source_set_enabled(m->cycle_timer, SD_EVENT_ONESHOT);
+        int fd = scanner_socket_fd(m->engine->scanner);
+        if (fd >= 0 && (r = sd_event_add_io(m->event, &m->socket_source, fd, EPOLLIN, on_socket_created, m)) < 0)
+                return r;
+        if (hooks && getenv("PGTREED_TEST_YOUNG_WINDOW")) {
+                /* tests: how long a process counts as young for discovery (lib/proc-scan.c),
+                 * seconds; an integration test cannot wait minutes for a process to be old */
+                char *end;
+                unsigned long v = strtoul(getenv("PGTREED_TEST_YOUNG_WINDOW"), &end, 10);
+                if (*end == 0 && v <= 3600)
+                        scanner_set_recheck(m->engine->scanner, 0, v * 1000000ULL);
+        }
         if ((r = control_new(m, &m->control)) < 0)
                 return r;
         m->force_full = true;

@@ -64,6 +64,7 @@ typedef struct Manager {
         Engine *engine;
         AlertRunner alerts;
         sd_event_source *cycle_timer;
+        sd_event_source *socket_source; /* PostgreSQL sockets appearing (the scanner's inotify) */
         sd_event_source *conn_sources[64];
         int conn_fds[64];               /* what each source watches, to keep it while unchanged */
         uint32_t conn_events[64];

@@ -33,6 +33,11 @@ int engine_new(const Config *c, Engine **ret) {
         }
         e->config = c;
         scanner_set_discovery_interval(e->scanner, c->discovery_interval_usec);
+        if ((r = scanner_watch_default_socket_dirs(e->scanner)) < 0) {
+                client_gone_probe_free(e->probe);
+                scanner_free(e->scanner);
+                return r;
+        }
         *ret = TAKE_PTR(e);
         return 0;
 }

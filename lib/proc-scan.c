@@ -113,7 +113,7 @@ struct ProcScan {
 };
 
 void proc_scan_set_recheck(ProcScan *s, uint64_t recheck_usec, uint64_t young_usec) {
-        s->recheck_usec = recheck_usec > 0 ? recheck_usec : 1;
+        s->recheck_usec = recheck_usec > 0 ? recheck_usec : HOST_RECHECK_USEC;
         s->young_usec = young_usec;
 }
 
@@ -516,6 +516,11 @@ int proc_scan_pids(ProcScan *s, const pid_t *pids, size_t n, ProcRecord **ret, s
         return 0;
 }
 
+static int cmp_size(const void *a, const void *b) {
+        size_t x = *(const size_t *) a, y = *(const size_t *) b;
+        return (x > y) - (x < y);
+}
+
 static int cmp_host(const void *a, const void *b) {
         pid_t x = ((const HostProc *) a)->pid, y = ((const HostProc *) b)->pid;
         return (x > y) - (x < y);
@@ -669,7 +674,34 @@ static int read_changed(ProcScan *s, HostProc *v, size_t n, uint64_t now) {
                 if (!p || p->gone || p->start_ticks > h->start_ticks)
                         idx[k++] = i;
         }
-        return read_selected(s, v, n, idx, k, now);
+        if ((r = read_selected(s, v, n, idx, k, now)) < 0)
+                return r;
+        /* The parent of a PostgreSQL process is read (unless it is one: candidates are read in
+         * full anyway): an old process that exec'd postgres has forked its children by now, and
+         * they must not look like orphans of a postmaster that is not one. Up the chain while that
+         * finds more (bounded). */
+        for (int round = 0; round < 8; round++) {
+                k = 0;
+                for (size_t i = 0; i < n; i++) {
+                        const HostProc *h = &v[i];
+                        if (h->gone || h->ppid <= 0 || !proc_comm_is_postgres(h->comm))
+                                continue;
+                        HostProc *p = find_host(v, n, h->ppid);
+                        if (p && !p->gone && !p->read_now && !proc_comm_is_postgres(p->comm) && (!k || idx[k - 1] != (size_t) (p - v)))
+                                idx[k++] = (size_t) (p - v);
+                }
+                if (k == 0)
+                        break;
+                /* one index per parent (children of one parent are mostly next to each other) */
+                qsort(idx, k, sizeof *idx, cmp_size);
+                size_t u = 0;
+                for (size_t i = 0; i < k; i++)
+                        if (u == 0 || idx[u - 1] != idx[i])
+                                idx[u++] = idx[i];
+                if ((r = read_selected(s, v, n, idx, u, now)) < 0)
+                        return r;
+        }
+        return 0;
 }
 
 int proc_scan_discover(ProcScan *s, bool complete, ProcRecord **ret, size_t *n_ret) {

@@ -27,7 +27,7 @@ int proc_scan_discover(ProcScan *s, bool complete, ProcRecord **ret, size_t *n_r
 int proc_scan_all(ProcScan *s, ProcRecord **ret, size_t *n_ret);
 
 /* Incremental discovery: a process is read again at every discovery while younger than young_usec
- * (default 2 min), and at least once every recheck_usec (default 15 min, staggered by pid). */
+ * (default 2 min), and at least once every recheck_usec (default 15 min, staggered by pid; 0: the default). */
 void proc_scan_set_recheck(ProcScan *s, uint64_t recheck_usec, uint64_t young_usec);
 
 typedef struct ProcScanStats {

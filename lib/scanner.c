@@ -184,12 +184,6 @@ int scanner_new(Scanner **ret) {
         s->eager_usec = EAGER_USEC;
         s->complete_min_usec = COMPLETE_MIN_USEC;
         s->watch_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC); /* none: only the interval discovers */
-        static const char *const defaults[] = { "/run/postgresql", "/var/run/postgresql", "/tmp" };
-        for (size_t i = 0; i < ELEMENTSOF(defaults); i++)
-                if ((r = scanner_watch_socket_dir(s, defaults[i])) == -ENOMEM) {
-                        scanner_free(TAKE_PTR(s));
-                        return r;
-                }
         proc_scan_set_identity_lookup(s->ps, cached_identity, s);
         proc_scan_set_known_lookup(s->ps, cached_known, s);
         struct rlimit rl;
@@ -262,6 +256,14 @@ int scanner_watch_socket_dir(Scanner *s, const char *dir) {
         return add_socket_watch(s, dir, true);
 }
 
+int scanner_watch_default_socket_dirs(Scanner *s) {
+        static const char *const defaults[] = { "/run/postgresql", "/var/run/postgresql", "/tmp" };
+        for (size_t i = 0; i < ELEMENTSOF(defaults); i++)
+                if (scanner_watch_socket_dir(s, defaults[i]) == -ENOMEM)
+                        return -ENOMEM;
+        return 0;
+}
+
 int scanner_socket_fd(const Scanner *s) {
         return s->watch_fd;
 }
@@ -270,6 +272,10 @@ void scanner_request_complete(Scanner *s, const char *why) {
         if (!s->complete_pending)
                 snprintf(s->complete_why, sizeof s->complete_why, "%s", why);
         s->complete_pending = true;
+}
+
+const char *scanner_pending_complete(const Scanner *s) {
+        return s->complete_pending ? s->complete_why : NULL;
 }
 
 void scanner_set_complete_min_interval(Scanner *s, uint64_t usec) {

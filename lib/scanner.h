@@ -37,9 +37,11 @@ void scanner_set_descendants(Scanner *s, bool on);
 
 /* Discovery is incremental (proc_scan_discover): an old process that execs postgres is seen by a
  * complete discovery, which runs first, when a PostgreSQL socket (.s.PGSQL.*) appears in a watched
- * directory (/run/postgresql, /var/run/postgresql, /tmp, the socket directories of the clusters
- * found, and those added here), and when asked — at most once per 10 s (the request waits). */
+ * directory (the socket directories of the clusters found, and those added here), and when asked
+ * — at most once per 10 s (the request waits). A directory missing now is watched once made. */
 int scanner_watch_socket_dir(Scanner *s, const char *dir);
+/* /run/postgresql, /var/run/postgresql and /tmp (where servers put their sockets by default). */
+int scanner_watch_default_socket_dirs(Scanner *s);
 /* The inotify descriptor of those directories (−1 if none): readable when something was created
  * there; then call scanner_socket_events. */
 int scanner_socket_fd(const Scanner *s);
@@ -48,6 +50,8 @@ int scanner_socket_fd(const Scanner *s);
 int scanner_socket_events(Scanner *s);
 /* The next refresh discovers completely (or the first one after the 10 s bound). */
 void scanner_request_complete(Scanner *s, const char *why);
+/* Why a complete discovery is pending, or NULL. */
+const char *scanner_pending_complete(const Scanner *s);
 /* The bound between complete discoveries (default 10 s; 0: the default). */
 void scanner_set_complete_min_interval(Scanner *s, uint64_t usec);
 /* See proc_scan_set_recheck. */
