@@ -335,6 +335,8 @@ static void method_status(Client *c) {
         json_object_object_add(o, "config", m->config_path ? json_object_new_string(m->config_path) : NULL);
         json_object_object_add(o, "cycles", json_object_new_int64((int64_t) m->engine->cycles));
         json_object_object_add(o, "full_scans", json_object_new_int64((int64_t) m->engine->full_scans));
+        json_object_object_add(o, "complete_scans", json_object_new_int64((int64_t) m->engine->complete_scans));
+        json_object_object_add(o, "processes_read", json_object_new_int64((int64_t) m->engine->processes_read));
         json_object_object_add(o, "last_cycle_s", json_number(m->engine->cycle_seconds));
         json_object_object_add(o, "interval_s", json_number((double) m->config->interval_usec / 1e6));
         json_object_object_add(o, "unreachable", un);

@@ -561,6 +561,11 @@ static int finish_cycle(Engine *e, FindingEvents *events) {
                 f->proc = f->kind == FINDING_STALE_ACTIVITY ? -1 : tree_find_finding(t, f);
         }
         e->cycles++;
+        if (e->scan.full) {
+                e->full_scans++;
+                e->complete_scans += e->scan.complete;
+                e->processes_read += e->scan.read;
+        }
         e->cycle_seconds = (double) (now_monotonic_usec() - e->cycle_started) / 1e6;
         return 0;
 }

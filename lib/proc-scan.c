@@ -49,13 +49,15 @@ static enum pids_item items[N_ITEMS] = {
  *     entries when it is reaped and gives the next process on that pid a new inode number);
  *   - it is younger than HOST_YOUNG_USEC: a shell or an entrypoint about to exec postgres;
  *   - its parent is gone or is another process now (it was re-parented: its ppid changed);
+ *   - it is the parent of a PostgreSQL process (an old process that exec'd postgres has forked
+ *     its children by the next discovery);
  *   - once per HOST_RECHECK_USEC, staggered by pid (what an old process can change without any
- *     of the above: exec, setuid, its comm);
+ *     of the above: exec of a lone postgres, setuid, its comm);
  *   - at a complete discovery (the first, and when asked: a PostgreSQL socket appeared), which
  *     reads every process again (one libproc2 reap).
  * Processes that can be PostgreSQL (candidates) are read in full at every discovery as before. */
 #define HOST_YOUNG_USEC (120 * 1000000ULL)
-#define HOST_RECHECK_USEC (15 * 60 * 1000000ULL)
+#define HOST_RECHECK_USEC (30 * 60 * 1000000ULL)
 
 typedef struct HostProc {
         pid_t pid;
@@ -68,6 +70,7 @@ typedef struct HostProc {
         uint64_t rss_kb;        /*   PostgreSQL (candidates are read in full) */
         uint64_t ino;           /* of /proc/PID, listed before the data was read; 0 unknown */
         uint64_t read_usec;     /* CLOCK_BOOTTIME µs when its data was read */
+        bool pg;                /* its comm is postgres or postmaster */
         bool read_now;          /* read by the last discovery */
         bool gone;              /* listed, but gone when read */
 } HostProc;
@@ -184,6 +187,7 @@ static void fill_host(ProcScan *s, struct pids_stack *st, HostProc *h) {
         h->rss_kb = PIDS_VAL(I_RSS, ul_int, st, NULL) * (unsigned long) s->page_kb;
         const char *comm = PIDS_VAL(I_CMD, str, st, NULL);
         snprintf(h->comm, sizeof h->comm, "%s", comm ? comm : "");
+        h->pg = proc_comm_is_postgres(h->comm);
         h->gone = false;
 }
 
@@ -646,10 +650,13 @@ static int read_changed(ProcScan *s, HostProc *v, size_t n, uint64_t now) {
         if (!idx)
                 return -ENOMEM;
         uint64_t now_ticks = now / (1000000ULL / s->hz), young_ticks = s->young_usec / (1000000ULL / s->hz);
-        size_t k = 0;
+        size_t k = 0, o = 0;
         for (size_t i = 0; i < n; i++) {
                 HostProc *h = &v[i];
-                const HostProc *old = find_host(s->host, s->n_host, h->pid);
+                /* both sorted by pid: one walk */
+                while (o < s->n_host && s->host[o].pid < h->pid)
+                        o++;
+                const HostProc *old = o < s->n_host && s->host[o].pid == h->pid ? &s->host[o] : NULL;
                 if (old && old->ino == h->ino && h->ino != 0 && !old->gone) {
                         uint64_t ino = h->ino;
                         *h = *old;
@@ -660,6 +667,8 @@ static int read_changed(ProcScan *s, HostProc *v, size_t n, uint64_t now) {
                 }
                 idx[k++] = i;
         }
+        if (k > n / 2)
+                return 1; /* most of them: one reap of every process costs less */
         int r = read_selected(s, v, n, idx, k, now);
         if (r < 0)
                 return r;
@@ -684,10 +693,10 @@ static int read_changed(ProcScan *s, HostProc *v, size_t n, uint64_t now) {
                 k = 0;
                 for (size_t i = 0; i < n; i++) {
                         const HostProc *h = &v[i];
-                        if (h->gone || h->ppid <= 0 || !proc_comm_is_postgres(h->comm))
+                        if (h->gone || h->ppid <= 0 || !h->pg)
                                 continue;
                         HostProc *p = find_host(v, n, h->ppid);
-                        if (p && !p->gone && !p->read_now && !proc_comm_is_postgres(p->comm) && (!k || idx[k - 1] != (size_t) (p - v)))
+                        if (p && !p->gone && !p->read_now && !p->pg && (!k || idx[k - 1] != (size_t) (p - v)))
                                 idx[k++] = (size_t) (p - v);
                 }
                 if (k == 0)
@@ -715,14 +724,20 @@ int proc_scan_discover(ProcScan *s, bool complete, ProcRecord **ret, size_t *n_r
         if (r < 0)
                 return r;
         s->stats.listed = n_listed;
-        if (s->stats.complete)
-                r = read_all(s, listed, n_listed, &host, &n_host, now);
-        else {
+        if (!s->stats.complete) {
                 r = read_changed(s, listed, n_listed, now);
-                host = TAKE_PTR(listed);
-                n_host = n_listed;
+                if (r < 0)
+                        return r;
+                if (r == 0) {
+                        host = TAKE_PTR(listed);
+                        n_host = n_listed;
+                } else { /* most processes are due: the complete read instead */
+                        s->stats = (ProcScanStats){ .complete = true, .listed = n_listed };
+                        for (size_t i = 0; i < n_listed; i++)
+                                listed[i].gone = false;
+                }
         }
-        if (r < 0)
+        if (s->stats.complete && (r = read_all(s, listed, n_listed, &host, &n_host, now)) < 0)
                 return r;
         size_t total = 0;
         for (size_t i = 0; i < n_host; i++) /* the processes gone since they were listed */
@@ -751,11 +766,10 @@ int proc_scan_discover(ProcScan *s, bool complete, ProcRecord **ret, size_t *n_r
                 return -ENOMEM;
         size_t n_pg = 0, n_want = 0;
         for (size_t i = 0; i < total; i++)
-                if (proc_comm_is_postgres(all[i].comm))
+                if (s->host[i].pg)
                         pg[n_pg++] = all[i].pid;
         for (size_t i = 0; i < total; i++)
-                if (proc_comm_is_postgres(all[i].comm) ||
-                    (all[i].ppid > 0 && bsearch(&all[i].ppid, pg, n_pg, sizeof(pid_t), cmp_pid)))
+                if (s->host[i].pg || (all[i].ppid > 0 && n_pg > 0 && bsearch(&all[i].ppid, pg, n_pg, sizeof(pid_t), cmp_pid)))
                         want[n_want++] = all[i].pid;
 
         ProcRecord *detail = NULL;

@@ -20,14 +20,15 @@ ProcScan *proc_scan_free(ProcScan *s);
  * one). The records are sorted by pid.
  * complete: every process is read now (a libproc2 reap). Else (incremental) every process is
  * listed, but the data of one the last discovery read is taken from it unless its /proc entry is
- * another (a reused pid), it is young, its parent is gone, or it is due for its periodic re-read
- * (see proc_scan_set_recheck); candidates are read in full either way. The first is complete. */
+ * another (a reused pid), it is young, its parent is gone, it is the parent of a postgres process,
+ * or it is due for its periodic re-read (see proc_scan_set_recheck); candidates are read in full
+ * either way. The first is complete, and so is one where most processes are to be read. */
 int proc_scan_discover(ProcScan *s, bool complete, ProcRecord **ret, size_t *n_ret);
 /* A complete discovery. */
 int proc_scan_all(ProcScan *s, ProcRecord **ret, size_t *n_ret);
 
 /* Incremental discovery: a process is read again at every discovery while younger than young_usec
- * (default 2 min), and at least once every recheck_usec (default 15 min, staggered by pid; 0: the default). */
+ * (default 2 min), and at least once every recheck_usec (default 30 min, staggered by pid; 0: the default). */
 void proc_scan_set_recheck(ProcScan *s, uint64_t recheck_usec, uint64_t young_usec);
 
 typedef struct ProcScanStats {
