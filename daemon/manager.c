@@ -257,9 +257,19 @@ static void sync_dir_watches(Manager *m) {
 
 static int on_socket_created(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         Manager *m = userdata;
-        if (scanner_socket_events(m->engine->scanner) <= 0 || m->force_full)
-                return 0; /* nothing for it, waiting (at most one per 10 s), or already coming */
-        log_plain(LOG_INFO, "%s: discovering every process now", scanner_pending_complete(m->engine->scanner));
+        Scanner *sc = m->engine->scanner;
+        bool was = scanner_pending_complete(sc) != NULL;
+        int due = scanner_socket_events(sc);
+        const char *why = scanner_pending_complete(sc);
+        if (!why || (due > 0 && m->force_full))
+                return 0; /* nothing for it, or a discovery is coming already */
+        if (due <= 0) { /* said once per request: a flood of such files is not a flood of lines */
+                if (!was)
+                        log_plain(LOG_INFO, "%s: discovering every process at the next cycle after the bound "
+                                  "(one complete discovery per 10 s)", why);
+                return 0;
+        }
+        log_plain(LOG_INFO, "%s: discovering every process now", why);
         m->force_full = true;
         if (!m->cycle_running)
                 sd_event_source_set_time_relative(m->cycle_timer, 0);

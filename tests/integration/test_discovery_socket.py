@@ -67,7 +67,13 @@ discovery_interval = 1h
         seen = wait_for(lambda: watched(d, c.data), 30, interval=0.1, what="the exec'd cluster in the tree")
         print(f"watched {seen - k} cycles after the server accepted connections")
         assert seen - k <= 4
-        assert any(f".s.PGSQL.{c.port}" in l and "discovering every process now" in l for l in d.lines), d.log()
+        # by the trigger: its socket's (or another server's socket of the host, created in a
+        # watched directory just before: one complete discovery serves both)
+        ours = [l for l in d.lines if f"PostgreSQL socket .s.PGSQL.{c.port}" in l]
+        others = [l for l in d.lines if "PostgreSQL socket .s.PGSQL." in l and l not in ours]
+        assert ours or others, d.log()
+        if not ours:
+            print("another server's socket triggered the discovery:", others)
     finally:
         d.stop()
         c.stop()
