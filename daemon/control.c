@@ -339,6 +339,8 @@ static void method_status(Client *c) {
         json_object_object_add(o, "extra_cycles", json_object_new_int64((int64_t) m->extra_cycles));
         /* looks at busy backends' clients between cycles */
         json_object_object_add(o, "client_probes", json_object_new_int64((int64_t) m->client_probes));
+        json_object_object_add(o, "complete_scans", json_object_new_int64((int64_t) m->engine->complete_scans));
+        json_object_object_add(o, "processes_read", json_object_new_int64((int64_t) m->engine->processes_read));
         json_object_object_add(o, "last_cycle_s", json_number(m->engine->cycle_seconds));
         json_object_object_add(o, "interval_s", json_number((double) m->config->interval_usec / 1e6));
         json_object_object_add(o, "unreachable", un);

@@ -85,6 +85,7 @@ Manager *manager_free(Manager *m) {
         clear_conn_sources(m);
         sd_event_source_disable_unref(m->cycle_timer);
         sd_event_source_disable_unref(m->probe_timer);
+        sd_event_source_disable_unref(m->socket_source);
         sd_event_source_disable_unref(m->alert_timer);
         for (size_t i = 0; i < m->n_alert_sources; i++)
                 sd_event_source_disable_unref(m->alert_sources[i]);
@@ -97,8 +98,6 @@ Manager *manager_free(Manager *m) {
         free(m->pm);
         for (size_t i = 0; i < m->n_dir_watches; i++)
                 dir_watch_free(m->dir_watches[i]);
-        for (size_t i = 0; i < m->n_sock_watches; i++)
-                dir_watch_free(m->sock_watches[i]);
         for (size_t i = 0; i < m->n_terms; i++)
                 term_watch_free(m->terms[i]);
         free(m->terms);
@@ -197,6 +196,10 @@ static int on_pmfile(sd_event_source *s, const struct inotify_event *ev, void *u
         if (!(ev->mask & (IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE)) || ev->len == 0 || strcmp(ev->name, "postmaster.pid") != 0)
                 return 0;
         log_plain(LOG_INFO, "postmaster.pid appeared in %s: scanning for its postmaster now", w->directory);
+        /* every process read again: its postmaster may be an old process that exec'd postgres */
+        char why[PATH_MAX + 64];
+        snprintf(why, sizeof why, "postmaster.pid appeared in %s", w->directory);
+        scanner_request_complete(m->engine->scanner, why);
         m->force_full = true;
         if (!m->cycle_running)
                 sd_event_source_set_time_relative(m->cycle_timer, 0);
@@ -236,55 +239,6 @@ static void watch_directory(Manager *m, const char *dir) {
         watch_in(m, m->dir_watches, &m->n_dir_watches, dir, on_pmfile, true);
 }
 
-/* A server starting in a socket directory: .s.PGSQL.PORT.lock appeared. A discovery scan at once,
- * at most once an interval (anyone may create such a file in /tmp): else the next regular cycle's. */
-static int on_sockfile(sd_event_source *s, const struct inotify_event *ev, void *userdata) {
-        DirWatch *w = userdata;
-        Manager *m = w->manager;
-        if (!(ev->mask & (IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE)) || ev->len == 0 ||
-            strncmp(ev->name, ".s.PGSQL.", 9) != 0 || strlen(ev->name) < 14 ||
-            strcmp(ev->name + strlen(ev->name) - 5, ".lock") != 0)
-                return 0;
-        uint64_t now = now_monotonic_usec();
-        if (m->sock_triggered && now - m->sock_triggered < m->config->interval_usec) {
-                m->full_next = true;
-                return 0;
-        }
-        m->sock_triggered = now;
-        log_plain(LOG_INFO, "%s appeared in %s: scanning for its postmaster now", ev->name, w->directory);
-        m->force_full = true;
-        if (!m->cycle_running)
-                sd_event_source_set_time_relative(m->cycle_timer, 0);
-        return 0;
-}
-
-/* After each cycle: watch the socket directories of the local clusters that run, and the usual
- * ones; stop watching the others. */
-static void sync_sock_watches(Manager *m) {
-        const PgTree *t = &m->engine->tree;
-        static const char *const usual[] = { SOCKET_DIRECTORIES_DEFAULT };
-        for (size_t i = 0; i < m->n_sock_watches; i++)
-                m->sock_watches[i]->wanted = false;
-        /* the usual ones first; then the clusters' while there is room (a host with more socket
-         * directories than that: the others' new clusters wait for the discovery interval) */
-        for (size_t i = 0; i < ELEMENTSOF(usual); i++)
-                watch_in(m, m->sock_watches, &m->n_sock_watches, usual[i], on_sockfile, false);
-        for (size_t c = 0; c < t->n_clusters; c++) {
-                const PgCluster *cl = &t->clusters[c];
-                if (!cl->remote && !cl->container.root[0] && cl->pmfile_valid && cl->pmfile.socket_dir[0])
-                        watch_in(m, m->sock_watches, &m->n_sock_watches, cl->pmfile.socket_dir, on_sockfile, false);
-        }
-        for (size_t i = 0; i < m->n_sock_watches;) {
-                if (!m->sock_watches[i]->wanted) {
-                        dir_watch_free(m->sock_watches[i]);
-                        memmove(&m->sock_watches[i], &m->sock_watches[i + 1],
-                                (m->n_sock_watches - i - 1) * sizeof m->sock_watches[0]);
-                        m->n_sock_watches--;
-                } else
-                        i++;
-        }
-}
-
 /* After each cycle: watch the directories of configured clusters that have no running
  * postmaster, and of postmasters that exited; stop watching those that run again once their
  * pg_stat_activity is read (a server found while it starts is not connected to before its
@@ -317,6 +271,29 @@ static void sync_dir_watches(Manager *m) {
                 } else
                         i++;
         }
+}
+
+/* ---- PostgreSQL sockets appearing (lib/scanner.h): a complete discovery at once ---- */
+
+static int on_socket_created(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Manager *m = userdata;
+        Scanner *sc = m->engine->scanner;
+        bool was = scanner_pending_complete(sc) != NULL;
+        int due = scanner_socket_events(sc);
+        const char *why = scanner_pending_complete(sc);
+        if (!why || (due > 0 && m->force_full))
+                return 0; /* nothing for it, or a discovery is coming already */
+        if (due <= 0) { /* said once per request: a flood of such files is not a flood of lines */
+                if (!was)
+                        log_plain(LOG_INFO, "%s: discovering every process at the next cycle after the bound "
+                                  "(one complete discovery per 10 s)", why);
+                return 0;
+        }
+        log_plain(LOG_INFO, "%s: discovering every process now", why);
+        m->force_full = true;
+        if (!m->cycle_running)
+                sd_event_source_set_time_relative(m->cycle_timer, 0);
+        return 0;
 }
 
 /* ---- postmaster pidfds: a postmaster that exits triggers a full scan at once ---- */
@@ -369,7 +346,6 @@ static void sync_pm_watches(Manager *m) {
         }
         /* realloc may have moved the watches: re-point their userdata */
         sync_dir_watches(m);
-        sync_sock_watches(m);
         for (size_t i = 0; i < m->n_pm;) {
                 if (!m->pm[i].seen) {
                         sd_event_source_disable_unref(m->pm[i].source);
@@ -924,8 +900,8 @@ static void start_cycle(Manager *m) {
         } else
                 m->regular_started = m->cycle_started;
         m->extra_next = false;
-        bool full = m->force_full || m->full_next;
-        m->force_full = m->full_next = false;
+        bool full = m->force_full;
+        m->force_full = false;
         manager_remote_acts_release(m); /* a server removed by a reload closes its action connection */
         int r = engine_begin_cycle(m->engine, full);
         manager_remote_acts_arm(m);
@@ -1108,6 +1084,17 @@ int manager_run(Manager *m) {
                                             on_probe_timer, m)) < 0)
                 return r;
         sd_event_source_set_enabled(m->probe_timer, SD_EVENT_ONESHOT);
+        int fd = scanner_socket_fd(m->engine->scanner);
+        if (fd >= 0 && (r = sd_event_add_io(m->event, &m->socket_source, fd, EPOLLIN, on_socket_created, m)) < 0)
+                return r;
+        if (hooks && getenv("PGTREED_TEST_YOUNG_WINDOW")) {
+                /* tests: how long a process counts as young for discovery (lib/proc-scan.c),
+                 * seconds; an integration test cannot wait minutes for a process to be old */
+                char *end;
+                unsigned long v = strtoul(getenv("PGTREED_TEST_YOUNG_WINDOW"), &end, 10);
+                if (*end == 0 && v <= 3600)
+                        scanner_set_recheck(m->engine->scanner, 0, v * 1000000ULL);
+        }
         if ((r = control_new(m, &m->control)) < 0)
                 return r;
         m->force_full = true;

@@ -68,6 +68,7 @@ typedef struct Manager {
         Engine *engine;
         AlertRunner alerts;
         sd_event_source *cycle_timer;
+        sd_event_source *socket_source; /* PostgreSQL sockets appearing (the scanner's inotify) */
         sd_event_source *conn_sources[64];
         int conn_fds[64];               /* what each source watches, to keep it while unchanged */
         uint32_t conn_events[64];
@@ -101,10 +102,6 @@ typedef struct Manager {
         size_t n_pm, pm_allocated;
         DirWatch *dir_watches[DIR_WATCHES_MAX];
         size_t n_dir_watches;
-        DirWatch *sock_watches[DIR_WATCHES_MAX];
-        size_t n_sock_watches;
-        uint64_t sock_triggered;        /* when a socket lock file last started a scan */
-        bool full_next;                 /* the next regular cycle begins with a discovery scan */
         ActionState *actions;
         size_t n_actions, actions_allocated;
         TermWatch **terms;

@@ -33,6 +33,11 @@ int engine_new(const Config *c, Engine **ret) {
         }
         e->config = c;
         scanner_set_discovery_interval(e->scanner, c->discovery_interval_usec);
+        if ((r = scanner_watch_default_socket_dirs(e->scanner)) < 0) {
+                client_gone_probe_free(e->probe);
+                scanner_free(e->scanner);
+                return r;
+        }
         *ret = TAKE_PTR(e);
         return 0;
 }
@@ -583,6 +588,11 @@ static int finish_cycle(Engine *e, FindingEvents *events) {
         if (due > 0 && (e->next_crossing <= 0 || due < e->next_crossing))
                 e->next_crossing = due;
         e->cycles++;
+        if (e->scan.full) {
+                e->full_scans++;
+                e->complete_scans += e->scan.complete;
+                e->processes_read += e->scan.read;
+        }
         e->cycle_seconds = (double) (now_monotonic_usec() - e->cycle_started) / 1e6;
         return 0;
 }

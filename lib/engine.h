@@ -54,6 +54,8 @@ typedef struct Engine {
         Findings open;          /* the open findings after the last cycle */
         uint64_t cycles;
         uint64_t full_scans;    /* cycles that began with a discovery scan */
+        uint64_t complete_scans; /* of those, discoveries that read every process of the host */
+        uint64_t processes_read; /* processes of the host whose data the discoveries read */
         double cycle_seconds;   /* wall time of the last whole cycle */
         uint64_t cycle_started;
         /* The moment (epoch seconds, the clock of tree.now) a long runner of the last tree reaches

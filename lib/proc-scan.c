@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libproc2/pids.h>
@@ -8,6 +9,8 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "macro.h"
 #include "proc-scan.h"
@@ -35,6 +38,42 @@ static enum pids_item items[N_ITEMS] = {
         [I_RSS] = PIDS_RSS,
         [I_CMD] = PIDS_CMD,
 };
+
+/* libproc2 reads at most this many pids per procps_pids_select() call */
+#define SELECT_MAX 255
+
+/* Discovery is incremental (issue 10). Every process of the host is listed at every discovery
+ * (getdents of /proc: enumeration, no file of a process is read), but a process's data (read
+ * through libproc2) is read again only when it may have changed in a way that matters:
+ *   - its /proc/PID entry is another (a new process, or a reused pid: procfs drops a process's
+ *     entries when it is reaped and gives the next process on that pid a new inode number);
+ *   - it is younger than HOST_YOUNG_USEC: a shell or an entrypoint about to exec postgres;
+ *   - its parent is gone or is another process now (it was re-parented: its ppid changed);
+ *   - it is the parent of a PostgreSQL process (an old process that exec'd postgres has forked
+ *     its children by the next discovery);
+ *   - once per HOST_RECHECK_USEC, staggered by pid (what an old process can change without any
+ *     of the above: exec of a lone postgres, setuid, its comm);
+ *   - at a complete discovery (the first, and when asked: a PostgreSQL socket appeared), which
+ *     reads every process again (one libproc2 reap).
+ * Processes that can be PostgreSQL (candidates) are read in full at every discovery as before. */
+#define HOST_YOUNG_USEC (120 * 1000000ULL)
+#define HOST_RECHECK_USEC (30 * 60 * 1000000ULL)
+
+typedef struct HostProc {
+        pid_t pid;
+        pid_t ppid;
+        uid_t uid;
+        char state;
+        char comm[16];
+        uint64_t start_ticks;
+        uint64_t cpu_ticks;     /* as last read: no one uses them of a process that cannot be */
+        uint64_t rss_kb;        /*   PostgreSQL (candidates are read in full) */
+        uint64_t ino;           /* of /proc/PID, listed before the data was read; 0 unknown */
+        uint64_t read_usec;     /* CLOCK_BOOTTIME µs when its data was read */
+        bool pg;                /* its comm is postgres or postmaster */
+        bool read_now;          /* read by the last discovery */
+        bool gone;              /* listed, but gone when read */
+} HostProc;
 
 /* Titles longer than this are cut (PostgreSQL's own title area is rarely above a few KiB). */
 #define TITLE_READ_MAX 4096
@@ -68,7 +107,22 @@ struct ProcScan {
         void *ident_userdata;
         ProcKnownLookup known_lookup;
         void *known_userdata;
+        DIR *proc_dir;          /* /proc, listed again (rewinddir) at each discovery */
+        HostProc *host;         /* every process of the last discovery, sorted by pid */
+        size_t n_host;
+        uint64_t young_usec, recheck_usec;
+        unsigned long hz;
+        ProcScanStats stats;
 };
+
+void proc_scan_set_recheck(ProcScan *s, uint64_t recheck_usec, uint64_t young_usec) {
+        s->recheck_usec = recheck_usec > 0 ? recheck_usec : HOST_RECHECK_USEC;
+        s->young_usec = young_usec;
+}
+
+ProcScanStats proc_scan_stats(const ProcScan *s) {
+        return s->stats;
+}
 
 void proc_scan_set_known_lookup(ProcScan *s, ProcKnownLookup lookup, void *userdata) {
         s->known_lookup = lookup;
@@ -93,6 +147,9 @@ int proc_scan_new(ProcScan **ret) {
                 return r;
         }
         s->euid = geteuid();
+        long hz = sysconf(_SC_CLK_TCK);
+        s->hz = hz > 0 ? (unsigned long) hz : 100;
+        proc_scan_set_recheck(s, HOST_RECHECK_USEC, HOST_YOUNG_USEC);
         struct rlimit rl;
         /* entries of three descriptors; a third of the limit stays for pidfds and the rest */
         s->max_fds = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 256 ? (rl.rlim_cur - 128) / 8 : 0; /* up to _KEPT_MAX each, and the scanner's pidfds */
@@ -108,6 +165,9 @@ ProcScan *proc_scan_free(ProcScan *s) {
         if (!s)
                 return NULL;
         procps_pids_unref(&s->base);
+        if (s->proc_dir)
+                closedir(s->proc_dir);
+        free(s->host);
         if (s->proc_fd >= 0)
                 close(s->proc_fd);
         while (s->n_fds > 0)
@@ -117,17 +177,18 @@ ProcScan *proc_scan_free(ProcScan *s) {
         return NULL;
 }
 
-static void fill_base(ProcScan *s, struct pids_stack *st, ProcRecord *r) {
-        *r = (ProcRecord){ .cpu_percent = -1 };
-        r->pid = PIDS_VAL(I_PID, s_int, st, NULL);
-        r->ppid = PIDS_VAL(I_PPID, s_int, st, NULL);
-        r->uid = PIDS_VAL(I_EUID, u_int, st, NULL);
-        r->state = PIDS_VAL(I_STATE, s_ch, st, NULL);
-        r->start_ticks = PIDS_VAL(I_BEGAN, ull_int, st, NULL);
-        r->cpu_ticks = PIDS_VAL(I_TICS, ull_int, st, NULL);
-        r->rss_kb = PIDS_VAL(I_RSS, ul_int, st, NULL) * (unsigned long) s->page_kb;
+static void fill_host(ProcScan *s, struct pids_stack *st, HostProc *h) {
+        h->pid = PIDS_VAL(I_PID, s_int, st, NULL);
+        h->ppid = PIDS_VAL(I_PPID, s_int, st, NULL);
+        h->uid = PIDS_VAL(I_EUID, u_int, st, NULL);
+        h->state = PIDS_VAL(I_STATE, s_ch, st, NULL);
+        h->start_ticks = PIDS_VAL(I_BEGAN, ull_int, st, NULL);
+        h->cpu_ticks = PIDS_VAL(I_TICS, ull_int, st, NULL);
+        h->rss_kb = PIDS_VAL(I_RSS, ul_int, st, NULL) * (unsigned long) s->page_kb;
         const char *comm = PIDS_VAL(I_CMD, str, st, NULL);
-        snprintf(r->comm, sizeof r->comm, "%s", comm ? comm : "");
+        snprintf(h->comm, sizeof h->comm, "%s", comm ? comm : "");
+        h->pg = proc_comm_is_postgres(h->comm);
+        h->gone = false;
 }
 
 static int cmp_record_pid(const void *a, const void *b) {
@@ -466,44 +527,267 @@ int proc_scan_pids(ProcScan *s, const pid_t *pids, size_t n, ProcRecord **ret, s
         return 0;
 }
 
-int proc_scan_all(ProcScan *s, ProcRecord **ret, size_t *n_ret) {
-        *ret = NULL;
-        *n_ret = 0;
+static int cmp_size(const void *a, const void *b) {
+        size_t x = *(const size_t *) a, y = *(const size_t *) b;
+        return (x > y) - (x < y);
+}
+
+static int cmp_host(const void *a, const void *b) {
+        pid_t x = ((const HostProc *) a)->pid, y = ((const HostProc *) b)->pid;
+        return (x > y) - (x < y);
+}
+
+static HostProc *find_host(HostProc *h, size_t n, pid_t pid) {
+        HostProc key = { .pid = pid };
+        return n ? bsearch(&key, h, n, sizeof key, cmp_host) : NULL;
+}
+
+static uint64_t boot_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_BOOTTIME, &ts);
+        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000;
+}
+
+/* Every pid of /proc and its entry's inode number, sorted by pid (a plain listing: getdents). */
+static int list_proc(ProcScan *s, HostProc **ret, size_t *n_ret) {
+        if (!s->proc_dir) {
+                int fd = openat(s->proc_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (fd < 0)
+                        return negative_errno();
+                if (!(s->proc_dir = fdopendir(fd))) {
+                        int r = negative_errno();
+                        close(fd);
+                        return r;
+                }
+        } else
+                rewinddir(s->proc_dir);
+        _cleanup_free_ HostProc *v = NULL;
+        size_t n = 0, allocated = 0;
+        bool sorted = true;
+        struct dirent *e;
+        while ((errno = 0, e = readdir(s->proc_dir))) {
+                if (e->d_name[0] < '1' || e->d_name[0] > '9')
+                        continue;
+                char *end;
+                long pid = strtol(e->d_name, &end, 10);
+                if (*end || pid <= 0 || pid > INT_MAX)
+                        continue;
+                if (GROW(v, allocated, n + 1) < 0)
+                        return -ENOMEM;
+                v[n] = (HostProc){ .pid = (pid_t) pid, .ino = (uint64_t) e->d_ino };
+                sorted &= n == 0 || v[n - 1].pid < v[n].pid;
+                n++;
+        }
+        if (errno)
+                return negative_errno();
+        if (!sorted)
+                qsort(v, n, sizeof *v, cmp_host);
+        *ret = TAKE_PTR(v);
+        *n_ret = n;
+        return 0;
+}
+
+/* Reads the data of the processes host[idx[0..n)] through libproc2 (a select of just those pids);
+ * those gone are marked so. */
+static int read_selected(ProcScan *s, HostProc *host, size_t n_host, const size_t *idx, size_t n, uint64_t now) {
+        unsigned pids[SELECT_MAX];
+        for (size_t i = 0; i < n; i += SELECT_MAX) {
+                size_t m = n - i < SELECT_MAX ? n - i : SELECT_MAX;
+                for (size_t k = 0; k < m; k++) {
+                        HostProc *h = &host[idx[i + k]];
+                        pids[k] = (unsigned) h->pid;
+                        h->gone = true; /* until read */
+                }
+                errno = 0;
+                struct pids_fetch *f = procps_pids_select(s->base, pids, (int) m, PIDS_SELECT_PID);
+                if (!f) {
+                        if (errno == ENOMEM)
+                                return -ENOMEM;
+                        continue; /* none of them readable: gone */
+                }
+                for (int k = 0; k < f->counts->total; k++) {
+                        HostProc *h = find_host(host, n_host, PIDS_VAL(I_PID, s_int, f->stacks[k], NULL));
+                        if (!h || !h->gone)
+                                continue;
+                        uint64_t ino = h->ino;
+                        fill_host(s, f->stacks[k], h);
+                        h->ino = ino;
+                        h->read_usec = now;
+                        h->read_now = true;
+                        s->stats.read++;
+                }
+        }
+        return 0;
+}
+
+/* A complete read: every process through one libproc2 reap; the inode numbers are the listing's
+ * (taken before: a pid reused between the two has another inode by the next listing). */
+static int read_all(ProcScan *s, HostProc *listed, size_t n_listed, HostProc **ret, size_t *n_ret, uint64_t now) {
         struct pids_fetch *f = procps_pids_reap(s->base, PIDS_FETCH_TASKS_ONLY);
         if (!f)
                 return negative_errno();
         int total = f->counts->total;
-        _cleanup_free_ ProcRecord *all = calloc(total > 0 ? (size_t) total : 1, sizeof *all);
+        _cleanup_free_ HostProc *v = calloc(total > 0 ? (size_t) total : 1, sizeof *v);
+        if (!v)
+                return -ENOMEM;
+        for (int i = 0; i < total; i++) {
+                fill_host(s, f->stacks[i], &v[i]);
+                HostProc *l = find_host(listed, n_listed, v[i].pid);
+                v[i].ino = l ? l->ino : 0; /* started since the listing: read again next time */
+                v[i].read_usec = now;
+                v[i].read_now = true;
+        }
+        qsort(v, (size_t) total, sizeof *v, cmp_host);
+        s->stats.read = (size_t) total;
+        *ret = TAKE_PTR(v);
+        *n_ret = (size_t) total;
+        return 0;
+}
+
+/* Is this process, as known from the scan before, due for a read (see HOST_RECHECK_USEC)? Each
+ * pid has its own phase in the period: a fraction of the old processes is read at each scan. */
+static bool recheck_due(const ProcScan *s, const HostProc *h, uint64_t now) {
+        uint64_t phase = ((uint64_t) (uint32_t) h->pid * 2654435761ULL) % s->recheck_usec;
+        return (now + phase) / s->recheck_usec != (h->read_usec + phase) / s->recheck_usec;
+}
+
+/* An incremental read: what the scan before knew, read again only where it may have changed. */
+static int read_changed(ProcScan *s, HostProc *v, size_t n, uint64_t now) {
+        _cleanup_free_ size_t *idx = calloc(n ? n : 1, sizeof *idx);
+        if (!idx)
+                return -ENOMEM;
+        uint64_t now_ticks = now / (1000000ULL / s->hz), young_ticks = s->young_usec / (1000000ULL / s->hz);
+        size_t k = 0, o = 0;
+        for (size_t i = 0; i < n; i++) {
+                HostProc *h = &v[i];
+                /* both sorted by pid: one walk */
+                while (o < s->n_host && s->host[o].pid < h->pid)
+                        o++;
+                const HostProc *old = o < s->n_host && s->host[o].pid == h->pid ? &s->host[o] : NULL;
+                if (old && old->ino == h->ino && h->ino != 0 && !old->gone) {
+                        uint64_t ino = h->ino;
+                        *h = *old;
+                        h->ino = ino;
+                        h->read_now = false;
+                        if (now_ticks >= h->start_ticks + young_ticks && !recheck_due(s, h, now))
+                                continue;
+                }
+                idx[k++] = i;
+        }
+        if (k > n / 2)
+                return 1; /* most of them: one reap of every process costs less */
+        int r = read_selected(s, v, n, idx, k, now);
+        if (r < 0)
+                return r;
+        /* Re-parented processes: a parent that is gone (or is another process now: it started after
+         * its child) left its children to a subreaper or init, and their ppid changed. */
+        k = 0;
+        for (size_t i = 0; i < n; i++) {
+                HostProc *h = &v[i];
+                if (h->read_now || h->gone || h->ppid <= 0)
+                        continue;
+                const HostProc *p = find_host(v, n, h->ppid);
+                if (!p || p->gone || p->start_ticks > h->start_ticks)
+                        idx[k++] = i;
+        }
+        if ((r = read_selected(s, v, n, idx, k, now)) < 0)
+                return r;
+        /* The parent of a PostgreSQL process is read (unless it is one: candidates are read in
+         * full anyway): an old process that exec'd postgres has forked its children by now, and
+         * they must not look like orphans of a postmaster that is not one. Up the chain while that
+         * finds more (bounded). */
+        for (int round = 0; round < 8; round++) {
+                k = 0;
+                for (size_t i = 0; i < n; i++) {
+                        const HostProc *h = &v[i];
+                        if (h->gone || h->ppid <= 0 || !h->pg)
+                                continue;
+                        HostProc *p = find_host(v, n, h->ppid);
+                        if (p && !p->gone && !p->read_now && !p->pg && (!k || idx[k - 1] != (size_t) (p - v)))
+                                idx[k++] = (size_t) (p - v);
+                }
+                if (k == 0)
+                        break;
+                /* one index per parent (children of one parent are mostly next to each other) */
+                qsort(idx, k, sizeof *idx, cmp_size);
+                size_t u = 0;
+                for (size_t i = 0; i < k; i++)
+                        if (u == 0 || idx[u - 1] != idx[i])
+                                idx[u++] = idx[i];
+                if ((r = read_selected(s, v, n, idx, u, now)) < 0)
+                        return r;
+        }
+        return 0;
+}
+
+int proc_scan_discover(ProcScan *s, bool complete, ProcRecord **ret, size_t *n_ret) {
+        *ret = NULL;
+        *n_ret = 0;
+        s->stats = (ProcScanStats){ .complete = complete || !s->host };
+        uint64_t now = boot_usec();
+        _cleanup_free_ HostProc *listed = NULL, *host = NULL;
+        size_t n_listed = 0, n_host = 0;
+        int r = list_proc(s, &listed, &n_listed);
+        if (r < 0)
+                return r;
+        s->stats.listed = n_listed;
+        if (!s->stats.complete) {
+                r = read_changed(s, listed, n_listed, now);
+                if (r < 0)
+                        return r;
+                if (r == 0) {
+                        host = TAKE_PTR(listed);
+                        n_host = n_listed;
+                } else { /* most processes are due: the complete read instead */
+                        s->stats = (ProcScanStats){ .complete = true, .listed = n_listed };
+                        for (size_t i = 0; i < n_listed; i++)
+                                listed[i].gone = false;
+                }
+        }
+        if (s->stats.complete && (r = read_all(s, listed, n_listed, &host, &n_host, now)) < 0)
+                return r;
+        size_t total = 0;
+        for (size_t i = 0; i < n_host; i++) /* the processes gone since they were listed */
+                if (!host[i].gone)
+                        host[total++] = host[i];
+        free(s->host);
+        s->host = TAKE_PTR(host);
+        s->n_host = total;
+
+        _cleanup_free_ ProcRecord *all = calloc(total ? total : 1, sizeof *all);
         if (!all)
                 return -ENOMEM;
-        for (int i = 0; i < total; i++)
-                fill_base(s, f->stacks[i], &all[i]);
-        qsort(all, (size_t) total, sizeof *all, cmp_record_pid);
+        for (size_t i = 0; i < total; i++) {
+                const HostProc *h = &s->host[i];
+                all[i] = (ProcRecord){ .pid = h->pid, .ppid = h->ppid, .uid = h->uid, .state = h->state,
+                                       .start_ticks = h->start_ticks, .cpu_ticks = h->cpu_ticks, .rss_kb = h->rss_kb,
+                                       .cpu_percent = -1 };
+                memcpy(all[i].comm, h->comm, sizeof all[i].comm);
+        }
 
         /* Candidates: postgres/postmaster, and any child of one (a postmaster's children are all
          * listed even when their comm is something else). */
-        _cleanup_free_ pid_t *pg = malloc((total > 0 ? (size_t) total : 1) * sizeof(pid_t));
-        _cleanup_free_ pid_t *want = malloc((total > 0 ? (size_t) total : 1) * sizeof(pid_t));
+        _cleanup_free_ pid_t *pg = malloc((total ? total : 1) * sizeof(pid_t));
+        _cleanup_free_ pid_t *want = malloc((total ? total : 1) * sizeof(pid_t));
         if (!pg || !want)
                 return -ENOMEM;
         size_t n_pg = 0, n_want = 0;
-        for (int i = 0; i < total; i++)
-                if (proc_comm_is_postgres(all[i].comm))
+        for (size_t i = 0; i < total; i++)
+                if (s->host[i].pg)
                         pg[n_pg++] = all[i].pid;
-        for (int i = 0; i < total; i++)
-                if (proc_comm_is_postgres(all[i].comm) ||
-                    (all[i].ppid > 0 && bsearch(&all[i].ppid, pg, n_pg, sizeof(pid_t), cmp_pid)))
+        for (size_t i = 0; i < total; i++)
+                if (s->host[i].pg || (all[i].ppid > 0 && n_pg > 0 && bsearch(&all[i].ppid, pg, n_pg, sizeof(pid_t), cmp_pid)))
                         want[n_want++] = all[i].pid;
 
         ProcRecord *detail = NULL;
         size_t n_detail = 0;
-        int r = proc_scan_pids(s, want, n_want, &detail, &n_detail);
+        r = proc_scan_pids(s, want, n_want, &detail, &n_detail);
         if (r < 0)
                 return r;
         /* Replace the candidates' base records by the detailed ones; a candidate that exited in
          * between keeps its base record (no title: it cannot be placed, and is dead by now). */
         size_t d = 0;
-        for (int i = 0; i < total && d < n_detail; i++) {
+        for (size_t i = 0; i < total && d < n_detail; i++) {
                 if (all[i].pid < detail[d].pid)
                         continue;
                 while (d < n_detail && detail[d].pid < all[i].pid) {
@@ -522,8 +806,17 @@ int proc_scan_all(ProcScan *s, ProcRecord **ret, size_t *n_ret) {
                 proc_record_clear(&detail[d]);
         free(detail);
         *ret = TAKE_PTR(all);
-        *n_ret = (size_t) total;
+        *n_ret = total;
         return 0;
+}
+
+int proc_scan_all(ProcScan *s, ProcRecord **ret, size_t *n_ret) {
+        return proc_scan_discover(s, true, ret, n_ret);
+}
+
+bool proc_scan_was_read(const ProcScan *s, pid_t pid) {
+        const HostProc *h = find_host(s->host, s->n_host, pid);
+        return h && h->read_now;
 }
 
 /* The pids of a children file's text. */

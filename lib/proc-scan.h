@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -15,8 +17,28 @@ ProcScan *proc_scan_free(ProcScan *s);
 
 /* Every process on the host: pid, ppid, uid, state, times, rss, comm for all of them, title and
  * private memory only for those that can be PostgreSQL (comm postgres/postmaster, or a child of
- * one). The records are sorted by pid. */
+ * one). The records are sorted by pid.
+ * complete: every process is read now (a libproc2 reap). Else (incremental) every process is
+ * listed, but the data of one the last discovery read is taken from it unless its /proc entry is
+ * another (a reused pid), it is young, its parent is gone, it is the parent of a postgres process,
+ * or it is due for its periodic re-read (see proc_scan_set_recheck); candidates are read in full
+ * either way. The first is complete, and so is one where most processes are to be read. */
+int proc_scan_discover(ProcScan *s, bool complete, ProcRecord **ret, size_t *n_ret);
+/* A complete discovery. */
 int proc_scan_all(ProcScan *s, ProcRecord **ret, size_t *n_ret);
+
+/* Incremental discovery: a process is read again at every discovery while younger than young_usec
+ * (default 2 min), and at least once every recheck_usec (default 30 min, staggered by pid; 0: the default). */
+void proc_scan_set_recheck(ProcScan *s, uint64_t recheck_usec, uint64_t young_usec);
+
+typedef struct ProcScanStats {
+        bool complete;          /* the last discovery read every process */
+        size_t listed;          /* entries of /proc it listed */
+        size_t read;            /* processes whose data it read (libproc2) */
+} ProcScanStats;
+ProcScanStats proc_scan_stats(const ProcScan *s);
+/* Did the last discovery read this process's data (not take it from the discovery before)? */
+bool proc_scan_was_read(const ProcScan *s, pid_t pid);
 
 /* The same fields, title included, for the given pids only. Processes that are gone are missing
  * from the result. */

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
+#include <sys/inotify.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -22,6 +23,21 @@
 /* After a postmaster is gone, every refresh discovers until one runs again in its data directory
  * (a restart), for at most this long. */
 #define EAGER_USEC (120 * USEC_PER_SEC)
+/* Discovery is incremental (lib/proc-scan.c): an old process that execs postgres is seen by a
+ * complete one. Every postmaster creates its Unix socket (.s.PGSQL.PORT and its .lock): one
+ * appearing in a watched directory makes the next refresh a complete discovery — at most one per
+ * COMPLETE_MIN_USEC (a local user creating such files by the thousand costs one complete
+ * discovery per that time; the request is kept, not dropped, while it waits). */
+#define COMPLETE_MIN_USEC (10 * USEC_PER_SEC)
+#define SOCKET_PREFIX ".s.PGSQL."
+#define SOCKET_WATCHES_MAX 64
+
+typedef struct SocketWatch {
+        char *path;
+        int wd;                 /* −1 once the kernel dropped it (directory removed) */
+        bool fixed;             /* a default or one asked for: kept */
+        bool wanted;
+} SocketWatch;
 
 typedef struct PmDir {
         pid_t pid;
@@ -113,6 +129,13 @@ struct Scanner {
         bool awaited_unknown;   /* a postmaster whose data directory is unknown went away */
         uint64_t eager_usec;    /* how long after a postmaster went away (EAGER_USEC) */
         uint64_t eager_until;   /* monotonic µs: discover at every refresh until then */
+        int watch_fd;           /* inotify for PostgreSQL sockets appearing, −1 if none */
+        SocketWatch *watches;
+        size_t n_watches;
+        bool complete_pending;  /* a complete discovery is wanted */
+        char complete_why[PATH_MAX + 64];
+        uint64_t last_complete; /* monotonic µs: the last complete discovery a socket asked for */
+        uint64_t complete_min_usec;
 };
 
 static uint64_t now_usec(clockid_t clock) {
@@ -164,6 +187,8 @@ int scanner_new(Scanner **ret) {
                 return r;
         s->discovery_usec = DEFAULT_DISCOVERY_USEC;
         s->eager_usec = EAGER_USEC;
+        s->complete_min_usec = COMPLETE_MIN_USEC;
+        s->watch_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC); /* none: only the interval discovers */
         proc_scan_set_identity_lookup(s->ps, cached_identity, s);
         proc_scan_set_known_lookup(s->ps, cached_known, s);
         struct rlimit rl;
@@ -194,8 +219,157 @@ Scanner *scanner_free(Scanner *s) {
         for (size_t i = 0; i < s->n_awaited; i++)
                 free(s->awaited[i]);
         free(s->awaited);
+        for (size_t i = 0; i < s->n_watches; i++)
+                free(s->watches[i].path);
+        free(s->watches);
+        if (s->watch_fd >= 0)
+                close(s->watch_fd);
         free(s);
         return NULL;
+}
+
+/* ---- PostgreSQL sockets appearing: a complete discovery ---- */
+
+static int add_socket_watch(Scanner *s, const char *dir, bool fixed) {
+        if (s->watch_fd < 0 || !dir || dir[0] != '/')
+                return 0;
+        for (size_t i = 0; i < s->n_watches; i++)
+                if (!strcmp(s->watches[i].path, dir)) {
+                        s->watches[i].wanted = true;
+                        s->watches[i].fixed |= fixed;
+                        if (s->watches[i].wd >= 0)
+                                return 0;
+                        /* dropped (the directory was removed): it may be there again */
+                        s->watches[i].wd = inotify_add_watch(s->watch_fd, dir, IN_CREATE | IN_MOVED_TO | IN_ONLYDIR);
+                        return s->watches[i].wd >= 0 ? 0 : negative_errno();
+                }
+        if (s->n_watches >= SOCKET_WATCHES_MAX)
+                return -ENOSPC;
+        int wd = inotify_add_watch(s->watch_fd, dir, IN_CREATE | IN_MOVED_TO | IN_ONLYDIR);
+        char *path = strdup(dir);
+        SocketWatch *v = path ? realloc(s->watches, (s->n_watches + 1) * sizeof *v) : NULL;
+        if (!v) {
+                free(path);
+                return -ENOMEM;
+        }
+        s->watches = v;
+        v[s->n_watches++] = (SocketWatch){ .path = path, .wd = wd, .fixed = fixed, .wanted = true };
+        return wd >= 0 ? 0 : -ENOENT;
+}
+
+int scanner_watch_socket_dir(Scanner *s, const char *dir) {
+        return add_socket_watch(s, dir, true);
+}
+
+int scanner_watch_default_socket_dirs(Scanner *s) {
+        static const char *const defaults[] = { "/run/postgresql", "/var/run/postgresql", "/tmp" };
+        for (size_t i = 0; i < ELEMENTSOF(defaults); i++)
+                if (scanner_watch_socket_dir(s, defaults[i]) == -ENOMEM)
+                        return -ENOMEM;
+        return 0;
+}
+
+int scanner_socket_fd(const Scanner *s) {
+        return s->watch_fd;
+}
+
+void scanner_request_complete(Scanner *s, const char *why) {
+        if (!s->complete_pending)
+                snprintf(s->complete_why, sizeof s->complete_why, "%s", why);
+        s->complete_pending = true;
+}
+
+const char *scanner_pending_complete(const Scanner *s) {
+        return s->complete_pending ? s->complete_why : NULL;
+}
+
+void scanner_set_complete_min_interval(Scanner *s, uint64_t usec) {
+        s->complete_min_usec = usec > 0 ? usec : COMPLETE_MIN_USEC;
+}
+
+void scanner_set_recheck(Scanner *s, uint64_t recheck_usec, uint64_t young_usec) {
+        proc_scan_set_recheck(s->ps, recheck_usec, young_usec);
+}
+
+static bool complete_due(const Scanner *s, uint64_t now) {
+        return s->complete_pending && (s->last_complete == 0 || now - s->last_complete >= s->complete_min_usec);
+}
+
+static const SocketWatch *watch_of(const Scanner *s, int wd) {
+        for (size_t i = 0; i < s->n_watches; i++)
+                if (s->watches[i].wd == wd)
+                        return &s->watches[i];
+        return NULL;
+}
+
+int scanner_socket_events(Scanner *s) {
+        if (s->watch_fd < 0)
+                return 0;
+        _Alignas(struct inotify_event) char buf[4096];
+        for (;;) {
+                ssize_t k = read(s->watch_fd, buf, sizeof buf);
+                if (k <= 0)
+                        break; /* EAGAIN: all read */
+                for (ssize_t off = 0; off + (ssize_t) sizeof(struct inotify_event) <= k;) {
+                        const struct inotify_event *ev = (const struct inotify_event *) (buf + off);
+                        off += (ssize_t) (sizeof *ev + ev->len);
+                        if (off > k)
+                                break;
+                        if (ev->mask & IN_Q_OVERFLOW) {
+                                scanner_request_complete(s, "socket directory events overflowed");
+                                continue;
+                        }
+                        const SocketWatch *w = watch_of(s, ev->wd);
+                        if (ev->mask & IN_IGNORED) {
+                                for (size_t i = 0; i < s->n_watches; i++)
+                                        if (s->watches[i].wd == ev->wd)
+                                                s->watches[i].wd = -1;
+                                continue;
+                        }
+                        if (!(ev->mask & (IN_CREATE | IN_MOVED_TO)) || ev->len == 0 ||
+                            strncmp(ev->name, SOCKET_PREFIX, strlen(SOCKET_PREFIX)) != 0)
+                                continue;
+                        char why[PATH_MAX + 64];
+                        snprintf(why, sizeof why, "PostgreSQL socket %.*s created in %s", (int) strnlen(ev->name, 64),
+                                 ev->name, w ? w->path : "a watched directory");
+                        scanner_request_complete(s, why);
+                }
+        }
+        return complete_due(s, now_usec(CLOCK_MONOTONIC)) ? 1 : 0;
+}
+
+/* After a discovery: the defaults and the socket directories of the clusters found are watched;
+ * the directories of clusters that are gone are not any more. */
+static void sync_socket_watches(Scanner *s, const PgTree *t) {
+        if (s->watch_fd < 0)
+                return;
+        for (size_t i = 0; i < s->n_watches; i++) {
+                s->watches[i].wanted = s->watches[i].fixed;
+                if (s->watches[i].fixed && s->watches[i].wd < 0) /* missing before: made since? */
+                        (void) add_socket_watch(s, s->watches[i].path, true);
+        }
+        for (size_t c = 0; c < t->n_clusters; c++) {
+                const PgCluster *cl = &t->clusters[c];
+                if (cl->remote || !cl->pmfile_valid || cl->pmfile.socket_dir[0] != '/')
+                        continue;
+                char path[PATH_MAX + 64];
+                snprintf(path, sizeof path, "%s%s", cl->container.root, cl->pmfile.socket_dir);
+                (void) add_socket_watch(s, path, false);
+        }
+        for (size_t i = 0; i < s->n_watches;) {
+                SocketWatch *w = &s->watches[i];
+                if (w->wanted) {
+                        i++;
+                        continue;
+                }
+                bool shared = false; /* two paths of one directory share one watch */
+                for (size_t k = 0; k < s->n_watches && !shared; k++)
+                        shared = k != i && s->watches[k].wanted && s->watches[k].wd == w->wd;
+                if (w->wd >= 0 && !shared)
+                        inotify_rm_watch(s->watch_fd, w->wd);
+                free(w->path);
+                *w = s->watches[--s->n_watches];
+        }
 }
 
 void scanner_set_descendants(Scanner *s, bool on) {
@@ -1020,9 +1194,11 @@ int scanner_refresh(Scanner *s, bool force_full, PgTree *ret, ScanStats *stats) 
         int r;
 
         proc_scan_begin(s->ps);
+        (void) scanner_socket_events(s);
         bool eager = s->eager_until != 0 && t0 < s->eager_until;
-        bool full = force_full || s->last_full == 0 || t0 - s->last_full >= s->discovery_usec || eager;
-        st.full_reason = force_full ? "forced" : s->last_full == 0 ? "first" : eager ? "awaiting a restarted postmaster" : "interval";
+        bool complete = s->last_full == 0 || complete_due(s, t0);
+        bool full = force_full || complete || t0 - s->last_full >= s->discovery_usec || eager;
+        st.full_reason = s->last_full == 0 ? "first" : complete ? s->complete_why : force_full ? "forced" : eager ? "awaiting a restarted postmaster" : "interval";
         if (!full) {
                 r = refresh_known(s, &recs, &n, &st.full_reason);
                 if (r < 0)
@@ -1030,10 +1206,20 @@ int scanner_refresh(Scanner *s, bool force_full, PgTree *ret, ScanStats *stats) 
                 full = r > 0;
         }
         if (full) {
-                r = proc_scan_all(s->ps, &recs, &n);
+                r = proc_scan_discover(s->ps, complete, &recs, &n);
                 if (r < 0)
                         return r;
                 s->last_full = t0;
+                if (complete) {
+                        /* the bound is between the discoveries sockets ask for: the first socket
+                         * after start (or after a quiet while) is looked for at once */
+                        if (s->complete_pending)
+                                s->last_complete = t0;
+                        s->complete_pending = false;
+                }
+                ProcScanStats ps = proc_scan_stats(s->ps);
+                st.complete = ps.complete;
+                st.read = ps.read;
         }
         /* a full scan read no kept descriptor: keep them for the next refreshes */
         if (!full)
@@ -1098,6 +1284,8 @@ int scanner_refresh(Scanner *s, bool force_full, PgTree *ret, ScanStats *stats) 
         }
         if (!full) /* orphans that ended are forgotten */
                 (void) remember(&s->orphans, &s->n_orphans, &t, false);
+        else
+                sync_socket_watches(s, &t);
 
         s->refreshes++;
         st.seconds = (double) (now_usec(CLOCK_MONOTONIC) - t0) / USEC_PER_SEC;

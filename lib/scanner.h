@@ -15,6 +15,9 @@ typedef struct Scanner Scanner;
 typedef struct ScanStats {
         bool full;              /* this refresh was a discovery scan */
         const char *full_reason;/* why: "first", "interval", "postmaster gone", "forced", … */
+        bool complete;          /* this discovery read every process of the host (else only what
+                                 * may have changed since the last one: lib/proc-scan.h) */
+        size_t read;            /* processes of the host whose data the discovery read */
         size_t examined;        /* process records read */
         double seconds;         /* wall time of the refresh */
 } ScanStats;
@@ -31,6 +34,28 @@ void scanner_set_eager_window(Scanner *s, uint64_t usec);
 /* Whether refreshes look below the clusters' processes for foreign processes (default yes; no
  * only for benchmarks that measure what that costs). */
 void scanner_set_descendants(Scanner *s, bool on);
+
+/* Discovery is incremental (proc_scan_discover): an old process that execs postgres is seen by a
+ * complete discovery, which runs first, when a PostgreSQL socket (.s.PGSQL.*) appears in a watched
+ * directory (the socket directories of the clusters found, and those added here), and when asked
+ * — at most once per 10 s (the request waits). A directory missing now is watched once made. */
+int scanner_watch_socket_dir(Scanner *s, const char *dir);
+/* /run/postgresql, /var/run/postgresql and /tmp (where servers put their sockets by default). */
+int scanner_watch_default_socket_dirs(Scanner *s);
+/* The inotify descriptor of those directories (−1 if none): readable when something was created
+ * there; then call scanner_socket_events. */
+int scanner_socket_fd(const Scanner *s);
+/* Reads the pending events. Returns 1 if the next refresh is to be a complete discovery, due now
+ * (a socket appeared, and the last complete discovery was long enough ago). Refreshes call it too. */
+int scanner_socket_events(Scanner *s);
+/* The next refresh discovers completely (or the first one after the 10 s bound). */
+void scanner_request_complete(Scanner *s, const char *why);
+/* Why a complete discovery is pending, or NULL. */
+const char *scanner_pending_complete(const Scanner *s);
+/* The bound between complete discoveries (default 10 s; 0: the default). */
+void scanner_set_complete_min_interval(Scanner *s, uint64_t usec);
+/* See proc_scan_set_recheck. */
+void scanner_set_recheck(Scanner *s, uint64_t recheck_usec, uint64_t young_usec);
 
 /* Is it discovering at every refresh, waiting for a postmaster that went away to run again? */
 bool scanner_discovering(const Scanner *s);

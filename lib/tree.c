@@ -349,8 +349,12 @@ int tree_build(const ProcRecord *recs, size_t n, PgTree *ret) {
                 return -ENOMEM;
         for (size_t i = 0; i < n; i++)
                 by_pid[i] = i;
+        bool sorted = true; /* the scanner's records come sorted by pid: no sort then */
+        for (size_t i = 1; i < n && sorted; i++)
+                sorted = recs[i - 1].pid < recs[i].pid;
         sort_base = recs;
-        qsort(by_pid, n, sizeof(size_t), cmp_by_pid);
+        if (!sorted)
+                qsort(by_pid, n, sizeof(size_t), cmp_by_pid);
         memset(pm, -1, n);
         Builder b = { .recs = recs, .n = n, .by_pid = by_pid, .pm = pm };
 

@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,11 @@ typedef struct FakeCluster {
         int port;
         uid_t uid;              /* what its processes run as */
         gid_t gid;
+        int gate_fd;            /* > 0: the postmaster's process waits for a byte on it before it
+                                 * execs the postmaster (an old process becoming one); then
+                                 * fake_postmaster_start does not wait for its children */
+        bool hold_children;     /* the postmaster forks its children only once fake_release_children
+                                 * was called (it waits on the FIFO DIR/go) */
 } FakeCluster;
 
 static inline int fake_children(pid_t pm, pid_t *out, int max) {
@@ -80,13 +86,15 @@ static inline int fake_postmaster_start(FakeCluster *c) {
         snprintf(script, sizeof script,
                  "cd '%s' || exit 1\n"
                  "started=$(( $(awk '/^btime/ {print $2}' /proc/stat) + $(cut -d' ' -f22 /proc/$$/stat) / $(getconf CLK_TCK) ))\n"
-                 "printf '%%s\\n%%s\\n%%s\\n%%s\\n%%s\\n%%s\\n%%s\\n%%s\\n' $$ '%s' $started %d /tmp '*' '1 2' ready > postmaster.pid\n"
+                 "printf '%%s\\n%%s\\n%%s\\n%%s\\n%%s\\n%%s\\n%%s\\n%%s\\n' $$ '%s' $started %d '%s' '*' '1 2' ready > postmaster.pid\n"
+                 "%s%s%s"
                  "spawn() { (exec -a \"postgres: %s: $1\" '%s/kid/postgres' 600) & }\n"
                  "trap 'spawn \"bob shop 10.1.2.3(4567) idle\"' USR1\n"
                  "spawn 'checkpointer '\n"
                  "spawn 'alice shop [local] SELECT'\n"
                  "while :; do wait; done\n",
-                 c->data, c->data, c->port, c->name, c->dir);
+                 c->data, c->data, c->port, c->dir, c->hold_children ? "read -r _ < '" : "",
+                 c->hold_children ? c->dir : "", c->hold_children ? "/go'\n" : "", c->name, c->dir);
         pid_t parent = getpid();
         pid_t pid = fork();
         if (pid < 0)
@@ -104,13 +112,15 @@ static inline int fake_postmaster_start(FakeCluster *c) {
                         dup2(null, STDOUT_FILENO);
                         dup2(null, STDERR_FILENO);
                 }
-                char exe[PATH_MAX + 32];
+                char exe[PATH_MAX + 32], byte;
+                if (c->gate_fd > 0 && read(c->gate_fd, &byte, 1) != 1)
+                        _exit(1);
                 snprintf(exe, sizeof exe, "%s/pm/postgres", c->dir);
                 execl(exe, exe, "-c", script, (char *) NULL);
                 _exit(127);
         }
         c->pm = pid;
-        return fake_wait_children(c, 2);
+        return c->gate_fd > 0 ? 0 : fake_wait_children(c, 2);
 }
 
 static inline int fake_cluster_start(FakeCluster *c, int port) {
@@ -135,11 +145,26 @@ static inline int fake_cluster_start(FakeCluster *c, int port) {
         if (chown(c->data, run_as, run_gid) < 0 || chown(cmd, run_as, run_gid) < 0)
                 return -errno;
 
+        snprintf(cmd, sizeof cmd, "%s/go", c->dir);
+        if (c->hold_children && mkfifo(cmd, 0666) < 0)
+                return -errno;
         c->port = port;
         snprintf(c->name, sizeof c->name, "fake%d", (int) getpid());
         c->uid = run_as;
         c->gid = run_gid;
         return fake_postmaster_start(c);
+}
+
+/* Lets a postmaster started with hold_children fork its children. */
+static inline int fake_release_children(const FakeCluster *c) {
+        char path[PATH_MAX + 8];
+        snprintf(path, sizeof path, "%s/go", c->dir);
+        int fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        ssize_t k = write(fd, "\n", 1);
+        close(fd);
+        return k == 1 ? 0 : -EIO;
 }
 
 /* Ends every process of the fake cluster (ours) by pid, and removes its files. */

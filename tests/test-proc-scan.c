@@ -4,9 +4,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
-
 #include <sys/prctl.h>
+#include <cmocka.h>
 
 #include "fake-cluster.h"
 #include "proc-scan.h"
@@ -240,6 +239,289 @@ static void test_kept_children(void **state) {
         proc_scan_free(s);
 }
 
+/* ---- incremental discovery: what the discovery before knew must not hide a change ---- */
+
+#define SEC 1000000ULL
+
+/* A copy of sleep named postgres in dir (its comm is then "postgres"). */
+static void make_postgres(char *dir, char *exe, size_t size) {
+        assert_non_null(mkdtemp(dir));
+        snprintf(exe, size, "%s/postgres", dir);
+        char cmd[512];
+        snprintf(cmd, sizeof cmd, "cp /bin/sleep '%s'", exe);
+        assert_int_equal(system(cmd), 0);
+}
+
+static void remove_dir(const char *dir) {
+        char cmd[512];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+        assert_int_equal(system(cmd), 0);
+}
+
+static bool has_comm(pid_t pid, const char *comm) {
+        char path[64], buf[32] = "";
+        snprintf(path, sizeof path, "/proc/%d/comm", (int) pid);
+        FILE *f = fopen(path, "re");
+        if (!f)
+                return false;
+        bool yes = fgets(buf, sizeof buf, f) && strncmp(buf, comm, strlen(comm)) == 0 && buf[strlen(comm)] == '\n';
+        fclose(f);
+        return yes;
+}
+
+static void wait_comm(pid_t pid, const char *comm) {
+        for (int i = 0; i < 1000 && !has_comm(pid, comm); i++)
+                fake_sleep_ms(10);
+        assert_true(has_comm(pid, comm));
+}
+
+/* Discovers (incrementally unless complete) and returns the record of pid (NULL if none). */
+static const ProcRecord *discover_find(ProcScan *s, bool complete, pid_t pid, ProcRecord **r, size_t *n) {
+        assert_int_equal(proc_scan_discover(s, complete, r, n), 0);
+        for (size_t i = 1; i < *n; i++)
+                assert_true((*r)[i - 1].pid < (*r)[i].pid);
+        return find(*r, *n, pid);
+}
+
+/* A child that waits for a byte on fd, then execs exe (named postgres): a shell or an entrypoint
+ * script that becomes the server. */
+static pid_t spawn_exec_later(int fd, const char *exe) {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                char c;
+                if (read(fd, &c, 1) == 1)
+                        execl(exe, "postgres", "600", (char *) NULL);
+                _exit(127);
+        }
+        return pid;
+}
+
+static void end_child(pid_t pid) {
+        kill(pid, SIGTERM);
+        waitpid(pid, NULL, 0);
+}
+
+/* A young process that execs postgres is found by the next incremental discovery, with its title. */
+static void test_discover_young_exec(void **state) {
+        char dir[] = "/tmp/pgtree-exec-XXXXXX", exe[128];
+        make_postgres(dir, exe, sizeof exe);
+        ProcScan *s;
+        assert_int_equal(proc_scan_new(&s), 0);
+        proc_scan_set_recheck(s, 3600 * SEC, 60 * SEC); /* never due for a re-read; young: a minute */
+        int p[2];
+        assert_int_equal(pipe(p), 0);
+        pid_t kid = spawn_exec_later(p[0], exe);
+        ProcRecord *r;
+        size_t n;
+        const ProcRecord *k = discover_find(s, true, kid, &r, &n);
+        assert_non_null(k);
+        assert_string_not_equal(k->comm, "postgres");
+        proc_records_free(r, n);
+        assert_int_equal(write(p[1], "x", 1), 1);
+        wait_comm(kid, "postgres");
+        k = discover_find(s, false, kid, &r, &n);
+        bool seen = k && strcmp(k->comm, "postgres") == 0 && k->title && strstr(k->title, "600");
+        assert_true(proc_scan_was_read(s, kid));
+        proc_records_free(r, n);
+        end_child(kid);
+        close(p[0]);
+        close(p[1]);
+        proc_scan_free(s);
+        remove_dir(dir);
+        assert_true(seen);
+}
+
+/* An old process that is the same one is not read again at every discovery (the point: the cost
+ * of a discovery does not grow with the old processes of the host); one that execs postgres is
+ * found by its staggered re-read and by a complete discovery. */
+static void test_discover_old(void **state) {
+        char dir[] = "/tmp/pgtree-exec-XXXXXX", exe[128];
+        make_postgres(dir, exe, sizeof exe);
+        ProcScan *s;
+        assert_int_equal(proc_scan_new(&s), 0);
+        proc_scan_set_recheck(s, 3600 * SEC, 0); /* every process old; re-read once an hour */
+        int p[2];
+        assert_int_equal(pipe(p), 0);
+        pid_t kid = spawn_exec_later(p[0], exe);
+        ProcRecord *r;
+        size_t n;
+        assert_non_null(discover_find(s, false, kid, &r, &n)); /* the first one reads everything */
+        assert_true(proc_scan_stats(s).complete);
+        assert_true(proc_scan_was_read(s, kid));
+        proc_records_free(r, n);
+
+        /* same processes: neither it nor we are read again (unless due, once an hour: at most one
+         * of the three discoveries below can be that one) */
+        int read_again = 0;
+        for (int i = 0; i < 3; i++) {
+                const ProcRecord *k = discover_find(s, false, kid, &r, &n);
+                assert_non_null(k);
+                assert_int_equal(k->ppid, getpid());
+                ProcScanStats st = proc_scan_stats(s);
+                assert_false(st.complete);
+                assert_true(st.read < st.listed);
+                read_again += proc_scan_was_read(s, kid) + proc_scan_was_read(s, getpid());
+                proc_records_free(r, n);
+        }
+        assert_true(read_again <= 2);
+
+        /* it execs postgres: an incremental discovery does not see it (it has no reason to read
+         * it), a complete one does */
+        assert_int_equal(write(p[1], "x", 1), 1);
+        wait_comm(kid, "postgres");
+        const ProcRecord *k = discover_find(s, false, kid, &r, &n);
+        assert_non_null(k);
+        assert_string_not_equal(k->comm, "postgres");
+        proc_records_free(r, n);
+        k = discover_find(s, true, kid, &r, &n);
+        assert_non_null(k);
+        assert_string_equal(k->comm, "postgres");
+        assert_non_null(k->title);
+        assert_non_null(strstr(k->title, "600"));
+        assert_true(proc_scan_stats(s).complete);
+        proc_records_free(r, n);
+        end_child(kid);
+
+        /* the staggered re-read: with a period of 300 ms, an old process that execs postgres is
+         * seen within a few discoveries */
+        kid = spawn_exec_later(p[0], exe);
+        assert_non_null(discover_find(s, true, kid, &r, &n));
+        proc_records_free(r, n);
+        proc_scan_set_recheck(s, 300000, 0);
+        assert_int_equal(write(p[1], "x", 1), 1);
+        wait_comm(kid, "postgres");
+        bool seen = false;
+        for (int i = 0; i < 20 && !seen; i++) {
+                fake_sleep_ms(100);
+                k = discover_find(s, false, kid, &r, &n);
+                seen = k && strcmp(k->comm, "postgres") == 0;
+                proc_records_free(r, n);
+        }
+        end_child(kid);
+        close(p[0]);
+        close(p[1]);
+        /* most processes to read (all young here): one complete read (a reap) instead */
+        proc_scan_set_recheck(s, 3600 * SEC, 3650 * 24 * 3600 * SEC);
+        assert_int_equal(proc_scan_discover(s, false, &r, &n), 0);
+        proc_records_free(r, n);
+        assert_true(proc_scan_stats(s).complete);
+        proc_scan_free(s);
+        remove_dir(dir);
+        assert_true(seen);
+}
+
+/* A process whose parent exits is re-parented (to us: a subreaper): its ppid is read again,
+ * though it is old and the same process. */
+static void test_discover_reparented(void **state) {
+        assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+        int p[2];
+        assert_int_equal(pipe(p), 0);
+        pid_t mid = fork();
+        assert_true(mid >= 0);
+        if (mid == 0) {
+                pid_t kid = fork();
+                if (kid == 0) {
+                        pause();
+                        _exit(0);
+                }
+                if (write(p[1], &kid, sizeof kid) != sizeof kid)
+                        _exit(1);
+                pause();
+                _exit(0);
+        }
+        pid_t kid;
+        assert_int_equal(read(p[0], &kid, sizeof kid), sizeof kid);
+        ProcScan *s;
+        assert_int_equal(proc_scan_new(&s), 0);
+        proc_scan_set_recheck(s, 3600 * SEC, 0);
+        ProcRecord *r;
+        size_t n;
+        const ProcRecord *k = discover_find(s, true, kid, &r, &n);
+        assert_non_null(k);
+        assert_int_equal(k->ppid, mid);
+        proc_records_free(r, n);
+        end_child(mid);
+        k = discover_find(s, false, kid, &r, &n);
+        assert_non_null(k);
+        pid_t ppid = k->ppid;
+        bool was_read = proc_scan_was_read(s, kid);
+        proc_records_free(r, n);
+        end_child(kid);
+        close(p[0]);
+        close(p[1]);
+        proc_scan_free(s);
+        assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 0), 0);
+        assert_true(was_read);
+        assert_int_equal(ppid, getpid());
+}
+
+/* A pid reused by a new process between two discoveries is read again, though the process before
+ * on that pid was known, old and not due for a re-read: its /proc entry is another. The pid is
+ * made reused with ns_last_pid (root only; retried while other forks of the host take it first). */
+static void test_discover_reused_pid(void **state) {
+        if (geteuid() != 0 || access("/proc/sys/kernel/ns_last_pid", W_OK) != 0)
+                skip();
+        char dir[] = "/tmp/pgtree-reuse-XXXXXX", exe[128];
+        make_postgres(dir, exe, sizeof exe);
+        ProcScan *s;
+        assert_int_equal(proc_scan_new(&s), 0);
+        proc_scan_set_recheck(s, 3600 * SEC, 0); /* never re-read what looks the same */
+        ProcRecord *r;
+        size_t n;
+        pid_t got = -1, target = 0;
+        for (int attempt = 0; attempt < 50 && got != target; attempt++) {
+                pid_t old = fork();
+                assert_true(old >= 0);
+                if (old == 0) {
+                        pause();
+                        _exit(0);
+                }
+                target = old;
+                const ProcRecord *k = discover_find(s, false, old, &r, &n);
+                assert_non_null(k);
+                assert_string_not_equal(k->comm, "postgres");
+                proc_records_free(r, n);
+                assert_int_equal(proc_scan_discover(s, false, &r, &n), 0); /* known now */
+                proc_records_free(r, n);
+                end_child(old);
+                for (int i = 0; i < 200; i++) {
+                        FILE *f = fopen("/proc/sys/kernel/ns_last_pid", "we");
+                        assert_non_null(f);
+                        fprintf(f, "%d", (int) target - 1);
+                        fclose(f);
+                        got = fork();
+                        assert_true(got >= 0);
+                        if (got == 0) {
+                                if (getpid() == target)
+                                        execl(exe, "postgres", "600", (char *) NULL);
+                                _exit(0);
+                        }
+                        if (got == target)
+                                break;
+                        waitpid(got, NULL, 0);
+                }
+        }
+        if (got != target) {
+                proc_scan_free(s);
+                remove_dir(dir);
+                print_message("could not get pid %d again: other forks of the host took it first\n", (int) target);
+                skip();
+        }
+        wait_comm(got, "postgres");
+        const ProcRecord *k = discover_find(s, false, got, &r, &n);
+        bool complete = proc_scan_stats(s).complete;
+        end_child(got);
+        assert_false(complete);
+        assert_non_null(k);
+        assert_string_equal(k->comm, "postgres");
+        assert_non_null(k->title);
+        assert_non_null(strstr(k->title, "600"));
+        proc_records_free(r, n);
+        proc_scan_free(s);
+        remove_dir(dir);
+}
+
 /* What makes an executable a PostgreSQL server binary of the host. */
 static void test_exe_trusted(void **state) {
         char dir[] = "/tmp/pgtree-exe-XXXXXX", path[128], cmd[300];
@@ -288,6 +570,10 @@ int main(void) {
                 cmocka_unit_test(test_children_cwd_cmdline),
                 cmocka_unit_test(test_many_pids),
                 cmocka_unit_test(test_kept_children),
+                cmocka_unit_test(test_discover_young_exec),
+                cmocka_unit_test(test_discover_old),
+                cmocka_unit_test(test_discover_reparented),
+                cmocka_unit_test(test_discover_reused_pid),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -217,10 +217,156 @@ static void test_skipped_processes_leave_when_they_exit(void **state) {
         assert_true(tested);
 }
 
+static void touch(const char *dir, const char *name) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/%s", dir, name);
+        int fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+        assert_true(fd >= 0);
+        close(fd);
+}
+
+/* An old process that execs a postmaster (no children yet) is not read again by incremental
+ * discoveries (it is the same process, and not young); its socket appearing in a watched
+ * directory makes the next refresh a complete discovery, which finds it — at most one per the
+ * bound, the request waiting meanwhile. */
+static void test_socket_trigger(void **state) {
+        int gate[2];
+        assert_int_equal(pipe(gate), 0);
+        FakeCluster fc = { .gate_fd = gate[0], .hold_children = true };
+        assert_int_equal(fake_cluster_start(&fc, 54996), 0); /* waits at the gate: not postgres yet */
+        char sock[PATH_MAX];
+        snprintf(sock, sizeof sock, "%s/sock", fc.dir);
+        assert_int_equal(mkdir(sock, 0755), 0);
+
+        Scanner *s;
+        assert_int_equal(scanner_new(&s), 0);
+        scanner_set_recheck(s, 3600 * 1000000ULL, 0); /* every process old, re-read once an hour */
+        assert_int_equal(scanner_watch_socket_dir(s, sock), 0);
+        PgTree t;
+        ScanStats st;
+
+        /* only PostgreSQL's socket names count */
+        touch(sock, "not-a-socket");
+        assert_int_equal(scanner_socket_events(s), 0);
+        assert_null(scanner_pending_complete(s));
+
+        assert_int_equal(scanner_refresh(s, false, &t, &st), 0);
+        assert_true(st.full);
+        assert_true(st.complete);
+        assert_null(find_cluster(&t, fc.pm));
+        tree_free(&t);
+
+        /* the first socket to appear is looked for at once (the bound is between the complete
+         * discoveries sockets ask for, not from pgtreed's start): another cluster's */
+        scanner_set_complete_min_interval(s, 3600 * 1000000ULL);
+        touch(sock, ".s.PGSQL.1.lock");
+        assert_int_equal(scanner_socket_events(s), 1);
+        assert_int_equal(scanner_refresh(s, false, &t, &st), 0);
+        assert_true(st.complete);
+        assert_null(find_cluster(&t, fc.pm)); /* not postgres yet */
+        tree_free(&t);
+        assert_null(scanner_pending_complete(s));
+
+        /* then no complete discovery for an hour: another cluster starting cannot make one */
+        assert_int_equal(write(gate[1], "x", 1), 1);
+        char comm[64] = "";
+        for (int i = 0; i < 1000 && strcmp(comm, "postgres\n") != 0; i++) {
+                char path[64];
+                snprintf(path, sizeof path, "/proc/%d/comm", (int) fc.pm);
+                FILE *f = fopen(path, "re");
+                if (f) {
+                        if (!fgets(comm, sizeof comm, f))
+                                comm[0] = 0;
+                        fclose(f);
+                }
+                fake_sleep_ms(10);
+        }
+        assert_string_equal(comm, "postgres\n");
+        assert_int_equal(scanner_refresh(s, true, &t, &st), 0);
+        assert_true(st.full);
+        assert_false(st.complete);
+        assert_null(find_cluster(&t, fc.pm)); /* the same old process: not read again */
+        tree_free(&t);
+
+        /* its socket appears: a complete discovery is wanted, but not before the bound */
+        touch(sock, ".s.PGSQL.54996.lock");
+        touch(sock, ".s.PGSQL.54996");
+        assert_int_equal(scanner_socket_events(s), 0);
+        assert_non_null(scanner_pending_complete(s));
+        assert_int_equal(scanner_refresh(s, true, &t, &st), 0);
+        assert_false(st.complete);
+        assert_null(find_cluster(&t, fc.pm));
+        tree_free(&t);
+        assert_non_null(scanner_pending_complete(s)); /* still wanted */
+
+        /* the bound passed: the next refresh discovers completely and finds the postmaster */
+        scanner_set_complete_min_interval(s, 1);
+        assert_int_equal(scanner_socket_events(s), 1);
+        assert_int_equal(scanner_refresh(s, false, &t, &st), 0);
+        assert_true(st.full);
+        assert_true(st.complete);
+        assert_non_null(strstr(st.full_reason, "PostgreSQL socket .s.PGSQL."));
+        const PgCluster *c = find_cluster(&t, fc.pm);
+        assert_non_null(c);
+        assert_string_equal(c->data_directory, fc.data);
+        tree_free(&t);
+        assert_null(scanner_pending_complete(s));
+
+        scanner_free(s);
+        close(gate[0]);
+        close(gate[1]);
+        assert_int_equal(fake_release_children(&fc), 0);
+        assert_int_equal(fake_wait_children(&fc, 2), 0);
+        fake_cluster_stop(&fc, NULL, 0);
+}
+
+/* An old process that exec'd a postmaster which forked its children is found by the next
+ * incremental discovery (the parent of PostgreSQL processes is read), and its children are its
+ * members, not orphans of an unknown parent. */
+static void test_old_postmaster_with_children(void **state) {
+        int gate[2];
+        assert_int_equal(pipe(gate), 0);
+        FakeCluster fc = { .gate_fd = gate[0] };
+        assert_int_equal(fake_cluster_start(&fc, 54995), 0);
+        Scanner *s;
+        assert_int_equal(scanner_new(&s), 0);
+        scanner_set_recheck(s, 3600 * 1000000ULL, 0);
+        scanner_set_complete_min_interval(s, 3600 * 1000000ULL);
+        PgTree t;
+        ScanStats st;
+        assert_int_equal(scanner_refresh(s, false, &t, &st), 0);
+        assert_true(st.complete);
+        assert_null(find_cluster(&t, fc.pm));
+        tree_free(&t);
+        assert_int_equal(write(gate[1], "x", 1), 1);
+        assert_int_equal(fake_wait_children(&fc, 2), 0);
+        assert_int_equal(scanner_refresh(s, true, &t, &st), 0);
+        assert_true(st.full);
+        assert_false(st.complete);
+        const PgCluster *c = find_cluster(&t, fc.pm);
+        assert_non_null(c);
+        assert_int_equal(members(&t, c), 3);
+        pid_t kids[8];
+        int n = fake_children(fc.pm, kids, 8);
+        assert_int_equal(n, 2);
+        for (int i = 0; i < n; i++) {
+                int k = tree_find(&t, kids[i]);
+                assert_true(k >= 0);
+                assert_false(pg_process_is_orphan(&t.procs[k]));
+        }
+        tree_free(&t);
+        scanner_free(s);
+        close(gate[0]);
+        close(gate[1]);
+        fake_cluster_stop(&fc, NULL, 0);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_discover_refresh_orphan),
                 cmocka_unit_test(test_skipped_processes_leave_when_they_exit),
+                cmocka_unit_test(test_socket_trigger),
+                cmocka_unit_test(test_old_postmaster_with_children),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -120,9 +120,9 @@ data_directory = {a.data}
         took = time.monotonic() - t0
         print(f"new cluster in the tree {took:.2f} s after pg_ctl start returned")
         assert took < 4.0, d.log()
-        assert any(f".s.PGSQL.{b.port}.lock appeared in {a.base}" in l for l in d.lines), d.log()
-        # lock files made in a watched socket directory by anyone: one scan at once, then at most
-        # one per interval (at the regular cycles)
+        assert any(f"PostgreSQL socket .s.PGSQL.{b.port}.lock created in {a.base}" in l for l in d.lines), d.log()
+        # lock files made in a watched socket directory by anyone: at most one complete discovery
+        # per 10 s (the requests wait), the regular cycles otherwise
         time.sleep(5.5)
         before = d.client_json("status")
         t0 = time.monotonic()
