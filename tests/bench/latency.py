@@ -133,7 +133,7 @@ def trial(cluster, d, n):
         wait_for(lambda: all(cluster.sql("SELECT state = 'active' FROM pg_stat_activity WHERE pid = %s", (pid_of[k],))
                              for k in ("client_gone unix", "client_gone tcp")), 20, what="psql running")
         for via, p in zip(("unix", "tcp"), clients):
-            p.send_signal(signal.SIGKILL)  # psql, the client program: never PostgreSQL
+            p.send_signal(signal.SIGKILL)  # not PostgreSQL: the psql client
             p.wait()
             true_at[f"client_gone {via}"] = time.monotonic()
         start = min(true_at.values()) - 5
@@ -148,7 +148,7 @@ def trial(cluster, d, n):
     finally:
         for p in clients:
             if p.poll() is None:
-                p.kill()
+                p.kill()  # not PostgreSQL: the psql client
                 p.wait()
         cluster.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE %s",
                     (f"{tag}-%",))
