@@ -192,7 +192,7 @@ def trial(cluster, d, n, interval):
                  interval=0.05, what="psql's backends in the tree")
         time.sleep(random.uniform(0, interval))
         for via, p in zip(("unix", "tcp"), clients):
-            p.send_signal(signal.SIGKILL)  # psql, the client program: never PostgreSQL
+            p.send_signal(signal.SIGKILL)  # not PostgreSQL: the psql client
             p.wait()
             true_at[f"client_gone {via}"] = time.monotonic()
         result.update(wait_findings(d, KINDS[4:], pid_of, {k: true_at[k] for k in KINDS[4:]}))
@@ -200,7 +200,7 @@ def trial(cluster, d, n, interval):
     finally:
         for p in clients:
             if p.poll() is None:
-                p.kill()
+                p.kill()  # not PostgreSQL: the psql client
                 p.wait()
         cluster.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE %s",
                     (f"{tag}-%",))

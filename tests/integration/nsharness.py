@@ -28,7 +28,7 @@ import textwrap
 
 import psycopg2
 
-from pgharness import children, free_port, pg_bindir, pid_alive, server_major, wait_for
+from pgharness import children, crash_postmaster, free_port, pg_bindir, pid_alive, server_major, wait_for
 
 
 def ns_pids(pid):
@@ -122,7 +122,9 @@ class ContainerCluster:
         as_user = f"setpriv --reuid={pw.pw_uid} --regid={pw.pw_gid} --init-groups"
         image_bindir = self.image_bindir
         bindir = f"{self.base}/pg/bin" if image_bindir else self.bindir
+        # RLIMIT_CORE 0 for the whole container (no core file of a server process anywhere)
         script = f"""set -e
+ulimit -c 0
 hostname {self.hostname}
 mount -t tmpfs -o mode=0755 pgtree-ctr {self.base}
 echo {self.hostname} > {self.base}/hostname
@@ -207,6 +209,17 @@ while [ ! -e {self.stopfile} ]; do sleep 0.3; done
                 if ns_pids(c)[-1] == ns_pid:
                     return c
         return None
+
+    def crash_postmaster(self):
+        """The postmaster dies abruptly (pgharness.crash_postmaster(), never SIGKILL); its
+        backends stay, orphaned (re-parented to the container's init), until they notice. Only
+        with init=True: a postmaster that is pid 1 cannot be crashed without its namespace
+        ending by SIGKILL."""
+        # only this test's own postmaster, known by its parent (this container's init)
+        assert self.init and self.init_pid != self.pm_pid
+        with open(f"/proc/{self.pm_pid}/stat") as f:
+            assert f.read().rsplit(")", 1)[1].split()[1] == str(self.init_pid)
+        crash_postmaster(self.pm_pid)
 
     def stop(self):
         if self.pm_pid and pid_alive(self.pm_pid) and self.proc and self.proc.poll() is None:

@@ -94,6 +94,56 @@ def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
+# How the tests make a postmaster die abruptly, leaving its backends orphaned (the postmaster
+# gone at once, no shutdown of any kind, postmaster.pid and shared memory left behind, each
+# backend running on until it notices): SIGVTALRM. Never SIGKILL: the project sends SIGKILL to
+# no PostgreSQL process, by any route, tests included (test_nokill_guard.py checks the tree).
+# - No postmaster of 12–18 catches or ignores it (pqsignal() in PostmasterMain sets HUP, INT,
+#   QUIT, TERM, USR1, USR2, CHLD and ignores PIPE, ALRM, TTIN, TTOU, XFSZ, URG on some; SigCgt
+#   and SigIgn of /proc/PID/status agree on Debian's 15 and the npm builds 12–18), so its
+#   default action applies: the kernel ends the process, no handler and no exit code run.
+# - That default action is "terminate", not "core" (unlike SIGABRT, SIGQUIT or SIGSEGV): the
+#   kernel never starts a core dump, so no core file is written whatever kernel.core_pattern
+#   says (a file, or a pipe to systemd-coredump or apport, which would run even with
+#   RLIMIT_CORE=0). The clusters run with RLIMIT_CORE=0 all the same (Cluster._run,
+#   ContainerCluster), for a crash the tests did not ask for.
+# - Up to 15 the postmaster blocks every signal but SIGABRT and the synchronous faults outside
+#   its select() (BlockSig): one that comes then waits for the next select(), a few ms (measured
+#   1–7 ms on 12–18 with a busy backend). crash_postmaster() waits for the exit.
+# A PID namespace's init (a containerized postmaster that is pid 1) gets from outside only the
+# signals it catches, and when it dies the kernel SIGKILLs every process of its namespace:
+# crash_postmaster() refuses it.
+CRASH_SIGNAL = signal.SIGVTALRM
+
+
+def _status_field(pid, key):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return line.split()[1:]
+    raise RuntimeError(f"/proc/{pid}/status has no {key}")
+
+
+def crash_postmaster(pm_pid, timeout=30):
+    """Makes the postmaster pm_pid die abruptly (CRASH_SIGNAL, above), as a crash would, and
+    waits until it is gone; its children stay, orphaned, until they notice. The caller checks
+    first that pm_pid is its own test's postmaster."""
+    with open(f"/proc/{pm_pid}/comm") as f:
+        comm = f.read().strip()
+    if comm != "postgres":
+        raise RuntimeError(f"crash_postmaster: pid {pm_pid} is {comm!r}, not a postmaster")
+    if int(_status_field(pm_pid, "NSpid")[-1]) == 1:
+        raise RuntimeError(f"crash_postmaster: pid {pm_pid} is its PID namespace's init: it gets only the "
+                           "signals it catches, and its death would have the kernel SIGKILL its backends")
+    bit = 1 << (CRASH_SIGNAL - 1)
+    for key in ("SigCgt", "SigIgn"):
+        if int(_status_field(pm_pid, key)[0], 16) & bit:
+            raise RuntimeError(f"crash_postmaster: postmaster {pm_pid} has {CRASH_SIGNAL.name} in {key}: "
+                               "it would not die of it")
+    os.kill(pm_pid, CRASH_SIGNAL)
+    wait_for(lambda: not pid_alive(pm_pid), timeout, interval=0.01, what=f"postmaster {pm_pid} to die")
+
+
 def server_major(bindir):
     """The major version of the server in bindir (12, 13, …)."""
     out = subprocess.run([f"{bindir}/postgres", "--version"], capture_output=True, text=True,
@@ -128,9 +178,11 @@ class Cluster:
         return argv
 
     def _run(self, argv, **kw):
+        """argv as the cluster's user, with RLIMIT_CORE 0 (set by prlimit after runuser, whose
+        pam_limits could raise it): no server process of the cluster writes a core file."""
         kw.setdefault("timeout", 180)
-        return subprocess.run(self._as_user(argv), check=True, capture_output=True,
-                              text=True, cwd=self.base, **kw)
+        return subprocess.run(self._as_user(["prlimit", "--core=0:0", "--"] + argv), check=True,
+                              capture_output=True, text=True, cwd=self.base, **kw)
 
     def start(self):
         self.init()
@@ -222,6 +274,15 @@ class Cluster:
         self._run([f"{self.bindir}/pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "60", "start"])
         self.pm_pid = self.postmaster_pid()
         self.started_pids.add(self.pm_pid)
+
+    def crash_postmaster(self):
+        """This cluster's postmaster dies abruptly (crash_postmaster(), never SIGKILL); its
+        backends stay, orphaned, until they notice."""
+        # only this test's own postmaster, identified by its (unique) data directory
+        assert os.readlink(f"/proc/{self.pm_pid}/cwd") == self.data
+        crash_postmaster(self.pm_pid)
+        # core_pattern "core" would put one in the postmaster's working directory
+        assert not glob.glob(os.path.join(self.data, "core*")), os.listdir(self.data)
 
     def server_log(self):
         with open(self.log, errors="replace") as f:

@@ -168,7 +168,7 @@ def client_gone_case(pgtreed, cluster, host, tag):
                                             (tag,)) or [[None]])[0][0], 10, what="client's backend")
         data = once_json(pgtreed)
         assert pid not in findings(data, "client_gone", cluster)
-        client.send_signal(signal.SIGKILL)
+        client.send_signal(signal.SIGKILL)  # not PostgreSQL: the psql client
         client.wait()
         # the kernel tears the connection down after the client's exit: wait for it (10 s bound)
         seen = {}
@@ -184,7 +184,7 @@ def client_gone_case(pgtreed, cluster, host, tag):
         return pid
     finally:
         if client.poll() is None:
-            client.kill()
+            client.kill()  # not PostgreSQL: the psql client
             client.wait()
 
 

@@ -92,7 +92,7 @@ def test_dead_client_within_one_interval(daemon, churn_cluster, via):
             # let the daemon see the session working first (its socket is then known)
             k = cycles(daemon)
             wait_for(lambda: cycles(daemon) >= k + 2, 20, what="two cycles")
-            client.send_signal(signal.SIGKILL)  # the client program, never PostgreSQL
+            client.send_signal(signal.SIGKILL)  # not PostgreSQL: the psql client
             client.wait()
             died = cycles(daemon)
             wait_for(lambda: any(f"pid {pid} " in l for l in opened(daemon, churn_cluster)), 30,
@@ -102,7 +102,7 @@ def test_dead_client_within_one_interval(daemon, churn_cluster, via):
             assert pid_alive(pid)
         finally:
             if client.poll() is None:
-                client.kill()
+                client.kill()  # not PostgreSQL: the psql client
                 client.wait()
             churn_cluster.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
                               (tag,))

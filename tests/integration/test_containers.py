@@ -215,8 +215,8 @@ def busy_backend(c, app):
 
 
 def test_orphan_in_container(pgtreed, daemon_factory):
-    """The postmaster of a containerized cluster dies (the test kills its own, as test_orphan
-    does on the host) while a CPU-bound backend runs on, re-parented to the container's init:
+    """The postmaster of a containerized cluster dies (the test crashes its own, never by SIGKILL,
+    as test_orphan does on the host) while a CPU-bound backend runs on, re-parented to the container's init:
     an orphan_backend of that container, with its host pid and its pid in the container."""
     c = ContainerCluster(f"ctr_orph_{os.getpid()}", f"ctr-orph-{os.getpid()}", init=True)
     with c:
@@ -225,7 +225,7 @@ def test_orphan_in_container(pgtreed, daemon_factory):
         try:
             # only this test's own postmaster, known by its parent (this container's init)
             assert open(f"/proc/{c.pm_pid}/stat").read().rsplit(")", 1)[1].split()[1] == str(c.init_pid)
-            os.kill(c.pm_pid, signal.SIGKILL)
+            c.crash_postmaster()  # abruptly, never by SIGKILL
             wait_for(lambda: not pid_alive(c.pm_pid), 30, what="postmaster exit")
             assert pid_alive(pid), "the CPU-bound backend should outlive its postmaster"
             # re-parented to the container's init, not to the host's
@@ -269,7 +269,10 @@ def test_orphan_in_container(pgtreed, daemon_factory):
 def test_container_init_dies(daemon_factory):
     """The postmaster is the container's pid 1: when it dies the kernel ends the whole PID
     namespace. The running daemon drops the cluster (no orphan of it, no stale cluster) and
-    lives on."""
+    lives on. The postmaster ends by immediate shutdown (SIGQUIT, what pg_ctl -m immediate
+    sends: every backend quits at once, no checkpoint), not by a crash: from outside, a pid 1
+    gets only the signals it catches, and the kernel would end the processes a dead init left
+    in its namespace with SIGKILL, which the project never sends to PostgreSQL by any route."""
     c = ContainerCluster(f"ctr_gone_{os.getpid()}", f"ctr-gone-{os.getpid()}")
     d = daemon_factory("[daemon]\ninterval = 300ms\n").start()
     with c:
@@ -279,7 +282,7 @@ def test_container_init_dies(daemon_factory):
                                  for cl in d.client_json("tree")["clusters"]), 60, interval=0.5,
                      what="the containerized cluster watched")
             assert ns_pids(c.pm_pid)[-1] == 1
-            os.kill(c.pm_pid, signal.SIGKILL)  # the test's own postmaster, its container's init
+            os.kill(c.pm_pid, signal.SIGQUIT)  # the test's own postmaster, its container's init
             wait_for(lambda: not pid_alive(c.pm_pid) and not pid_alive(pid), 30, what="the namespace to end")
             gone = lambda t: (all(cl["postmaster"]["pid"] != c.pm_pid for cl in t["clusters"]) and
                               all(o["pid"] != pid for o in t.get("orphans", [])))

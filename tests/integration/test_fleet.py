@@ -31,7 +31,7 @@ def stop(p):
         try:
             p.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            p.kill()          # our own exporter/prometheus, never a PostgreSQL process
+            p.kill()  # not PostgreSQL: our own exporter/prometheus
             p.wait()
 
 
@@ -92,7 +92,7 @@ scrape_configs:
         wait_for(lambda: c.sql("SELECT state FROM pg_stat_activity WHERE pid = %s", (pid,)) == [("active",)],
                  10, what="busy backend")
         assert os.readlink(f"/proc/{c.pm_pid}/cwd") == c.data
-        os.kill(c.pm_pid, signal.SIGKILL)
+        c.crash_postmaster()  # abruptly, never by SIGKILL
         wait_for(lambda: not pid_alive(c.pm_pid), 10, what="postmaster exit")
         assert pid_alive(pid)
 

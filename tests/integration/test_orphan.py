@@ -1,6 +1,7 @@
 """A backend whose postmaster died keeps running a CPU-bound query: pgtreed
-reports it as orphan_backend. The test kills only the postmaster of the
-throwaway cluster it started, then ends the orphan with SIGTERM."""
+reports it as orphan_backend. The test crashes only the postmaster of the
+throwaway cluster it started (never by SIGKILL: Cluster.crash_postmaster), then
+ends the orphan with SIGTERM."""
 import os
 import signal
 
@@ -16,9 +17,10 @@ def test_orphan_backend_after_postmaster_death(pgtreed):
         wait_for(lambda: c.sql("SELECT state FROM pg_stat_activity WHERE pid = %s", (pid,))
                  == [("active",)], 10, what="busy backend")
 
-        # Only this test's own postmaster, identified by its data directory.
+        # Only this test's own postmaster, identified by its data directory; it dies abruptly
+        # (never by SIGKILL: pgharness.crash_postmaster).
         assert os.readlink(f"/proc/{c.pm_pid}/cwd") == c.data
-        os.kill(c.pm_pid, signal.SIGKILL)
+        c.crash_postmaster()
         wait_for(lambda: not pid_alive(c.pm_pid), 10, what="postmaster exit")
         assert pid_alive(pid), "the CPU-bound backend should outlive its postmaster"
 

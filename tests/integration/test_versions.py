@@ -398,7 +398,7 @@ def test_no_false_findings_over_daemon_cycles(fleet, pgtreed, pgtree_client):
 
 @pytest.mark.parametrize("which", ["oldest", "newest"])
 def test_orphan_backend(which, pgtreed):
-    """The postmaster of this test's own cluster is killed while a CPU-bound query runs: the
+    """The postmaster of this test's own cluster crashes (never by SIGKILL) while a CPU-bound query runs: the
     backend is an orphan_backend that says it blocks the restart; the logger, which outlives the
     postmaster as long as a backend keeps its pipe open, is listed but is no finding (it holds
     no shared memory). SIGTERM ends the backend; the logger then exits by itself."""
@@ -415,7 +415,7 @@ def test_orphan_backend(which, pgtreed):
         logger = next(p for p in children(c.pm_pid) if (title(p) or "").rstrip().endswith("logger"))
         # only this test's own postmaster, identified by its data directory
         assert os.readlink(f"/proc/{c.pm_pid}/cwd") == c.data
-        os.kill(c.pm_pid, signal.SIGKILL)
+        c.crash_postmaster()  # abruptly, never by SIGKILL
         wait_for(lambda: not pid_alive(c.pm_pid), 10, what="postmaster exit")
         # the other children notice and exit; the busy backend and the logger stay
         wait_for(lambda: {p for p in c.backend_pids() if pid_alive(p)} <= {pid, logger}, 30, 0.2,
