@@ -140,7 +140,7 @@ action = log
                  30, interval=0.1, what="the backend in the tree")
         k = d.client_json("tree")["cycle"]
         wait_for(lambda: d.client_json("tree")["cycle"] > k, 30, interval=0.02, what="a cycle")
-        client.send_signal(signal.SIGKILL)  # the client program, never PostgreSQL
+        client.send_signal(signal.SIGKILL)  # not PostgreSQL: the psql client
         client.wait()
         died = time.monotonic()
         wait_for(lambda: any(f"pid {pid} " in l for l in opened(d, churn_cluster)), 30, interval=0.02,
@@ -153,7 +153,7 @@ action = log
         assert pid_alive(pid)
     finally:
         if client.poll() is None:
-            client.kill()
+            client.kill()  # not PostgreSQL: the psql client
             client.wait()
         churn_cluster.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
                           (tag,))
