@@ -704,8 +704,16 @@ static int on_probe_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Manager *m = userdata;
         uint64_t interval = m->config->interval_usec;
         uint64_t now = now_monotonic_usec();
-        uint64_t period = interval / 4 > 50000 ? interval / 4 : 50000;
-        sd_event_source_set_time(s, now + period);
+        uint64_t mid = m->regular_started + interval / 2;
+        if (m->probed_after == m->regular_started || now + interval / 20 < mid) {
+                /* looked already in this interval, or too early: half way through this or the next */
+                uint64_t at = m->probed_after == m->regular_started ? mid + interval : mid;
+                sd_event_source_set_time(s, at > now ? at : now + interval / 2);
+                sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+                return 0;
+        }
+        m->probed_after = m->regular_started;
+        sd_event_source_set_time(s, mid + interval);
         sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
         if (m->cycle_running || m->extra_next || m->force_full)
                 return 0;
@@ -1080,7 +1088,7 @@ int manager_run(Manager *m) {
         if ((r = sd_event_add_time(m->event, &m->cycle_timer, CLOCK_MONOTONIC, 0, 1000, on_cycle_timer, m)) < 0)
                 return r;
         sd_event_source_set_enabled(m->cycle_timer, SD_EVENT_ONESHOT);
-        if ((r = sd_event_add_time_relative(m->event, &m->probe_timer, CLOCK_MONOTONIC, m->config->interval_usec / 4, 1000,
+        if ((r = sd_event_add_time_relative(m->event, &m->probe_timer, CLOCK_MONOTONIC, m->config->interval_usec / 2, 1000,
                                             on_probe_timer, m)) < 0)
                 return r;
         sd_event_source_set_enabled(m->probe_timer, SD_EVENT_ONESHOT);

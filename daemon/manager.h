@@ -94,9 +94,12 @@ typedef struct Manager {
         uint64_t extra_refilled;
         bool extra_next;        /* the cycle the timer is set for is an extra one */
         uint64_t extra_cycles;  /* how many ran */
-        /* between cycles, every quarter interval: the clients of the last tree's busy backends
-         * (cheap); one dead since the last cycle began starts an extra cycle */
+        /* once between two regular cycles, half way: the clients of the last tree's busy
+         * backends; one dead since the last cycle began starts an extra cycle. Once, not more
+         * often: at 2,000 sessions the look is a dump of the host's Unix sockets, and three per
+         * interval cost more than half a cycle again */
         sd_event_source *probe_timer;
+        uint64_t probed_after;  /* regular_started of the interval the look was made in */
         uint64_t client_probes; /* how many ran */
         PmWatch *pm;
         size_t n_pm, pm_allocated;
