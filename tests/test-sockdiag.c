@@ -323,19 +323,14 @@ static bool not_idle(const PgProcess *p, void *userdata) {
         return strcmp(p->title.state, "idle") != 0;
 }
 
-/* The probe: backends (real processes holding the server side of a Unix connection) are found
- * by their socket, once; only the wanted ones are looked at; a dead client is reported. */
-static void test_probe_unix(void **state) {
-        enum { N = 3 };
-        char dir[] = "/tmp/pgtree-sockdiag-XXXXXX";
-        struct sockaddr_un a;
-        int l = listen_unix(dir, 5996, &a);
-        int cl[N], ready[2];
-        pid_t kid[N];
+/* n "backends": each a child holding the server side of one connection to the listener l,
+ * whose client ends are cl[i] (ours); returns once every child has closed what is not its own. */
+static void spawn_backends(int l, const struct sockaddr_un *a, int n, int *cl, pid_t *kid) {
+        int ready[2];
         assert_int_equal(pipe(ready), 0);
-        for (int i = 0; i < N; i++) {
+        for (int i = 0; i < n; i++) {
                 cl[i] = socket(AF_UNIX, SOCK_STREAM, 0);
-                assert_int_equal(connect(cl[i], (struct sockaddr *) &a, sizeof a), 0);
+                assert_int_equal(connect(cl[i], (const struct sockaddr *) a, sizeof *a), 0);
                 int sv = accept(l, NULL, NULL);
                 assert_true(sv >= 0);
                 kid[i] = fork();
@@ -354,13 +349,25 @@ static void test_probe_unix(void **state) {
                 close(sv);
         }
         close(ready[1]);
-        char buf[N];
-        for (size_t got = 0; got < N;) { /* every child has closed what is not its own */
+        char buf[64];
+        for (int got = 0; got < n;) {
                 ssize_t k = read(ready[0], buf, sizeof buf);
                 assert_true(k > 0);
-                got += (size_t) k;
+                got += (int) k;
         }
         close(ready[0]);
+}
+
+/* The probe: backends (real processes holding the server side of a Unix connection) are found
+ * by their socket, once; only the wanted ones are looked at; a dead client is reported. */
+static void test_probe_unix(void **state) {
+        enum { N = 3 };
+        char dir[] = "/tmp/pgtree-sockdiag-XXXXXX";
+        struct sockaddr_un a;
+        int l = listen_unix(dir, 5996, &a);
+        int cl[N];
+        pid_t kid[N];
+        spawn_backends(l, &a, N, cl, kid);
         char t0[64], t1[64], t2[64];
         snprintf(t0, sizeof t0, "postgres: eve shop [local] SELECT");
         snprintf(t1, sizeof t1, "postgres: eve shop [local] idle in transaction");
@@ -430,36 +437,7 @@ static void test_probe_unix_dump(void **state) {
         int l = listen_unix(dir, 5997, &a);
         static int cl[N];
         static pid_t kid[N];
-        int ready[2];
-        assert_int_equal(pipe(ready), 0);
-        for (int i = 0; i < N; i++) {
-                cl[i] = socket(AF_UNIX, SOCK_STREAM, 0);
-                assert_int_equal(connect(cl[i], (struct sockaddr *) &a, sizeof a), 0);
-                int sv = accept(l, NULL, NULL);
-                assert_true(sv >= 0);
-                kid[i] = fork();
-                assert_true(kid[i] >= 0);
-                if (kid[i] == 0) {
-                        prctl(PR_SET_PDEATHSIG, SIGTERM);
-                        close(l);
-                        for (int j = 0; j <= i; j++)
-                                close(cl[j]);
-                        close(ready[0]);
-                        (void) !write(ready[1], "x", 1);
-                        close(ready[1]);
-                        pause();
-                        _exit(0);
-                }
-                close(sv);
-        }
-        close(ready[1]);
-        char buf[N];
-        for (size_t got = 0; got < N;) {
-                ssize_t k = read(ready[0], buf, sizeof buf);
-                assert_true(k > 0);
-                got += (size_t) k;
-        }
-        close(ready[0]);
+        spawn_backends(l, &a, N, cl, kid);
         static ProcRecord r[N + 1];
         r[0] = (ProcRecord) REC(100, 1, "/usr/bin/postgres -D /srv/a");
         for (int i = 0; i < N; i++)
