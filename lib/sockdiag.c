@@ -475,7 +475,12 @@ struct ClientGoneProbe {
         size_t n, allocated;
         uint64_t generation;
         ClientGoneStats stats;
+        size_t unix_limit;      /* 0: none */
 };
+
+void client_gone_probe_limit_unix(ClientGoneProbe *p, size_t max) {
+        p->unix_limit = max;
+}
 
 int client_gone_probe_new(ClientGoneProbe **ret) {
         ClientGoneProbe *p = calloc(1, sizeof *p);
@@ -669,7 +674,9 @@ int client_gone_probe_run(ClientGoneProbe *p, const PgTree *t, bool (*wanted)(co
                 which[nw] = i;
                 inodes[nw++] = c->inode;
         }
-        if (r >= 0 && nw > 0 && nw <= CLIENT_GONE_LOOKUP_MAX) {
+        if (r >= 0 && p->unix_limit > 0 && nw > p->unix_limit) {
+                p->stats.unix_skipped = nw; /* a cheap look only: these wait for the cycle's */
+        } else if (r >= 0 && nw > 0 && nw <= CLIENT_GONE_LOOKUP_MAX) {
                 _cleanup_free_ UnixSock *socks = malloc(nw * sizeof *socks);
                 _cleanup_free_ bool *found = malloc(nw * sizeof *found);
                 if (!socks || !found)

@@ -64,12 +64,18 @@ ClientGoneProbe *client_gone_probe_free(ClientGoneProbe *p);
  * backends that are not idle: an idle backend whose client closed is on its way out), by the
  * inode of their socket — up to CLIENT_GONE_LOOKUP_MAX of them, beyond that one dump. */
 #define CLIENT_GONE_LOOKUP_MAX 128
+/* Unix clients looked at between cycles, at most (engine_clients_died) */
+#define CLIENT_GONE_BETWEEN_MAX 8
 int client_gone_probe_run(ClientGoneProbe *p, const PgTree *t, bool (*wanted)(const PgProcess *p, void *userdata),
                           void *userdata, GoneBackend **ret, size_t *n_ret);
 /* What the last run did (for tests and benchmarks). */
 typedef struct ClientGoneStats {
-        size_t unix_wanted, unix_lookups, unix_dumps, fd_reads;
+        size_t unix_wanted, unix_lookups, unix_dumps, fd_reads, unix_skipped;
 } ClientGoneStats;
+/* Runs after this look at Unix clients only when at most max are wanted (0: always): a lookup
+ * by inode walks every Unix socket of the host in the kernel, so a look between cycles keeps to
+ * TCP clients (one kernel-filtered dump) and a few Unix ones. */
+void client_gone_probe_limit_unix(ClientGoneProbe *p, size_t max);
 ClientGoneStats client_gone_probe_stats(const ClientGoneProbe *p);
 
 enum {
